@@ -1,0 +1,68 @@
+# Two commands for a newcomer: `make demo` and `make test` (see README.md).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PYTHON ?= python3
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+LINK := .collections/ansible_collections/datarobot_mlops/management_agent
+RIG := $(BIN)/python tests/rig/rig.py
+PYTEST := $(BIN)/pytest -ra
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+export PATH := $(BIN):$(PATH)
+
+.PHONY: help setup test unit lint sanity ansible-lint packaging integration demo bench rig-up rig-down rig-status clean
+
+help:
+	@echo "make demo      bring up the local rig and run site.yml against it"
+	@echo "make test      every suite: unit, lint + sanity, packaging, integration on the rig"
+	@echo "make setup     .venv with the pinned tool chain; links the checkout as the collection"
+	@echo "make rig-up | rig-down | rig-status   the local rig of real parts (tests/rig)"
+
+setup: $(VENV)/.installed $(LINK)
+
+$(VENV)/.installed: requirements.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.txt
+	touch $@
+
+$(LINK):
+	mkdir -p $(dir $@)
+	ln -sfn ../../.. $@
+
+test: unit lint packaging integration
+
+unit: setup
+	$(PYTEST) tests/unit
+
+lint: ansible-lint sanity
+
+ansible-lint: setup
+	$(BIN)/ansible-lint --profile production
+
+sanity: setup
+	bash tests/sanity/run.sh
+
+packaging: setup
+	$(PYTEST) tests/packaging
+
+integration: setup rig-up
+	$(PYTEST) tests/integration
+
+rig-up: setup
+	$(RIG) up $(if $(RIG_FLAVOUR),--flavour $(RIG_FLAVOUR))
+
+rig-down:
+	@if [ -x $(BIN)/python ]; then $(RIG) down; else echo "no .venv: nothing was started"; fi
+
+rig-status: setup
+	$(RIG) status
+
+demo: rig-up
+	source .rig/env && $(BIN)/ansible-playbook site.yml -i inventories/local
+
+bench: setup
+	@echo "the benchmark arrives with the pps_image issue"; exit 1
+
+clean: rig-down
+	rm -rf .collections tests/output .pytest_cache

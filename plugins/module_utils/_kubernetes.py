@@ -1,0 +1,143 @@
+# Copyright: DataRobot MLOps collection maintainers
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+"""Read-only questions to the API server, with errors a user can act on.
+
+kubernetes.core builds the client (its kubeconfig/context/host/api_key
+conventions); this wrapper only turns the client's exceptions into messages
+that name the cluster and say what to check.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Iterable, Mapping, TypeVar
+
+try:
+    from kubernetes.dynamic.exceptions import DynamicApiError, NotFoundError, ResourceNotFoundError
+    from urllib3.exceptions import HTTPError as TransportError
+except ImportError:  # AnsibleK8SModule reports the missing library before any of this runs
+
+    class DynamicApiError(Exception):  # type: ignore[no-redef]
+        status: int = 0
+        reason: str = ""
+
+    class NotFoundError(DynamicApiError):  # type: ignore[no-redef]
+        pass
+
+    class ResourceNotFoundError(Exception):  # type: ignore[no-redef]
+        pass
+
+    class TransportError(Exception):  # type: ignore[no-redef]
+        pass
+
+T = TypeVar("T")
+
+
+class KubernetesAccessError(Exception):
+    """The API server could not be reached or refused us; the message says what to check."""
+
+
+def _unreachable(host: str, what: str, exc: Exception) -> KubernetesAccessError:
+    return KubernetesAccessError(
+        f"Cannot reach the API server at {host} while reading {what}: {exc}. Is the cluster up and the "
+        "kubeconfig's server address right? Is its CA trusted (ca_cert)?")
+
+
+class ReadOnlyCluster:
+    def __init__(self, k8s_client: Any) -> None:
+        self._k8s = k8s_client
+        self.host = getattr(k8s_client.configuration, "host", "the API server")
+
+    @classmethod
+    def connect(cls, module: Any) -> "ReadOnlyCluster":
+        from ansible_collections.kubernetes.core.plugins.module_utils.k8s.client import get_api_client
+        from ansible_collections.kubernetes.core.plugins.module_utils.k8s.exceptions import CoreException
+
+        kubeconfig = module.params.get("kubeconfig")
+        if isinstance(kubeconfig, str) and not os.path.exists(os.path.expanduser(kubeconfig)):
+            raise KubernetesAccessError(
+                "The kubeconfig file given does not exist (its path is not shown: kubeconfig is no_log): pass an existing "
+                "file (kubeconfig, K8S_AUTH_KUBECONFIG or KUBECONFIG).")
+        try:
+            return cls(get_api_client(module=module))
+        except (TransportError, OSError) as exc:  # the client asks for /version while it is built
+            raise _unreachable(module.params.get("host") or "the kubeconfig's server", "the server version",
+                               exc) from exc
+        except CoreException as exc:
+            raise KubernetesAccessError(
+                f"{str(exc).rstrip('.')}. Check that kubeconfig/context (or K8S_AUTH_KUBECONFIG) point at the "
+                "cluster.") from exc
+
+    def _ask(self, what: str, call: Callable[[], T]) -> T:
+        try:
+            return call()
+        except DynamicApiError as exc:
+            hints = {
+                401: "rejected our credentials: refresh the kubeconfig's token or client certificate.",
+                403: "forbids it: grant the user read access, or run as a cluster administrator.",
+            }
+            hint = hints.get(exc.status, f"answered {exc.status} {exc.reason}.")
+            raise KubernetesAccessError(f"Reading {what} from {self.host} failed: the API server {hint}") from exc
+        except (TransportError, OSError) as exc:
+            raise _unreachable(self.host, what, exc) from exc
+
+    def version(self) -> Mapping[str, Any]:
+        return self._ask("the server version", lambda: self._k8s.client.version["kubernetes"])
+
+    def api_groups(self) -> list[str]:
+        answer = self._ask("the API groups", lambda: self._k8s.client.request("get", "/apis"))
+        return sorted(group["name"] for group in answer.to_dict().get("groups", []))
+
+    def _list(self, what: str, api_version: str, kind: str) -> list[dict[str, Any]]:
+        def call() -> list[dict[str, Any]]:
+            resource = self._k8s.resource(kind, api_version)
+            return resource.get().to_dict().get("items", [])
+
+        return self._ask(what, call)
+
+    def nodes(self) -> list[dict[str, Any]]:
+        return self._list("nodes", "v1", "Node")
+
+    def ingress_classes(self) -> list[str]:
+        return sorted(item["metadata"]["name"] for item in self._list("ingress classes", "networking.k8s.io/v1",
+                                                                      "IngressClass"))
+
+    def openshift_version(self) -> str | None:
+        """The desired version in ClusterVersion 'version', or None where the cluster has none."""
+
+        def call() -> str | None:
+            try:
+                resource = self._k8s.resource("ClusterVersion", "config.openshift.io/v1")
+                cluster_version = resource.get(name="version").to_dict()
+            except (ResourceNotFoundError, NotFoundError):
+                return None
+            return ((cluster_version.get("status") or {}).get("desired") or {}).get("version")
+
+        return self._ask("the OpenShift ClusterVersion", call)
+
+    def denied_permissions(self, permissions: Iterable[Mapping[str, Any]]) -> list[str]:
+        """One line per action the API server says we may not perform."""
+        denied = []
+        for wanted in permissions:
+            attributes = {"verb": wanted["verb"], "resource": wanted["resource"], "group": wanted.get("group") or ""}
+            if wanted.get("namespace"):
+                attributes["namespace"] = wanted["namespace"]
+            review = {
+                "apiVersion": "authorization.k8s.io/v1",
+                "kind": "SelfSubjectAccessReview",
+                "spec": {"resourceAttributes": attributes},
+            }
+
+            def call() -> dict[str, Any]:
+                resource = self._k8s.resource("SelfSubjectAccessReview", "authorization.k8s.io/v1")
+                # A review is never stored, so it is safe in check mode too.
+                return resource.create(review).to_dict()
+
+            status = self._ask("access reviews", call).get("status") or {}
+            if not status.get("allowed"):
+                group = attributes["group"] or "core"
+                where = f" in namespace {attributes['namespace']}" if "namespace" in attributes else " cluster-wide"
+                denied.append(
+                    f"Not allowed to {attributes['verb']} {attributes['resource']} ({group} API group){where}: "
+                    "bind the user to a role that grants it.")
+        return denied

@@ -1,0 +1,198 @@
+#!/usr/bin/python
+# Copyright: DataRobot MLOps collection maintainers
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: cluster_requirements
+short_description: Check a cluster against the DataRobot MLOps management agent's minimums
+version_added: 0.1.0
+description:
+  - Reads the API server version, the nodes' allocatable resources, the served API groups and the
+    ingress classes, and checks them against the management agent's published minimums (Kubernetes
+    1.19, OpenShift 4.6, a node with 2 CPU, 6 GiB memory and 40 GiB ephemeral storage).
+  - Optionally asks the API server, through SelfSubjectAccessReview, whether the caller may perform
+    each action in I(permissions).
+  - Every unmet requirement is listed in one failure message with the fix, so a user sees all of
+    them at once, before anything on the cluster is changed.
+  - Changes nothing on the cluster.
+author:
+  - DataRobot MLOps collection maintainers (@datarobot-community)
+extends_documentation_fragment:
+  - kubernetes.core.k8s_auth_options
+  - datarobot_mlops.management_agent.read_only
+options:
+  platform:
+    description:
+      - C(auto) detects OpenShift by its API groups (C(route.openshift.io), C(config.openshift.io),
+        C(security.openshift.io)); otherwise the cluster is plain C(kubernetes).
+    type: str
+    choices: [auto, kubernetes, openshift]
+    default: auto
+  min_node_cpu:
+    description: Allocatable CPU one node must have at least, as a Kubernetes quantity.
+    type: str
+    default: "2"
+  min_node_memory:
+    description: Allocatable memory one node must have at least, as a Kubernetes quantity.
+    type: str
+    default: 6Gi
+  min_node_ephemeral_storage:
+    description: Allocatable ephemeral storage (the image cache) one node must have at least.
+    type: str
+    default: 40Gi
+  permissions:
+    description:
+      - Actions the caller must be allowed to perform; each is checked with a SelfSubjectAccessReview.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      verb:
+        description: API verb such as C(create), C(patch) or C(get).
+        type: str
+        required: true
+      resource:
+        description: Resource plural such as C(deployments) or C(securitycontextconstraints).
+        type: str
+        required: true
+      group:
+        description: API group; empty for the core group.
+        type: str
+        default: ""
+      namespace:
+        description: Namespace; omit for cluster-scoped checks.
+        type: str
+  fail_on_unmet:
+    description: Fail when a requirement is unmet. With C(false) the findings are only returned.
+    type: bool
+    default: true
+requirements:
+  - kubernetes >= 24.2.0
+"""
+
+EXAMPLES = r"""
+- name: Check the cluster before installing anything
+  datarobot_mlops.management_agent.cluster_requirements:
+    permissions:
+      - {verb: create, group: apps, resource: deployments, namespace: datarobot-mlops}
+  register: cluster
+
+- name: Only report, do not fail
+  datarobot_mlops.management_agent.cluster_requirements:
+    fail_on_unmet: false
+  register: cluster
+"""
+
+RETURN = r"""
+platform:
+  description: C(kubernetes) or C(openshift).
+  returned: always
+  type: str
+  sample: kubernetes
+server_version:
+  description: API server version as C(major.minor).
+  returned: always
+  type: str
+  sample: "1.35"
+openshift_version:
+  description: OpenShift version from the ClusterVersion object, when the cluster serves one.
+  returned: when platform is openshift and ClusterVersion is readable
+  type: str
+  sample: "4.14"
+fitting_nodes:
+  description: Names of schedulable nodes that meet the per-node minimums.
+  returned: always
+  type: list
+  elements: str
+ingress_classes:
+  description: Names of the IngressClass objects the cluster has.
+  returned: always
+  type: list
+  elements: str
+unmet:
+  description: One line per unmet requirement, each with what to do about it.
+  returned: always
+  type: list
+  elements: str
+"""
+
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._cluster_requirements import (
+    Minimums,
+    NodeCapacity,
+    RequirementError,
+    assess,
+    is_openshift,
+    parse_version,
+    server_version,
+)
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._kubernetes import (
+    KubernetesAccessError,
+    ReadOnlyCluster,
+)
+from ansible_collections.kubernetes.core.plugins.module_utils.args_common import AUTH_ARG_SPEC
+from ansible_collections.kubernetes.core.plugins.module_utils.k8s.core import AnsibleK8SModule
+
+PERMISSION_SPEC = dict(
+    verb=dict(type="str", required=True),
+    resource=dict(type="str", required=True),
+    group=dict(type="str", default=""),
+    namespace=dict(type="str"),
+)
+
+
+def main() -> None:
+    argument_spec = dict(AUTH_ARG_SPEC)
+    argument_spec.update(
+        platform=dict(type="str", choices=["auto", "kubernetes", "openshift"], default="auto"),
+        min_node_cpu=dict(type="str", default="2"),
+        min_node_memory=dict(type="str", default="6Gi"),
+        min_node_ephemeral_storage=dict(type="str", default="40Gi"),
+        permissions=dict(type="list", elements="dict", default=[], options=PERMISSION_SPEC),
+        fail_on_unmet=dict(type="bool", default=True),
+    )
+    module = AnsibleK8SModule(argument_spec=argument_spec, supports_check_mode=True)
+    params = module.params
+    try:
+        minimums = Minimums.from_strings(
+            params["min_node_cpu"], params["min_node_memory"], params["min_node_ephemeral_storage"])
+        cluster = ReadOnlyCluster.connect(module)
+        groups = cluster.api_groups()
+        platform = params["platform"]
+        if platform == "auto":
+            platform = "openshift" if is_openshift(groups) else "kubernetes"
+        openshift_version_text = cluster.openshift_version() if platform == "openshift" else None
+        version = server_version(cluster.version())
+        assessment = assess(
+            version=version,
+            platform=platform,
+            nodes=[NodeCapacity.from_node(node) for node in cluster.nodes()],
+            minimums=minimums,
+            openshift_version=parse_version(openshift_version_text) if openshift_version_text else None,
+        )
+        assessment.unmet.extend(cluster.denied_permissions(params["permissions"]))
+        ingress_classes = cluster.ingress_classes()
+    except (KubernetesAccessError, RequirementError) as exc:
+        module.fail_json(msg=str(exc))
+
+    result = dict(
+        changed=False,
+        platform=platform,
+        server_version="%d.%d" % version,
+        fitting_nodes=assessment.fitting_nodes,
+        ingress_classes=ingress_classes,
+        unmet=assessment.unmet,
+    )
+    if openshift_version_text:
+        result["openshift_version"] = "%d.%d" % parse_version(openshift_version_text)
+    if assessment.unmet and params["fail_on_unmet"]:
+        module.fail_json(
+            msg="The cluster does not meet the management agent's requirements:\n- " + "\n- ".join(assessment.unmet),
+            **{k: v for k, v in result.items() if k != "changed"})
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""Run modules and playbooks through the real Ansible CLI and read their results as JSON.
+
+Going through `ansible`/`ansible-playbook` (not importing the module) tests
+what users run: FQCN resolution, argument specs, no_log, check and diff mode.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+@dataclass
+class Outcome:
+    result: dict[str, Any]
+    stdout: str
+    stderr: str
+    returncode: int
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.result.get("failed")) or self.returncode != 0
+
+
+def ansible_env(*, without: tuple[str, ...] = (), **extra: str) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if key not in without}
+    env.update(ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_STDOUT_CALLBACK="json",
+               ANSIBLE_LOAD_CALLBACK_PLUGINS="1", ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0")
+    env["PATH"] = f"{BIN}:{env.get('PATH', '')}"
+    env.update(extra)
+    return env
+
+
+def run_module(fqcn: str, args: dict[str, Any], *, check: bool = False, diff: bool = False,
+               verbosity: int = 0, env: dict[str, str] | None = None, cwd: Path = REPO) -> Outcome:
+    argv = [str(BIN / "ansible"), "localhost", "-i", "localhost,", "-c", "local",
+            "-e", f"ansible_python_interpreter={sys.executable}", "-m", fqcn]
+    if args:  # `-a '{}'` would be read as raw parameters
+        argv += ["-a", json.dumps(args)]
+    if check:
+        argv.append("--check")
+    if diff:
+        argv.append("--diff")
+    if verbosity:
+        argv.append("-" + "v" * verbosity)
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env or ansible_env(), cwd=cwd,
+                          timeout=900, check=False)
+    try:
+        document = json.loads(proc.stdout[proc.stdout.index("{"):])
+        result = document["plays"][0]["tasks"][0]["hosts"]["localhost"]
+    except (ValueError, KeyError, IndexError):
+        result = {}
+    return Outcome(result, proc.stdout, proc.stderr, proc.returncode)

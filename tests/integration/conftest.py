@@ -1,0 +1,69 @@
+"""Session fixtures: the local rig, brought up once (idempotent) for every integration suite.
+
+If the rig cannot start, every test that needs it fails with the reason:
+nothing is skipped silently.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+RIG = [sys.executable, str(REPO / "tests" / "rig" / "rig.py")]
+
+
+def _read_env(path: Path) -> dict[str, str]:
+    env = {}
+    for line in path.read_text().splitlines():
+        if line.startswith("export ") and not line.startswith("export PATH="):
+            key, value = line[len("export "):].split("=", 1)
+            env[key] = shlex.split(value)[0]
+    return env
+
+
+def _up(flavour: str) -> dict[str, str]:
+    proc = subprocess.run([*RIG, "up", "--flavour", flavour], capture_output=True, text=True, check=False,
+                          timeout=3600)
+    if proc.returncode:
+        pytest.fail(f"the local rig did not come up (tests/rig/rig.py up):\n{proc.stderr[-4000:]}", pytrace=False)
+    env = _read_env(Path(os.environ.get("RIG_DIR", REPO / ".rig")) / "env")
+    os.environ.update(env)
+    os.environ["PATH"] = f"{env['RIG_BIN']}:{os.environ['PATH']}"
+    return env
+
+
+@pytest.fixture(scope="session")
+def rig() -> dict[str, str]:
+    """The plain-Kubernetes rig's environment (KUBECONFIG, registries, DOCKER_HOST, HELM ...)."""
+    return _up("kubernetes")
+
+
+@pytest.fixture(scope="module")
+def openshift_rig(rig) -> dict[str, str]:
+    """The same rig with OpenShift's API objects added; put back to plain Kubernetes afterwards."""
+    yield _up("openshift")
+    _up("kubernetes")
+
+
+def kubectl(*args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([os.environ["KUBECTL"], *args], input=stdin, capture_output=True, text=True,
+                          check=False, timeout=300)
+    if check and proc.returncode:
+        raise AssertionError(f"kubectl {' '.join(args)} failed: {proc.stderr}")
+    return proc
+
+
+@pytest.fixture
+def namespace(rig, request) -> str:
+    """A fresh namespace per test, deleted afterwards."""
+    name = "t-" + re.sub(r"[^a-z0-9]+", "-", request.node.name.lower())[:40].strip("-")
+    kubectl("create", "namespace", name)
+    yield name
+    kubectl("delete", "namespace", name, "--wait=false")

@@ -1,0 +1,81 @@
+"""cluster_requirements against the rig's real API server."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ansible_cli import ansible_env, run_module
+from conftest import kubectl
+
+MODULE = "datarobot_mlops.management_agent.cluster_requirements"
+
+
+def test_the_rig_meets_the_vendor_minimums(rig):
+    outcome = run_module(MODULE, {})
+    assert not outcome.failed, outcome.result
+    result = outcome.result
+    assert result["changed"] is False
+    assert result["platform"] == "kubernetes"
+    assert result["server_version"] == "1.35"
+    assert result["fitting_nodes"] == ["rig-node-1", "rig-node-2", "rig-node-3"]
+    assert result["unmet"] == []
+
+
+@pytest.mark.parametrize("check", [False, True])
+def test_all_unmet_requirements_are_listed_in_one_message(rig, check):
+    outcome = run_module(MODULE, {"min_node_cpu": "4", "min_node_memory": "8Gi"}, check=check)
+    assert outcome.failed
+    msg = outcome.result["msg"]
+    assert msg.startswith("The cluster does not meet the management agent's requirements:")
+    for node in ("rig-node-1", "rig-node-2", "rig-node-3"):
+        assert f"{node}: cpu 2 < 4, memory 6.0Gi < 8.0Gi" in msg
+    assert "Traceback" not in outcome.stdout + outcome.stderr
+
+
+def test_report_only_mode_returns_findings_without_failing(rig):
+    outcome = run_module(MODULE, {"min_node_ephemeral_storage": "100Gi", "fail_on_unmet": False})
+    assert not outcome.failed
+    assert len(outcome.result["unmet"]) == 1 and "ephemeral-storage 40.0Gi < 100.0Gi" in outcome.result["unmet"][0]
+
+
+def test_missing_permissions_are_named(rig, namespace, tmp_path):
+    kubectl("-n", namespace, "create", "serviceaccount", "limited")
+    kubectl("create", "clusterrolebinding", f"{namespace}-view", "--clusterrole=view",
+            f"--serviceaccount={namespace}:limited")
+    kubectl("create", "clusterrole", f"{namespace}-nodes", "--verb=list", "--resource=nodes,ingressclasses")
+    kubectl("create", "clusterrolebinding", f"{namespace}-nodes", f"--clusterrole={namespace}-nodes",
+            f"--serviceaccount={namespace}:limited")
+    token = kubectl("-n", namespace, "create", "token", "limited").stdout.strip()
+    admin = json.loads(kubectl("config", "view", "--raw", "-o", "json").stdout)
+    cluster = admin["clusters"][0]["cluster"]
+    try:
+        outcome = run_module(MODULE, {
+            "host": cluster["server"], "ca_cert": cluster["certificate-authority"], "api_key": token,
+            "permissions": [{"verb": "create", "group": "apps", "resource": "deployments", "namespace": namespace},
+                            {"verb": "get", "resource": "pods", "namespace": namespace}],
+        }, verbosity=3, env=ansible_env(without=("KUBECONFIG", "K8S_AUTH_KUBECONFIG")))
+    finally:
+        kubectl("delete", "clusterrolebinding", f"{namespace}-view", f"{namespace}-nodes")
+        kubectl("delete", "clusterrole", f"{namespace}-nodes")
+    assert outcome.failed
+    assert outcome.result["unmet"] == [
+        f"Not allowed to create deployments (apps API group) in namespace {namespace}: "
+        "bind the user to a role that grants it."]
+    assert token not in outcome.stdout + outcome.stderr
+
+
+def test_openshift_is_detected(openshift_rig):
+    outcome = run_module(MODULE, {})
+    assert not outcome.failed, outcome.result
+    assert outcome.result["platform"] == "openshift"
+    assert "openshift_version" not in outcome.result  # the rig has no ClusterVersion object
+
+
+def test_unreachable_api_server_gives_a_clear_message(rig):
+    args = {"host": "https://127.0.0.1:9", "api_key": "not-a-real-token", "validate_certs": False}
+    outcome = run_module(MODULE, args, env=ansible_env(without=("KUBECONFIG", "K8S_AUTH_KUBECONFIG")))
+    assert outcome.failed
+    assert "Cannot reach the API server at https://127.0.0.1:9" in outcome.result["msg"]
+    assert "Traceback" not in outcome.stdout + outcome.stderr

@@ -1,0 +1,173 @@
+"""The local rig of real parts: `rig.py up | down | status`.
+
+up     builds (once, cached) and starts etcd, the Kubernetes control plane,
+       kwok nodes, two registries and podman's Docker API; idempotent; writes
+       .rig/env. `--flavour openshift` adds OpenShift's CRDs and objects,
+       `--flavour kubernetes` (default) removes them again.
+down   stops exactly the processes `up` started (by pid file); `--purge`
+       also deletes the rig's state (etcd data, registry storage, CA).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from control_plane import ControlPlane  # noqa: E402
+from docker_api import DockerApi  # noqa: E402
+from pki import CertificateAuthority  # noqa: E402
+from processes import RigError, free_port, port_open  # noqa: E402
+from registry import USER, Registries  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+STATE = Path(os.environ.get("RIG_DIR", REPO / ".rig")).resolve()
+BIN_CACHE = Path(os.environ.get("RIG_BIN_CACHE", Path.home() / ".cache" / "datarobot-mlops-rig"))
+PORT_NAMES = ("etcd", "etcd_peer", "apiserver", "controller_manager", "scheduler", "kwok", "registry", "registry_http")
+OPENSHIFT_CRDS = ("securitycontextconstraints.security.openshift.io", "routes.route.openshift.io",
+                  "configs.imageregistry.operator.openshift.io")
+
+
+def log(message: str) -> None:
+    print(f"[rig] {message}", file=sys.stderr, flush=True)
+
+
+def ports() -> dict[str, int]:
+    """Loopback ports chosen once per rig and kept, so restarts keep every address."""
+    path = STATE / "ports.json"
+    known = json.loads(path.read_text()) if path.exists() else {}
+    for name in PORT_NAMES:
+        known.setdefault(name, free_port())
+    path.write_text(json.dumps(known, indent=2))
+    return known
+
+
+class Rig:
+    def __init__(self) -> None:
+        STATE.mkdir(parents=True, exist_ok=True)
+        STATE.chmod(0o700)
+        self.ports = ports()
+        self.ca = CertificateAuthority(STATE / "pki")
+        self.bin = BIN_CACHE / "bin"
+        self.cluster = ControlPlane(STATE, self.bin, self.ports, self.ca)
+        self.registries = Registries(STATE, self.ports, self.ca)
+        self.docker = DockerApi(STATE, self.ca.cert_path, self.registries.secure_address,
+                                self.registries.insecure_address)
+
+    def build(self) -> None:
+        started = time.monotonic()
+        subprocess.run(["bash", str(HERE / "build-binaries.sh")], check=True)
+        log(f"binaries ready ({time.monotonic() - started:.1f}s)")
+
+    def up(self, flavour: str) -> None:
+        started = time.monotonic()
+        self.build()
+        self.ca.ensure()
+        if self.cluster.healthy():
+            log("control plane already running")
+        else:
+            self.cluster.start()
+        self.cluster.register_nodes()
+        if not self.registries.healthy():
+            self.registries.start()
+        if not self.docker.healthy():
+            self.docker.start()
+        self.set_flavour(flavour)
+        self.write_env()
+        log(f"rig up in {time.monotonic() - started:.1f}s; `source {STATE / 'env'}` to use it")
+
+    def set_flavour(self, flavour: str) -> None:
+        present = set(self.cluster.kubectl("get", "crd", "-o", "name").split())
+        has_openshift = f"customresourcedefinition.apiextensions.k8s.io/{OPENSHIFT_CRDS[0]}" in present
+        if flavour == "openshift":
+            self.cluster.add_openshift_flavour()
+        elif has_openshift:
+            self.cluster.kubectl("delete", "-f", str(HERE / "openshift-flavour.yaml"), "--ignore-not-found",
+                                 "--wait=true")
+            self.cluster.kubectl("delete", "crd", *OPENSHIFT_CRDS, "--ignore-not-found", "--wait=true")
+        (STATE / "flavour").write_text(flavour + "\n")
+        log(f"flavour: {flavour}")
+
+    def env(self) -> dict[str, str]:
+        kubeconfig = str(self.cluster.admin_kubeconfig)
+        return {
+            "KUBECONFIG": kubeconfig,
+            "K8S_AUTH_KUBECONFIG": kubeconfig,
+            "RIG_DIR": str(STATE),
+            "RIG_BIN": str(self.bin),
+            "RIG_CA": str(self.ca.cert_path),
+            "RIG_REGISTRY": self.registries.secure_address,
+            "RIG_REGISTRY_CA": str(self.ca.cert_path),
+            "RIG_REGISTRY_USER": USER,
+            "RIG_REGISTRY_PASSWORD": self.registries.password,
+            "RIG_INSECURE_REGISTRY": self.registries.insecure_address,
+            "DOCKER_HOST": self.docker.docker_host,
+            "HELM": str(self.bin / "helm"),
+            "KUBECTL": str(self.bin / "kubectl"),
+            "RIG_FLAVOUR": (STATE / "flavour").read_text().strip() if (STATE / "flavour").exists() else "kubernetes",
+        }
+
+    def write_env(self) -> None:
+        lines = [f"export {key}={shlex.quote(value)}" for key, value in self.env().items()]
+        lines.append(f'export PATH={shlex.quote(str(self.bin))}:"$PATH"')
+        path = STATE / "env"
+        path.write_text("# written by tests/rig/rig.py up; holds the rig's registry password\n" + "\n".join(lines) + "\n")
+        path.chmod(0o600)
+
+    def down(self, purge: bool) -> None:
+        stopped = self.docker.stop() + self.registries.stop() + self.cluster.stop()
+        log(f"stopped: {', '.join(stopped) or 'nothing was running'}")
+        listening = [f"{name}={port}" for name, port in self.ports.items() if port_open(port)]
+        if listening:
+            raise RigError(f"still listening after rig-down: {', '.join(listening)}")
+        (STATE / "env").unlink(missing_ok=True)
+        if purge:
+            shutil.rmtree(STATE)
+            log(f"removed {STATE}")
+
+    def status(self) -> bool:
+        parts = {**self.cluster.daemons, "registry-tls": self.registries.secure,
+                 "registry-http": self.registries.insecure, "podman": self.docker.daemon}
+        for name, daemon in parts.items():
+            pid = daemon.pid()
+            print(f"{name:24} {'running pid ' + str(pid) if pid else 'stopped'}")
+        return all(d.running() for d in parts.values())
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up")
+    up.add_argument("--flavour", choices=("kubernetes", "openshift"), default="kubernetes")
+    down = sub.add_parser("down")
+    down.add_argument("--purge", action="store_true")
+    sub.add_parser("status")
+    sub.add_parser("env")
+    args = parser.parse_args()
+    try:
+        rig = Rig()
+        if args.command == "up":
+            rig.up(args.flavour)
+        elif args.command == "down":
+            rig.down(args.purge)
+        elif args.command == "status":
+            return 0 if rig.status() else 1
+        elif args.command == "env":
+            print((STATE / "env").read_text())
+    except (RigError, subprocess.CalledProcessError) as exc:
+        log(f"error: {exc}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
