@@ -59,3 +59,64 @@ def run_module(fqcn: str, args: dict[str, Any], *, check: bool = False, diff: bo
     except (ValueError, KeyError, IndexError):
         result = {}
     return Outcome(result, proc.stdout, proc.stderr, proc.returncode)
+
+
+@dataclass
+class PlaybookRun:
+    document: dict[str, Any]
+    stdout: str
+    stderr: str
+    returncode: int
+
+    @property
+    def stats(self) -> dict[str, int]:
+        return next(iter(self.document.get("stats", {}).values()), {})
+
+    @property
+    def changed(self) -> int:
+        return self.stats.get("changed", 0)
+
+    def task(self, name: str, host: str | None = None) -> dict[str, Any]:
+        """The result of the last task whose name ends with `name` (roles prefix their name)."""
+        found = None
+        for play in self.document.get("plays", []):
+            for task in play["tasks"]:
+                if task["task"]["name"].endswith(name):
+                    hosts = task["hosts"]
+                    found = hosts[host] if host else next(iter(hosts.values()))
+        if found is None:
+            raise AssertionError(f"no task named {name!r} ran; stderr: {self.stderr[-2000:]}")
+        return found
+
+    def failure(self) -> str:
+        """The message of the last failed task (the one that stopped the run, after any rescue)."""
+        message = ""
+        for play in self.document.get("plays", []):
+            for task in play["tasks"]:
+                for result in task["hosts"].values():
+                    if result.get("failed") and not result.get("ignore_errors"):
+                        message = result.get("msg", "")
+        return message
+
+
+def run_playbook(playbook: str, *, inventory: str = "inventories/local", extra_vars: dict[str, Any] | None = None,
+                 check: bool = False, diff: bool = False, tags: str | None = None, verbosity: int = 0,
+                 env: dict[str, str] | None = None) -> PlaybookRun:
+    argv = [str(BIN / "ansible-playbook"), "-i", str(REPO / inventory), str(REPO / playbook)]
+    if extra_vars:
+        argv += ["-e", json.dumps(extra_vars)]
+    if check:
+        argv.append("--check")
+    if diff:
+        argv.append("--diff")
+    if tags:
+        argv += ["--tags", tags]
+    if verbosity:
+        argv.append("-" + "v" * verbosity)
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env or ansible_env(), cwd=REPO,
+                          timeout=1800, check=False)
+    try:
+        document = json.loads(proc.stdout[proc.stdout.index("{"):])
+    except ValueError:
+        document = {}
+    return PlaybookRun(document, proc.stdout, proc.stderr, proc.returncode)

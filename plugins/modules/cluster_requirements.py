@@ -65,6 +65,33 @@ options:
       namespace:
         description: Namespace; omit for cluster-scoped checks.
         type: str
+  openshift_permissions:
+    description: Like I(permissions), checked only when the platform is OpenShift.
+    type: list
+    elements: dict
+    default: []
+    suboptions: &permission
+      verb:
+        description: API verb.
+        type: str
+        required: true
+      resource:
+        description: Resource plural.
+        type: str
+        required: true
+      group:
+        description: API group; empty for the core group.
+        type: str
+        default: ""
+      namespace:
+        description: Namespace; omit for cluster-scoped checks.
+        type: str
+  kubernetes_permissions:
+    description: Like I(permissions), checked only when the platform is plain Kubernetes.
+    type: list
+    elements: dict
+    default: []
+    suboptions: *permission
   fail_on_unmet:
     description: Fail when a requirement is unmet. With C(false) the findings are only returned.
     type: bool
@@ -151,6 +178,8 @@ def main() -> None:
         min_node_memory=dict(type="str", default="6Gi"),
         min_node_ephemeral_storage=dict(type="str", default="40Gi"),
         permissions=dict(type="list", elements="dict", default=[], options=PERMISSION_SPEC),
+        openshift_permissions=dict(type="list", elements="dict", default=[], options=PERMISSION_SPEC),
+        kubernetes_permissions=dict(type="list", elements="dict", default=[], options=PERMISSION_SPEC),
         fail_on_unmet=dict(type="bool", default=True),
     )
     module = AnsibleK8SModule(argument_spec=argument_spec, supports_check_mode=True)
@@ -172,7 +201,8 @@ def main() -> None:
             minimums=minimums,
             openshift_version=parse_version(openshift_version_text) if openshift_version_text else None,
         )
-        assessment.unmet.extend(cluster.denied_permissions(params["permissions"]))
+        wanted = params["permissions"] + params[f"{platform}_permissions"]
+        assessment.unmet.extend(cluster.denied_permissions(wanted))
         ingress_classes = cluster.ingress_classes()
     except (KubernetesAccessError, RequirementError) as exc:
         module.fail_json(msg=str(exc))
