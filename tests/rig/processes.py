@@ -7,6 +7,7 @@ kernel has since handed to someone else is never signalled.
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -25,10 +26,30 @@ def _start_time(pid: int) -> str | None:
     return stat.rsplit(")", 1)[1].split()[19]
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A free loopback port outside the kernel's ephemeral range.
+
+    Ports the kernel hands out for outgoing connections (etcd and API clients make many) come from the
+    ephemeral range; a listening port chosen there may be taken by such a connection before its server binds.
+    """
+    low, high = _ephemeral_range()
+    candidates = [p for p in range(10000, 65535) if not low <= p <= high]
+    for port in random.sample(candidates, 200):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RigError("no free loopback port outside the ephemeral range")
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:

@@ -1,0 +1,36 @@
+# Copyright: DataRobot MLOps collection maintainers
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+
+from __future__ import annotations
+
+
+class ModuleDocFragment:
+    """How our modules reach and log in to a Docker v2 / OCI registry."""
+
+    DOCUMENTATION = r"""
+options:
+  username:
+    description:
+      - Registry user. Without it, the login C(docker login) stored for the registry in I(docker_config) is used,
+        including credential helpers; without either, the registry is accessed anonymously.
+      - Basic and Docker token (Bearer) authentication are both handled, as the registry asks.
+    type: str
+  password:
+    description: Password or token for I(username). Never shown in output or messages.
+    type: str
+  docker_config:
+    description: Path of a docker C(config.json) to read credentials from. Default C($DOCKER_CONFIG/config.json)
+      or C(~/.docker/config.json).
+    type: path
+  ca_path:
+    description: PEM file of the CA that signed the registry's certificate, when it is not in the system store.
+    type: path
+  validate_certs:
+    description: Verify the registry's TLS certificate. Turn off only for test registries.
+    type: bool
+    default: true
+  insecure:
+    description: Talk plain HTTP to the registry. Only for registries that have no TLS at all.
+    type: bool
+    default: false
+"""

@@ -1,0 +1,63 @@
+# Copyright: DataRobot MLOps collection maintainers
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+"""The vendor page's way, through a Docker API (docker, or podman's service): load, tag, push."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._image_archive import Archive, Image
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._image_reference import Repository
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._registry_client import (
+    Credentials,
+    RegistryError,
+)
+
+try:
+    import docker
+    from docker.errors import APIError, DockerException
+    HAS_DOCKER = True
+except ImportError:
+    HAS_DOCKER = False
+
+
+class DaemonError(Exception):
+    """The Docker API failed; the message says which endpoint and what it answered."""
+
+
+def push_with_daemon(archive_path: str, gzipped: bool, image: Image, repository: Repository, tags: list[str],
+                     credentials: Credentials | None, docker_host: str | None, timeout: int) -> dict[str, Any]:
+    """Load the archive into the daemon, tag the image, push every tag; returns the pushed manifest digest."""
+    where = docker_host or "the default Docker socket"
+    try:
+        client = docker.DockerClient(base_url=docker_host, timeout=timeout) if docker_host else \
+            docker.from_env(timeout=timeout)
+    except DockerException as exc:
+        raise DaemonError(f"Cannot reach the Docker API at {where}: {exc}. Start the daemon or set docker_host "
+                          "(DOCKER_HOST), or use method: direct, which needs no daemon.") from exc
+    try:
+        # Streamed, never read into memory. podman's Docker API cannot read gzip archives (Docker can): we
+        # decompress on the way, which suits both.
+        with Archive(archive_path, gzipped, {}, {}, []).open_stream() as stream:
+            loaded = client.images.load(stream)
+        local = next((i for i in loaded if i.id == image.config_digest), None)
+        if local is None:
+            raise DaemonError(f"The Docker API at {where} loaded {[i.id for i in loaded]}, not image "
+                              f"{image.config_digest} from {archive_path}.")
+        auth = {"username": credentials.username, "password": credentials.password} if credentials else None
+        digest = ""
+        for tag in tags:
+            local.tag(str(repository), tag)
+            for event in client.images.push(str(repository), tag, auth_config=auth, stream=True, decode=True):
+                if "error" in event or "errorDetail" in event:
+                    detail = event.get("error") or event.get("errorDetail", {}).get("message", "")
+                    if credentials:
+                        detail = detail.replace(credentials.password, "********")
+                    raise RegistryError(f"Pushing {repository}:{tag} through the Docker API at {where} failed: "
+                                        f"{detail}")
+                digest = (event.get("aux") or {}).get("Digest", digest)
+        return {"digest": digest, "loaded": local.id}
+    except (APIError, DockerException) as exc:
+        raise DaemonError(f"The Docker API at {where} failed: {exc}") from exc
+    finally:
+        client.close()

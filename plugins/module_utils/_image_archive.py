@@ -1,0 +1,359 @@
+# Copyright: DataRobot MLOps collection maintainers
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+"""Read image archives (docker save, podman save, skopeo) without unpacking them.
+
+One sequential scan records where every member's bytes are and keeps the small
+JSON members (manifests, configs, index); layers are never held in memory. The
+scan also refuses archives that could not have come from an image tool:
+absolute or `..` member names, links leading outside the archive, devices,
+duplicate names. Plain `.tar` archives are then read at offsets (in parallel);
+gzip-compressed ones only as a stream, in archive order.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import posixpath
+import tarfile
+import zlib
+from dataclasses import dataclass, field
+from typing import IO, Any, Callable, Iterator
+
+GZIP_MAGIC = b"\x1f\x8b"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+SMALL_MEMBER = 4 * 1024 * 1024  # JSON documents and configs are far smaller; layers are read later
+READ_SIZE = 1024 * 1024
+
+DOCKER_MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
+DOCKER_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
+OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
+OCI_LAYER_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
+
+try:
+    from isal import igzip as _fast_gzip  # several times faster than zlib at reading .tar.gz
+    from isal.igzip_lib import IsalError
+    DECOMPRESSION_ERRORS: tuple[type[BaseException], ...] = (zlib.error, IsalError)
+except ImportError:  # pragma: no cover - isal is in requirements.txt; zlib is the fallback
+    _fast_gzip = None
+    DECOMPRESSION_ERRORS = (zlib.error,)
+
+
+class ArchiveError(ValueError):
+    """The archive cannot be used; the message says what is wrong with it."""
+
+
+@dataclass(frozen=True)
+class Member:
+    name: str
+    offset: int  # of the data, in the uncompressed tar stream
+    size: int
+    head: bytes  # first bytes, to recognise compressed layers
+
+
+@dataclass
+class Layer:
+    """One layer as it sits in the archive; `digest` is known up front only for stored-compressed blobs."""
+
+    member: Member
+    diff_id: str  # sha256 of the uncompressed tar, from the image config
+    compressed: bool  # stored gzip/zstd-compressed in the archive (OCI archives), uploaded as is
+    media_type: str | None = None
+    digest: str | None = None
+
+
+@dataclass
+class Image:
+    config: bytes
+    config_digest: str
+    layers: list[Layer]
+    names: list[str] = field(default_factory=list)
+    layout: str = ""
+
+
+@dataclass
+class Archive:
+    path: str
+    gzipped: bool
+    members: dict[str, Member]
+    documents: dict[str, bytes]  # small members' contents, by name
+    order: list[str]  # member names in archive order
+
+    # --- opening ---------------------------------------------------------------------------------------------
+
+    @classmethod
+    def scan(cls, path: str) -> "Archive":
+        if not os.path.isfile(path):
+            raise ArchiveError(f"{path} does not exist or is not a file.")
+        with open(path, "rb") as probe:
+            magic = probe.read(512)
+        gzipped = magic.startswith(GZIP_MAGIC)
+        if not gzipped and not (len(magic) == 512 and magic[257:262] == b"ustar"):
+            raise ArchiveError(f"{path} is neither a tar archive nor gzip-compressed (unknown format): give the "
+                               "file `docker save`, `podman save` or `skopeo copy` wrote.")
+        archive = cls(path, gzipped, {}, {}, [])
+        try:
+            with archive.open_stream() as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
+                links: dict[str, str] = {}
+                for info in tar:
+                    archive._add(tar, info, links)
+                archive._resolve_links(links)
+        except (tarfile.TarError, EOFError, OSError, *DECOMPRESSION_ERRORS) as exc:
+            what = "truncated or corrupt gzip data" if gzipped else "a truncated or corrupt tar archive"
+            raise ArchiveError(f"{path}: {what} ({exc}). Copy the archive again and compare its checksum.") from exc
+        if not archive.members:
+            raise ArchiveError(f"{path} is an empty archive.")
+        return archive
+
+    def open_stream(self) -> IO[bytes]:
+        """The archive's tar bytes from the start, decompressed when the file is gzip."""
+        if not self.gzipped:
+            return open(self.path, "rb")
+        if _fast_gzip is not None:
+            return _fast_gzip.open(self.path, "rb")
+        return gzip.open(self.path, "rb")
+
+    def _add(self, tar: tarfile.TarFile, info: tarfile.TarInfo, links: dict[str, str]) -> None:
+        name = _clean_name(info.name)
+        if name is None:
+            return  # the archive root "./"
+        if name in self.members or name in links:
+            raise ArchiveError(f"{self.path}: member {name!r} appears twice; refusing an ambiguous archive.")
+        if info.isdir():
+            return
+        if info.issym() or info.islnk():
+            target = info.linkname if info.islnk() else posixpath.join(posixpath.dirname(name), info.linkname)
+            target = posixpath.normpath(target)
+            if info.linkname.startswith("/") or target == ".." or target.startswith("../"):
+                raise ArchiveError(f"{self.path}: link {name!r} points outside the archive ({info.linkname!r}).")
+            links[name] = _clean_name(target) or ""
+            return
+        if not info.isreg():
+            raise ArchiveError(f"{self.path}: member {name!r} is a device, FIFO or other special file.")
+        head = b""
+        if info.size <= SMALL_MEMBER:
+            reader = tar.extractfile(info)
+            data = reader.read() if reader else b""
+            self.documents[name] = data
+            head = data[:4]
+        else:
+            reader = tar.extractfile(info)
+            head = reader.read(4) if reader else b""
+        self.members[name] = Member(name, info.offset_data, info.size, head)
+        self.order.append(name)
+
+    def _resolve_links(self, links: dict[str, str]) -> None:
+        for name, target in links.items():
+            seen = {name}
+            while target in links and target not in seen:
+                seen.add(target)
+                target = links[target]
+            if target not in self.members:
+                raise ArchiveError(f"{self.path}: link {name!r} points to {target!r}, which is not a file in the "
+                                   "archive.")
+            self.members[name] = self.members[target]
+
+    # --- reading ---------------------------------------------------------------------------------------------
+
+    def document(self, name: str, what: str) -> Any:
+        if name not in self.members:
+            raise ArchiveError(f"{self.path}: {what} {name!r} is missing from the archive.")
+        data = self.documents.get(name)
+        if data is None:
+            raise ArchiveError(f"{self.path}: {what} {name!r} is too large to be one.")
+        try:
+            return json.loads(data)
+        except ValueError as exc:
+            raise ArchiveError(f"{self.path}: {what} {name!r} is not valid JSON ({exc}).") from exc
+
+    def open_member(self, member: Member) -> IO[bytes]:
+        """A reader over one member's bytes; plain tar only (gzip archives are read with `stream`)."""
+        if self.gzipped:
+            raise ValueError("random access into a gzip-compressed archive")
+        handle = open(self.path, "rb")
+        handle.seek(member.offset)
+        return _Slice(handle, member.size)
+
+    def stream(self, wanted: set[str], on_member: Callable[[Member, IO[bytes]], None]) -> None:
+        """Call `on_member` for each wanted member in archive order, with a reader over its bytes."""
+        with self.open_stream() as raw:
+            position = 0
+            for name in self.order:
+                member = self.members[name]
+                if member.name not in wanted:
+                    continue
+                _skip(raw, member.offset - position)
+                reader = _Slice(raw, member.size, close_parent=False)
+                on_member(member, reader)
+                _skip(reader, reader.remaining)
+                position = member.offset + member.size
+
+    # --- images ----------------------------------------------------------------------------------------------
+
+    def images(self) -> list[Image]:
+        if "manifest.json" in self.members:
+            return self._docker_images()
+        if "index.json" in self.members and "oci-layout" in self.members:
+            return self._oci_images()
+        raise ArchiveError(f"{self.path} has neither manifest.json (docker save) nor index.json and oci-layout "
+                           "(OCI archive): unknown format.")
+
+    def select(self, source_image: str | None) -> Image:
+        images = self.images()
+        if source_image is None:
+            if len(images) > 1:
+                names = ", ".join(n for image in images for n in image.names) or f"{len(images)} unnamed images"
+                raise ArchiveError(f"{self.path} holds several images ({names}): set source_image to one of them.")
+            return images[0]
+        for image in images:
+            if source_image in image.names or source_image in (image.config_digest, image.config_digest[7:19]):
+                return image
+        known = ", ".join(n for image in images for n in image.names) or "none named"
+        raise ArchiveError(f"{self.path} has no image {source_image!r} (it has: {known}).")
+
+    def _config(self, name: str, expected_digest: str | None) -> tuple[bytes, str, list[str]]:
+        config = self.documents.get(name)
+        if config is None:
+            raise ArchiveError(f"{self.path}: image config {name!r} is missing from the archive.")
+        digest = "sha256:" + hashlib.sha256(config).hexdigest()
+        if expected_digest and digest != expected_digest:
+            raise ArchiveError(f"{self.path}: image config {name!r} does not match its digest {expected_digest}.")
+        try:
+            diff_ids = json.loads(config)["rootfs"]["diff_ids"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ArchiveError(f"{self.path}: image config {name!r} has no rootfs.diff_ids ({exc}).") from exc
+        return config, digest, list(diff_ids)
+
+    def _docker_images(self) -> list[Image]:
+        manifest = self.document("manifest.json", "manifest")
+        if not isinstance(manifest, list) or not manifest:
+            raise ArchiveError(f"{self.path}: manifest.json is not a list of images.")
+        images = []
+        for entry in manifest:
+            try:
+                config_name, layer_names = entry["Config"], list(entry["Layers"])
+            except (KeyError, TypeError) as exc:
+                raise ArchiveError(f"{self.path}: manifest.json entry without Config/Layers ({exc}).") from exc
+            expected = _digest_from_blob_path(config_name)
+            config, config_digest, diff_ids = self._config(_clean_name(config_name) or "", expected)
+            if len(diff_ids) != len(layer_names):
+                raise ArchiveError(f"{self.path}: manifest.json lists {len(layer_names)} layers but the config "
+                                   f"has {len(diff_ids)} diff_ids.")
+            layers = []
+            for layer_name, diff_id in zip(layer_names, diff_ids):
+                member = self.members.get(_clean_name(layer_name) or "")
+                if member is None:
+                    raise ArchiveError(f"{self.path}: layer {layer_name!r} is missing from the archive.")
+                compressed = member.head.startswith(GZIP_MAGIC) or member.head.startswith(ZSTD_MAGIC)
+                media_type = (OCI_LAYER_ZSTD if member.head.startswith(ZSTD_MAGIC) else OCI_LAYER_GZIP) \
+                    if compressed else None
+                layers.append(Layer(member, diff_id, compressed, media_type,
+                                    _digest_from_blob_path(layer_name) if compressed else None))
+            layout = "docker-oci" if "oci-layout" in self.members else "docker-legacy"
+            images.append(Image(config, config_digest, layers, list(entry.get("RepoTags") or []), layout))
+        return images
+
+    def _blob(self, digest: str) -> Member:
+        algorithm, hexdigest = digest.split(":", 1) if ":" in digest else ("", digest)
+        member = self.members.get(f"blobs/{algorithm}/{hexdigest}")
+        if member is None:
+            raise ArchiveError(f"{self.path}: blob {digest} is missing from the archive.")
+        return member
+
+    def _oci_images(self) -> list[Image]:
+        index = self.document("index.json", "OCI index")
+        images = []
+        for descriptor in _manifests(index):
+            manifest_member = self._blob(descriptor["digest"])
+            manifest = self.document(manifest_member.name, "OCI manifest")
+            if manifest.get("mediaType") == OCI_INDEX or "manifests" in manifest:
+                raise ArchiveError(f"{self.path}: multi-platform image indexes are not supported; save one "
+                                   "platform (e.g. skopeo copy --override-arch amd64).")
+            annotations = descriptor.get("annotations") or {}
+            names = [n for n in (annotations.get("io.containerd.image.name"),
+                                 annotations.get("org.opencontainers.image.ref.name")) if n]
+            config_member = self._blob(manifest["config"]["digest"])
+            config, config_digest, diff_ids = self._config(config_member.name, manifest["config"]["digest"])
+            if len(diff_ids) != len(manifest.get("layers", [])):
+                raise ArchiveError(f"{self.path}: OCI manifest lists {len(manifest.get('layers', []))} layers "
+                                   f"but the config has {len(diff_ids)} diff_ids.")
+            layers = []
+            for layer, diff_id in zip(manifest["layers"], diff_ids):
+                member = self._blob(layer["digest"])
+                if member.size != layer.get("size", member.size):
+                    raise ArchiveError(f"{self.path}: blob {layer['digest']} is {member.size} bytes, the manifest "
+                                       f"says {layer['size']}.")
+                media_type = layer.get("mediaType", OCI_LAYER)
+                compressed = media_type.endswith(("gzip", "zstd"))
+                layers.append(Layer(member, diff_id, compressed, media_type, layer["digest"]))
+            images.append(Image(config, config_digest, layers, names, "oci"))
+        if not images:
+            raise ArchiveError(f"{self.path}: index.json lists no images.")
+        return images
+
+
+def _manifests(index: Any) -> Iterator[dict[str, Any]]:
+    if not isinstance(index, dict) or not isinstance(index.get("manifests"), list):
+        raise ArchiveError("index.json has no manifests list.")
+    for descriptor in index["manifests"]:
+        if not isinstance(descriptor, dict) or not str(descriptor.get("digest", "")).startswith("sha256:"):
+            raise ArchiveError("index.json lists a manifest without a sha256 digest.")
+        yield descriptor
+
+
+def _clean_name(name: str) -> str | None:
+    """Archive-relative member name; refuses absolute names and `..` (path traversal)."""
+    if name.startswith("/") or "\\" in name:
+        raise ArchiveError(f"member name {name!r} is absolute; refusing a path-traversal archive.")
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise ArchiveError(f"member name {name!r} contains '..'; refusing a path-traversal archive.")
+    return "/".join(parts) or None
+
+
+def _digest_from_blob_path(name: str) -> str | None:
+    parts = name.split("/")
+    if len(parts) == 3 and parts[0] == "blobs" and parts[1] == "sha256" and len(parts[2]) == 64:
+        return f"sha256:{parts[2]}"
+    return None
+
+
+def _skip(stream: IO[bytes], count: int) -> None:
+    while count > 0:
+        chunk = stream.read(min(count, READ_SIZE))
+        if not chunk:
+            raise ArchiveError("the archive ended early (truncated).")
+        count -= len(chunk)
+
+
+class _Slice(io.RawIOBase):
+    """Read exactly `size` bytes of a parent stream from its current position."""
+
+    def __init__(self, parent: IO[bytes], size: int, close_parent: bool = True) -> None:
+        self._parent, self.remaining, self._close_parent = parent, size, close_parent
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        if self.remaining <= 0:
+            return b""
+        want = self.remaining if size is None or size < 0 else min(size, self.remaining)
+        data = self._parent.read(want)
+        if not data:
+            raise ArchiveError("the archive ended early (truncated).")
+        self.remaining -= len(data)
+        return data
+
+    def close(self) -> None:
+        if self._close_parent:
+            self._parent.close()
+        super().close()

@@ -1,0 +1,69 @@
+# Copyright: DataRobot MLOps collection maintainers
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+"""Image names as registries understand them: host[:port]/path:tag, validated up front."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+# From the OCI distribution spec: path components and tags.
+_COMPONENT = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
+_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+_HOST = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
+                   r"(?::[0-9]{1,5})?$|^\[[0-9a-fA-F:]+\](?::[0-9]{1,5})?$")
+DOCKER_HUB = "registry-1.docker.io"
+
+
+class InvalidReference(ValueError):
+    """A repository name or tag a registry would refuse; the message says what to write instead."""
+
+
+def validate_tag(tag: str) -> str:
+    if tag == "latest":
+        raise InvalidReference(
+            "Refusing tag 'latest': the management agent's chart and Kubernetes cache images by tag, so a moving "
+            "'latest' makes deployments unpredictable and rollbacks impossible. Use the PPS version, e.g. "
+            "tag: '9.2.0' (the archive's version), and update imageBuilder.ppsImage with it.")
+    if not _TAG.match(tag):
+        raise InvalidReference(
+            f"Invalid tag {tag!r}: tags are 1-128 characters of letters, digits, '_', '.' and '-', "
+            "and do not start with '.' or '-'.")
+    return tag
+
+
+@dataclass(frozen=True)
+class Repository:
+    registry: str  # host[:port]
+    path: str      # e.g. datarobot/datarobot-portable-prediction-api
+
+    @classmethod
+    def parse(cls, name: str) -> "Repository":
+        """'registry.example:5000/datarobot/pps' -> (registry.example:5000, datarobot/pps)."""
+        if not name or name != name.strip() or "://" in name:
+            raise InvalidReference(
+                f"Invalid repository {name!r}: give host[:port]/path without a scheme, "
+                "e.g. registry.example.com:5000/datarobot/datarobot-portable-prediction-api.")
+        if "@" in name or ":" in name.rsplit("/", 1)[-1]:
+            raise InvalidReference(f"Invalid repository {name!r}: put the tag in `tag`, not in the name.")
+        first, rest = name.split("/", 1) if "/" in name else (name, "")
+        if rest and ("." in first or ":" in first or first == "localhost" or first.startswith("[")):
+            registry, path = first, rest
+        else:
+            registry, path = DOCKER_HUB, name if "/" in name else f"library/{name}"
+        if not _HOST.match(registry):
+            raise InvalidReference(f"Invalid registry host {registry!r} in {name!r}.")
+        bad = [part for part in path.split("/") if not _COMPONENT.match(part)]
+        if bad:
+            raise InvalidReference(
+                f"Invalid repository path {path!r}: component {bad[0]!r} must be lowercase letters and digits, "
+                "separated by '.', '_', '__' or '-'.")
+        if len(registry) + 1 + len(path) > 255:
+            raise InvalidReference(f"Invalid repository {name!r}: longer than 255 characters.")
+        return cls(registry, path)
+
+    def __str__(self) -> str:
+        return f"{self.registry}/{self.path}"
+
+    def sibling(self, path: str) -> "Repository":
+        return Repository(self.registry, path)

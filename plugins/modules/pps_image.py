@@ -1,0 +1,308 @@
+#!/usr/bin/python
+# Copyright: DataRobot MLOps collection maintainers
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: pps_image
+short_description: Push the Portable Prediction Server image archive to a registry, with or without a Docker daemon
+version_added: 0.1.0
+description:
+  - Puts the image in a C(docker save), C(podman save) or C(skopeo copy) archive (plain C(.tar) or gzip-compressed,
+    recognised by content, not by name) into a registry under I(name):I(tag), as C(docker load), C(docker tag),
+    C(docker push) would.
+  - C(method=direct) (the default) talks the OCI distribution API itself and needs no Docker daemon, so it runs in
+    AWX execution environments. It asks the registry which blobs it lacks and sends only those, mounts blobs
+    from other repositories of the same registry when it can, streams and compresses layers in parallel threads
+    (never unpacking the archive or holding a layer in memory), retries and resumes interrupted uploads, and
+    puts the manifest last so that a failed run never leaves the tag pointing at missing blobs.
+  - When the tag already points at the archive's image, nothing is sent and C(changed=false). A small cache
+    (I(cache)) remembers which image an archive (path, size, modification time, inode) holds, so a repeated run
+    decides that without reading the archive.
+  - C(method=daemon) loads, tags and pushes through a Docker API (docker, or podman's API service) with the docker SDK.
+author:
+  - DataRobot MLOps collection maintainers (@datarobot-community)
+extends_documentation_fragment:
+  - datarobot_mlops.management_agent.registry_auth
+options:
+  src:
+    description: The image archive.
+    type: path
+    required: true
+  source_image:
+    description:
+      - Which image of the archive to push, by one of its names (C(RepoTags), OCI ref name) or config digest.
+        Needed only when the archive holds several images.
+    type: str
+  name:
+    description:
+      - Target repository with registry host and optional port,
+        e.g. C(registry.example.com:5000/datarobot/datarobot-portable-prediction-api).
+    type: str
+    required: true
+  tag:
+    description:
+      - Tag to push, normally the PPS version. C(latest) is refused; Kubernetes and the chart cache images by tag,
+        so a moving tag makes deployments unpredictable.
+    type: str
+    required: true
+  additional_tags:
+    description: More tags for the same image.
+    type: list
+    elements: str
+    default: []
+  method:
+    description:
+      - C(direct) pushes without a daemon. C(daemon) uses the Docker API at I(docker_host). C(auto) is C(direct).
+    type: str
+    choices: [auto, direct, daemon]
+    default: auto
+  docker_host:
+    description: Docker API endpoint for C(method=daemon), e.g. C(unix:///run/podman/podman.sock). Default C(DOCKER_HOST).
+    type: str
+  compression:
+    description:
+      - How C(direct) stores layers that are uncompressed in the archive. C(gzip) (default) is what every registry
+        and runtime accepts; C(none) skips compression for registries on a fast local network (OCI manifest).
+    type: str
+    choices: [gzip, none]
+    default: gzip
+  compression_level:
+    description: gzip level; with the isal library installed, levels above 3 are treated as 3.
+    type: int
+    default: 1
+  workers:
+    description: Layers compressed and uploaded at the same time.
+    type: int
+    default: 4
+  manifest_format:
+    description:
+      - C(auto) writes a Docker v2 schema 2 manifest when every layer is gzip (accepted by every registry),
+        otherwise an OCI manifest.
+    type: str
+    choices: [auto, docker, oci]
+    default: auto
+  mount_from:
+    description: Other repositories of the same registry to mount blobs from instead of uploading them.
+    type: list
+    elements: str
+    default: []
+  cache:
+    description:
+      - File where runs remember archive-to-image and layer-to-blob facts. Default
+        C(~/.cache/datarobot_mlops/pps_image.json). An empty string disables it (each run then reads the archive).
+    type: str
+  retries:
+    description: Attempts for each request on connection errors, 5xx and 429 answers, with exponential backoff.
+    type: int
+    default: 5
+  timeout:
+    description: Seconds to wait for one registry or Docker API answer (uploads are sent in 16 MiB pieces).
+    type: int
+    default: 300
+attributes:
+  check_mode:
+    support: full
+    description:
+      - Reports which blobs would be uploaded and the manifest digest the tag would get; sends nothing.
+  diff_mode:
+    support: full
+    description: Shows the tag's manifest digest before and after.
+  idempotent:
+    support: full
+    description: A second run with the same archive and tag reports C(changed=false) and sends nothing.
+requirements:
+  - requests
+  - isal (optional, for fast gzip; zlib is used without it)
+  - docker (for C(method=daemon))
+notes:
+  - An Ansible module cannot show progress while it runs. For very large archives run it with C(async) and
+    C(poll), or push by hand with the same library and a progress bar,
+    C(python tools/pps_push.py --help) in this collection.
+"""
+
+EXAMPLES = r"""
+- name: Push the PPS image to the registry, no Docker daemon needed
+  datarobot_mlops.management_agent.pps_image:
+    src: /data/datarobot-portable-prediction-api-9.2.0.tar.gz
+    name: registry.example.com/datarobot/datarobot-portable-prediction-api
+    tag: 9.2.0
+    username: "{{ registry_user }}"
+    password: "{{ registry_password }}"
+  register: pps
+
+- name: The seed's way, through a Docker API
+  datarobot_mlops.management_agent.pps_image:
+    src: /data/datarobot-portable-prediction-api-9.2.0.tar.gz
+    name: 123456789012.dkr.ecr.us-east-1.amazonaws.com/datarobot/datarobot-portable-prediction-api
+    tag: 9.2.0
+    method: daemon
+"""
+
+RETURN = r"""
+image:
+  description: Full reference that was pushed.
+  returned: always
+  type: str
+  sample: registry.example.com/datarobot/datarobot-portable-prediction-api:9.2.0
+digest:
+  description: Manifest digest the tag points at (would point at, in check mode).
+  returned: always
+  type: str
+config_digest:
+  description: The image's config digest (its image ID).
+  returned: always
+  type: str
+blobs_uploaded:
+  description: Blobs sent to the registry.
+  returned: always
+  type: int
+blobs_skipped:
+  description: Blobs the registry already had, or that were mounted from another repository.
+  returned: always
+  type: int
+blobs_mounted:
+  description: Of the skipped blobs, those mounted from another repository.
+  returned: always
+  type: int
+bytes_uploaded:
+  description: Bytes sent (compressed).
+  returned: always
+  type: int
+would_upload:
+  description: In check mode, the archive members that would be uploaded.
+  returned: always
+  type: list
+  elements: str
+method:
+  description: C(direct) or C(daemon).
+  returned: always
+  type: str
+elapsed:
+  description: Seconds the push took.
+  returned: always
+  type: float
+"""
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._image_archive import (
+    Archive,
+    ArchiveError,
+)
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._image_push import (
+    Compression,
+    DirectPusher,
+    PushCache,
+    PushResult,
+    all_tags_at,
+    default_cache_path,
+    tag_state,
+)
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._image_reference import (
+    InvalidReference,
+    Repository,
+    validate_tag,
+)
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._registry_client import (
+    HAS_REQUESTS,
+    Credentials,
+    RegistryClient,
+    RegistryError,
+    credentials_from_docker_config,
+)
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils import _daemon_push
+
+ARGUMENT_SPEC = dict(
+    src=dict(type="path", required=True),
+    source_image=dict(type="str"),
+    name=dict(type="str", required=True),
+    tag=dict(type="str", required=True),
+    additional_tags=dict(type="list", elements="str", default=[]),
+    username=dict(type="str"),
+    password=dict(type="str", no_log=True),
+    docker_config=dict(type="path"),
+    ca_path=dict(type="path"),
+    validate_certs=dict(type="bool", default=True),
+    insecure=dict(type="bool", default=False),
+    method=dict(type="str", choices=["auto", "direct", "daemon"], default="auto"),
+    docker_host=dict(type="str"),
+    compression=dict(type="str", choices=["gzip", "none"], default="gzip"),
+    compression_level=dict(type="int", default=1),
+    workers=dict(type="int", default=4),
+    manifest_format=dict(type="str", choices=["auto", "docker", "oci"], default="auto"),
+    mount_from=dict(type="list", elements="str", default=[]),
+    cache=dict(type="str"),
+    retries=dict(type="int", default=5),
+    timeout=dict(type="int", default=300),
+)
+
+
+def _push_with_daemon(module: AnsibleModule, client: RegistryClient, repository: Repository, tags: list[str],
+                      credentials: Credentials | None) -> PushResult:
+    params = module.params
+    if not _daemon_push.HAS_DOCKER:
+        module.fail_json(msg=missing_required_lib("docker", reason="for method=daemon"))
+    before, live_config = tag_state(client, repository, tags[0])
+    archive = Archive.scan(params["src"])
+    image = archive.select(params["source_image"])
+    if before and live_config == image.config_digest and all_tags_at(client, repository, tags, before):
+        return PushResult(f"{repository}:{tags[0]}", before, image.config_digest, False, before,
+                          blobs_skipped=len(image.layers) + 1)
+    result = PushResult(f"{repository}:{tags[0]}", "", image.config_digest, True, before)
+    if module.check_mode:
+        result.would_upload = ["(load, tag and push through the Docker API)"]
+        return result
+    pushed = _daemon_push.push_with_daemon(params["src"], archive.gzipped, image, repository, tags, credentials,
+                                           params["docker_host"], params["timeout"])
+    result.digest = pushed["digest"]
+    return result
+
+
+def main() -> None:
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True,
+                           required_together=[("username", "password")])
+    if not HAS_REQUESTS:
+        module.fail_json(msg=missing_required_lib("requests"))
+    params = module.params
+    try:
+        repository = Repository.parse(params["name"])
+        tags = [validate_tag(params["tag"])] + [validate_tag(t) for t in params["additional_tags"]]
+        credentials = Credentials(params["username"], params["password"]) if params["username"] else \
+            credentials_from_docker_config(repository.registry, params["docker_config"])
+        client = RegistryClient(repository.registry, credentials, ca_path=params["ca_path"],
+                                validate_certs=params["validate_certs"], insecure=params["insecure"],
+                                retries=params["retries"], timeout=params["timeout"])
+        client.check_access(repository.path)
+        if params["method"] == "daemon":
+            result = _push_with_daemon(module, client, repository, tags, credentials)
+            method = "daemon"
+        else:
+            cache_path = default_cache_path() if params["cache"] is None else (params["cache"] or None)
+            pusher = DirectPusher(
+                client, repository, tags, compression=Compression(params["compression"], params["compression_level"]),
+                workers=params["workers"], manifest_format=params["manifest_format"],
+                mount_from=params["mount_from"], cache=PushCache(cache_path), check_mode=module.check_mode)
+            result = pusher.push(params["src"], params["source_image"])
+            method = "direct"
+    except (ArchiveError, InvalidReference, RegistryError, _daemon_push.DaemonError) as exc:
+        module.fail_json(msg=str(exc))
+    except OSError as exc:
+        module.fail_json(msg=f"Cannot read {params['src']}: {exc.strerror or exc}")
+
+    output = dict(
+        changed=result.changed, image=result.image, digest=result.digest, config_digest=result.config_digest,
+        blobs_uploaded=result.blobs_uploaded, blobs_skipped=result.blobs_skipped, blobs_mounted=result.blobs_mounted,
+        bytes_uploaded=result.bytes_uploaded, would_upload=result.would_upload, method=method,
+        elapsed=result.elapsed,
+    )
+    if module._diff:
+        output["diff"] = dict(before=dict(image=result.image, digest=result.before or ""),
+                              after=dict(image=result.image, digest=result.digest or "(new)"))
+    module.exit_json(**output)
+
+
+if __name__ == "__main__":
+    main()
