@@ -59,7 +59,8 @@ rig-status: setup
 	$(RIG) status
 
 demo: rig-up
-	source .rig/env && $(BIN)/ansible-playbook site.yml -i inventories/local
+	source .rig/env && $(BIN)/python tests/rig/demo_archive.py "$$RIG_DIR/demo/datarobot-portable-prediction-api-9.2.0.tar.gz" \
+	  && $(BIN)/ansible-playbook site.yml -i inventories/local
 
 bench: setup
 	@echo "the benchmark arrives with the pps_image issue"; exit 1

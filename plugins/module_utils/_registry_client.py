@@ -306,7 +306,11 @@ class RegistryClient:
         except RegistryError:
             return None
         match = re.match(r"^(?:bytes=)?0-(\d+)$", answer.headers.get("Range", ""))
-        return int(match.group(1)) + 1 if match else 0
+        if not match:
+            return 0
+        # distribution answers "0-0" for an empty upload (and, ambiguously, for a one-byte one): read it as empty.
+        end = int(match.group(1))
+        return 0 if end == 0 else end + 1
 
     def manifest(self, repository: str, reference: str) -> tuple[str, str, bytes] | None:
         """(digest, media type, body) of a tag or digest, or None when the registry has none."""

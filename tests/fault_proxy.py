@@ -1,0 +1,107 @@
+"""A fault-injecting HTTP proxy in front of a registry, for tests of retries and resumed uploads.
+
+It forwards every request unchanged (the Host header too, so the registry's
+upload Locations point back at the proxy) unless a fault is armed: answer the
+next N matching requests with an error status, or read part of a matching
+request's body and drop the connection, as a network failure would.
+"""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable
+
+Match = Callable[[str, str], bool]
+
+
+@dataclass
+class Faults:
+    statuses: list[tuple[Match, int]] = field(default_factory=list)
+    cuts: list[tuple[Match, int]] = field(default_factory=list)
+    seen: list[tuple[str, str, int]] = field(default_factory=list)  # (method, path, status or -1 for a cut)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def fail(self, count: int, status: int, match: Match) -> None:
+        with self.lock:
+            self.statuses += [(match, status)] * count
+
+    def cut(self, after_bytes: int, match: Match, count: int = 1) -> None:
+        with self.lock:
+            self.cuts += [(match, after_bytes)] * count
+
+    def _take(self, queue: list, method: str, path: str):
+        with self.lock:
+            for index, (match, value) in enumerate(queue):
+                if match(method, path):
+                    del queue[index]
+                    return value
+        return None
+
+
+class FaultProxy:
+    def __init__(self, upstream_port: int) -> None:
+        self.faults = Faults()
+        faults, upstream = self.faults, upstream_port
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args) -> None:  # quiet
+                pass
+
+            def _handle(self) -> None:
+                method, path = self.command, self.path
+                length = int(self.headers.get("Content-Length") or 0)
+                cut = faults._take(faults.cuts, method, path)
+                if cut is not None:
+                    self.rfile.read(min(cut, length))
+                    faults.seen.append((method, path, -1))
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    self.close_connection = True
+                    return
+                body = self.rfile.read(length) if length else None
+                status = faults._take(faults.statuses, method, path)
+                if status is not None:
+                    faults.seen.append((method, path, status))
+                    payload = b'{"errors":[{"code":"UNAVAILABLE","message":"injected fault"}]}'
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.send_header("Retry-After", "0")
+                    self.end_headers()
+                    self.wfile.write(payload)
+                    return
+                connection = http.client.HTTPConnection("127.0.0.1", upstream, timeout=120)
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("connection",)}
+                connection.request(method, path, body=body, headers=headers)
+                answer = connection.getresponse()
+                data = answer.read()
+                faults.seen.append((method, path, answer.status))
+                self.send_response(answer.status)
+                for key, value in answer.getheaders():
+                    if key.lower() not in ("connection", "transfer-encoding", "content-length"):
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if method != "HEAD":
+                    self.wfile.write(data)
+                connection.close()
+
+            do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> "FaultProxy":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -1,0 +1,68 @@
+"""The pps_image role: archive or URL in, image reference out, idempotent."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import threading
+import uuid
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+from ansible_cli import run_playbook
+from test_pps_image import archive
+
+PLAYBOOK = "playbooks/pps_image.yml"
+
+
+def registry_facts(rig, repo):
+    return {"host": rig["RIG_REGISTRY"], "username": rig["RIG_REGISTRY_USER"],
+            "password": rig["RIG_REGISTRY_PASSWORD"], "ca_path": rig["RIG_REGISTRY_CA"], "repositories": {"pps": repo}}
+
+
+def test_role_pushes_and_publishes_the_reference_once(rig, tmp_path):
+    facts = archive(tmp_path, compress=True)
+    repo = f"datarobot/role-{uuid.uuid4().hex[:6]}"
+    extra = {"pps_image_archive": str(facts.path), "pps_image_version": "9.2.1",
+             "management_agent_registry": registry_facts(rig, repo)}
+    first = run_playbook(PLAYBOOK, extra_vars=extra)
+    assert first.returncode == 0, first.failure()
+    published = first.task("Publish the image reference for the chart's imageBuilder.ppsImage")["ansible_facts"]
+    assert published["management_agent_pps_image"] == f"{rig['RIG_REGISTRY']}/{repo}:9.2.1"
+    assert published["management_agent_pps_image_digest"].startswith("sha256:")
+    again = run_playbook(PLAYBOOK, extra_vars=extra)
+    assert again.returncode == 0 and again.changed == 0
+    assert rig["RIG_REGISTRY_PASSWORD"] not in first.stdout + again.stdout
+
+
+def test_role_downloads_with_a_checksum_first(rig, tmp_path):
+    served = tmp_path / "served"
+    served.mkdir()
+    facts = archive(served, "pps-9.3.0.tar.gz", compress=True)
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(served))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/pps-9.3.0.tar.gz"
+        checksum = "sha256:" + hashlib.sha256(facts.path.read_bytes()).hexdigest()
+        repo = f"datarobot/dl-{uuid.uuid4().hex[:6]}"
+        extra = {"pps_image_url": url, "pps_image_checksum": checksum, "pps_image_version": "9.3.0",
+                 "pps_image_download_dir": str(tmp_path / "downloads"),
+                 "management_agent_registry": registry_facts(rig, repo)}
+        run = run_playbook(PLAYBOOK, extra_vars=extra)
+        assert run.returncode == 0, run.failure()
+        assert (tmp_path / "downloads" / "pps-9.3.0.tar.gz").exists()
+        wrong = run_playbook(PLAYBOOK, extra_vars={**extra, "pps_image_checksum": "sha256:" + "0" * 64,
+                                                   "pps_image_download_dir": str(tmp_path / "other")})
+        assert wrong.returncode != 0 and "checksum" in wrong.failure().lower()
+    finally:
+        server.shutdown()
+
+
+def test_role_refuses_latest_and_missing_inputs(rig, tmp_path):
+    facts = archive(tmp_path)
+    latest = run_playbook(PLAYBOOK, extra_vars={"pps_image_archive": str(facts.path), "pps_image_version": "latest",
+                                                "management_agent_registry": registry_facts(rig, "datarobot/x")})
+    assert "Refusing tag 'latest'" in latest.failure()
+    missing = run_playbook(PLAYBOOK, extra_vars={"pps_image_archive": "", "pps_image_version": "1.0",
+                                                 "management_agent_registry": registry_facts(rig, "datarobot/x")})
+    assert "pps_image needs pps_image_archive" in missing.failure()

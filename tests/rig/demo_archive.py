@@ -1,0 +1,25 @@
+"""Write the demo's stand-in for the vendor's PPS archive (a small, real docker-save .tar.gz)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from fixtures.image_archives import write_docker_archive  # noqa: E402
+
+
+def main() -> None:
+    target = Path(sys.argv[1])
+    if target.exists():
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    layers = [{"opt/datarobot/pps/README": b"Portable Prediction Server stand-in for the local demo\n"},
+              {"opt/datarobot/pps/model/weights.bin": bytes(range(256)) * 4096}]
+    write_docker_archive(target, ["datarobot/datarobot-portable-prediction-api:9.2.0"], layers, compress=True)
+    print(f"wrote {target}")
+
+
+if __name__ == "__main__":
+    main()
