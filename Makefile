@@ -63,7 +63,7 @@ demo: rig-up
 	  && $(BIN)/ansible-playbook site.yml -i inventories/local
 
 bench: setup
-	@echo "the benchmark arrives with the pps_image issue"; exit 1
+	$(BIN)/python tests/bench/bench_pps.py
 
 clean: rig-down
 	rm -rf .collections tests/output .pytest_cache

@@ -79,8 +79,11 @@ def main() -> int:
     parser.add_argument("--no-verify", action="store_true", help="do not verify the registry's certificate")
     parser.add_argument("--insecure", action="store_true", help="plain HTTP registry")
     parser.add_argument("--compression", choices=["gzip", "none"], default="gzip")
-    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--workers", type=int, help="compression threads (default: CPUs, at most 8)")
     parser.add_argument("--check", action="store_true", help="only report what would be uploaded")
+    parser.add_argument("--cache", default=default_cache_path(),
+                        help="file remembering earlier pushes (default %(default)s); '' disables it")
+    parser.add_argument("--quiet", action="store_true", help="no progress line")
     args = parser.parse_args()
     try:
         repository = Repository.parse(args.name)
@@ -93,15 +96,15 @@ def main() -> int:
         client = RegistryClient(repository.registry, credentials, ca_path=args.ca_path,
                                 validate_certs=not args.no_verify, insecure=args.insecure)
         client.check_access(repository.path)
-        progress = Progress()
         pusher = DirectPusher(client, repository, tags, compression=Compression(args.compression),
-                              workers=args.workers, cache=PushCache(default_cache_path()), check_mode=args.check,
-                              on_progress=progress)
+                              workers=args.workers, cache=PushCache(args.cache or None), check_mode=args.check,
+                              on_progress=None if args.quiet else Progress())
         result = pusher.push(args.src, args.source_image)
     except (ArchiveError, InvalidReference, RegistryError, OSError) as exc:
         print(f"\nerror: {exc}", file=sys.stderr)
         return 1
-    sys.stderr.write("\n")
+    if not args.quiet:
+        sys.stderr.write("\n")
     state = "would push" if args.check else ("pushed" if result.changed else "already there")
     print(f"{result.image}: {state} {result.digest} (config {result.config_digest}); blobs uploaded "
           f"{result.blobs_uploaded}, skipped {result.blobs_skipped}, {result.bytes_uploaded} bytes in "

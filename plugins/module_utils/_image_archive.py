@@ -90,7 +90,12 @@ class Archive:
     # --- opening ---------------------------------------------------------------------------------------------
 
     @classmethod
-    def scan(cls, path: str) -> "Archive":
+    def scan(cls, path: str, on_large_member: Callable[[Member, IO[bytes]], None] | None = None) -> "Archive":
+        """Index the archive in one sequential read.
+
+        `on_large_member` is handed each member too large to be a JSON document (in practice: the layers) with a
+        reader over its bytes, as the scan passes it: a gzip archive can then be pushed in a single read.
+        """
         if not os.path.isfile(path):
             raise ArchiveError(f"{path} does not exist or is not a file.")
         with open(path, "rb") as probe:
@@ -101,10 +106,11 @@ class Archive:
                                "file `docker save`, `podman save` or `skopeo copy` wrote.")
         archive = cls(path, gzipped, {}, {}, [])
         try:
-            with archive.open_stream() as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
+            # Plain tar: headers are read by seeking past the data. Gzip: one pass through the stream.
+            with archive.open_stream() as stream, tarfile.open(fileobj=stream, mode="r|" if gzipped else "r:") as tar:
                 links: dict[str, str] = {}
                 for info in tar:
-                    archive._add(tar, info, links)
+                    archive._add(tar, info, links, on_large_member)
                 archive._resolve_links(links)
         except (tarfile.TarError, EOFError, OSError, *DECOMPRESSION_ERRORS) as exc:
             what = "truncated or corrupt gzip data" if gzipped else "a truncated or corrupt tar archive"
@@ -121,7 +127,8 @@ class Archive:
             return _fast_gzip.open(self.path, "rb")
         return gzip.open(self.path, "rb")
 
-    def _add(self, tar: tarfile.TarFile, info: tarfile.TarInfo, links: dict[str, str]) -> None:
+    def _add(self, tar: tarfile.TarFile, info: tarfile.TarInfo, links: dict[str, str],
+             on_large_member: Callable[[Member, IO[bytes]], None] | None) -> None:
         name = _clean_name(info.name)
         if name is None:
             return  # the archive root "./"
@@ -138,16 +145,17 @@ class Archive:
             return
         if not info.isreg():
             raise ArchiveError(f"{self.path}: member {name!r} is a device, FIFO or other special file.")
-        head = b""
+        reader = tar.extractfile(info)
         if info.size <= SMALL_MEMBER:
-            reader = tar.extractfile(info)
             data = reader.read() if reader else b""
             self.documents[name] = data
-            head = data[:4]
+            member = Member(name, info.offset_data, info.size, data[:4])
         else:
-            reader = tar.extractfile(info)
             head = reader.read(4) if reader else b""
-        self.members[name] = Member(name, info.offset_data, info.size, head)
+            member = Member(name, info.offset_data, info.size, head)
+            if on_large_member is not None and reader is not None:
+                on_large_member(member, _Prefixed(head, reader))
+        self.members[name] = member
         self.order.append(name)
 
     def _resolve_links(self, links: dict[str, str]) -> None:
@@ -332,6 +340,23 @@ def _skip(stream: IO[bytes], count: int) -> None:
         if not chunk:
             raise ArchiveError("the archive ended early (truncated).")
         count -= len(chunk)
+
+
+class _Prefixed(io.RawIOBase):
+    """Bytes already read (a member's head), then the rest of the stream."""
+
+    def __init__(self, head: bytes, rest: IO[bytes]) -> None:
+        self._head, self._rest = head, rest
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        if self._head:
+            data = self._head if size is None or size < 0 else self._head[:size]
+            self._head = self._head[len(data):]
+            return data
+        return self._rest.read(size)
 
 
 class _Slice(io.RawIOBase):

@@ -97,6 +97,15 @@ class Blob:
     size: int
 
 
+@dataclass
+class OpenUpload:
+    """An upload session holding every byte of a blob, not yet committed under a digest."""
+
+    location: str
+    size: int
+    scopes: tuple[str, ...]
+
+
 class RegistryClient:
     def __init__(self, registry: str, credentials: Credentials | None = None, *, ca_path: str | None = None,
                  validate_certs: bool = True, insecure: bool = False, retries: int = 5,
@@ -255,33 +264,46 @@ class RegistryClient:
 
     def upload(self, repository: str, chunks: Iterable[bytes], digest_of: Callable[[], str],
                on_progress: Callable[[int], None] | None = None) -> Blob:
-        """Chunked upload; `digest_of()` is asked after the last chunk (the stream's digest is known only then).
+        """Chunked upload, committed at once; `digest_of()` is asked after the last chunk."""
+        pending = self.send(repository, chunks, on_progress)
+        try:
+            return self.commit(pending, digest_of())
+        except BaseException:
+            self.cancel(pending)
+            raise
 
-        A dropped connection resumes at the offset the registry says it holds; the blob is committed
-        (PUT ?digest=) only after every byte is there, and a failure cancels the session.
+    def send(self, repository: str, chunks: Iterable[bytes],
+             on_progress: Callable[[int], None] | None = None) -> "OpenUpload":
+        """Send every chunk to a new upload session and leave it open: nothing is stored until `commit`.
+
+        A dropped connection resumes at the offset the registry says it holds; a failure cancels the session.
         """
         scopes = (f"repository:{repository}:pull,push",)
         start = self.request("POST", f"/v2/{repository}/blobs/uploads/", scopes=scopes, expected={202})
-        location = start.headers["Location"]
-        offset = 0
+        upload = OpenUpload(start.headers["Location"], 0, scopes)
         try:
             for chunk in chunks:
-                location, offset = self._send_chunk(location, chunk, offset, scopes)
+                upload.location, upload.size = self._send_chunk(upload.location, chunk, upload.size, scopes)
                 if on_progress:
                     on_progress(len(chunk))
-            digest = digest_of()
-            separator = "&" if "?" in location else "?"
-            self.request("PUT", f"{location}{separator}{urlencode({'digest': digest})}", scopes=scopes,
-                         expected={201}, headers={"Content-Length": "0"}, data=b"")
         except BaseException:
-            self._cancel(location, scopes)
+            self.cancel(upload)
             raise
-        return Blob(digest, offset)
+        return upload
+
+    def commit(self, upload: "OpenUpload", digest: str) -> Blob:
+        separator = "&" if "?" in upload.location else "?"
+        self.request("PUT", f"{upload.location}{separator}{urlencode({'digest': digest})}", scopes=upload.scopes,
+                     expected={201}, headers={"Content-Length": "0"}, data=b"")
+        return Blob(digest, upload.size)
+
+    def cancel(self, upload: "OpenUpload") -> None:
+        self._cancel(upload.location, upload.scopes)
 
     def _send_chunk(self, location: str, chunk: bytes, offset: int, scopes: tuple[str, ...]) -> tuple[str, int]:
         sent = 0
         for attempt in range(1, self.retries + 1):
-            piece = chunk[sent:]
+            piece = memoryview(chunk)[sent:] if sent else chunk  # no copy of a chunk being resent
             headers = {"Content-Type": "application/octet-stream", "Content-Length": str(len(piece)),
                        "Content-Range": f"{offset + sent}-{offset + len(chunk) - 1}"}
             try:

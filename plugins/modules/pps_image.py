@@ -74,9 +74,10 @@ options:
     type: int
     default: 1
   workers:
-    description: Layers compressed and uploaded at the same time.
+    description:
+      - Threads compressing layers (each layer is compressed in parallel blocks); layers are read half as many at
+        a time (at least two). Default the number of CPUs, at most 8.
     type: int
-    default: 4
   manifest_format:
     description:
       - C(auto) writes a Docker v2 schema 2 manifest when every layer is gzip (accepted by every registry),
@@ -231,7 +232,7 @@ ARGUMENT_SPEC = dict(
     docker_host=dict(type="str"),
     compression=dict(type="str", choices=["gzip", "none"], default="gzip"),
     compression_level=dict(type="int", default=1),
-    workers=dict(type="int", default=4),
+    workers=dict(type="int"),
     manifest_format=dict(type="str", choices=["auto", "docker", "oci"], default="auto"),
     mount_from=dict(type="list", elements="str", default=[]),
     cache=dict(type="str"),

@@ -235,18 +235,26 @@ def _truncated(facts: ArchiveFacts, target: Path) -> Path:
     return target
 
 
+def _corrupt_layer_gzipped(facts: ArchiveFacts, target: Path) -> Path:
+    plain = _corrupt_layer(facts, target.with_suffix(".plain"))
+    target.write_bytes(gzip.compress(plain.read_bytes(), compresslevel=1))
+    return target
+
+
 BAD_INPUTS = {
     "not a tar": (lambda f, t: (t.write_bytes(b"\x89PNG\r\n" * 200), t)[1], "neither a tar archive nor gzip"),
     "truncated gzip": (_truncated, "truncated or corrupt gzip data"),
     "layer digest mismatch": (_corrupt_layer, "does not match its digest"),
+    "layer digest mismatch, gzip": (_corrupt_layer_gzipped, "does not match its digest"),
 }
 
 
 @pytest.mark.parametrize("case", sorted(BAD_INPUTS))
 def test_bad_archives_push_nothing(rig, tmp_path, case):
     make, message = BAD_INPUTS[case]
-    facts = archive(tmp_path, compress=case == "truncated gzip")
-    bad = make(facts, tmp_path / ("bad.tar.gz" if case == "truncated gzip" else "bad.tar"))
+    facts = archive(tmp_path, compress=case == "truncated gzip",
+                    layers=[{"big.bin": os.urandom(6 * 1024 * 1024)}, {"small": b"s"}])  # big: streamed at once
+    bad = make(facts, tmp_path / ("bad.tar.gz" if "gzip" in case else "bad.tar"))
     repo = unique_repo()
     outcome = run_module(MODULE, tls_args(rig, repo, src=str(bad)))
     assert outcome.failed
@@ -255,6 +263,9 @@ def test_bad_archives_push_nothing(rig, tmp_path, case):
     tags = requests.get(f"https://{rig['RIG_REGISTRY']}/v2/{repo}/tags/list", verify=rig["RIG_REGISTRY_CA"],
                         auth=(rig["RIG_REGISTRY_USER"], rig["RIG_REGISTRY_PASSWORD"]), timeout=10)
     assert tags.status_code == 404 or not tags.json().get("tags")
+    catalog = requests.get(f"https://{rig['RIG_REGISTRY']}/v2/_catalog", verify=rig["RIG_REGISTRY_CA"],
+                           auth=(rig["RIG_REGISTRY_USER"], rig["RIG_REGISTRY_PASSWORD"]), timeout=10).json()
+    assert repo not in catalog.get("repositories", [])  # not even a blob was committed
 
 
 @pytest.mark.parametrize("override, message", [
