@@ -39,18 +39,17 @@ def ansible_env(*, without: tuple[str, ...] = (), **extra: str) -> dict[str, str
     return env
 
 
+def _mode_flags(check: bool, diff: bool, verbosity: int) -> list[str]:
+    return (["--check"] if check else []) + (["--diff"] if diff else []) + (["-" + "v" * verbosity] if verbosity else [])
+
+
 def run_module(fqcn: str, args: dict[str, Any], *, check: bool = False, diff: bool = False,
                verbosity: int = 0, env: dict[str, str] | None = None, cwd: Path = REPO) -> Outcome:
     argv = [str(BIN / "ansible"), "localhost", "-i", "localhost,", "-c", "local",
             "-e", f"ansible_python_interpreter={sys.executable}", "-m", fqcn]
     if args:  # `-a '{}'` would be read as raw parameters
         argv += ["-a", json.dumps(args)]
-    if check:
-        argv.append("--check")
-    if diff:
-        argv.append("--diff")
-    if verbosity:
-        argv.append("-" + "v" * verbosity)
+    argv += _mode_flags(check, diff, verbosity)
     proc = subprocess.run(argv, capture_output=True, text=True, env=env or ansible_env(), cwd=cwd,
                           timeout=900, check=False)
     try:
@@ -105,14 +104,9 @@ def run_playbook(playbook: str, *, inventory: str = "inventories/local", extra_v
     argv = [str(BIN / "ansible-playbook"), "-i", str(REPO / inventory), str(REPO / playbook)]
     if extra_vars:
         argv += ["-e", json.dumps(extra_vars)]
-    if check:
-        argv.append("--check")
-    if diff:
-        argv.append("--diff")
     if tags:
         argv += ["--tags", tags]
-    if verbosity:
-        argv.append("-" + "v" * verbosity)
+    argv += _mode_flags(check, diff, verbosity)
     proc = subprocess.run(argv, capture_output=True, text=True, env=env or ansible_env(), cwd=REPO,
                           timeout=1800, check=False)
     try:

@@ -49,7 +49,7 @@ options:
     type: list
     elements: dict
     default: []
-    suboptions:
+    suboptions: &permission
       verb:
         description: API verb such as C(create), C(patch) or C(get).
         type: str
@@ -70,22 +70,7 @@ options:
     type: list
     elements: dict
     default: []
-    suboptions: &permission
-      verb:
-        description: API verb.
-        type: str
-        required: true
-      resource:
-        description: Resource plural.
-        type: str
-        required: true
-      group:
-        description: API group; empty for the core group.
-        type: str
-        default: ""
-      namespace:
-        description: Namespace; omit for cluster-scoped checks.
-        type: str
+    suboptions: *permission
   kubernetes_permissions:
     description: Like I(permissions), checked only when the platform is plain Kubernetes.
     type: list

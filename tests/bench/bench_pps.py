@@ -19,11 +19,13 @@ import subprocess
 import sys
 import tarfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Callable
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tests" / "rig"))
+from processes import free_port  # noqa: E402  the rig's helpers
+from registry import RegistryProcess  # noqa: E402
 BIN = Path(sys.executable).parent
 CACHE = Path(os.environ.get("BENCH_CACHE", Path.home() / ".cache" / "datarobot-mlops-bench"))
 RIG_CACHE = Path(os.environ.get("RIG_BIN_CACHE", Path.home() / ".cache" / "datarobot-mlops-rig"))
@@ -124,10 +126,7 @@ class FreshRegistry:
 
     def __init__(self, name: str) -> None:
         self.root = CACHE / "registries" / name
-        self.process: subprocess.Popen | None = None
-        sys.path.insert(0, str(REPO / "tests" / "rig"))
-        from processes import free_port  # the rig's: a port outside the ephemeral range
-
+        self.process: RegistryProcess | None = None
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
 
@@ -138,21 +137,12 @@ class FreshRegistry:
         config.write_text(json.dumps({"version": 0.1, "log": {"level": "error", "accesslog": {"disabled": True}},
                                       "storage": {"filesystem": {"rootdirectory": str(self.root / "data")}},
                                       "http": {"addr": self.address}}))
-        self.process = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"http://{self.address}/v2/", timeout=1):
-                    return self
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError("bench registry did not start")
+        self.process = RegistryProcess(config, self.address, ready_status=200).__enter__()
+        return self
 
     def __exit__(self, *exc) -> None:
         if self.process:
-            self.process.terminate()
-            self.process.wait(timeout=30)
+            self.process.__exit__()
         subprocess.run(["rm", "-rf", str(self.root)], check=False)
 
 

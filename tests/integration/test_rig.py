@@ -60,7 +60,7 @@ def test_helm_installs_and_uninstalls_a_chart_with_wait(namespace):
 
 def test_ingress_nginx_chart_installs_with_the_seed_values(namespace):
     chart = SHARED / "charts" / "ingress-nginx-4.15.1.tgz"
-    helm("install", "nginx-ingress", str(chart), "-n", namespace, "--wait", "--timeout", "180s",
+    helm("install", "rig-ingress", str(chart), "-n", namespace, "--wait", "--timeout", "180s",
          "--set", "controller.autoscaling.enabled=true",
          "--set", "controller.autoscaling.minReplicas=2",
          "--set", "controller.autoscaling.maxReplicas=3",
@@ -78,12 +78,12 @@ def test_ingress_nginx_chart_installs_with_the_seed_values(namespace):
     controller = next(d for d in deployments if d["metadata"]["name"].endswith("controller"))
     conditions = {c["type"]: c["status"] for c in controller["status"]["conditions"]}
     assert conditions["Available"] == "True"
-    config = json.loads(kubectl("-n", namespace, "get", "configmap", "nginx-ingress-ingress-nginx-controller",
+    config = json.loads(kubectl("-n", namespace, "get", "configmap", "rig-ingress-ingress-nginx-controller",
                                 "-o", "json").stdout)["data"]
     assert config["proxy-body-size"] == "51m" and config["proxy-read-timeout"] == "605"
     hpa = json.loads(kubectl("-n", namespace, "get", "hpa", "-o", "json").stdout)["items"][0]["spec"]
     assert (hpa["minReplicas"], hpa["maxReplicas"]) == (2, 3)
-    helm("uninstall", "nginx-ingress", "-n", namespace, "--wait")
+    helm("uninstall", "rig-ingress", "-n", namespace, "--wait")
 
 
 def test_service_account_gets_a_token_through_token_request(namespace):

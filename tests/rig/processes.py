@@ -12,6 +12,8 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -56,6 +58,15 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.5)
         return sock.connect_ex((host, port)) == 0
+
+
+def http_status(url: str, timeout: float = 3, context=None) -> int:
+    """The status a plain GET gets (errors included), raising only when nothing answers."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout, context=context) as answer:
+            return answer.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
 
 
 def wait_until(what: str, ready: Callable[[], bool], timeout: float, log: Path | None = None,

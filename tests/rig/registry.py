@@ -9,23 +9,33 @@ import secrets
 import shutil
 import ssl
 import subprocess
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from pki import CertificateAuthority
-from processes import Daemon, RigError, wait_until
+from processes import Daemon, RigError, http_status, wait_until
 
 REGISTRY_BINARY = shutil.which("docker-registry") or "/usr/bin/docker-registry"
 USER = "rig"
 
 
-def _status(url: str, context: ssl.SSLContext | None = None) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=3, context=context) as answer:
-            return answer.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
+class RegistryProcess:
+    """A throw-away docker-registry serving `config` on `address`, for tests and benchmarks (not pid-filed)."""
+
+    def __init__(self, config: Path, address: str, ready_status: int) -> None:
+        self.config, self.address, self.ready_status = config, address, ready_status
+        self.process: subprocess.Popen | None = None
+
+    def __enter__(self) -> "RegistryProcess":
+        self.process = subprocess.Popen([REGISTRY_BINARY, "serve", str(self.config)], stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL)
+        wait_until(f"registry on {self.address}",
+                   lambda: http_status(f"http://{self.address}/v2/") == self.ready_status, 30)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.process:
+            self.process.terminate()
+            self.process.wait(timeout=30)
 
 
 class Registries:
@@ -90,7 +100,7 @@ class Registries:
             url = f"{scheme}://127.0.0.1:{self.ports[port_key]}/v2/"
             expected = 401 if tls else 200
             wait_until(daemon.name, lambda url=url, expected=expected, tls=tls:
-                       _status(url, context if tls else None) == expected, 30, daemon.log, daemon.running)
+                       http_status(url, context=context if tls else None) == expected, 30, daemon.log, daemon.running)
 
     def healthy(self) -> bool:
         return self.secure.running() and self.insecure.running()

@@ -1,0 +1,50 @@
+"""pps_image against a registry that wants Docker token (Bearer) auth."""
+
+from __future__ import annotations
+
+import pytest
+
+from ansible_cli import run_module
+from test_pps_image import MODULE, archive
+from token_registry import TokenRegistry
+
+
+@pytest.fixture
+def token_registry(rig, tmp_path):
+    with TokenRegistry(tmp_path) as registry:
+        yield registry
+
+
+def args(registry, src, repo, **extra):
+    return {"src": str(src), "name": f"{registry.address}/{repo}", "tag": "1.0", "insecure": True, "cache": "",
+            "username": registry.username, "password": registry.password, **extra}
+
+
+def test_push_through_the_token_flow(token_registry, tmp_path):
+    facts = archive(tmp_path, compress=True)
+    first = run_module(MODULE, args(token_registry, facts.path, "datarobot/pps"))
+    assert not first.failed, first.result.get("msg")
+    assert first.result["blobs_uploaded"] == 3
+    scopes = {scope for request in token_registry.requests for scope in request["scopes"]}
+    assert "repository:datarobot/pps:pull,push" in scopes
+    assert all(request["authorized"] for request in token_registry.requests)
+    again = run_module(MODULE, args(token_registry, facts.path, "datarobot/pps"))
+    assert again.result["changed"] is False
+
+
+def test_mount_asks_for_pull_on_the_source_repository(token_registry, tmp_path):
+    facts = archive(tmp_path, compress=True)
+    cache = str(tmp_path / "cache.json")
+    run_module(MODULE, args(token_registry, facts.path, "datarobot/first", cache=cache))
+    outcome = run_module(MODULE, args(token_registry, facts.path, "datarobot/second", cache=cache))
+    assert outcome.result["blobs_mounted"] == 2
+    scopes = {scope for request in token_registry.requests for scope in request["scopes"]}
+    assert "repository:datarobot/first:pull" in scopes
+
+
+def test_wrong_password_at_the_token_service(token_registry, tmp_path):
+    facts = archive(tmp_path)
+    outcome = run_module(MODULE, args(token_registry, facts.path, "datarobot/pps", password="wrong-one"))
+    assert outcome.failed
+    assert f"Registry {token_registry.address} rejected the credentials for user 'tokenuser'" in outcome.result["msg"]
+    assert "wrong-one" not in outcome.stdout + outcome.stderr
