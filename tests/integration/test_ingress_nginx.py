@@ -130,7 +130,7 @@ def test_a_controller_that_never_becomes_ready_fails_with_diagnostics(rig):
 
 
 def test_skipped_on_openshift_with_the_reason(openshift_rig):
-    run = run_playbook("site.yml", extra_vars={"ingress_nginx_namespace": "t-openshift"})
+    run = run_playbook("site.yml", extra_vars={"ingress_nginx_namespace": "t-openshift"}, tags="preflight,ingress")
     assert run.returncode == 0, run.failure()
     assert "OpenShift routes traffic through its built-in router" in run.task("Say why ingress is skipped")["msg"]
     assert run.task("Install or upgrade the chart and wait for the controller").get("skipped") is True

@@ -23,6 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from control_plane import ControlPlane  # noqa: E402
+from datarobot_api import FakeDataRobot  # noqa: E402
 from docker_api import DockerApi  # noqa: E402
 from pki import CertificateAuthority  # noqa: E402
 from processes import RigError, free_port, port_open  # noqa: E402
@@ -32,7 +33,8 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 STATE = Path(os.environ.get("RIG_DIR", REPO / ".rig")).resolve()
 BIN_CACHE = Path(os.environ.get("RIG_BIN_CACHE", Path.home() / ".cache" / "datarobot-mlops-rig"))
-PORT_NAMES = ("etcd", "etcd_peer", "apiserver", "controller_manager", "scheduler", "kwok", "registry", "registry_http")
+PORT_NAMES = ("etcd", "etcd_peer", "apiserver", "controller_manager", "scheduler", "kwok", "registry", "registry_http",
+              "datarobot")
 OPENSHIFT_CRDS = ("securitycontextconstraints.security.openshift.io", "routes.route.openshift.io",
                   "configs.imageregistry.operator.openshift.io")
 
@@ -62,6 +64,7 @@ class Rig:
         self.registries = Registries(STATE, self.ports, self.ca)
         self.docker = DockerApi(STATE, self.ca.cert_path, self.registries.secure_address,
                                 self.registries.insecure_address)
+        self.datarobot = FakeDataRobot(STATE, self.ports["datarobot"], self.ca)
 
     def build(self) -> None:
         started = time.monotonic()
@@ -81,6 +84,8 @@ class Rig:
             self.registries.start()
         if not self.docker.healthy():
             self.docker.start()
+        if not self.datarobot.healthy():
+            self.datarobot.start()
         self.set_flavour(flavour)
         self.write_env()
         log(f"rig up in {time.monotonic() - started:.1f}s; `source {STATE / 'env'}` to use it")
@@ -111,6 +116,9 @@ class Rig:
             "RIG_REGISTRY_PASSWORD": self.registries.password,
             "RIG_INSECURE_REGISTRY": self.registries.insecure_address,
             "DOCKER_HOST": self.docker.docker_host,
+            "DATAROBOT_ENDPOINT": self.datarobot.endpoint,
+            "DATAROBOT_API_TOKEN": self.datarobot.token,
+            "DATAROBOT_CA_PATH": str(self.ca.cert_path),
             "HELM": str(self.bin / "helm"),
             "KUBECTL": str(self.bin / "kubectl"),
             "RIG_FLAVOUR": (STATE / "flavour").read_text().strip() if (STATE / "flavour").exists() else "kubernetes",
@@ -124,7 +132,7 @@ class Rig:
         path.chmod(0o600)
 
     def down(self, purge: bool) -> None:
-        stopped = self.docker.stop() + self.registries.stop() + self.cluster.stop()
+        stopped = self.datarobot.stop() + self.docker.stop() + self.registries.stop() + self.cluster.stop()
         log(f"stopped: {', '.join(stopped) or 'nothing was running'}")
         listening = [f"{name}={port}" for name, port in self.ports.items() if port_open(port)]
         if listening:
@@ -136,7 +144,8 @@ class Rig:
 
     def status(self) -> bool:
         parts = {**self.cluster.daemons, "registry-tls": self.registries.secure,
-                 "registry-http": self.registries.insecure, "podman": self.docker.daemon}
+                 "registry-http": self.registries.insecure, "podman": self.docker.daemon,
+                 "datarobot": self.datarobot.daemon}
         for name, daemon in parts.items():
             pid = daemon.pid()
             print(f"{name:24} {'running pid ' + str(pid) if pid else 'stopped'}")

@@ -1,0 +1,33 @@
+# Copyright: DataRobot MLOps collection maintainers
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+
+from __future__ import annotations
+
+
+class ModuleDocFragment:
+    """How our modules reach DataRobot's REST API."""
+
+    DOCUMENTATION = r"""
+options:
+  endpoint:
+    description:
+      - DataRobot URL, as the web app (C(https://app.datarobot.com)) or the API (C(https://app.datarobot.com/api/v2)).
+      - Default from C(DATAROBOT_ENDPOINT).
+    type: str
+  api_token:
+    description:
+      - API key (Developer Tools in DataRobot). Default from C(DATAROBOT_API_TOKEN). Never shown.
+    type: str
+  validate_certs:
+    description: Verify DataRobot's TLS certificate.
+    type: bool
+    default: true
+  ca_path:
+    description: PEM file of the CA that signed DataRobot's certificate (self-managed installations). Default from
+      C(DATAROBOT_CA_PATH).
+    type: path
+  timeout:
+    description: Seconds to wait for one answer; 5xx answers and connection errors are retried with backoff.
+    type: int
+    default: 60
+"""

@@ -1,0 +1,144 @@
+# Copyright: DataRobot MLOps collection maintainers
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+"""A small client for the parts of DataRobot's public REST API the collection uses.
+
+The official SDK pulls pandas and numpy, too heavy for a module; this speaks
+the same contract (tests prove it against the SDK). Errors become
+DataRobotError with a message naming the endpoint and what to check, never the
+token.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Any, Iterator
+from urllib.parse import urljoin
+
+try:
+    import requests
+    from requests.exceptions import RequestException, SSLError
+    HAS_REQUESTS = True
+except ImportError:
+    HAS_REQUESTS = False
+
+RETRY_STATUSES = frozenset({500, 502, 503, 504})
+
+
+class DataRobotError(Exception):
+    """The API failed or refused; the message names the endpoint and what to check."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def api_base(endpoint: str) -> str:
+    """`https://app.datarobot.com` and `https://app.datarobot.com/api/v2[/]` both mean `.../api/v2/`."""
+    base = endpoint.strip().rstrip("/")
+    if not base.startswith(("http://", "https://")):
+        raise DataRobotError(f"DataRobot endpoint {endpoint!r} must start with https:// (or http://), e.g. "
+                             "https://app.datarobot.com")
+    if not base.endswith("/api/v2"):
+        base += "/api/v2"
+    return base + "/"
+
+
+class DataRobotClient:
+    def __init__(self, endpoint: str, token: str, *, verify: bool | str = True, timeout: float = 60,
+                 retries: int = 4, backoff: float = 0.5) -> None:
+        self.base = api_base(endpoint)
+        self.token, self.verify, self.timeout = token, verify, timeout
+        self.retries, self.backoff = retries, backoff
+        self.session = requests.Session()
+        self.session.headers.update({"Authorization": f"Bearer {token}", "Accept": "application/json",
+                                     "User-Agent": "datarobot_mlops.management_agent"})
+
+    def request(self, method: str, path: str, *, body: Any = None, params: dict[str, Any] | None = None,
+                expected: tuple[int, ...] = (200,)) -> Any:
+        url = path if path.startswith("http") else urljoin(self.base, path)
+        for attempt in range(1, self.retries + 1):
+            try:
+                answer = self.session.request(method, url, json=body, params=params, timeout=self.timeout,
+                                              verify=self.verify)
+            except SSLError as exc:
+                raise DataRobotError(f"TLS with DataRobot at {self.base} failed: is its CA trusted? Pass ca_path, "
+                                     "or validate_certs: false for a test instance.") from exc
+            except RequestException as exc:
+                if attempt == self.retries:
+                    raise DataRobotError(f"Cannot reach DataRobot at {self.base} (tried {attempt} times): "
+                                         f"{type(exc).__name__}. Check the endpoint and the network.") from exc
+                self._sleep(attempt)
+                continue
+            if answer.status_code in expected:
+                return self._json(answer) if answer.content else None
+            if answer.status_code in RETRY_STATUSES and attempt < self.retries:
+                self._sleep(attempt)
+                continue
+            raise self._error(method, path, answer, attempt)
+        raise AssertionError("unreachable")
+
+    def _sleep(self, attempt: int) -> None:
+        time.sleep(self.backoff * 2 ** (attempt - 1) * (1 + random.random() / 2))
+
+    def _json(self, answer: "requests.Response") -> Any:
+        try:
+            return answer.json()
+        except ValueError as exc:
+            raise DataRobotError(f"DataRobot at {self.base} answered {answer.status_code} with something that is "
+                                 f"not JSON ({answer.headers.get('Content-Type', 'no content type')}): is the "
+                                 "endpoint right, or is a proxy in the way?", answer.status_code) from exc
+
+    def _error(self, method: str, path: str, answer: "requests.Response", attempt: int) -> DataRobotError:
+        try:
+            detail = answer.json().get("message") or answer.text[:200]
+        except ValueError:
+            detail = f"a non-JSON answer ({answer.headers.get('Content-Type', 'no content type')})"
+        status = answer.status_code
+        hints = {401: "the API token was rejected: check api_token (DATAROBOT_API_TOKEN) and that it belongs "
+                      "to this endpoint",
+                 403: "the token's user may not do this: check its permissions"}
+        hint = hints.get(status, detail)
+        tries = f" after {attempt} attempts" if attempt > 1 else ""
+        return DataRobotError(f"DataRobot at {self.base} answered {status} to {method} {path}{tries}: {hint}", status)
+
+    # --- endpoints -------------------------------------------------------------------------------------------
+
+    def version(self) -> dict[str, Any]:
+        return self.request("GET", "version/")
+
+    def pages(self, path: str, params: dict[str, Any] | None = None) -> Iterator[dict[str, Any]]:
+        """Every item of a paginated list, following `next` links."""
+        page = self.request("GET", path, params={"offset": 0, "limit": 100, **(params or {})})
+        while True:
+            yield from page.get("data", [])
+            if not page.get("next"):
+                return
+            page = self.request("GET", page["next"])
+
+    def prediction_environments(self, search: str | None = None) -> list[dict[str, Any]]:
+        return list(self.pages("predictionEnvironments/", {"search": search} if search else None))
+
+    def prediction_environment(self, environment_id: str) -> dict[str, Any] | None:
+        try:
+            return self.request("GET", f"predictionEnvironments/{environment_id}/")
+        except DataRobotError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def create_prediction_environment(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self.request("POST", "predictionEnvironments/", body=body, expected=(201,))
+
+    def update_prediction_environment(self, environment_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self.request("PATCH", f"predictionEnvironments/{environment_id}/", body=body)
+
+    def delete_prediction_environment(self, environment_id: str) -> bool:
+        """True when deleted now; False when it was already gone (404/410)."""
+        try:
+            self.request("DELETE", f"predictionEnvironments/{environment_id}/", expected=(204,))
+            return True
+        except DataRobotError as exc:
+            if exc.status in (404, 410):
+                return False
+            raise
