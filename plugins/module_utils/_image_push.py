@@ -389,10 +389,15 @@ class DirectPusher:
         futures: dict[str, Future] = {}
         feeder = _Feeder(self.layer_readers)
         with feeder:
+            # Small layers were kept in memory by the scan: no second read of the archive for them.
+            kept = [layer for layer in layers if layer.member.name in archive.documents]
+            for layer in kept:
+                futures[layer.diff_id] = feeder.pool.submit(work, layer, iter([archive.documents[layer.member.name]]))
+            layers = [layer for layer in layers if layer.member.name not in archive.documents]
             if not archive.gzipped:
                 for layer in layers:
                     futures[layer.diff_id] = feeder.pool.submit(_from_file, archive, layer, work)
-            else:
+            elif layers:
                 by_member = {layer.member.name: layer for layer in layers}
 
                 def feed(member: Member, reader: IO[bytes]) -> None:
@@ -535,6 +540,8 @@ def _rechunk(pieces: Iterator[bytes], size: int) -> Iterator[bytes]:
     held: list[bytes] = []
     count = 0
     for piece in pieces:
+        if not piece:
+            continue
         held.append(piece)
         count += len(piece)
         if count >= size:
