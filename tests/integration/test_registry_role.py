@@ -6,12 +6,22 @@ import base64
 import json
 import uuid
 
+import pytest
+
 from ansible_cli import run_module, run_playbook
 from conftest import kubectl
 from test_pps_image import archive
 
 PLAYBOOK = "playbooks/registry.yml"
 FACTS = "Publish the chart's imageBuilder values and the repository paths"
+
+
+@pytest.fixture
+def target(rig):
+    """A namespace name for the role to create; deleted afterwards."""
+    name = f"t-registry-{uuid.uuid4().hex[:6]}"
+    yield name
+    kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
 def tls_vars(rig, namespace):
@@ -29,71 +39,94 @@ def secret_login(namespace, host):
     return username, password
 
 
-def test_generic_tls_registry(rig, tmp_path):
-    namespace = f"t-registry-{uuid.uuid4().hex[:6]}"
-    try:
-        first = run_playbook(PLAYBOOK, extra_vars=tls_vars(rig, namespace))
-        assert first.returncode == 0, first.failure()
-        assert rig["RIG_REGISTRY_PASSWORD"] not in first.stdout + first.stderr
-        published = first.task(FACTS)["ansible_facts"]
-        assert published["management_agent_repositories"] == {
-            "management_agent": "datarobot/mlops-management-agent", "tracking_agent": "datarobot/mlops-tracking-agent",
-            "pps": "datarobot/datarobot-portable-prediction-api", "frozen_models": "mlops/frozen-models"}
-        host = rig["RIG_REGISTRY"]
-        assert published["management_agent_image_builder"] == {
-            "secretName": "registry-creds", "configMap": "",
-            "serviceAccount": {"create": True, "name": "datarobot-management-agent-image-builder", "annotations": {}},
-            "insecureRegistries": [], "skipSslVerifyRegistries": [],
-            "extraVolumes": [{"name": "registry-ca", "configMap": {"name": "registry-ca"}}],
-            "extraVolumeMounts": [{"name": "registry-ca", "mountPath": f"/certs/{host}", "readOnly": True}],
-            "extraArgs": [f"--registry-certificate={host}=/certs/{host}/ca.crt"]}
-        ca = json.loads(kubectl("-n", namespace, "get", "configmap", "registry-ca", "-o", "json").stdout)["data"]
-        assert ca["ca.crt"].strip() == open(rig["RIG_REGISTRY_CA"], encoding="utf-8").read().strip()
-        # the secret's credentials really push
-        username, password = secret_login(namespace, host)
-        facts = archive(tmp_path)
-        pushed = run_module("datarobot_mlops.management_agent.pps_image", {
-            "src": str(facts.path), "name": f"{host}/mlops/frozen-models", "tag": uuid.uuid4().hex[:8],
-            "username": username, "password": password, "ca_path": rig["RIG_REGISTRY_CA"], "cache": ""})
-        assert not pushed.failed, pushed.result.get("msg")
-        again = run_playbook(PLAYBOOK, extra_vars=tls_vars(rig, namespace))
-        assert again.returncode == 0 and again.changed == 0
-        rotated = run_playbook(PLAYBOOK, extra_vars={**tls_vars(rig, namespace), "registry_password": "rotated"})
-        assert rotated.task("Push credentials for the image builder (dockerconfigjson)")["changed"] is True
-        assert secret_login(namespace, host) == (rig["RIG_REGISTRY_USER"], "rotated")
-        assert "rotated" not in rotated.stdout + rotated.stderr
-    finally:
-        kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+def test_generic_tls_registry(rig, target, tmp_path):
+    first = run_playbook(PLAYBOOK, extra_vars=tls_vars(rig, target))
+    assert first.returncode == 0, first.failure()
+    assert rig["RIG_REGISTRY_PASSWORD"] not in first.stdout + first.stderr
+    published = first.task(FACTS)["ansible_facts"]
+    assert published["management_agent_repositories"] == {
+        "management_agent": "datarobot/mlops-management-agent", "tracking_agent": "datarobot/mlops-tracking-agent",
+        "pps": "datarobot/datarobot-portable-prediction-api", "frozen_models": "mlops/frozen-models"}
+    host = rig["RIG_REGISTRY"]
+    assert published["management_agent_image_builder"] == {
+        "secretName": "registry-creds", "configMap": "",
+        "serviceAccount": {"create": True, "name": "datarobot-management-agent-image-builder", "annotations": {}},
+        "insecureRegistries": [], "skipSslVerifyRegistries": [],
+        "extraVolumes": [{"name": "registry-ca", "configMap": {"name": "registry-ca"}}],
+        "extraVolumeMounts": [{"name": "registry-ca", "mountPath": f"/certs/{host}", "readOnly": True}],
+        "extraArgs": [f"--registry-certificate={host}=/certs/{host}/ca.crt"]}
+    ca = json.loads(kubectl("-n", target, "get", "configmap", "registry-ca", "-o", "json").stdout)["data"]
+    assert ca["ca.crt"].strip() == open(rig["RIG_REGISTRY_CA"], encoding="utf-8").read().strip()
+    # the secret's credentials really push
+    username, password = secret_login(target, host)
+    facts = archive(tmp_path)
+    pushed = run_module("datarobot_mlops.management_agent.pps_image", {
+        "src": str(facts.path), "name": f"{host}/mlops/frozen-models", "tag": uuid.uuid4().hex[:8],
+        "username": username, "password": password, "ca_path": rig["RIG_REGISTRY_CA"], "cache": ""})
+    assert not pushed.failed, pushed.result.get("msg")
+    again = run_playbook(PLAYBOOK, extra_vars=tls_vars(rig, target))
+    assert again.returncode == 0 and again.changed == 0
+    rotated = run_playbook(PLAYBOOK, extra_vars={**tls_vars(rig, target), "registry_password": "rotated"})
+    assert rotated.task("Push credentials for the image builder (dockerconfigjson)")["changed"] is True
+    assert secret_login(target, host) == (rig["RIG_REGISTRY_USER"], "rotated")
+    assert "rotated" not in rotated.stdout + rotated.stderr
 
 
-def test_http_registry_is_listed_as_insecure(rig):
-    namespace = f"t-registry-{uuid.uuid4().hex[:6]}"
-    try:
-        run = run_playbook(PLAYBOOK, extra_vars={"registry_namespace": namespace,
-                                                 "registry_host": rig["RIG_INSECURE_REGISTRY"],
-                                                 "registry_insecure": True, "registry_username": "",
-                                                 "registry_password": "", "registry_ca_path": ""})
-        assert run.returncode == 0, run.failure()
-        builder = run.task(FACTS)["ansible_facts"]["management_agent_image_builder"]
-        assert builder["insecureRegistries"] == [rig["RIG_INSECURE_REGISTRY"]]
-        assert builder["secretName"] == "" and builder["extraArgs"] == []
-        assert kubectl("-n", namespace, "get", "secret", "registry-creds", check=False).returncode != 0
-    finally:
-        kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+def test_http_registry_is_listed_as_insecure(rig, target):
+    run = run_playbook(PLAYBOOK, extra_vars={"registry_namespace": target,
+                                             "registry_host": rig["RIG_INSECURE_REGISTRY"],
+                                             "registry_insecure": True, "registry_username": "",
+                                             "registry_password": "", "registry_ca_path": ""})
+    assert run.returncode == 0, run.failure()
+    builder = run.task(FACTS)["ansible_facts"]["management_agent_image_builder"]
+    assert builder["insecureRegistries"] == [rig["RIG_INSECURE_REGISTRY"]]
+    assert builder["secretName"] == "" and builder["extraArgs"] == []
+    assert kubectl("-n", target, "get", "secret", "registry-creds", check=False).returncode != 0
 
 
-def test_check_mode_changes_nothing(rig):
-    namespace = f"t-registry-{uuid.uuid4().hex[:6]}"
-    run = run_playbook(PLAYBOOK, extra_vars=tls_vars(rig, namespace), check=True)
+def test_check_mode_changes_nothing(rig, target):
+    run = run_playbook(PLAYBOOK, extra_vars=tls_vars(rig, target), check=True)
     assert run.returncode == 0, run.failure()
     assert run.changed > 0
-    assert kubectl("get", "namespace", namespace, check=False).returncode != 0
+    assert kubectl("get", "namespace", target, check=False).returncode != 0
 
 
-def test_bad_variables_fail_before_anything(rig):
-    namespace = f"t-registry-{uuid.uuid4().hex[:6]}"
-    unknown = run_playbook(PLAYBOOK, extra_vars={**tls_vars(rig, namespace), "registry_vendor": "quay"})
+def test_bad_variables_fail_before_anything(rig, target):
+    unknown = run_playbook(PLAYBOOK, extra_vars={**tls_vars(rig, target), "registry_vendor": "quay"})
     assert unknown.returncode != 0 and "registry_vendor" in unknown.failure() and "quay" in unknown.failure()
-    missing = run_playbook(PLAYBOOK, extra_vars={"registry_namespace": namespace, "registry_host": ""})
+    missing = run_playbook(PLAYBOOK, extra_vars={"registry_namespace": target, "registry_host": ""})
     assert missing.returncode != 0 and missing.failure().startswith("registry_host is empty")
-    assert kubectl("get", "namespace", namespace, check=False).returncode != 0
+    assert kubectl("get", "namespace", target, check=False).returncode != 0
+
+
+def test_acr_secret_for_the_named_registry(rig, target):
+    run = run_playbook(PLAYBOOK, extra_vars={
+        "registry_namespace": target, "registry_vendor": "acr", "registry_acr_name": "mlopsdemo",
+        "registry_host": "", "registry_username": "mlopsdemo", "registry_password": "acr-admin-password",
+        "registry_ca_path": ""})
+    assert run.returncode == 0, run.failure()
+    assert secret_login(target, "mlopsdemo.azurecr.io") == ("mlopsdemo", "acr-admin-password")
+    builder = run.task(FACTS)["ansible_facts"]["management_agent_image_builder"]
+    assert builder["secretName"] == "registry-creds" and builder["serviceAccount"]["annotations"] == {}
+    assert "acr-admin-password" not in run.stdout + run.stderr
+
+
+def test_gcr_workload_identity_annotation_and_no_secret(rig, target):
+    run = run_playbook(PLAYBOOK, extra_vars={
+        "registry_namespace": target, "registry_vendor": "gcr", "registry_host": "gcr.io",
+        "registry_path_prefix": "my-project/", "registry_gcp_project": "my-project",
+        "registry_gcp_service_account": "gcr-push-user", "registry_username": "", "registry_password": "",
+        "registry_ca_path": ""})
+    assert run.returncode == 0, run.failure()
+    published = run.task(FACTS)["ansible_facts"]
+    builder = published["management_agent_image_builder"]
+    assert builder["serviceAccount"] == {
+        "create": True, "name": "datarobot-management-agent-image-builder",
+        "annotations": {"iam.gke.io/gcp-service-account": "gcr-push-user@my-project.iam.gserviceaccount.com"}}
+    assert builder["secretName"] == ""
+    assert published["management_agent_repositories"]["pps"] == \
+        "my-project/datarobot/datarobot-portable-prediction-api"
+    assert kubectl("-n", target, "get", "secret", "registry-creds", check=False).returncode != 0
+    missing = run_playbook(PLAYBOOK, extra_vars={"registry_namespace": target, "registry_vendor": "gcr",
+                                                 "registry_host": "gcr.io"})
+    assert "registry_vendor gcr needs registry_gcp_project and registry_gcp_service_account" in missing.failure()
