@@ -326,14 +326,17 @@ class DirectPusher:
             outcome: dict[str, tuple[str, int]] = {}
             used: set[str] = set()
             small: list[Layer] = []
-            for diff_id, layer in _unique_layers(image).items():
+            streamed_layers = []
+            for layer in _unique_layers(image).values():
                 if layer.member.name not in uploads:
                     small.append(layer)
                     continue
-                upload, blob_digest, source_digest = uploads[layer.member.name]
+                _verify(layer, uploads[layer.member.name][2])  # every layer checked before any is committed
+                streamed_layers.append(layer)
+            for layer in streamed_layers:
+                upload, blob_digest, _source = uploads[layer.member.name]
                 used.add(layer.member.name)
-                _verify(layer, source_digest)
-                outcome[diff_id] = self._commit((upload, blob_digest, layer))
+                outcome[layer.diff_id] = self._commit((upload, blob_digest, layer))
                 result.blobs_uploaded += 1
                 result.bytes_uploaded += upload.size
             sent = self._each_layer(archive, small, self._send)

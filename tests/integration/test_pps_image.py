@@ -286,3 +286,28 @@ def test_bad_parameters_give_clear_messages(rig, tmp_path, override, message):
     assert "Traceback" not in outcome.stdout + outcome.stderr
     assert rig["RIG_REGISTRY_PASSWORD"] not in outcome.stdout + outcome.stderr
     assert "not-the-password" not in outcome.stdout + outcome.stderr
+
+
+def test_a_corrupt_later_layer_commits_no_earlier_one(rig, tmp_path):
+    """Single-pass push of a .tar.gz: every layer is checked before any blob is committed."""
+    facts = archive(tmp_path, layers=[{"first.bin": os.urandom(5 * 1024 * 1024)},
+                                      {"second.bin": os.urandom(5 * 1024 * 1024)}])
+    plain = tmp_path / "bad.tar"
+    with tarfile.open(facts.path) as src, tarfile.open(plain, "w") as out:
+        last_layer = json.loads(src.extractfile("manifest.json").read())[0]["Layers"][-1]
+        for info in src.getmembers():
+            data = src.extractfile(info).read() if info.isfile() else None
+            if info.name == last_layer:
+                data = data[:-2048] + b"\x01" * 2048
+            out.addfile(info, io.BytesIO(data) if data is not None else None)
+    bad = tmp_path / "bad.tar.gz"
+    bad.write_bytes(gzip.compress(plain.read_bytes(), compresslevel=1))
+    repo = unique_repo()
+    outcome = run_module(MODULE, tls_args(rig, repo, src=str(bad)))
+    assert outcome.failed and "does not match its digest" in outcome.result["msg"]
+    registry = f"https://{rig['RIG_REGISTRY']}/v2/{repo}/blobs/"
+    auth, ca = (rig["RIG_REGISTRY_USER"], rig["RIG_REGISTRY_PASSWORD"]), rig["RIG_REGISTRY_CA"]
+    for diff_id in facts.layer_digests:  # blobs are stored compressed: look the repository up instead
+        assert requests.head(registry + diff_id, auth=auth, verify=ca, timeout=10).status_code == 404
+    catalog = requests.get(f"https://{rig['RIG_REGISTRY']}/v2/_catalog", auth=auth, verify=ca, timeout=10).json()
+    assert repo not in catalog.get("repositories", [])
