@@ -58,6 +58,11 @@ class Member:
     size: int
     head: bytes  # first bytes, to recognise compressed layers
 
+    @property
+    def compressed(self) -> bool:
+        """A blob stored gzip- or zstd-compressed (OCI archives), to be uploaded as it is."""
+        return self.head.startswith(GZIP_MAGIC) or self.head.startswith(ZSTD_MAGIC)
+
 
 @dataclass
 class Layer:
@@ -260,11 +265,10 @@ class Archive:
                 member = self.members.get(_clean_name(layer_name) or "")
                 if member is None:
                     raise ArchiveError(f"{self.path}: layer {layer_name!r} is missing from the archive.")
-                compressed = member.head.startswith(GZIP_MAGIC) or member.head.startswith(ZSTD_MAGIC)
                 media_type = (OCI_LAYER_ZSTD if member.head.startswith(ZSTD_MAGIC) else OCI_LAYER_GZIP) \
-                    if compressed else None
-                layers.append(Layer(member, diff_id, compressed, media_type,
-                                    _digest_from_blob_path(layer_name) if compressed else None))
+                    if member.compressed else None
+                layers.append(Layer(member, diff_id, member.compressed, media_type,
+                                    _digest_from_blob_path(layer_name) if member.compressed else None))
             layout = "docker-oci" if "oci-layout" in self.members else "docker-legacy"
             images.append(Image(config, config_digest, layers, list(entry.get("RepoTags") or []), layout))
         return images

@@ -27,7 +27,6 @@ from typing import IO, Any, Callable, Iterator, TypeVar
 
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._image_archive import (
     GZIP_MAGIC,
-    ZSTD_MAGIC,
     DOCKER_CONFIG,
     DOCKER_LAYER_GZIP,
     DOCKER_MANIFEST_V2,
@@ -152,9 +151,15 @@ def tag_state(client: RegistryClient, repository: Repository, tag: str) -> tuple
     return digest or "sha256:" + hashlib.sha256(body).hexdigest(), config
 
 
-def all_tags_at(client: RegistryClient, repository: Repository, tags: list[str], digest: str) -> bool:
-    return all((found := client.manifest(repository.path, tag)) is not None and found[0] == digest
-               for tag in tags[1:])
+def already_pushed(client: RegistryClient, repository: Repository, tags: list[str], before: str | None,
+                   live_config: str | None, config_digest: str, blobs: int) -> PushResult | None:
+    """The no-op result when every tag already points at the image with this config, else None."""
+    if not before or live_config != config_digest:
+        return None
+    if not all((found := client.manifest(repository.path, tag)) is not None and found[0] == before
+               for tag in tags[1:]):
+        return None
+    return PushResult(f"{repository}:{tags[0]}", before, config_digest, False, before, blobs_skipped=blobs)
 
 
 def default_cache_path() -> str:
@@ -198,9 +203,7 @@ class DirectPusher:
 
     def _unchanged(self, before: str | None, live_config: str | None, config_digest: str,
                    blobs: int) -> PushResult | None:
-        if before and live_config == config_digest and all_tags_at(self.client, self.repository, self.tags, before):
-            return PushResult(self._image(), before, config_digest, False, before, blobs_skipped=blobs)
-        return None
+        return already_pushed(self.client, self.repository, self.tags, before, live_config, config_digest, blobs)
 
     def _push(self, archive_path: str, source_image: str | None) -> PushResult:
         before, live_config = tag_state(self.client, self.repository, self.tags[0])
@@ -306,8 +309,7 @@ class DirectPusher:
         streamed: dict[str, Future] = {}
 
         def on_large_member(member: Member, reader: IO[bytes]) -> None:
-            compressed = member.head.startswith(GZIP_MAGIC) or member.head.startswith(ZSTD_MAGIC)
-            layer = Layer(member, diff_id="", compressed=compressed)
+            layer = Layer(member, diff_id="", compressed=member.compressed)
             streamed[member.name] = feeder.submit(self._send_unverified, layer, reader)
 
         try:

@@ -198,7 +198,7 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
     DirectPusher,
     PushCache,
     PushResult,
-    all_tags_at,
+    already_pushed,
     default_cache_path,
     tag_state,
 )
@@ -249,9 +249,10 @@ def _push_with_daemon(module: AnsibleModule, client: RegistryClient, repository:
     before, live_config = tag_state(client, repository, tags[0])
     archive = Archive.scan(params["src"])
     image = archive.select(params["source_image"])
-    if before and live_config == image.config_digest and all_tags_at(client, repository, tags, before):
-        return PushResult(f"{repository}:{tags[0]}", before, image.config_digest, False, before,
-                          blobs_skipped=len(image.layers) + 1)
+    unchanged = already_pushed(client, repository, tags, before, live_config, image.config_digest,
+                               len(image.layers) + 1)
+    if unchanged:
+        return unchanged
     result = PushResult(f"{repository}:{tags[0]}", "", image.config_digest, True, before)
     if module.check_mode:
         result.would_upload = ["(load, tag and push through the Docker API)"]
