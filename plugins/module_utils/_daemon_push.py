@@ -25,7 +25,7 @@ class DaemonError(Exception):
     """The Docker API failed; the message says which endpoint and what it answered."""
 
 
-def push_with_daemon(archive_path: str, gzipped: bool, image: Image, repository: Repository, tags: list[str],
+def push_with_daemon(archive: Archive, image: Image, repository: Repository, tags: list[str],
                      credentials: Credentials | None, docker_host: str | None, timeout: int) -> dict[str, Any]:
     """Load the archive into the daemon, tag the image, push every tag; returns the pushed manifest digest."""
     where = docker_host or "the default Docker socket"
@@ -38,12 +38,12 @@ def push_with_daemon(archive_path: str, gzipped: bool, image: Image, repository:
     try:
         # Streamed, never read into memory. podman's Docker API cannot read gzip archives (Docker can): we
         # decompress on the way, which suits both.
-        with Archive(archive_path, gzipped, {}, {}, []).open_stream() as stream:
+        with archive.open_stream() as stream:
             loaded = client.images.load(stream)
         local = next((i for i in loaded if i.id == image.config_digest), None)
         if local is None:
             raise DaemonError(f"The Docker API at {where} loaded {[i.id for i in loaded]}, not image "
-                              f"{image.config_digest} from {archive_path}.")
+                              f"{image.config_digest} from {archive.path}.")
         auth = {"username": credentials.username, "password": credentials.password} if credentials else None
         digest = ""
         for tag in tags:

@@ -192,7 +192,7 @@ class RegistryClient:
 
     def request(self, method: str, url: str, *, scopes: tuple[str, ...], expected: Iterable[int],
                 headers: dict[str, str] | None = None, data: Any = None, retry: bool = True,
-                stream: bool = False, _renewed: bool = False) -> "requests.Response":
+                _renewed: bool = False) -> "requests.Response":
         url = url if url.startswith("http") else urljoin(self.base, url)
         attempts = self.retries if retry else 1
         expected = set(expected)
@@ -200,7 +200,7 @@ class RegistryClient:
             try:
                 answer = self._session.request(method, url, headers={**(headers or {}), **self._authorization(scopes)},
                                                data=data, timeout=(15, self.timeout), allow_redirects=True,
-                                               stream=stream, verify=self.verify)
+                                               verify=self.verify)
             except SSLError as exc:
                 raise RegistryError(f"TLS with registry {self.registry} failed: {_reason(exc)}. Is its CA trusted? "
                                     "Pass ca_path, or validate_certs: false for a test registry.") from exc
@@ -215,7 +215,7 @@ class RegistryClient:
                 # First contact tells us the scheme; later, a Bearer token may simply have expired mid-push.
                 if self._learn_challenge(answer) or self._forget_tokens():
                     return self.request(method, url, scopes=scopes, expected=expected, headers=headers, data=data,
-                                        retry=retry, stream=stream, _renewed=True)
+                                        retry=retry, _renewed=True)
             if answer.status_code in expected:
                 return answer
             if answer.status_code in (401, 403):

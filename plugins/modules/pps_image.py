@@ -257,7 +257,7 @@ def _push_with_daemon(module: AnsibleModule, client: RegistryClient, repository:
     if module.check_mode:
         result.would_upload = ["(load, tag and push through the Docker API)"]
         return result
-    pushed = _daemon_push.push_with_daemon(params["src"], archive.gzipped, image, repository, tags, credentials,
+    pushed = _daemon_push.push_with_daemon(archive, image, repository, tags, credentials,
                                            params["docker_host"], params["timeout"])
     result.digest = pushed["digest"]
     return result

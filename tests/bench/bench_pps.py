@@ -232,7 +232,7 @@ def main() -> int:
                 "import Archive;"
                 "from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._image_reference "
                 "import Repository; a = Archive.scan({gz!r}); "
-                "d.push_with_daemon({gz!r}, True, a.select(None), Repository.parse({target!r}), ['1'], None, {host!r}, "
+                "d.push_with_daemon(a, a.select(None), Repository.parse({target!r}), ['1'], None, {host!r}, "
                 "3600)").format(collections=str(REPO / ".collections"), gz=str(gz),
                                 target=f"{registry.address}/{target}", host=docker_host)
             runs.append(timed("docker SDK via podman API (load, tag, push), .tar.gz", [str(BIN / "python"), "-c", code]))
