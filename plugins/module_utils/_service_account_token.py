@@ -1,0 +1,191 @@
+# Copyright: DataRobot MLOps collection maintainers
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+"""A registry login secret holding a ServiceAccount's token, renewed only when it must be.
+
+OpenShift's integrated registry accepts a ServiceAccount token as password.
+The SA's own dockercfg secret has the wrong format for Kaniko, so we write a
+kubernetes.io/dockerconfigjson secret. Tokens come from the TokenRequest API
+(bounded lifetime) or, where OpenShift still keeps one, the legacy token
+secret. A token is replaced when it is missing, for another ServiceAccount,
+rejected by the API server, or within `renew_before` of expiring, so re-runs
+do not churn the secret.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime
+import json
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional, Sequence
+
+LEGACY_TOKEN_ANNOTATION = "openshift.io/token-secret.name"
+EXPIRY_ANNOTATION = "datarobot-mlops/token-expires-at"
+SOURCE_ANNOTATION = "datarobot-mlops/token-source"
+MASK = "********"
+
+
+def jwt_claims(token: str) -> dict[str, Any]:
+    """The unverified claims of a JWT; {} for anything that is not one (the API server judges validity)."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        return {}
+    payload = parts[1] + "=" * (-len(parts[1]) % 4)
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(payload))
+    except (binascii.Error, ValueError):
+        return {}
+    return claims if isinstance(claims, dict) else {}
+
+
+def subject(namespace: str, service_account: str) -> str:
+    return f"system:serviceaccount:{namespace}:{service_account}"
+
+
+def docker_config(registries: Sequence[str], username: str, token: str) -> dict[str, Any]:
+    auth = base64.b64encode(f"{username}:{token}".encode()).decode()
+    return {"auths": {registry: {"username": username, "password": token, "auth": auth} for registry in registries}}
+
+
+def secret_docker_config(secret: Optional[Mapping[str, Any]]) -> dict[str, Any]:
+    """The decoded .dockerconfigjson of a secret, {} when absent or unreadable."""
+    data = ((secret or {}).get("data") or {}).get(".dockerconfigjson")
+    if not data:
+        return {}
+    try:
+        decoded = json.loads(base64.b64decode(data))
+    except (binascii.Error, ValueError):
+        return {}
+    return decoded if isinstance(decoded, dict) else {}
+
+
+def stored_token(config: Mapping[str, Any], registries: Sequence[str], username: str) -> Optional[str]:
+    """The one token the secret gives for exactly these registries and user, else None."""
+    auths = config.get("auths") or {}
+    if sorted(auths) != sorted(registries):
+        return None
+    tokens = {entry.get("password") for entry in auths.values() if entry.get("username") == username}
+    if len(tokens) != 1 or len([1 for entry in auths.values() if entry.get("username") == username]) != len(auths):
+        return None
+    return tokens.pop() or None
+
+
+def expiry(token: str) -> Optional[datetime.datetime]:
+    exp = jwt_claims(token).get("exp")
+    return datetime.datetime.fromtimestamp(exp, datetime.timezone.utc) if isinstance(exp, (int, float)) else None
+
+
+@dataclass
+class Verdict:
+    """Whether the secret needs a new token, and why (for the user and the diff)."""
+
+    renew: bool
+    reason: str
+    expires_at: Optional[datetime.datetime] = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def judge(secret: Optional[Mapping[str, Any]], *, registries: Sequence[str], username: str, wanted_subject: str,
+          now: datetime.datetime, renew_before: datetime.timedelta,
+          authenticated: Optional[bool]) -> Verdict:
+    """Decide from the existing secret alone (plus the API server's TokenReview answer, when we could ask)."""
+    if secret is None:
+        return Verdict(True, "the secret does not exist")
+    if secret.get("type") != "kubernetes.io/dockerconfigjson":
+        return Verdict(True, f"the secret has type {secret.get('type')}, not kubernetes.io/dockerconfigjson")
+    token = stored_token(secret_docker_config(secret), registries, username)
+    if token is None:
+        return Verdict(True, "the secret is not a login for exactly these registries and user")
+    claims = jwt_claims(token)
+    if claims.get("sub") != wanted_subject:
+        return Verdict(True, f"the stored token is not {wanted_subject}'s")
+    expires_at = expiry(token)
+    if authenticated is False:
+        return Verdict(True, "the API server no longer accepts the stored token", expires_at)
+    if expires_at is not None and expires_at - now <= renew_before:
+        return Verdict(True, f"the stored token expires at {expires_at.isoformat()}", expires_at)
+    return Verdict(False, "the stored token is valid", expires_at)
+
+
+def legacy_token_secret_name(service_account: Mapping[str, Any], secrets: Sequence[Mapping[str, Any]]) -> Optional[str]:
+    """OpenShift < 4.16 keeps a non-expiring token secret, named by its dockercfg secret's annotation."""
+    names = {ref.get("name") for ref in (service_account.get("imagePullSecrets") or []) + (service_account.get("secrets") or [])}
+    for secret in secrets:
+        metadata = secret.get("metadata") or {}
+        if metadata.get("name") in names and secret.get("type") == "kubernetes.io/dockercfg":
+            name = (metadata.get("annotations") or {}).get(LEGACY_TOKEN_ANNOTATION)
+            if name:
+                return name
+    return None
+
+
+def masked(config: Mapping[str, Any]) -> dict[str, Any]:
+    return {"auths": {registry: {**entry, "password": MASK, "auth": MASK}
+                      for registry, entry in (config.get("auths") or {}).items()}}
+
+
+class ServiceAccountTokens:
+    """The few API calls behind the secret, on kubernetes.core's client (its errors pass through)."""
+
+    def __init__(self, k8s_client: Any, namespace: str, service_account: str) -> None:
+        self._k8s, self.namespace, self.service_account = k8s_client, namespace, service_account
+
+    def _get(self, kind: str, name: str) -> Optional[dict[str, Any]]:
+        from kubernetes.dynamic.exceptions import NotFoundError
+
+        try:
+            return self._k8s.resource(kind, "v1").get(name=name, namespace=self.namespace).to_dict()
+        except NotFoundError:
+            return None
+
+    def account(self) -> Optional[dict[str, Any]]:
+        return self._get("ServiceAccount", self.service_account)
+
+    def secret(self, name: str) -> Optional[dict[str, Any]]:
+        return self._get("Secret", name)
+
+    def legacy_token(self, account: Mapping[str, Any]) -> Optional[str]:
+        refs = [ref.get("name") for ref in (account.get("imagePullSecrets") or []) + (account.get("secrets") or [])]
+        secrets = [secret for secret in (self.secret(name) for name in refs if name) if secret]
+        name = legacy_token_secret_name(account, secrets)
+        token_secret = self.secret(name) if name else None
+        data = ((token_secret or {}).get("data") or {}).get("token")
+        return base64.b64decode(data).decode() if data else None
+
+    def request_token(self, lifetime_seconds: int) -> str:
+        resource = self._k8s.resource("ServiceAccount", "v1").subresources["token"]
+        body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                "spec": {"expirationSeconds": lifetime_seconds}}
+        answer = resource.create(body=body, name=self.service_account, namespace=self.namespace).to_dict()
+        return answer["status"]["token"]
+
+    def authenticated(self, token: str) -> Optional[bool]:
+        """The API server's TokenReview verdict; None when we may not ask (the claims decide then)."""
+        from kubernetes.dynamic.exceptions import ForbiddenError
+
+        review = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token}}
+        try:
+            status = self._k8s.resource("TokenReview", "authentication.k8s.io/v1").create(review).to_dict()["status"]
+        except ForbiddenError:
+            return None
+        return bool(status.get("authenticated")) and (status.get("user") or {}).get("username") == subject(
+            self.namespace, self.service_account)
+
+    def write_secret(self, name: str, config: Mapping[str, Any], annotations: Mapping[str, str],
+                     existing: Optional[Mapping[str, Any]]) -> None:
+        body = {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
+                "metadata": {"name": name, "namespace": self.namespace, "annotations": dict(annotations)},
+                "data": {".dockerconfigjson": base64.b64encode(json.dumps(config).encode()).decode()}}
+        resource = self._k8s.resource("Secret", "v1")
+        if existing is None:
+            resource.create(body, namespace=self.namespace)
+        elif existing.get("type") != body["type"]:  # a secret's type cannot change in place
+            resource.delete(name=name, namespace=self.namespace)
+            resource.create(body, namespace=self.namespace)
+        else:
+            metadata = existing.get("metadata") or {}
+            body["metadata"]["annotations"] = {**(metadata.get("annotations") or {}), **annotations}
+            body["metadata"]["labels"] = metadata.get("labels") or {}
+            body["metadata"]["resourceVersion"] = metadata["resourceVersion"]
+            resource.replace(body, namespace=self.namespace)

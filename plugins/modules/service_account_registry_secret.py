@@ -1,0 +1,201 @@
+#!/usr/bin/python
+# Copyright: DataRobot MLOps collection maintainers
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: service_account_registry_secret
+short_description: A registry login secret holding a ServiceAccount's token, renewed without churn
+version_added: 0.1.0
+description:
+  - Writes a C(kubernetes.io/dockerconfigjson) secret whose password is a token of a ServiceAccount, the way the
+    management agent's image builder logs in to OpenShift's integrated registry (the ServiceAccount's own dockercfg
+    secret has a format Kaniko does not read).
+  - The token comes from the TokenRequest API with a lifetime of I(token_lifetime), or, with I(token_source=auto)
+    on clusters that still create them, from the non-expiring legacy token secret named by the ServiceAccount's
+    dockercfg secret (annotation C(openshift.io/token-secret.name)).
+  - The secret is left alone while its token belongs to the ServiceAccount, is accepted by the API server
+    (TokenReview, when the caller may ask) and expires later than I(renew_before) from now. Re-running the task
+    therefore changes nothing until the token is due; run it more often than I(renew_before) (e.g. from a
+    scheduled AWX job) so the image builder never holds an expired token.
+author:
+  - DataRobot MLOps collection maintainers (@datarobot-community)
+extends_documentation_fragment:
+  - kubernetes.core.k8s_auth_options
+options:
+  namespace:
+    description: Namespace of the ServiceAccount and the secret.
+    type: str
+    required: true
+  service_account:
+    description: The ServiceAccount whose token logs in. It must exist.
+    type: str
+    required: true
+  name:
+    description: Name of the secret (the chart's C(imageBuilder.secretName)).
+    type: str
+    default: registry-creds
+  registries:
+    description: Registry hosts the login is for, e.g. C(image-registry.openshift-image-registry.svc:5000).
+    type: list
+    elements: str
+    required: true
+  username:
+    description: User name in the login; OpenShift's registry ignores it but it must not be empty.
+    type: str
+    default: serviceaccount
+  token_source:
+    description: C(auto) prefers a legacy token secret when one exists, else TokenRequest; C(token_request) always
+      requests a bounded token.
+    type: str
+    choices: [auto, token_request]
+    default: auto
+  token_lifetime:
+    description: Seconds a requested token lives. The API server may shorten it (C(--service-account-max-token-expiration)).
+    type: int
+    default: 7776000
+  renew_before:
+    description: Replace the token when it expires within this many seconds.
+    type: int
+    default: 2592000
+attributes:
+  check_mode:
+    support: full
+    description: Decides from the existing secret and reports whether it would be written; requests no token.
+  diff_mode:
+    support: full
+    description: The login before and after, passwords masked, with the token's expiry.
+  idempotent:
+    support: full
+    description: C(changed=false) while the stored token is valid and not due for renewal.
+"""
+
+EXAMPLES = r"""
+- name: Kaniko's login to the integrated registry
+  datarobot_mlops.management_agent.service_account_registry_secret:
+    namespace: datarobot-mlops
+    service_account: datarobot-management-agent-image-builder
+    registries: [image-registry.openshift-image-registry.svc:5000]
+"""
+
+RETURN = r"""
+reason:
+  description: Why the secret was (or would be) written, or why it was left alone.
+  returned: always
+  type: str
+  sample: the stored token expires at 2026-12-01T10:00:00+00:00
+expires_at:
+  description: When the token in the secret expires (ISO 8601); empty for a non-expiring legacy token, or in check
+    mode when a new token would be requested.
+  returned: always
+  type: str
+token_source:
+  description: Where a newly written token came from (C(token_request) or C(legacy_secret)); C(existing) when kept.
+  returned: always
+  type: str
+"""
+
+import datetime
+
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._service_account_token import (
+    EXPIRY_ANNOTATION,
+    SOURCE_ANNOTATION,
+    ServiceAccountTokens,
+    docker_config,
+    expiry,
+    judge,
+    masked,
+    secret_docker_config,
+    stored_token,
+    subject,
+)
+from ansible_collections.kubernetes.core.plugins.module_utils.args_common import AUTH_ARG_SPEC
+from ansible_collections.kubernetes.core.plugins.module_utils.k8s.core import AnsibleK8SModule
+
+try:
+    from kubernetes.dynamic.exceptions import DynamicApiError
+    from urllib3.exceptions import HTTPError as TransportError
+except ImportError:  # AnsibleK8SModule reports the missing library first
+
+    class DynamicApiError(Exception):  # type: ignore[no-redef]
+        status: int = 0
+        reason: str = ""
+
+    class TransportError(Exception):  # type: ignore[no-redef]
+        pass
+
+
+def _iso(moment):
+    return moment.isoformat() if moment else ""
+
+
+def main() -> None:
+    argument_spec = dict(AUTH_ARG_SPEC)
+    argument_spec.update(
+        namespace=dict(type="str", required=True),
+        service_account=dict(type="str", required=True),
+        name=dict(type="str", default="registry-creds"),
+        registries=dict(type="list", elements="str", required=True),
+        username=dict(type="str", default="serviceaccount"),
+        token_source=dict(type="str", choices=["auto", "token_request"], default="auto"),
+        token_lifetime=dict(type="int", default=7776000, no_log=False),
+        renew_before=dict(type="int", default=2592000),
+    )
+    module = AnsibleK8SModule(argument_spec=argument_spec, supports_check_mode=True)
+    params = module.params
+    if not params["registries"] or not params["username"]:
+        module.fail_json(msg="registries and username must not be empty.")
+    if params["renew_before"] >= params["token_lifetime"]:
+        module.fail_json(msg=f"renew_before ({params['renew_before']} s) must be shorter than token_lifetime "
+                             f"({params['token_lifetime']} s), or every run would renew the token.")
+    from ansible_collections.kubernetes.core.plugins.module_utils.k8s.client import get_api_client
+    from ansible_collections.kubernetes.core.plugins.module_utils.k8s.exceptions import CoreException
+
+    where = f"{params['namespace']}/{params['service_account']}"
+    try:
+        tokens = ServiceAccountTokens(get_api_client(module=module), params["namespace"], params["service_account"])
+        account = tokens.account()
+        if account is None:
+            module.fail_json(msg=f"ServiceAccount {where} does not exist: create it first (the openshift role does).")
+        existing = tokens.secret(params["name"])
+        current = stored_token(secret_docker_config(existing), params["registries"], params["username"])
+        verdict = judge(existing, registries=params["registries"], username=params["username"],
+                        wanted_subject=subject(params["namespace"], params["service_account"]),
+                        now=datetime.datetime.now(datetime.timezone.utc),
+                        renew_before=datetime.timedelta(seconds=params["renew_before"]),
+                        authenticated=tokens.authenticated(current) if current else None)
+        result = dict(changed=verdict.renew, reason=verdict.reason, expires_at=_iso(verdict.expires_at),
+                      token_source="existing")
+        before = masked(secret_docker_config(existing)) if existing else {}
+        if verdict.renew and not module.check_mode:
+            token, source = None, "token_request"
+            if params["token_source"] == "auto":
+                token, source = tokens.legacy_token(account), "legacy_secret"
+            if not token:
+                token, source = tokens.request_token(params["token_lifetime"]), "token_request"
+            expires_at = expiry(token)
+            config = docker_config(params["registries"], params["username"], token)
+            tokens.write_secret(params["name"], config,
+                                {EXPIRY_ANNOTATION: _iso(expires_at) or "never", SOURCE_ANNOTATION: source}, existing)
+            result.update(expires_at=_iso(expires_at), token_source=source)
+        elif verdict.renew:
+            result["expires_at"] = ""
+        if module._diff:
+            after = masked(docker_config(params["registries"], params["username"], "x")) if verdict.renew else before
+            result["diff"] = dict(before={"secret": before, "expires_at": _iso(verdict.expires_at)},
+                                  after={"secret": after, "expires_at": result["expires_at"] or "(new token)"})
+    except DynamicApiError as exc:
+        module.fail_json(msg=f"The API server refused an operation on {where}'s token or the secret "
+                             f"{params['namespace']}/{params['name']}: {exc.status} {exc.reason}. The caller needs "
+                             "get on serviceaccounts and secrets, create on serviceaccounts/token and secrets.")
+    except CoreException as exc:
+        module.fail_json(msg=f"{str(exc).rstrip('.')}. Check kubeconfig/context (K8S_AUTH_KUBECONFIG).")
+    except (TransportError, OSError) as exc:
+        module.fail_json(msg=f"Cannot reach the API server: {exc}. Check kubeconfig/context (K8S_AUTH_KUBECONFIG).")
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

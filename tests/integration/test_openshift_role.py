@@ -1,0 +1,194 @@
+"""The registry role's openshift vendor and the openshift role, on the rig's OpenShift flavour.
+
+The flavour has OpenShift's objects but no operators: a thread here plays the registry operator and creates the
+default route once `spec.defaultRoute` is true.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import threading
+import uuid
+
+import pytest
+
+from ansible_cli import run_module, run_playbook
+from conftest import kubectl
+
+PLAYBOOK = "tests/integration/playbooks/registry_and_openshift.yml"
+SA = "datarobot-management-agent-image-builder"
+INTERNAL = "image-registry.openshift-image-registry.svc:5000"
+ROUTE_HOST = "default-route-openshift-image-registry.apps.rig.test"
+
+
+@pytest.fixture
+def target(openshift_rig):
+    name = f"t-ocp-{uuid.uuid4().hex[:6]}"
+    yield name
+    kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture
+def registry_operator(openshift_rig):
+    """Creates openshift-image-registry/default-route when the config asks for it; resets both afterwards."""
+    stop = threading.Event()
+
+    def operate():
+        while not stop.wait(0.5):
+            config = json.loads(kubectl("get", "configs.imageregistry.operator.openshift.io", "cluster", "-o", "json")
+                                .stdout)
+            if config["spec"].get("defaultRoute"):
+                route = {"apiVersion": "route.openshift.io/v1", "kind": "Route",
+                         "metadata": {"name": "default-route", "namespace": "openshift-image-registry"},
+                         "spec": {"host": ROUTE_HOST, "to": {"kind": "Service", "name": "image-registry"},
+                                  "tls": {"termination": "reencrypt"}}}
+                kubectl("apply", "-f", "-", stdin=json.dumps(route))
+                return
+
+    thread = threading.Thread(target=operate, daemon=True)
+    thread.start()
+    yield
+    stop.set()
+    thread.join(timeout=10)
+    kubectl("-n", "openshift-image-registry", "delete", "route", "default-route", "--ignore-not-found")
+    kubectl("patch", "configs.imageregistry.operator.openshift.io", "cluster", "--type=merge",
+            "-p", '{"spec":{"defaultRoute":false}}')
+
+
+def whoami(token: str) -> str:
+    server = kubectl("config", "view", "--minify", "-o", "jsonpath={.clusters[0].cluster.server}").stdout
+    proc = subprocess.run([os.environ["KUBECTL"], "--kubeconfig=/dev/null", f"--server={server}",
+                           f"--certificate-authority={os.environ['RIG_CA']}", f"--token={token}",
+                           "auth", "whoami", "-o", "json"], capture_output=True, text=True, check=False, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)["status"]["userInfo"]["username"]
+
+
+def login(namespace: str) -> dict:
+    secret = json.loads(kubectl("-n", namespace, "get", "secret", "registry-creds", "-o", "json").stdout)
+    assert secret["type"] == "kubernetes.io/dockerconfigjson"
+    return json.loads(base64.b64decode(secret["data"][".dockerconfigjson"]))["auths"]
+
+
+def ocp_vars(namespace, **extra):
+    return {"management_agent_registry_vendor": "openshift", "registry_namespace": namespace,
+            "openshift_namespace": namespace, "registry_host": "", "registry_username": "", "registry_password": "",
+            "registry_ca_path": "", "openshift_token_lifetime": 3600, "openshift_token_renew_before": 600, **extra}
+
+
+def test_openshift_registry_secret_scc_and_route(target, registry_operator, tmp_path):
+    out = tmp_path / "facts.json"
+    first = run_playbook(PLAYBOOK, extra_vars=ocp_vars(target, facts_out=str(out)))
+    assert first.returncode == 0, first.failure() + first.stderr[-3000:]
+    config = json.loads(kubectl("get", "configs.imageregistry.operator.openshift.io", "cluster", "-o", "json").stdout)
+    assert config["spec"]["defaultRoute"] is True
+    # the SA, its SCC and registry rights, as `oc adm policy` grants them
+    kubectl("-n", target, "get", "serviceaccount", SA)
+    bindings = {item["roleRef"]["name"]: item["subjects"] for item in
+                json.loads(kubectl("-n", target, "get", "rolebindings", "-o", "json").stdout)["items"]}
+    subject = [{"kind": "ServiceAccount", "name": SA, "namespace": target}]
+    assert bindings == {"system:openshift:scc:anyuid": subject, "registry-editor": subject}
+    # the login Kaniko uses: the SA's own token, for the internal registry and the route
+    auths = login(target)
+    assert sorted(auths) == sorted([INTERNAL, ROUTE_HOST])
+    token = auths[INTERNAL]["password"]
+    assert auths[INTERNAL]["username"] == "serviceaccount"
+    assert base64.b64decode(auths[INTERNAL]["auth"]).decode() == f"serviceaccount:{token}"
+    assert whoami(token) == f"system:serviceaccount:{target}:{SA}"
+    assert token not in first.stdout + first.stderr
+    facts = json.loads(out.read_text())
+    assert facts["registry"]["host"] == ROUTE_HOST and facts["registry"]["password"] == token
+    assert facts["registry"]["repositories"] == {
+        "management_agent": f"{target}/mlops-management-agent", "tracking_agent": f"{target}/mlops-tracking-agent",
+        "pps": f"{target}/datarobot-portable-prediction-api", "frozen_models": f"{target}/frozen-models"}
+    builder = facts["image_builder"]
+    assert builder["secretName"] == "registry-creds"
+    assert builder["serviceAccount"] == {"create": False, "name": SA, "annotations": {}}
+    assert builder["skipSslVerifyRegistries"] == [INTERNAL] and builder["extraArgs"] == []
+    # a re-run keeps the token
+    again = run_playbook(PLAYBOOK, extra_vars=ocp_vars(target))
+    assert again.returncode == 0 and again.changed == 0, again.stdout[-3000:]
+    assert login(target)[INTERNAL]["password"] == token
+    # a token due within renew_before is replaced
+    due = run_playbook(PLAYBOOK, extra_vars=ocp_vars(target, openshift_token_renew_before=3599))
+    assert due.returncode == 0, due.failure()
+    renewed = due.task("Registry login from the ServiceAccount's token")
+    assert renewed["changed"] and renewed["reason"].startswith("the stored token expires at")
+    assert login(target)[INTERNAL]["password"] != token
+
+
+def test_node_ca_mounts_the_node_certificates_and_grants_hostmount(target, tmp_path):
+    out = tmp_path / "facts.json"
+    run = run_playbook(PLAYBOOK, extra_vars=ocp_vars(target, registry_host="registry.apps.example.test",
+                                                     openshift_registry_tls="node_ca", facts_out=str(out)))
+    assert run.returncode == 0, run.failure()
+    builder = json.loads(out.read_text())["image_builder"]
+    assert builder["extraVolumes"] == [{"name": "registry-ca", "hostPath": {"path": "/etc/docker/certs.d"}}]
+    assert builder["extraVolumeMounts"] == [{"name": "registry-ca", "mountPath": "/certs/", "readOnly": True}]
+    assert builder["extraArgs"] == [f"--registry-certificate={INTERNAL}=/certs/{INTERNAL}/ca.crt"]
+    assert builder["skipSslVerifyRegistries"] == []
+    roles = {item["roleRef"]["name"] for item in
+             json.loads(kubectl("-n", target, "get", "rolebindings", "-o", "json").stdout)["items"]}
+    assert "system:openshift:scc:hostmount-anyuid" in roles
+
+
+def test_ca_file_mounts_the_given_ca(target, tmp_path):
+    out = tmp_path / "facts.json"
+    run = run_playbook(PLAYBOOK, extra_vars=ocp_vars(target, registry_host="registry.apps.example.test",
+                                                     openshift_registry_tls="ca_file",
+                                                     registry_openshift_ca_path=os.environ["RIG_CA"],
+                                                     facts_out=str(out)))
+    assert run.returncode == 0, run.failure()
+    builder = json.loads(out.read_text())["image_builder"]
+    assert builder["extraVolumes"] == [{"name": "registry-ca", "configMap": {"name": "registry-ca"}}]
+    assert builder["extraVolumeMounts"] == [{"name": "registry-ca", "mountPath": f"/certs/{INTERNAL}",
+                                             "readOnly": True}]
+    ca = json.loads(kubectl("-n", target, "get", "configmap", "registry-ca", "-o", "json").stdout)["data"]["ca.crt"]
+    assert ca.strip() == open(os.environ["RIG_CA"], encoding="utf-8").read().strip()
+    missing = run_playbook(PLAYBOOK, extra_vars=ocp_vars(f"{target}-x", openshift_registry_tls="ca_file"))
+    assert missing.returncode != 0 and "registry_openshift_ca_path" in missing.failure()
+    assert kubectl("get", "namespace", f"{target}-x", check=False).returncode != 0
+
+
+def test_check_mode_changes_nothing(target):
+    checked = run_playbook(PLAYBOOK, extra_vars=ocp_vars(target, registry_host="registry.apps.example.test"),
+                           check=True, diff=True)
+    assert checked.returncode == 0, checked.failure()
+    assert checked.changed > 0
+    assert kubectl("get", "namespace", target, check=False).returncode != 0
+
+
+def test_legacy_token_secret_is_used_when_openshift_keeps_one(target):
+    kubectl("create", "namespace", target)
+    kubectl("-n", target, "create", "serviceaccount", SA)
+    token = kubectl("-n", target, "create", "token", SA, "--duration=2h").stdout.strip()
+    legacy = {"apiVersion": "v1", "kind": "List", "items": [
+        {"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "metadata": {"name": f"{SA}-token-abcde"},
+         "data": {"token": base64.b64encode(token.encode()).decode()}},
+        {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockercfg",
+         "metadata": {"name": f"{SA}-dockercfg-abcde", "annotations": {"openshift.io/token-secret.name": f"{SA}-token-abcde"}},
+         "data": {".dockercfg": base64.b64encode(b"{}").decode()}}]}
+    kubectl("-n", target, "apply", "-f", "-", stdin=json.dumps(legacy))
+    kubectl("-n", target, "patch", "serviceaccount", SA, "-p", json.dumps({"imagePullSecrets": [{"name": f"{SA}-dockercfg-abcde"}]}))
+    result = run_module("datarobot_mlops.management_agent.service_account_registry_secret", {
+        "namespace": target, "service_account": SA, "registries": [INTERNAL], "renew_before": 600})
+    assert not result.failed, result.result.get("msg")
+    assert result.result["token_source"] == "legacy_secret"
+    assert login(target)[INTERNAL]["password"] == token
+    # another ServiceAccount's token in the secret is replaced
+    other = run_module("datarobot_mlops.management_agent.service_account_registry_secret", {
+        "namespace": target, "service_account": "default", "registries": [INTERNAL], "token_source": "token_request",
+        "renew_before": 600})
+    assert other.result["changed"] and "is not system:serviceaccount" in other.result["reason"]
+    assert whoami(login(target)[INTERNAL]["password"]) == f"system:serviceaccount:{target}:default"
+
+
+def test_missing_service_account_is_a_clear_error(target):
+    kubectl("create", "namespace", target)
+    result = run_module("datarobot_mlops.management_agent.service_account_registry_secret", {
+        "namespace": target, "service_account": "nobody", "registries": [INTERNAL]})
+    assert result.failed and result.result["msg"].startswith(f"ServiceAccount {target}/nobody does not exist")
+    assert "Traceback" not in result.stdout + result.stderr

@@ -1,0 +1,84 @@
+"""When a ServiceAccount token login secret must be rewritten."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import json
+
+import pytest
+
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._service_account_token import (
+    docker_config,
+    jwt_claims,
+    judge,
+    legacy_token_secret_name,
+    masked,
+)
+
+NOW = datetime.datetime(2026, 11, 25, tzinfo=datetime.timezone.utc)
+SUBJECT = "system:serviceaccount:ns:builder"
+REGISTRY = "image-registry.openshift-image-registry.svc:5000"
+
+
+def jwt(**claims) -> str:
+    def part(value):
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
+    return f"{part({'alg': 'RS256'})}.{part(claims)}.c2ln"
+
+
+def secret(token: str, registries=(REGISTRY,), username="serviceaccount", kind="kubernetes.io/dockerconfigjson"):
+    data = base64.b64encode(json.dumps(docker_config(list(registries), username, token)).encode()).decode()
+    return {"type": kind, "data": {".dockerconfigjson": data}}
+
+
+def verdict(existing, authenticated=True, registries=(REGISTRY,)):
+    return judge(existing, registries=list(registries), username="serviceaccount", wanted_subject=SUBJECT, now=NOW,
+                 renew_before=datetime.timedelta(days=30), authenticated=authenticated)
+
+
+def in_days(days: float) -> int:
+    return int((NOW + datetime.timedelta(days=days)).timestamp())
+
+
+def test_valid_token_is_kept():
+    result = verdict(secret(jwt(sub=SUBJECT, exp=in_days(60))))
+    assert not result.renew and result.expires_at == NOW + datetime.timedelta(days=60)
+
+
+def test_non_expiring_legacy_token_is_kept():
+    assert not verdict(secret(jwt(sub=SUBJECT))).renew
+
+
+@pytest.mark.parametrize("existing, authenticated, reason", [
+    (None, None, "does not exist"),
+    (secret(jwt(sub=SUBJECT, exp=in_days(60)), kind="kubernetes.io/dockercfg"), True, "has type"),
+    (secret(jwt(sub=SUBJECT, exp=in_days(60)), registries=("other:5000",)), True, "exactly these registries"),
+    (secret(jwt(sub=SUBJECT, exp=in_days(60)), username=""), True, "exactly these registries"),
+    (secret(jwt(sub="system:serviceaccount:ns:default", exp=in_days(60))), True, "is not system:serviceaccount"),
+    (secret("not-a-jwt"), True, "is not system:serviceaccount"),
+    (secret(jwt(sub=SUBJECT, exp=in_days(29))), True, "expires at"),
+    (secret(jwt(sub=SUBJECT, exp=in_days(-1))), True, "expires at"),
+    (secret(jwt(sub=SUBJECT, exp=in_days(60))), False, "no longer accepts"),
+])
+def test_renewal_reasons(existing, authenticated, reason):
+    result = verdict(existing, authenticated)
+    assert result.renew and reason in result.reason
+
+
+def test_claims_of_garbage_are_empty():
+    assert jwt_claims("a.b") == {} and jwt_claims("a.%%%.c") == {} and jwt_claims("a.bnVsbA.c") == {}
+
+
+def test_legacy_token_secret_found_through_the_dockercfg_annotation():
+    account = {"imagePullSecrets": [{"name": "b-dockercfg-x"}], "secrets": [{"name": "b-token-x"}]}
+    secrets = [{"metadata": {"name": "b-token-x"}, "type": "kubernetes.io/service-account-token"},
+               {"metadata": {"name": "b-dockercfg-x", "annotations": {"openshift.io/token-secret.name": "b-token-x"}},
+                "type": "kubernetes.io/dockercfg"}]
+    assert legacy_token_secret_name(account, secrets) == "b-token-x"
+    assert legacy_token_secret_name({"imagePullSecrets": []}, secrets) is None
+
+
+def test_masking_hides_password_and_auth():
+    shown = json.dumps(masked(docker_config([REGISTRY], "u", "s3cret")))
+    assert "s3cret" not in shown and base64.b64encode(b"u:s3cret").decode() not in shown
