@@ -100,23 +100,28 @@ def test_bad_variables_fail_before_anything(rig, target):
 
 
 def test_acr_secret_for_the_named_registry(rig, target):
-    run = run_playbook(PLAYBOOK, extra_vars={
-        "registry_namespace": target, "registry_vendor": "acr", "registry_acr_name": "mlopsdemo",
-        "registry_host": "", "registry_username": "mlopsdemo", "registry_password": "acr-admin-password",
-        "registry_ca_path": ""})
+    acr = {"registry_namespace": target, "registry_vendor": "acr", "registry_acr_name": "mlopsdemo",
+           "registry_host": "", "registry_username": "mlopsdemo", "registry_password": "acr-admin-password",
+           "registry_ca_path": ""}
+    run = run_playbook(PLAYBOOK, extra_vars=acr)
     assert run.returncode == 0, run.failure()
     assert secret_login(target, "mlopsdemo.azurecr.io") == ("mlopsdemo", "acr-admin-password")
     builder = run.task(FACTS)["ansible_facts"]["management_agent_image_builder"]
     assert builder["secretName"] == "registry-creds" and builder["serviceAccount"]["annotations"] == {}
     assert "acr-admin-password" not in run.stdout + run.stderr
+    again = run_playbook(PLAYBOOK, extra_vars=acr)
+    assert again.returncode == 0 and again.changed == 0
+    checked = run_playbook(PLAYBOOK, extra_vars={**acr, "registry_password": "new-admin-password"}, check=True)
+    assert checked.task("Push credentials for the image builder (dockerconfigjson)")["changed"] is True
+    assert secret_login(target, "mlopsdemo.azurecr.io") == ("mlopsdemo", "acr-admin-password")
 
 
 def test_gcr_workload_identity_annotation_and_no_secret(rig, target):
-    run = run_playbook(PLAYBOOK, extra_vars={
-        "registry_namespace": target, "registry_vendor": "gcr", "registry_host": "gcr.io",
-        "registry_path_prefix": "my-project/", "registry_gcp_project": "my-project",
-        "registry_gcp_service_account": "gcr-push-user", "registry_username": "", "registry_password": "",
-        "registry_ca_path": ""})
+    gcr = {"registry_namespace": target, "registry_vendor": "gcr", "registry_host": "gcr.io",
+           "registry_path_prefix": "my-project/", "registry_gcp_project": "my-project",
+           "registry_gcp_service_account": "gcr-push-user", "registry_username": "", "registry_password": "",
+           "registry_ca_path": ""}
+    run = run_playbook(PLAYBOOK, extra_vars=gcr)
     assert run.returncode == 0, run.failure()
     published = run.task(FACTS)["ansible_facts"]
     builder = published["management_agent_image_builder"]
@@ -127,6 +132,8 @@ def test_gcr_workload_identity_annotation_and_no_secret(rig, target):
     assert published["management_agent_repositories"]["pps"] == \
         "my-project/datarobot/datarobot-portable-prediction-api"
     assert kubectl("-n", target, "get", "secret", "registry-creds", check=False).returncode != 0
+    again = run_playbook(PLAYBOOK, extra_vars=gcr)
+    assert again.returncode == 0 and again.changed == 0
     missing = run_playbook(PLAYBOOK, extra_vars={"registry_namespace": target, "registry_vendor": "gcr",
                                                  "registry_host": "gcr.io"})
     assert "registry_vendor gcr needs registry_gcp_project and registry_gcp_service_account" in missing.failure()
