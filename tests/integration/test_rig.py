@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 from typing import NamedTuple
 
@@ -34,6 +35,28 @@ def test_deployment_with_two_replicas_becomes_available(namespace):
     assert status["availableReplicas"] == 2
     pods = json.loads(kubectl("-n", namespace, "get", "pods", "-o", "json").stdout)["items"]
     assert {pod["spec"]["nodeName"] for pod in pods} <= {"rig-node-1", "rig-node-2", "rig-node-3"}
+
+
+def test_an_image_tagged_does_not_exist_stays_in_image_pull_backoff(namespace):
+    """tests/rig/kwok-stages/image-pull-backoff.yaml wins over kwok's pod-ready stage, and only for such pods."""
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "broken"},
+           "spec": {"containers": [{"name": "agent", "image": "registry.invalid/agent:does-not-exist"},
+                                   {"name": "sidecar", "image": "registry.invalid/sidecar:1"}]}}
+    kubectl("-n", namespace, "create", "-f", "-", stdin=json.dumps(pod))
+    kubectl("-n", namespace, "create", "deployment", "fine", "--image=registry.invalid/fine:1")
+    kubectl("-n", namespace, "wait", "--for=condition=Available", "deployment/fine", "--timeout=60s")
+    kubectl("-n", namespace, "wait", "--for=jsonpath={.status.containerStatuses[0].state.waiting.reason}"
+            "=ImagePullBackOff", "pod/broken", "--timeout=60s")
+    time.sleep(2)  # kwok has played every stage it would by now: the pod must still not be ready
+    status = json.loads(kubectl("-n", namespace, "get", "pod", "broken", "-o", "json").stdout)["status"]
+    assert status["phase"] == "Pending"
+    assert {c["type"]: c["status"] for c in status["conditions"]}["Ready"] == "False"
+    states = {c["name"]: (c["ready"], c["state"]) for c in status["containerStatuses"]}
+    assert states["agent"][0] is False and states["agent"][1]["waiting"]["reason"] == "ImagePullBackOff"
+    assert states["sidecar"][0] is True and "running" in states["sidecar"][1]
+    events = json.loads(kubectl("-n", namespace, "get", "events", "--field-selector",
+                                "involvedObject.name=broken,type=Warning", "-o", "json").stdout)["items"]
+    assert any(event["message"] == "Error: ImagePullBackOff" for event in events)
 
 
 def test_job_completes(namespace):

@@ -2,7 +2,8 @@
 
 Real binaries with TLS, RBAC and ServiceAccount token signing, so the
 collection meets the same API behaviour as on a managed cluster; kwok stands in
-for kubelets (nodes stay Ready, bound pods are marked Running, Job pods complete).
+for kubelets (nodes stay Ready, bound pods are marked Running, Job pods complete; pods whose image
+tag is `does-not-exist` wait in ImagePullBackOff, see kwok-stages/).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ SERVICE_CIDR = "10.96.0.0/16"
 NODE_COUNT = 3
 NODE_SIZE = {"cpu": "2", "memory": "6Gi", "ephemeral-storage": "40Gi", "pods": "110"}
 SHARED = Path(os.environ.get("MANAGEMENT_AGENT_SHARED", Path(__file__).resolve().parents[3] / "shared"))
+# Our own kwok stages (e.g. pods that never pull their image), loaded beside the ones kwok ships.
+EXTRA_STAGES = Path(__file__).resolve().with_name("kwok-stages")
 
 
 def kubeconfig(path: Path, server: str, ca: Path, cert: Path, key: Path, user: str) -> Path:
@@ -110,8 +113,9 @@ class ControlPlane:
             self.daemons[name].start(argv)
 
         kwok = self.daemons["kwok"]
+        stages = [(self.bin / "stages.yaml").resolve(), *sorted(EXTRA_STAGES.glob("*.yaml"))]
         kwok.start([str(self.bin / "kwok"), f"--kubeconfig={configs['admin']}",
-                    f"--config={(self.bin / 'stages.yaml').resolve()}", "--manage-all-nodes=false",
+                    *(f"--config={path}" for path in stages), "--manage-all-nodes=false",
                     "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
                     "--disregard-status-with-annotation-selector=kwok.x-k8s.io/status=custom",
                     "--cidr=10.244.0.1/16", "--node-ip=10.0.0.10", "--node-lease-duration-seconds=40",

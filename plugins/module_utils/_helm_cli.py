@@ -1,0 +1,190 @@
+# Copyright: DataRobot MLOps collection maintainers
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+"""The helm commands one release needs, as argv lists, with errors a user can act on.
+
+Commands are never built as shell strings (chart paths and values files may hold spaces). The
+runner is injected: AnsibleModule.run_command in the module, a fake in unit tests.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+Runner = Callable[[Sequence[str]], "tuple[int, str, str]"]
+
+MIN_HELM = (3, 8, 0)
+SERVER_DRY_RUN = (3, 13, 0)  # `--dry-run=server`: render with the cluster's capabilities and lookups
+
+
+class HelmError(Exception):
+    """A helm command failed; the message says what failed and what to do about it."""
+
+    def __init__(self, message: str, stderr: str = "") -> None:
+        super().__init__(message)
+        self.stderr = stderr
+
+
+class ReleaseNotFound(HelmError):
+    pass
+
+
+def parse_version(text: str) -> tuple[int, int, int]:
+    found = re.search(r"v?(\d+)\.(\d+)\.(\d+)", text)
+    if not found:
+        raise HelmError(f"Cannot read helm's version from {text.strip()!r}: is binary_path a helm 3 executable?")
+    major, minor, patch = (int(part) for part in found.groups())
+    return major, minor, patch
+
+
+def _hint(stderr: str) -> str:
+    """What to do about the most common helm errors."""
+    text = stderr.lower()
+    if "not a valid chart repository" in text or "index.yaml" in text:
+        return "helm cannot read the chart repository: check chart_repo_url and that this host can reach it."
+    if "kubernetes cluster unreachable" in text or "connection refused" in text or "no such host" in text:
+        return ("helm cannot reach the cluster: is it up, and do kubeconfig/context (or K8S_AUTH_KUBECONFIG) point "
+                "at it?")
+    if "x509" in text or "certificate" in text:
+        return "helm does not trust the API server's certificate: pass ca_cert, or fix the kubeconfig's CA."
+    if "unauthorized" in text or "forbidden" in text:
+        return "the API server refused helm's credentials or their permissions: check the kubeconfig's user and RBAC."
+    if "context deadline exceeded" in text or "timed out waiting" in text:
+        return "the release's resources did not become ready within wait_timeout."
+    if "has no deployed releases" in text:
+        return "the release never deployed successfully: remove it with `helm uninstall` and run again."
+    if "another operation" in text:
+        return "another helm operation is in progress on this release: wait for it and run again."
+    if "repo " in text and "not found" in text:
+        return "helm does not know that chart repository: add it with `helm repo add`, or pass chart_repo_url."
+    if "not found" in text and "chart" in text:
+        return "the chart was not found: check chart_ref and chart_version."
+    if "namespaces" in text and "not found" in text:
+        return "the namespace does not exist: create it first, or set create_namespace: true."
+    return ""
+
+
+@dataclass
+class Revision:
+    revision: int
+    status: str
+    chart: str
+    app_version: str
+    updated: str
+    description: str
+
+    @classmethod
+    def from_history(cls, entry: Mapping[str, Any]) -> "Revision":
+        return cls(int(entry["revision"]), str(entry.get("status", "")), str(entry.get("chart", "")),
+                   str(entry.get("app_version", "")), str(entry.get("updated", "")),
+                   str(entry.get("description", "")))
+
+
+@dataclass
+class Rendered:
+    """What `helm upgrade --install --dry-run` says the next revision would be."""
+    chart_name: str
+    chart_version: str
+    app_version: str
+    manifest: str
+    values: dict[str, Any]
+
+    @property
+    def chart(self) -> str:
+        return f"{self.chart_name}-{self.chart_version}"
+
+
+@dataclass
+class ChartSource:
+    """Where the chart comes from: the argv pieces that name it for upgrade and dry-run."""
+    ref: str
+    version: str | None = None
+    repo_url: str | None = None
+
+    def argv(self) -> list[str]:
+        argv = [self.ref]
+        if self.repo_url:
+            argv += ["--repo", self.repo_url]
+        if self.version:
+            argv += ["--version", self.version]
+        return argv
+
+
+@dataclass
+class Helm:
+    binary: str
+    run: Runner
+    version: tuple[int, int, int] = field(default=(0, 0, 0))
+
+    def _helm(self, args: Sequence[str], what: str) -> str:
+        rc, out, err = self.run([self.binary, *args])
+        if rc != 0:
+            detail = (err or out).strip()
+            if re.search(r"release: not found|release .* not found", detail):
+                raise ReleaseNotFound(f"{what}: release not found", detail)
+            hint = _hint(detail)
+            raise HelmError(f"{what} failed: {detail}" + (f"\n{hint}" if hint else ""), detail)
+        return out
+
+    def check_version(self) -> tuple[int, int, int]:
+        out = self._helm(["version", "--template", "{{.Version}}"], "helm version")
+        self.version = parse_version(out)
+        if self.version < MIN_HELM or self.version[0] != 3:
+            have = ".".join(map(str, self.version))
+            raise HelmError(f"agent_deployment requires helm >= {'.'.join(map(str, MIN_HELM))} (helm 3), current "
+                            f"version is {have}: install a newer helm 3 or point binary_path at one.")
+        return self.version
+
+    def history(self, release: str, namespace: str) -> list[Revision]:
+        try:
+            out = self._helm(["history", release, "-n", namespace, "--max", "1000", "-o", "json"],
+                             f"helm history {release}")
+        except ReleaseNotFound:
+            return []
+        return sorted((Revision.from_history(entry) for entry in json.loads(out or "[]")),
+                      key=lambda revision: revision.revision)
+
+    def release(self, release: str, namespace: str, revision: int) -> tuple[dict[str, Any], str]:
+        """Values (user-supplied) and manifest of one revision."""
+        out = self._helm(["status", release, "-n", namespace, "--revision", str(revision), "-o", "json"],
+                         f"helm status {release} --revision {revision}")
+        document = json.loads(out)
+        return document.get("config") or {}, document.get("manifest") or ""
+
+    def _upgrade_argv(self, release: str, namespace: str, chart: ChartSource, values_file: str) -> list[str]:
+        return ["upgrade", release, *chart.argv(), "--install", "-n", namespace, "--reset-values",
+                "--values", values_file]
+
+    def render(self, release: str, namespace: str, chart: ChartSource, values_file: str) -> Rendered:
+        dry_run = "--dry-run=server" if self.version >= SERVER_DRY_RUN else "--dry-run"
+        out = self._helm([*self._upgrade_argv(release, namespace, chart, values_file), dry_run, "-o", "json"],
+                         f"Rendering chart {chart.ref} (helm upgrade --dry-run)")
+        document = json.loads(out)
+        metadata = (document.get("chart") or {}).get("metadata") or {}
+        return Rendered(str(metadata.get("name", "")), str(metadata.get("version", "")),
+                        str(metadata.get("appVersion", "") or ""), document.get("manifest") or "",
+                        document.get("config") or {})
+
+    def upgrade(self, release: str, namespace: str, chart: ChartSource, values_file: str, *, wait: bool,
+                timeout: int, create_namespace: bool, description: str) -> None:
+        argv = self._upgrade_argv(release, namespace, chart, values_file)
+        if wait:
+            argv += ["--wait", "--timeout", f"{timeout}s"]
+        if create_namespace:
+            argv.append("--create-namespace")
+        argv += ["--description", description]
+        self._helm(argv, f"helm upgrade --install {release}")
+
+    def rollback(self, release: str, namespace: str, revision: int, *, wait: bool, timeout: int) -> None:
+        argv = ["rollback", release, str(revision), "-n", namespace]
+        if wait:
+            argv += ["--wait", "--timeout", f"{timeout}s"]
+        self._helm(argv, f"helm rollback {release} {revision}")
+
+    def uninstall(self, release: str, namespace: str, *, wait: bool, timeout: int) -> None:
+        argv = ["uninstall", release, "-n", namespace]
+        if wait:
+            argv += ["--wait", "--timeout", f"{timeout}s"]
+        self._helm(argv, f"helm uninstall {release}")

@@ -1,0 +1,335 @@
+#!/usr/bin/python
+# Copyright: DataRobot MLOps collection maintainers
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: agent_deployment
+short_description: Install, upgrade, repair or remove the management agent's Helm release
+version_added: 0.1.0
+description:
+  - Reconciles the Helm release of the DataRobot MLOps management agent (C(bosun)) with the chart and values
+    given, and keeps it working.
+  - Compared with M(kubernetes.core.helm), it adds
+    (1) B(no-op detection without upgrading) - the chart (name and version), the values helm would store and the
+    manifest helm would apply (rendered with C(helm upgrade --dry-run), so local chart edits count) are compared
+    with the deployed revision, and nothing runs when they are equal, so a second run creates no revision;
+    (2) B(drift repair) - the release's live objects are compared with its manifest (workload images, replicas and
+    container env, ConfigMap and Secret data, deleted objects); edits made by hand are reported in C(drift) and put
+    back (a JSON patch of the drifted fields, or a helm upgrade when an object was deleted);
+    (3) B(rollback with diagnostics) - the agent Deployments are watched through the Kubernetes API; when they do
+    not become available, the failing pods, their containers' waiting reasons (C(ImagePullBackOff),
+    C(CrashLoopBackOff), ...) and recent Warning events are collected before the release is rolled back to the last
+    deployed revision (a failed first install is uninstalled), and reported in C(msg) and C(diagnostics);
+    (4) B(a concurrency guard) - a release in C(pending-install), C(pending-upgrade), C(pending-rollback) or
+    C(uninstalling) is left alone, with the command that recovers it if no other run holds it.
+  - Values are composed as helm does (I(values_files) in order, then I(values)) and handed to helm as one file, so
+    what is compared is what is applied. Upgrades always pass C(--reset-values).
+  - Secrets are masked as C(********) in C(values), C(diff), C(drift), C(diagnostics) and messages - values under
+    keys that look like a token, password, secret, API key or credential (not their C(...Name)/C(...Ref) siblings),
+    under I(secret_value_paths), Secret data in manifests and env vars with such names - and their strings are
+    hidden from Ansible's output, even at C(-vvv).
+author:
+  - DataRobot MLOps collection maintainers (@datarobot-community)
+extends_documentation_fragment:
+  - kubernetes.core.helm_common_options
+options:
+  chart_ref:
+    description:
+      - The chart - a local chart directory or C(.tgz) (the agent tarball's C(tools/charts/datarobot-management-agent)),
+        C(repo/name) of a repository added with C(helm repo add), C(oci://...), or a chart name with I(chart_repo_url).
+      - Required when I(state=present).
+    type: str
+  chart_version:
+    description:
+      - Chart version or version range for repository and OCI charts. For a local chart, an exact version is checked
+        against the chart's own version.
+    type: str
+  chart_repo_url:
+    description: URL of the chart repository, when I(chart_ref) is a chart name in it.
+    type: str
+  release_name:
+    description: Name of the Helm release.
+    type: str
+    default: bosun
+    aliases: [name]
+  release_namespace:
+    description: Namespace of the release (the vendor procedure uses C(datarobot-mlops)).
+    type: str
+    required: true
+    aliases: [namespace]
+  create_namespace:
+    description: Create I(release_namespace) on install when it does not exist (C(helm --create-namespace)).
+    type: bool
+    default: false
+  values:
+    description: Chart values; they win over I(values_files).
+    type: dict
+    default: {}
+    aliases: [release_values]
+  values_files:
+    description: Values files on the controller host, merged in order before I(values), as C(helm --values) would.
+    type: list
+    elements: path
+    default: []
+  secret_value_paths:
+    description:
+      - Dotted paths of further values to treat as secrets (masked everywhere), e.g. C(imageBuilder.extraArgs).
+        Keys that look like a token, password, secret or API key are masked without being listed.
+    type: list
+    elements: str
+    default: []
+  state:
+    description: C(present) installs, upgrades or repairs the release; C(absent) uninstalls it.
+    type: str
+    choices: [present, absent]
+    default: present
+  wait:
+    description:
+      - Wait until the release's Deployments are available (helm C(--wait), then checked through the Kubernetes API).
+        Without waiting, a rollout that never becomes available is neither detected nor rolled back.
+    type: bool
+    default: true
+  wait_timeout:
+    description: Seconds to wait for the Deployments (and for a rollback or uninstall).
+    type: int
+    default: 300
+  atomic:
+    description:
+      - When an install or upgrade fails, roll back to the last deployed revision, or uninstall a release that never
+        deployed. With C(false) the failed revision is left in place and the message says how to go back.
+    type: bool
+    default: true
+    aliases: [rollback_on_failure]
+attributes:
+  check_mode:
+    support: full
+    description: Reads the release and the live objects and renders the chart with C(helm upgrade --dry-run); reports
+      what would be installed, upgraded, repaired or removed and changes nothing.
+  diff_mode:
+    support: full
+    description: Shows the values and the rendered manifest before and after, and each drifted field live and desired,
+      with secrets masked.
+  idempotent:
+    support: full
+    description: A second run with the same arguments reports C(changed=false) and creates no helm revision.
+requirements:
+  - helm >= 3.8.0 (3.13 or later renders check mode with the cluster's capabilities)
+  - kubernetes >= 24.2.0
+  - PyYAML
+notes:
+  - Drift is checked for the fields the agent depends on, not for every field of every object. Fields the chart
+    does not set (such as annotations added by other controllers) are never drift.
+  - A chart whose templates use C(.Release.Revision) or C(.Release.IsUpgrade) renders differently on every upgrade
+    and is therefore upgraded on every run.
+seealso:
+  - module: kubernetes.core.helm
+"""
+
+EXAMPLES = r"""
+- name: The management agent, from the chart in the agent tarball
+  datarobot_mlops.management_agent.agent_deployment:
+    chart_ref: /opt/datarobot/mlops-agent/tools/charts/datarobot-management-agent
+    release_namespace: datarobot-mlops
+    values_files:
+      - /opt/datarobot/mlops-agent/tools/charts/datarobot-management-agent/examples/AWS_values.yaml
+    values:
+      datarobot:
+        dataRobotUrl: https://app.datarobot.com
+        apiSecretName: mlops-api-key
+        predictionEnvId: "{{ environment.id }}"
+      managementAgent:
+        repository: 123456789012.dkr.ecr.us-east-1.amazonaws.com/datarobot/mlops-management-agent
+        tag: 9.2.0
+    wait_timeout: 600
+  register: agent
+
+- name: Show what an upgrade would change, without changing anything
+  datarobot_mlops.management_agent.agent_deployment:
+    chart_ref: datarobot/datarobot-management-agent
+    chart_version: 1.2.0
+    release_namespace: datarobot-mlops
+    values: "{{ agent_values }}"
+  check_mode: true
+  diff: true
+
+- name: Remove the agent
+  datarobot_mlops.management_agent.agent_deployment:
+    release_namespace: datarobot-mlops
+    state: absent
+"""
+
+RETURN = r"""
+status:
+  description: The release after the run (before it in check mode); empty when it does not exist.
+  returned: always
+  type: dict
+  contains:
+    name: {description: Release name., type: str, sample: bosun}
+    namespace: {description: Release namespace., type: str, sample: datarobot-mlops}
+    revision: {description: Helm revision., type: int, sample: 3}
+    chart: {description: Chart name and version., type: str, sample: datarobot-management-agent-1.2.0}
+    app_version: {description: The chart's appVersion., type: str, sample: 9.2.0}
+    status: {description: Helm status of the revision., type: str, sample: deployed}
+    updated: {description: When the revision was written., type: str}
+    description: {description: Helm's description of the revision., type: str}
+values:
+  description: The values the release holds (or would hold), secrets masked.
+  returned: when state is present
+  type: dict
+operation:
+  description: What was (or in check mode would be) done - C(none), C(install), C(upgrade), C(repair) or C(uninstall).
+  returned: always
+  type: str
+  sample: upgrade
+reasons:
+  description: Why the release was installed or upgraded.
+  returned: always
+  type: list
+  elements: str
+  sample: ["values differ"]
+drift:
+  description: Fields of live objects that differed from the release's manifest (found before repairing them).
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    object: {description: Kind and name., type: str, sample: Deployment/bosun-management-agent}
+    field: {description: The field., type: str, sample: "spec.template.spec.containers[agent].image"}
+    live: {description: Its live value (C((absent)) when missing)., type: raw}
+    desired: {description: Its value in the manifest., type: raw}
+diagnostics:
+  description: Why the release's Deployments did not become available, collected before rolling back.
+  returned: on failure, when a new revision was created
+  type: dict
+  contains:
+    deployments:
+      description: Each unavailable Deployment with its state and failing conditions.
+      type: list
+    pods:
+      description: Each pod that is not ready - its phase, node, and each container's waiting or termination reason.
+      type: list
+    events:
+      description: Recent Warning events of those Deployments, their ReplicaSets and pods.
+      type: list
+"""
+
+import json
+import os
+import tempfile
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._helm_cli import Helm, HelmError
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._kubernetes import KubernetesAccessError
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._release_cluster import ReleaseCluster
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._release_reconciler import (
+    HAS_YAML,
+    InvalidRequest,
+    Masker,
+    Reconciler,
+    ReleaseBusy,
+    ReleaseFailed,
+    ReleaseSpec,
+    compose_values,
+    load_values_file,
+    resolve_chart,
+)
+from ansible_collections.kubernetes.core.plugins.module_utils.helm import AnsibleHelmModule
+from ansible_collections.kubernetes.core.plugins.module_utils.k8s.core import AnsibleK8SModule
+from ansible_collections.kubernetes.core.plugins.module_utils.helm_args_common import (
+    HELM_AUTH_ARG_SPEC,
+    HELM_AUTH_MUTUALLY_EXCLUSIVE,
+)
+
+
+def main() -> None:
+    argument_spec = dict(HELM_AUTH_ARG_SPEC)
+    argument_spec.update(
+        chart_ref=dict(type="str"),
+        chart_version=dict(type="str"),
+        chart_repo_url=dict(type="str"),
+        release_name=dict(type="str", default="bosun", aliases=["name"]),
+        release_namespace=dict(type="str", required=True, aliases=["namespace"]),
+        create_namespace=dict(type="bool", default=False),
+        values=dict(type="dict", default={}, aliases=["release_values"]),
+        values_files=dict(type="list", elements="path", default=[]),
+        secret_value_paths=dict(type="list", elements="str", default=[], no_log=False),
+        state=dict(type="str", choices=["present", "absent"], default="present"),
+        wait=dict(type="bool", default=True),
+        wait_timeout=dict(type="int", default=300),
+        atomic=dict(type="bool", default=True, aliases=["rollback_on_failure"]),
+    )
+    # kubernetes.core's module class checks the kubernetes and PyYAML libraries and is what its client wants.
+    k8s_module = AnsibleK8SModule(argument_spec=argument_spec, supports_check_mode=True,
+                                  mutually_exclusive=HELM_AUTH_MUTUALLY_EXCLUSIVE,
+                                  required_if=[("state", "present", ("chart_ref",))])
+    module: AnsibleModule = k8s_module._module  # run_command, tmpdir, no_log_values
+    if not HAS_YAML:
+        module.fail_json(msg=missing_required_lib("PyYAML"))
+    params = module.params
+    masker = Masker(params["secret_value_paths"])
+
+    def finish(failed_msg: str | None = None, **result) -> None:
+        # Every secret string found in values and manifests is hidden from Ansible's output, invocation included.
+        module.no_log_values.update(masker.secrets)
+        if failed_msg is not None:
+            module.fail_json(msg=masker.text(failed_msg), **result)
+        module.exit_json(**result)
+
+    def write_values(values: dict) -> str:
+        handle, path = tempfile.mkstemp(prefix="agent-values-", suffix=".json", dir=module.tmpdir)  # mode 0600
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            json.dump(values, stream, default=str)
+        module.add_cleanup_file(path)
+        return path
+
+    try:
+        if params["wait_timeout"] <= 0:
+            raise InvalidRequest("wait_timeout must be a positive number of seconds.")
+        layers = [load_values_file(path) for path in params["values_files"]]
+        values = compose_values(layers, params["values"])
+        masker.collect_values(values)
+        binary = params["binary_path"] or module.get_bin_path("helm")
+        if not binary or not os.access(binary, os.X_OK):
+            raise InvalidRequest(
+                f"helm was not found ({params['binary_path'] or 'not on PATH'}): install helm >= 3.8 or pass "
+                "binary_path.")
+        params["binary_path"] = binary
+        chart = resolve_chart(params["chart_ref"], params["chart_version"], params["chart_repo_url"]) \
+            if params["state"] == "present" else None
+        cluster = ReleaseCluster.connect(k8s_module)  # also says so when the kubeconfig file does not exist
+        environment = AnsibleHelmModule(module=module).env_update  # kubernetes.core's kubeconfig/context/host/CA
+
+        def run(argv):
+            return module.run_command(list(argv), environ_update=environment)
+
+        helm = Helm(binary, run)
+        helm.check_version()
+        reconciler = Reconciler(helm, cluster, masker, write_values, check_mode=module.check_mode)
+        spec = ReleaseSpec(params["release_name"], params["release_namespace"], chart, values, wait=params["wait"],
+                           wait_timeout=params["wait_timeout"], atomic=params["atomic"],
+                           create_namespace=params["create_namespace"])
+        if params["state"] == "present":
+            outcome = reconciler.present(spec)
+        else:
+            outcome = reconciler.absent(spec, params["wait"], params["wait_timeout"])
+    except ReleaseFailed as exc:
+        finish(str(exc), changed=exc.changed, status=exc.status, drift=exc.drift,
+               **({"diagnostics": exc.diagnostics} if exc.diagnostics else {}))
+    except (ReleaseBusy, HelmError, KubernetesAccessError, InvalidRequest) as exc:
+        finish(str(exc), changed=False)
+
+    result = dict(changed=outcome.changed, operation=outcome.action, reasons=outcome.reasons, status=outcome.status,
+                  drift=outcome.drift)
+    if params["state"] == "present":
+        result["values"] = outcome.values
+    if module._diff:
+        result["diff"] = outcome.diff
+    finish(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,540 @@
+"""The release reconciler's logic without a cluster: values, masking, drift, diagnostics, and its decisions
+driven through a fake helm and a fake cluster."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import pytest
+
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._helm_cli import (
+    ChartSource,
+    Helm,
+    HelmError,
+    parse_version,
+)
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._release_cluster import (
+    label_selector,
+)
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._release_reconciler import (
+    MASK,
+    InvalidRequest,
+    Masker,
+    Reconciler,
+    ReleaseBusy,
+    ReleaseFailed,
+    ReleaseSpec,
+    compose_values,
+    drift_of,
+    format_diagnostics,
+    is_sensitive_key,
+    load_values_file,
+    manifests_equal,
+    merge_values,
+    parse_manifest,
+    pod_problems,
+    related_events,
+    repair_operations,
+    resolve_chart,
+    rollout_state,
+    values_equal,
+)
+
+REF = ("apps/v1", "Deployment", "ns", "bosun-agent")
+
+
+def deployment(image: str = "repo/agent:1.0", replicas: int = 1, env: list | None = None) -> dict[str, Any]:
+    container: dict[str, Any] = {"name": "agent", "image": image}
+    if env is not None:
+        container["env"] = env
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "bosun-agent"},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "agent"}},
+                     "template": {"metadata": {"labels": {"app": "agent"}}, "spec": {"containers": [container]}}}}
+
+
+# ---------------------------------------------------------------- values
+
+
+def test_merge_is_deep_for_maps_and_replaces_lists_and_scalars():
+    base = {"datarobot": {"url": "a", "envId": "1"}, "extraArgs": ["x"], "replicas": 1}
+    override = {"datarobot": {"envId": "2"}, "extraArgs": ["y"], "replicas": None}
+    assert merge_values(base, override) == {"datarobot": {"url": "a", "envId": "2"}, "extraArgs": ["y"],
+                                            "replicas": None}
+    assert base["datarobot"]["envId"] == "1"  # inputs untouched
+
+
+def test_values_win_over_files_and_later_files_over_earlier():
+    files = [{"a": {"b": 1, "c": 1}}, {"a": {"c": 2}}]
+    assert compose_values(files, {"a": {"d": 3}}) == {"a": {"b": 1, "c": 2, "d": 3}}
+
+
+def test_values_compare_as_helm_stores_them():
+    assert values_equal({"replicas": 1, "ratio": 1.0}, {"replicas": 1.0, "ratio": 1})
+    assert values_equal(None, {})
+    assert not values_equal({"tag": "1"}, {"tag": 1})
+    assert not values_equal({"a": {"b": None}}, {"a": {}})
+
+
+def test_values_file_errors_name_the_file(tmp_path):
+    with pytest.raises(InvalidRequest, match="does not exist"):
+        load_values_file(str(tmp_path / "missing.yaml"))
+    listing = tmp_path / "list.yaml"
+    listing.write_text("- a\n- b\n")
+    with pytest.raises(InvalidRequest, match="list.yaml holds a list"):
+        load_values_file(str(listing))
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
+    assert load_values_file(str(empty)) == {}
+
+
+def test_chart_refs(tmp_path):
+    chart = tmp_path / "chart"
+    chart.mkdir()
+    (chart / "Chart.yaml").write_text("name: x\nversion: 1.0.0\n")
+    assert resolve_chart(str(chart)).argv() == [str(chart)]
+    assert resolve_chart("datarobot/agent", "1.2.0").argv() == ["datarobot/agent", "--version", "1.2.0"]
+    assert resolve_chart("agent", "1.2.0", "https://charts.example.com").argv() == [
+        "agent", "--repo", "https://charts.example.com", "--version", "1.2.0"]
+    with pytest.raises(InvalidRequest, match="does not exist"):
+        resolve_chart(str(tmp_path / "gone"))
+    with pytest.raises(InvalidRequest, match="without Chart.yaml"):
+        resolve_chart(str(tmp_path))
+    with pytest.raises(InvalidRequest, match="neither an existing path nor repo/name"):
+        resolve_chart("agent")
+
+
+# ---------------------------------------------------------------- masking
+
+
+@pytest.mark.parametrize("key, sensitive", [
+    ("apiToken", True), ("password", True), ("registryPassword", True), ("secret", True), ("api_key", True),
+    ("apiSecretName", False), ("secretName", False), ("secretKeyRef", False), ("tokenFile", False),
+    ("automountServiceAccountToken", True), ("repository", False), ("auth", True),
+])
+def test_sensitive_keys(key, sensitive):
+    assert is_sensitive_key(key) is sensitive
+
+
+def test_values_are_masked_by_key_and_by_path_and_their_strings_everywhere():
+    masker = Masker(["imageBuilder.extraArgs"])
+    values = {"datarobot": {"apiToken": "tok-123456", "apiSecretName": "mlops-api-key"},
+              "imageBuilder": {"extraArgs": ["--password=hunter22"]}, "flag": {"enabled": True}}
+    masker.collect_values(values)
+    masked = masker.values(values)
+    assert masked["datarobot"] == {"apiToken": MASK, "apiSecretName": "mlops-api-key"}
+    assert masked["imageBuilder"]["extraArgs"] == [MASK]
+    assert masked["flag"] == {"enabled": True}
+    assert masker.text("token is tok-123456, args --password=hunter22") == f"token is {MASK}, args {MASK}"
+    assert values["datarobot"]["apiToken"] == "tok-123456"  # a copy was masked
+
+
+def test_manifest_objects_are_masked():
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"},
+              "data": {"secret": base64.b64encode(b"plain-token").decode()}, "stringData": {"other": "x"}}
+    workload = deployment(env=[{"name": "MLOPS_API_TOKEN", "value": "plain-token"}, {"name": "URL", "value": "u"}])
+    masker = Masker()
+    masker.collect_manifest([secret, workload])
+    assert "plain-token" in masker.secrets
+    shown = masker.manifest_object(secret)
+    assert shown["data"] == {"secret": MASK} and shown["stringData"] == {"other": MASK}
+    env = masker.manifest_object(workload)["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert env == [{"name": "MLOPS_API_TOKEN", "value": MASK}, {"name": "URL", "value": "u"}]
+    assert "plain-token" not in json.dumps(masker.manifest_object(
+        {"kind": "ConfigMap", "data": {"agent.yaml": "token: plain-token"}}))
+
+
+# ---------------------------------------------------------------- manifests and drift
+
+
+def test_manifests_compare_as_objects_not_text():
+    text_a = "---\n# Source: a.yaml\nkind: ConfigMap\napiVersion: v1\nmetadata: {name: c}\ndata: {k: v}\n"
+    text_b = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\ndata:\n  k: v\n---\n"
+    assert manifests_equal(parse_manifest(text_a), parse_manifest(text_b), "ns")
+    assert not manifests_equal(parse_manifest(text_a), parse_manifest(text_b.replace("k: v", "k: w")), "ns")
+
+
+def test_no_drift_when_live_only_adds_defaults():
+    live = deployment(env=[{"name": "A", "value": "1"},
+                           {"name": "POD", "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "x"}}}])
+    live["spec"]["template"]["spec"]["containers"][0].update(imagePullPolicy="IfNotPresent", resources={})
+    live["status"] = {"replicas": 1}
+    desired = deployment(env=[{"name": "A", "value": 1}, {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "x"}}}])
+    assert drift_of(REF, desired, live) == []
+
+
+def test_set_image_scale_and_env_edits_are_drift():
+    desired = deployment(env=[{"name": "A", "value": "1"}, {"name": "MY_TOKEN", "value": "t0k3n-value"}])
+    live = deployment(image="repo/agent:hacked", replicas=3, env=[{"name": "A", "value": "2"}, {"name": "EXTRA",
+                                                                                                "value": "x"}])
+    found = {item.field: item for item in drift_of(REF, desired, live)}
+    assert set(found) == {"spec.replicas", "spec.template.spec.containers[agent].image",
+                          "spec.template.spec.containers[agent].env[A]",
+                          "spec.template.spec.containers[agent].env[EXTRA]",
+                          "spec.template.spec.containers[agent].env[MY_TOKEN]"}
+    image = found["spec.template.spec.containers[agent].image"]
+    assert (image.live, image.desired, image.path) == ("repo/agent:hacked", "repo/agent:1.0",
+                                                       "/spec/template/spec/containers/0/image")
+    token = found["spec.template.spec.containers[agent].env[MY_TOKEN]"].public(Masker())
+    assert token == {"object": "Deployment/bosun-agent", "field": "spec.template.spec.containers[agent].env[MY_TOKEN]",
+                     "live": "(absent)", "desired": MASK}
+
+
+def test_repair_is_one_guarded_json_patch_per_object():
+    desired = deployment(env=[{"name": "A", "value": "1"}])
+    live = deployment(image="other", replicas=2, env=[{"name": "A", "value": "2"}, {"name": "B", "value": "3"}])
+    operations = repair_operations(drift_of(REF, desired, live), "42")
+    assert operations == [
+        {"op": "test", "path": "/metadata/resourceVersion", "value": "42"},
+        {"op": "add", "path": "/spec/replicas", "value": 1},
+        {"op": "add", "path": "/spec/template/spec/containers/0/image", "value": "repo/agent:1.0"},
+        {"op": "add", "path": "/spec/template/spec/containers/0/env", "value": [{"name": "A", "value": "1"}]},
+    ]
+    no_env = repair_operations(drift_of(REF, deployment(), deployment(env=[{"name": "B", "value": "3"}])), None)
+    assert no_env == [{"op": "remove", "path": "/spec/template/spec/containers/0/env"}]
+
+
+def test_configmap_and_secret_data_drift():
+    ref = ("v1", "ConfigMap", "ns", "cfg")
+    found = drift_of(ref, {"kind": "ConfigMap", "data": {"a": "1", "b": "2"}},
+                     {"kind": "ConfigMap", "data": {"a": "9", "c": "3"}})
+    assert [(d.field, d.live, d.desired) for d in found] == [("data[a]", "9", "1"), ("data[b]", "(absent)", "2"),
+                                                             ("data[c]", "3", "(absent)")]
+    assert repair_operations(found, None) == [{"op": "add", "path": "/data", "value": {"a": "1", "b": "2"}}]
+    secret_ref = ("v1", "Secret", "ns", "s")
+    desired = {"kind": "Secret", "stringData": {"secret": "new-token"}}
+    live = {"kind": "Secret", "data": {"secret": base64.b64encode(b"old-token").decode()}}
+    [item] = drift_of(secret_ref, desired, live)
+    assert item.public(Masker()) == {"object": "Secret/s", "field": "data[secret]", "live": MASK, "desired": MASK}
+    assert drift_of(secret_ref, desired, {"kind": "Secret",
+                                          "data": {"secret": base64.b64encode(b"new-token").decode()}}) == []
+
+
+def test_a_deleted_object_is_drift_helm_must_repair():
+    [item] = drift_of(("v1", "ConfigMap", "ns", "cfg"), {"kind": "ConfigMap"}, None)
+    assert item.path is None and item.live == "(absent)"
+
+
+# ---------------------------------------------------------------- availability and diagnostics
+
+
+def _status(**status):
+    live = deployment()
+    live["metadata"]["generation"] = 2
+    live["status"] = {"observedGeneration": 2, **status}
+    return live
+
+
+def test_rollout_state():
+    ok = _status(replicas=1, updatedReplicas=1, availableReplicas=1, conditions=[{"type": "Available", "status": "True"}])
+    assert rollout_state(ok)[0] is True
+    terminating = _status(replicas=2, updatedReplicas=1, availableReplicas=1)
+    assert "1 old replicas are still terminating" in rollout_state(terminating)[2]
+    assert "0 of 1 updated replicas available" in rollout_state(_status(replicas=2, updatedReplicas=1))[2]
+    stale = _status(replicas=1, updatedReplicas=1, availableReplicas=1)
+    stale["status"]["observedGeneration"] = 1
+    assert "not acted on the latest spec" in rollout_state(stale)[2]
+    hopeless = _status(conditions=[{"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}])
+    assert rollout_state(hopeless)[1] is True
+
+
+def _pod(name: str, ready: bool, container_state: dict, **extra) -> dict:
+    return {"metadata": {"name": name}, "spec": {"nodeName": "n1"},
+            "status": {"phase": "Running" if ready else "Pending",
+                       "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+                       "containerStatuses": [{"name": "agent", "image": "repo/agent:x", "ready": ready,
+                                              "restartCount": extra.get("restarts", 0), "state": container_state,
+                                              "lastState": extra.get("last", {})}]}}
+
+
+def test_pod_problems_name_the_waiting_reason():
+    assert pod_problems(_pod("ok", True, {"running": {}})) is None
+    pulling = pod_problems(_pod("p1", False, {"waiting": {"reason": "ImagePullBackOff", "message": "Back-off"}}))
+    assert pulling["pod"] == "p1" and pulling["containers"][0]["reason"] == "ImagePullBackOff"
+    crashing = pod_problems(_pod("p2", False, {"waiting": {"reason": "CrashLoopBackOff"}}, restarts=4,
+                                 last={"terminated": {"reason": "Error", "exitCode": 2}}))
+    assert crashing["containers"][0]["last_termination"] == {"reason": "Error", "exit_code": 2}
+
+
+def test_events_are_those_of_the_deployment_and_its_pods_latest_last():
+    events = [
+        {"type": "Warning", "reason": "Failed", "message": "Error: ImagePullBackOff", "count": 3,
+         "involvedObject": {"kind": "Pod", "name": "bosun-agent-5d-abc"}, "lastTimestamp": "2026-01-01T00:00:02Z"},
+        {"type": "Warning", "reason": "FailedCreate", "message": "quota",
+         "involvedObject": {"kind": "ReplicaSet", "name": "bosun-agent-5d"}, "lastTimestamp": "2026-01-01T00:00:01Z"},
+        {"type": "Warning", "reason": "Other", "message": "not ours",
+         "involvedObject": {"kind": "Pod", "name": "ingress-1"}, "lastTimestamp": "2026-01-01T00:00:03Z"},
+    ]
+    picked = related_events(events, {"bosun-agent"}, ["bosun-agent-"])
+    assert [event["reason"] for event in picked] == ["FailedCreate", "Failed"]
+
+
+def test_diagnostics_read_as_lines():
+    diagnostics = {
+        "deployments": [{"name": "bosun-agent", "state": "Deployment bosun-agent: 0 of 1 updated replicas available",
+                         "conditions": ["Available=False MinimumReplicasUnavailable: no"]}],
+        "pods": [pod_problems(_pod("bosun-agent-1", False, {"waiting": {"reason": "ImagePullBackOff",
+                                                                        "message": "Back-off pulling image"}}))],
+        "events": [{"object": "Pod/bosun-agent-1", "reason": "Failed", "message": "Error: ImagePullBackOff",
+                    "count": 2, "last_seen": "t"}],
+    }
+    text = format_diagnostics(diagnostics)
+    assert "Pod bosun-agent-1 (Pending on n1) is not ready:" in text
+    assert "container agent (repo/agent:x) waiting: ImagePullBackOff: Back-off pulling image" in text
+    assert "Pod/bosun-agent-1: Failed: Error: ImagePullBackOff (x2)" in text
+
+
+def test_label_selector():
+    assert label_selector({"matchLabels": {"b": "2", "a": "1"},
+                           "matchExpressions": [{"key": "t", "operator": "In", "values": ["x", "y"]},
+                                                {"key": "gone", "operator": "DoesNotExist"}]}) == "a=1,b=2,t in (x,y),!gone"
+
+
+# ---------------------------------------------------------------- helm CLI
+
+
+def test_helm_version_gate_message():
+    helm = Helm("helm", lambda argv: (0, "v3.7.2", ""))
+    with pytest.raises(HelmError, match=r"requires helm >= 3.8.0 \(helm 3\), current version is 3.7.2"):
+        helm.check_version()
+    assert parse_version("v3.19.5+gabc") == (3, 19, 5)
+
+
+def test_helm_errors_carry_a_hint_and_commands_are_argv_lists():
+    seen = []
+
+    def run(argv):
+        seen.append(argv)
+        return 1, "", "Error: Kubernetes cluster unreachable: Get \"https://x\": dial tcp: connection refused"
+
+    helm = Helm("/opt/my helm/helm", run, (3, 19, 0))
+    with pytest.raises(HelmError, match="helm cannot reach the cluster"):
+        helm.render("bosun", "ns", ChartSource("/charts/my chart"), "/tmp/v.json")
+    assert seen[0][:3] == ["/opt/my helm/helm", "upgrade", "bosun"] and "/charts/my chart" in seen[0]
+    assert "--reset-values" in seen[0] and "--dry-run=server" in seen[0]
+
+
+# ---------------------------------------------------------------- decisions, with a fake helm and cluster
+
+
+class FakeHelm:
+    """Releases in memory; an upgrade 'applies' its manifest to the fake cluster."""
+
+    def __init__(self, cluster: "FakeCluster", manifest: str, chart: str = "agent-1.0.0") -> None:
+        self.cluster, self.manifest, self.chart = cluster, manifest, chart
+        self.revisions: list[dict[str, Any]] = []
+        self.calls: list[str] = []
+        self.fail_upgrade = False
+
+    def history(self, name, namespace):
+        from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._helm_cli import Revision
+        return [Revision(r["revision"], r["status"], r["chart"], "1.0", "t", "") for r in self.revisions]
+
+    def release(self, name, namespace, revision):
+        found = self.revisions[revision - 1]
+        return found["values"], found["manifest"]
+
+    def render(self, name, namespace, chart, values_file):
+        from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._helm_cli import Rendered
+        with open(values_file) as handle:
+            values = json.load(handle)
+        name_, version = self.chart.rsplit("-", 1)
+        return Rendered(name_, version, "1.0", self.manifest.replace("IMAGE", values.get("image", "repo/agent:1.0")),
+                        values)
+
+    def upgrade(self, name, namespace, chart, values_file, **options):
+        self.calls.append("upgrade")
+        rendered = self.render(name, namespace, chart, values_file)
+        for revision in self.revisions:
+            if revision["status"] == "deployed" and not self.fail_upgrade:
+                revision["status"] = "superseded"
+        self.revisions.append({"revision": len(self.revisions) + 1, "chart": self.chart, "values": rendered.values,
+                               "manifest": rendered.manifest, "status": "failed" if self.fail_upgrade else "deployed"})
+        self.cluster.apply(parse_manifest(rendered.manifest), ready=not self.fail_upgrade)
+        if self.fail_upgrade:
+            raise HelmError("helm upgrade --install bosun failed: Error: UPGRADE FAILED: context deadline exceeded")
+
+    def rollback(self, name, namespace, revision, **options):
+        self.calls.append(f"rollback {revision}")
+        target = self.revisions[revision - 1]
+        for item in self.revisions:
+            if item["status"] == "deployed":
+                item["status"] = "superseded"
+        self.revisions.append({**target, "revision": len(self.revisions) + 1, "status": "deployed"})
+        self.cluster.apply(parse_manifest(target["manifest"]), ready=True)
+
+    def uninstall(self, name, namespace, **options):
+        self.calls.append("uninstall")
+        self.revisions.clear()
+        self.cluster.objects.clear()
+
+
+class FakeCluster:
+    def __init__(self) -> None:
+        self.objects: dict[tuple[str, str], dict[str, Any]] = {}
+        self.patches: list[tuple[str, list]] = []
+        self.pod_list: list[dict[str, Any]] = []
+
+    def apply(self, documents, ready: bool) -> None:
+        for document in documents:
+            live = json.loads(json.dumps(document))
+            live["metadata"]["resourceVersion"] = "1"
+            if live["kind"] == "Deployment":
+                replicas = live["spec"].get("replicas", 1)
+                live["metadata"]["generation"] = 1
+                live["status"] = {"observedGeneration": 1, "replicas": replicas, "updatedReplicas": replicas,
+                                  "availableReplicas": replicas if ready else 0,
+                                  "conditions": [{"type": "Available", "status": "True" if ready else "False"}]}
+                if not ready:
+                    self.pod_list = [_pod(f"{live['metadata']['name']}-1", False,
+                                          {"waiting": {"reason": "ImagePullBackOff", "message": "Back-off"}})]
+            self.objects[(live["kind"], live["metadata"]["name"])] = live
+
+    def get(self, api_version, kind, namespace, name):
+        return self.objects.get((kind, name))
+
+    def patch(self, api_version, kind, namespace, name, operations):
+        self.patches.append((f"{kind}/{name}", operations))
+        live = self.objects[(kind, name)]
+        for operation in operations[1:]:
+            parts = operation["path"].strip("/").split("/")
+            target = live
+            for part in parts[:-1]:
+                target = target[int(part)] if isinstance(target, list) else target[part]
+            if operation["op"] == "remove":
+                del target[parts[-1]]
+            else:
+                target[parts[-1]] = operation["value"]
+        return live
+
+    def pods(self, namespace, selector):
+        return self.pod_list
+
+    def warning_events(self, namespace):
+        return [{"type": "Warning", "reason": "Failed", "message": "Error: ImagePullBackOff",
+                 "involvedObject": {"kind": "Pod", "name": "bosun-agent-1"}, "lastTimestamp": "t"}]
+
+
+MANIFEST = """---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: bosun-agent}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: agent}}
+  template:
+    metadata: {labels: {app: agent}}
+    spec:
+      containers: [{name: agent, image: IMAGE}]
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: bosun-config}
+data: {url: https://app.datarobot.com}
+"""
+
+
+@pytest.fixture
+def rig(tmp_path):
+    cluster = FakeCluster()
+    helm = FakeHelm(cluster, MANIFEST)
+    counter = iter(range(1000))
+
+    def write_values(values):
+        path = tmp_path / f"values-{next(counter)}.json"
+        path.write_text(json.dumps(values))
+        return str(path)
+
+    def reconciler(check_mode=False):
+        return Reconciler(helm, cluster, Masker(), write_values, check_mode=check_mode, poll=0, sleep=lambda _: None)
+
+    return helm, cluster, reconciler
+
+
+def spec(**values) -> ReleaseSpec:
+    return ReleaseSpec("bosun", "ns", ChartSource("/charts/agent"), {"apiToken": "t0k3n-abcdef", **values},
+                       wait_timeout=0)
+
+
+def test_install_then_nothing_then_upgrade_only_when_values_change(rig):
+    helm, cluster, reconciler = rig
+    first = reconciler().present(spec())
+    assert (first.changed, first.action, first.values["apiToken"]) == (True, "install", MASK)
+    again = reconciler().present(spec())
+    assert (again.changed, again.action, again.diff) == (False, "none", [])
+    assert helm.calls == ["upgrade"]
+    changed = reconciler().present(spec(replicas=2))
+    assert changed.reasons == ["values differ"] and helm.calls == ["upgrade", "upgrade"]
+
+
+def test_check_mode_reports_without_touching_anything(rig):
+    helm, cluster, reconciler = rig
+    outcome = reconciler(check_mode=True).present(spec())
+    assert outcome.changed and outcome.action == "install" and helm.calls == [] and cluster.objects == {}
+    values_diff = outcome.diff[0]
+    assert values_diff["before"] == "" and MASK in values_diff["after"] and "t0k3n" not in values_diff["after"]
+
+
+def test_drift_is_patched_back_without_a_new_revision(rig):
+    helm, cluster, reconciler = rig
+    reconciler().present(spec())
+    cluster.objects[("Deployment", "bosun-agent")]["spec"]["template"]["spec"]["containers"][0]["image"] = "evil:1"
+    cluster.objects[("ConfigMap", "bosun-config")]["data"]["url"] = "https://elsewhere"
+    checked = reconciler(check_mode=True).present(spec())
+    assert checked.changed and checked.action == "repair" and cluster.patches == []
+    repaired = reconciler().present(spec())
+    assert {(d["object"], d["field"], d["live"]) for d in repaired.drift} == {
+        ("Deployment/bosun-agent", "spec.template.spec.containers[agent].image", "evil:1"),
+        ("ConfigMap/bosun-config", "data[url]", "https://elsewhere")}
+    assert helm.calls == ["upgrade"] and len(cluster.patches) == 2
+    assert reconciler().present(spec()).changed is False
+
+
+def test_a_deleted_object_makes_helm_upgrade(rig):
+    helm, cluster, reconciler = rig
+    reconciler().present(spec())
+    del cluster.objects[("ConfigMap", "bosun-config")]
+    outcome = reconciler().present(spec())
+    assert outcome.reasons == ["objects of the release were deleted"] and helm.calls == ["upgrade", "upgrade"]
+
+
+def test_failed_upgrade_rolls_back_after_collecting_diagnostics(rig):
+    helm, cluster, reconciler = rig
+    reconciler().present(spec())
+    helm.fail_upgrade = True
+    with pytest.raises(ReleaseFailed) as failure:
+        reconciler().present(spec(image="repo/agent:does-not-exist"))
+    message = str(failure.value)
+    assert "Rolled back to revision 1" in message and "ImagePullBackOff" in message and "bosun-agent-1" in message
+    assert helm.calls == ["upgrade", "upgrade", "rollback 1"]
+    assert failure.value.diagnostics["pods"][0]["containers"][0]["reason"] == "ImagePullBackOff"
+    assert failure.value.status["revision"] == 3
+
+
+def test_failed_first_install_is_uninstalled(rig):
+    helm, cluster, reconciler = rig
+    helm.fail_upgrade = True
+    with pytest.raises(ReleaseFailed, match="uninstalled"):
+        reconciler().present(spec())
+    assert helm.calls == ["upgrade", "uninstall"] and helm.revisions == []
+
+
+def test_pending_release_is_left_alone_with_the_fix(rig):
+    helm, cluster, reconciler = rig
+    reconciler().present(spec())
+    helm.revisions.append({"revision": 2, "status": "pending-upgrade", "chart": "agent-1.0.0", "values": {},
+                           "manifest": MANIFEST})
+    with pytest.raises(ReleaseBusy, match=r"Another operation is in progress on release bosun .*pending-upgrade.*"
+                                          r"helm rollback bosun 1 -n ns"):
+        reconciler().present(spec())
+    assert helm.calls == ["upgrade"]
+
+
+def test_absent(rig):
+    helm, cluster, reconciler = rig
+    assert reconciler().absent(spec(), True, 10).changed is False
+    reconciler().present(spec())
+    checked = reconciler(check_mode=True).absent(spec(), True, 10)
+    assert checked.changed and helm.revisions
+    assert reconciler().absent(spec(), True, 10).changed and helm.revisions == []
