@@ -6,6 +6,7 @@ nothing is skipped silently.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -67,3 +68,37 @@ def namespace(rig, request) -> str:
     kubectl("create", "namespace", name)
     yield name
     kubectl("delete", "namespace", name, "--wait=false")
+
+
+# The reliability suite's ledger (tests/integration/reliability): every fault, bad input, secret scan, check-mode
+# snapshot and idempotence check records one line, so `make reliability-report` can print what was tried and what
+# held. A test still fails through its asserts; the ledger only counts. Emptied when a session starts.
+LEDGER = REPO / "tests" / "output" / "reliability.jsonl"
+CATEGORIES = ("fault", "bad_input", "secret", "check_mode", "idempotence")
+
+
+class Ledger:
+    def __init__(self, path: Path, test: str) -> None:
+        self.path, self.test = path, test
+
+    def record(self, category: str, case: str, held: bool, detail: str = "", count: int = 0) -> None:
+        """One case: `held` is whether the promise held (handled clearly, survived, no hit, no mutation).
+
+        `count` carries a number for the table (secret hits, mutated objects, changed tasks).
+        """
+        if category not in CATEGORIES:
+            raise ValueError(f"unknown ledger category {category!r}")
+        with self.path.open("a", encoding="utf-8") as out:
+            out.write(json.dumps({"category": category, "case": case, "held": bool(held), "detail": detail[:300],
+                                  "count": count, "test": self.test}) + "\n")
+
+
+def pytest_sessionstart(session):
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        LEDGER.parent.mkdir(parents=True, exist_ok=True)
+        LEDGER.write_text("")
+
+
+@pytest.fixture
+def ledger(request) -> Ledger:
+    return Ledger(LEDGER, request.node.nodeid)
