@@ -1,0 +1,143 @@
+#!/usr/bin/python
+# Copyright: DataRobot MLOps collection maintainers
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: registry_image_info
+short_description: Whether a tag exists in a Docker v2 / OCI registry, and its manifest digest
+version_added: 0.1.0
+description:
+  - Asks the registry for the manifest of I(name):I(tag) (C(GET /v2/<path>/manifests/<tag>)) with the same
+    authentication as M(datarobot_mlops.management_agent.pps_image) (Basic, Docker token/Bearer, docker
+    C(config.json)), and returns whether it exists and its digest. No Docker daemon is needed.
+  - The C(agent_images) role uses it to skip building images that are already pushed, and to verify them.
+author:
+  - DataRobot MLOps collection maintainers (@datarobot-community)
+extends_documentation_fragment:
+  - datarobot_mlops.management_agent.registry_auth
+  - datarobot_mlops.management_agent.read_only
+options:
+  name:
+    description: Repository with registry host and optional port, e.g. C(registry.example.com/datarobot/mlops-management-agent).
+    type: str
+    required: true
+  tag:
+    description: Tag (or C(sha256:) digest) to look up.
+    type: str
+    required: true
+  retries:
+    description: Attempts on connection errors, 5xx and 429 answers, with exponential backoff.
+    type: int
+    default: 3
+  timeout:
+    description: Seconds to wait for an answer.
+    type: int
+    default: 60
+requirements:
+  - requests
+"""
+
+EXAMPLES = r"""
+- name: Is the management agent image pushed?
+  datarobot_mlops.management_agent.registry_image_info:
+    name: registry.example.com/datarobot/mlops-management-agent
+    tag: 9.2.0
+    username: "{{ registry_user }}"
+    password: "{{ registry_password }}"
+  register: agent_image
+
+- name: Say so
+  ansible.builtin.debug:
+    msg: "{{ agent_image.image }} is {{ agent_image.digest if agent_image.exists else 'missing' }}"
+"""
+
+RETURN = r"""
+exists:
+  description: Whether the registry has the tag.
+  returned: always
+  type: bool
+image:
+  description: The full reference looked up.
+  returned: always
+  type: str
+  sample: registry.example.com/datarobot/mlops-management-agent:9.2.0
+digest:
+  description: Manifest digest of the tag; empty when it does not exist.
+  returned: always
+  type: str
+  sample: sha256:5b0bcabd1ed22e9fb1310cf6c2dec7cdef19f0ad69efa1f392e94a4333501270
+media_type:
+  description: Media type of the manifest (image manifest or index); empty when the tag does not exist.
+  returned: always
+  type: str
+"""
+
+import hashlib
+import re
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._image_reference import (
+    InvalidReference,
+    Repository,
+    validate_tag,
+)
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._registry_client import (
+    HAS_REQUESTS,
+    Credentials,
+    RegistryClient,
+    RegistryError,
+    credentials_from_docker_config,
+)
+
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec=dict(
+            name=dict(type="str", required=True),
+            tag=dict(type="str", required=True),
+            username=dict(type="str"),
+            password=dict(type="str", no_log=True),
+            docker_config=dict(type="path"),
+            ca_path=dict(type="path"),
+            validate_certs=dict(type="bool", default=True),
+            insecure=dict(type="bool", default=False),
+            retries=dict(type="int", default=3),
+            timeout=dict(type="int", default=60),
+        ),
+        required_together=[("username", "password")],
+        supports_check_mode=True,
+    )
+    if not HAS_REQUESTS:
+        module.fail_json(msg=missing_required_lib("requests"))
+    params = module.params
+    try:
+        repository = Repository.parse(params["name"])
+        # Looking up "latest" is harmless; only pushing it is refused elsewhere.
+        reference = params["tag"] if _DIGEST.match(params["tag"]) or params["tag"] == "latest" else \
+            validate_tag(params["tag"])
+        credentials = Credentials(params["username"], params["password"]) if params["username"] else \
+            credentials_from_docker_config(repository.registry, params["docker_config"])
+        client = RegistryClient(repository.registry, credentials, ca_path=params["ca_path"],
+                                validate_certs=params["validate_certs"], insecure=params["insecure"],
+                                retries=params["retries"], timeout=params["timeout"])
+        found = client.manifest(repository.path, reference)
+    except (InvalidReference, RegistryError) as exc:
+        module.fail_json(msg=str(exc))
+    separator = "@" if reference.startswith("sha256:") else ":"
+    result = dict(changed=False, exists=found is not None, image=f"{repository}{separator}{reference}", digest="",
+                  media_type="")
+    if found is not None:
+        digest, media_type, body = found
+        result.update(digest=digest or f"sha256:{hashlib.sha256(body).hexdigest()}",
+                      media_type=media_type.split(";", 1)[0].strip())
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

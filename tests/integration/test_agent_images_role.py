@@ -1,0 +1,270 @@
+"""The agent_images role (and agent_tarball under it) on the rig: TLS registry, podman's Docker API.
+
+Every test uses its own VERSION tag and repository prefix, so tests sharing the rig never see each
+other's images; what they push is deleted from the registry and podman's store afterwards.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import tarfile
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import requests
+
+from ansible_cli import run_playbook
+from conftest import kubectl
+from fixtures.agent_tarball import build_agent_tarball
+from fixtures.image_archives import write_docker_archive
+
+PLAYBOOK = "playbooks/agent_images.yml"
+CHAINED = "tests/integration/playbooks/registry_and_agent_images.yml"
+PUBLISH = "Publish the agent image references for the chart"
+MAKE = "Build and push with the vendor Makefile"
+WOULD = "Report the images a real run would build and push"
+MANIFEST_TYPES = "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json"
+IMAGES = {"management_agent": "datarobot/mlops-management-agent", "tracking_agent": "datarobot/mlops-tracking-agent"}
+
+
+class Scenario:
+    """One test's version tag, repository prefix, tarball and cache; cleans the registry and podman after."""
+
+    def __init__(self, rig: dict[str, str], tmp_path: Path) -> None:
+        self.rig, self.tmp_path = rig, tmp_path
+        token = uuid.uuid4().hex[:8]
+        self.version = f"9.2.0-t{token}"
+        self.prefix = f"t{token}/"
+        self.cache = tmp_path / "cache"
+        self.tarball = build_agent_tarball(tmp_path / "in", self.version)
+        self.auth = (rig["RIG_REGISTRY_USER"], rig["RIG_REGISTRY_PASSWORD"])
+
+    def repo(self, key: str) -> str:
+        return self.prefix + IMAGES[key]
+
+    def registry_facts(self, **extra) -> dict:
+        return {"host": self.rig["RIG_REGISTRY"], "username": self.auth[0], "password": self.auth[1],
+                "ca_path": self.rig["RIG_REGISTRY_CA"], "validate_certs": True, "insecure": False,
+                "repositories": {key: self.repo(key) for key in IMAGES}, **extra}
+
+    def vars(self, **extra) -> dict:
+        return {"agent_tarball": str(self.tarball), "agent_tarball_cache_dir": str(self.cache),
+                "management_agent_registry": self.registry_facts(), **extra}
+
+    def manifest(self, key: str, tag: str | None = None) -> requests.Response:
+        return requests.get(f"https://{self.rig['RIG_REGISTRY']}/v2/{self.repo(key)}/manifests/{tag or self.version}",
+                            headers={"Accept": MANIFEST_TYPES}, auth=self.auth, verify=self.rig["RIG_REGISTRY_CA"],
+                            timeout=30)
+
+    def image_config(self, key: str) -> dict:
+        digest = self.manifest(key).json()["config"]["digest"]
+        return requests.get(f"https://{self.rig['RIG_REGISTRY']}/v2/{self.repo(key)}/blobs/{digest}", auth=self.auth,
+                            verify=self.rig["RIG_REGISTRY_CA"], timeout=30).json()
+
+    def local_images(self) -> list[str]:
+        """Images podman built for this version (the fixture Dockerfile labels them with it)."""
+        return subprocess.run(["docker", "images", "-aq", "--filter", f"label=org.opencontainers.image.version="
+                               f"{self.version}"], capture_output=True, text=True, check=False, timeout=60,
+                              env=os.environ).stdout.split()
+
+    def clean(self) -> None:
+        for key in IMAGES:
+            head = self.manifest(key)
+            if head.status_code == 200:  # a unique version: deleting its digest removes no one else's tag
+                requests.delete(f"https://{self.rig['RIG_REGISTRY']}/v2/{self.repo(key)}/manifests/"
+                                f"{head.headers['Docker-Content-Digest']}", auth=self.auth,
+                                verify=self.rig["RIG_REGISTRY_CA"], timeout=30)
+        for image_id in self.local_images():  # newest first; removing one also removes its untagged parents
+            subprocess.run(["docker", "rmi", "--force", image_id], capture_output=True, check=False, timeout=120,
+                           env=os.environ)
+
+
+@pytest.fixture
+def scenario(rig, tmp_path):
+    made = Scenario(rig, tmp_path)
+    yield made
+    made.clean()
+
+
+@pytest.fixture
+def registry_namespace(rig):
+    name = f"t-agent-images-{uuid.uuid4().hex[:6]}"
+    yield name
+    kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+def scratch_docker_configs() -> set[str]:
+    return {p.name for p in Path(tempfile.gettempdir()).glob("agent-images-docker-*")}
+
+
+def test_build_pushes_both_images_once_after_the_registry_stage(rig, scenario, registry_namespace):
+    """registry.yml then agent_images.yml, as site.yml chains them; the second run builds nothing."""
+    extra = {"registry_namespace": registry_namespace, "registry_host": rig["RIG_REGISTRY"],
+             "registry_username": rig["RIG_REGISTRY_USER"], "registry_password": rig["RIG_REGISTRY_PASSWORD"],
+             "registry_ca_path": rig["RIG_REGISTRY_CA"], "registry_path_prefix": scenario.prefix,
+             "agent_tarball": str(scenario.tarball), "agent_tarball_cache_dir": str(scenario.cache)}
+    configs_before = scratch_docker_configs()
+    started = time.monotonic()
+    first = run_playbook(CHAINED, extra_vars=extra, verbosity=3)
+    assert first.returncode == 0, first.failure() or first.stderr[-3000:]
+    assert rig["RIG_REGISTRY_PASSWORD"] not in first.stdout + first.stderr
+    assert scratch_docker_configs() == configs_before  # the login's docker config is gone
+    assert [r["changed"] for r in first.task(MAKE)["results"]] == [True, True]
+
+    host = rig["RIG_REGISTRY"]
+    published = first.task(PUBLISH)["ansible_facts"]["management_agent_agent_images"]
+    assert set(published) == {"management_agent", "tracking_agent"}
+    for key, entry in published.items():
+        repository = f"{host}/{scenario.prefix}{IMAGES[key]}"
+        response = scenario.manifest(key)
+        assert response.status_code == 200, response.text
+        assert entry == {"repository": repository, "tag": scenario.version, "image": f"{repository}:{scenario.version}",
+                         "digest": response.headers["Docker-Content-Digest"]}
+        # The version came from the tarball's chart (appVersion) and reached the image through the Makefile.
+        assert scenario.image_config(key)["config"]["Labels"]["org.opencontainers.image.version"] == scenario.version
+    print(f"first run (registry + build + push of two images): {time.monotonic() - started:.1f}s")
+
+    started = time.monotonic()
+    again = run_playbook(CHAINED, extra_vars=extra)
+    assert again.returncode == 0, again.failure()
+    assert again.changed == 0
+    assert all(r.get("skipped") for r in again.task(MAKE)["results"]) or again.task(MAKE).get("skipped")
+    assert again.task(PUBLISH)["ansible_facts"]["management_agent_agent_images"] == published
+    print(f"second run (nothing to do): {time.monotonic() - started:.1f}s")
+
+
+def test_present_verifies_and_names_what_is_missing(rig, scenario):
+    built = run_playbook(PLAYBOOK, extra_vars=scenario.vars())
+    assert built.returncode == 0, built.failure()
+    present = run_playbook(PLAYBOOK, extra_vars={**scenario.vars(), "agent_images_method": "present"})
+    assert present.returncode == 0 and present.changed == 0, present.failure()
+    assert present.task(PUBLISH)["ansible_facts"]["management_agent_agent_images"] == \
+        built.task(PUBLISH)["ansible_facts"]["management_agent_agent_images"]
+    # present needs no tarball: the version is given.
+    missing = f"9.2.0-missing-{uuid.uuid4().hex[:6]}"
+    absent = run_playbook(PLAYBOOK, extra_vars={"management_agent_registry": scenario.registry_facts(),
+                                                "agent_images_method": "present", "agent_images_version": missing})
+    assert absent.returncode != 0
+    message = absent.failure()
+    host = rig["RIG_REGISTRY"]
+    assert f"Not in the registry: {host}/{scenario.repo('management_agent')}:{missing}, " \
+           f"{host}/{scenario.repo('tracking_agent')}:{missing}." in message
+    assert "agent_images_method build" in message and "tracking_agent_enabled: false" in message
+
+
+def test_check_mode_builds_and_pushes_nothing(rig, scenario):
+    configs_before = scratch_docker_configs()
+    check = run_playbook(PLAYBOOK, extra_vars=scenario.vars(tracking_agent_enabled=False), check=True)
+    assert check.returncode == 0, check.failure()
+    would = check.task(WOULD)["results"]
+    assert [(r["item"]["key"], r["changed"]) for r in would] == [("management_agent", True)]
+    assert scenario.version in would[0]["msg"]
+    assert check.task(MAKE).get("skipped") or all(r.get("skipped") for r in check.task(MAKE)["results"])
+    assert scenario.manifest("management_agent").status_code == 404
+    assert scenario.manifest("tracking_agent").status_code == 404
+    assert scenario.local_images() == []
+    assert scratch_docker_configs() == configs_before
+    published = check.task(PUBLISH)["ansible_facts"]["management_agent_agent_images"]
+    assert list(published) == ["management_agent"] and published["management_agent"]["digest"] == ""
+    # The tarball was unpacked (the chart is needed in check mode too), into the cache only.
+    assert len(list(scenario.cache.iterdir())) == 1
+
+
+def test_tracking_agent_disabled_builds_only_the_management_agent(rig, scenario):
+    run = run_playbook(PLAYBOOK, extra_vars=scenario.vars(tracking_agent_enabled=False))
+    assert run.returncode == 0, run.failure()
+    assert list(run.task(PUBLISH)["ansible_facts"]["management_agent_agent_images"]) == ["management_agent"]
+    assert scenario.manifest("management_agent").status_code == 200
+    assert scenario.manifest("tracking_agent").status_code == 404
+
+
+def test_archive_pushes_docker_save_archives_without_a_daemon(rig, scenario, tmp_path):
+    archives = {key: write_docker_archive(tmp_path / f"{key}.tar.gz", [f"{IMAGES[key]}:{scenario.version}"],
+                                          [{f"opt/{key}/agent-info.txt": f"{key} {uuid.uuid4()}\n".encode()}],
+                                          compress=True) for key in IMAGES}
+    extra = {"management_agent_registry": scenario.registry_facts(), "agent_images_method": "archive",
+             "agent_images_version": scenario.version,
+             "agent_images_archives": {key: str(facts.path) for key, facts in archives.items()}}
+    check = run_playbook(PLAYBOOK, extra_vars=extra, check=True)
+    assert check.returncode == 0 and check.changed > 0, check.failure()
+    assert scenario.manifest("management_agent").status_code == 404
+    pushed = run_playbook(PLAYBOOK, extra_vars={**extra, "agent_images_docker_host": "unix:///nonexistent.sock"})
+    assert pushed.returncode == 0, pushed.failure()
+    published = pushed.task(PUBLISH)["ansible_facts"]["management_agent_agent_images"]
+    for key, facts in archives.items():
+        response = scenario.manifest(key)
+        assert response.status_code == 200 and response.json()["config"]["digest"] == facts.config_digest
+        assert published[key]["digest"] == response.headers["Docker-Content-Digest"]
+    again = run_playbook(PLAYBOOK, extra_vars=extra)
+    assert again.returncode == 0 and again.changed == 0
+    assert rig["RIG_REGISTRY_PASSWORD"] not in pushed.stdout + pushed.stderr + again.stdout
+
+
+def evil_tarball(path: Path) -> Path:
+    """An agent tarball that also carries `../evil`: written next to the cache entry if extracted naively."""
+    top = "datarobot-mlops-agent-9.2.0"
+    members = [(f"{top}/tools/charts/datarobot-management-agent/Chart.yaml", b"appVersion: 9.2.0\n"),
+               ("../evil", b"owned\n"), (f"{top}/tools/bosun_docker/Makefile", b"push:\n\ttouch /tmp/owned\n")]
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_unsafe_tarball_is_refused_and_nothing_is_written(rig, scenario, tmp_path):
+    tarball = evil_tarball(tmp_path / "datarobot-mlops-agent-9.2.0.tar.gz")
+    run = run_playbook(PLAYBOOK, extra_vars=scenario.vars(agent_tarball=str(tarball)))
+    assert run.returncode != 0
+    assert "Refusing agent tarball" in run.failure() and "'../evil'" in run.failure()
+    assert not scenario.cache.exists() or list(scenario.cache.iterdir()) == []
+    assert not (tmp_path / "evil").exists() and not (scenario.cache / "evil").exists()
+
+
+def test_bad_inputs_fail_before_anything_is_touched(rig, scenario, tmp_path):
+    def failure(**extra) -> str:
+        run = run_playbook(PLAYBOOK, extra_vars=scenario.vars(**extra))
+        assert run.returncode != 0
+        assert not scenario.cache.exists(), "the tarball was unpacked before the checks"
+        return run.failure()
+
+    assert "Refusing agent_images_version 'latest'" in failure(agent_images_version="latest")
+    assert "agent_images_method" in failure(agent_images_method="docker")  # argument spec: not one of the choices
+    openshift = {"host": rig["RIG_REGISTRY"], "repositories": {"management_agent": "datarobot-mlops/mlops-management-agent",
+                                                               "tracking_agent": "datarobot-mlops/mlops-tracking-agent"}}
+    message = failure(management_agent_registry=openshift)
+    assert "do not end with that" in message and "agent_images_method: archive" in message
+    assert "needs agent_images_archives.management_agent" in failure(agent_images_method="archive")
+    assert "needs registry facts with a host" in failure(management_agent_registry={})
+
+    truncated = tmp_path / "truncated.tar.gz"
+    truncated.write_bytes(scenario.tarball.read_bytes()[:300])
+    run = run_playbook(PLAYBOOK, extra_vars=scenario.vars(agent_tarball=str(truncated)))
+    assert "truncated or corrupt" in run.failure()
+    run = run_playbook(PLAYBOOK, extra_vars=scenario.vars(agent_tarball=str(tmp_path / "missing.tar.gz")))
+    assert "does not exist" in run.failure()
+
+
+def test_build_without_a_docker_api_says_what_to_do(rig, scenario):
+    run = run_playbook(PLAYBOOK, extra_vars=scenario.vars(agent_images_docker_host="unix:///nonexistent.sock"))
+    assert run.returncode != 0
+    message = run.failure()
+    assert "need the docker CLI and a Docker API" in message and "unix:///nonexistent.sock" in message
+    assert "agent_images_method: archive" in message and "present" in message
+    assert scenario.manifest("management_agent").status_code == 404
+
+
+def test_rejected_credentials_are_named_without_the_password(rig, scenario):
+    wrong = f"wrong-{uuid.uuid4().hex}"
+    run = run_playbook(PLAYBOOK, extra_vars=scenario.vars(management_agent_registry=scenario.registry_facts(
+        password=wrong)), verbosity=3)
+    assert run.returncode != 0
+    message = run.task("Which images the registry has already")["results"][0]["msg"]
+    assert f"Registry {rig['RIG_REGISTRY']} rejected the credentials for user 'rig'" in message
+    assert wrong not in run.stdout + run.stderr
