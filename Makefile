@@ -10,7 +10,7 @@ PYTEST := $(BIN)/pytest -ra
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help setup test unit lint sanity ansible-lint packaging integration demo bench rig-up rig-down rig-status clean
+.PHONY: help setup test unit lint sanity ansible-lint packaging integration reliability-report demo bench rig-up rig-down rig-status clean
 
 help:
 	@echo "make demo      bring up the local rig and run site.yml against it"
@@ -48,6 +48,11 @@ packaging: setup
 
 integration: setup rig-up
 	$(PYTEST) tests/integration
+	$(BIN)/python tests/reliability_report.py
+
+# The reliability suite alone (part of `make integration` too), then its table.
+reliability-report: setup rig-up
+	$(PYTEST) tests/integration/reliability; $(BIN)/python tests/reliability_report.py
 
 rig-up: setup
 	$(RIG) up $(if $(RIG_FLAVOUR),--flavour $(RIG_FLAVOUR))
@@ -60,6 +65,7 @@ rig-status: setup
 
 demo: rig-up
 	source .rig/env && $(BIN)/python tests/rig/demo_archive.py "$$RIG_DIR/demo/datarobot-portable-prediction-api-9.2.0.tar.gz" \
+	  && $(BIN)/python tests/fixtures/agent_tarball.py "$$RIG_DIR/demo" \
 	  && $(BIN)/ansible-playbook site.yml -i inventories/local
 
 bench: setup

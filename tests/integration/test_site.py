@@ -1,0 +1,136 @@
+"""site.yml end to end on the rig: the local inventory, check mode, a fleet, each stage alone, a bad inventory."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+from ansible_cli import REPO, run_playbook
+from conftest import kubectl
+from snapshot import snapshot
+
+STAGES = ["preflight", "ingress", "registry", "openshift", "pps_image", "agent_images", "prediction_environment",
+          "management_agent"]
+
+
+@pytest.fixture(scope="module")
+def demo_archives(rig):
+    """What `make demo` writes: the PPS stand-in and the fixture agent tarball."""
+    demo = Path(rig["RIG_DIR"]) / "demo"
+    python = str(REPO / ".venv" / "bin" / "python")
+    subprocess.run([python, str(REPO / "tests/rig/demo_archive.py"),
+                    str(demo / "datarobot-portable-prediction-api-9.2.0.tar.gz")], check=True, timeout=120)
+    subprocess.run([python, str(REPO / "tests/fixtures/agent_tarball.py"), str(demo)], check=True, timeout=120,
+                   capture_output=True)
+    return demo
+
+
+def fresh_namespace(prefix: str) -> str:
+    return f"t-{prefix}-{uuid.uuid4().hex[:6]}"
+
+
+def cleanup(namespace: str, release: str = "bosun") -> None:
+    subprocess.run([os.environ["HELM"], "uninstall", release, "-n", namespace, "--wait", "--timeout", "120s"],
+                   capture_output=True, check=False, timeout=180)
+    kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+def release_revision(namespace: str, release: str = "bosun") -> int:
+    proc = subprocess.run([os.environ["HELM"], "status", release, "-n", namespace, "-o", "json"],
+                          capture_output=True, text=True, check=True, timeout=60)
+    status = json.loads(proc.stdout)
+    assert status["info"]["status"] == "deployed"
+    return status["version"]
+
+
+def test_local_inventory_converges_and_stays_converged(rig, demo_archives):
+    namespace = fresh_namespace("site")
+    try:
+        first = run_playbook("site.yml", extra_vars={"management_agent_namespace": namespace})
+        assert first.returncode == 0, first.failure() + first.stderr[-3000:]
+        summary = "\n".join(first.task("What this run left on the cluster")["msg"])
+        assert f"bosun in {namespace}, revision 1, deployed" in summary
+        assert "sha256:" in summary and "prediction environment: " in summary
+        assert release_revision(namespace) == 1
+        second = run_playbook("site.yml", extra_vars={"management_agent_namespace": namespace})
+        assert second.returncode == 0 and second.changed == 0, [
+            task["task"]["name"] for play in second.document["plays"] for task in play["tasks"]
+            if any(host.get("changed") for host in task["hosts"].values())]
+        before = snapshot([namespace, "ingress-mlops"])
+        checked = run_playbook("site.yml", extra_vars={"management_agent_namespace": namespace}, check=True, diff=True)
+        assert checked.returncode == 0 and checked.changed == 0, checked.failure()
+        assert snapshot([namespace, "ingress-mlops"]) == before
+        assert release_revision(namespace) == 1
+    finally:
+        cleanup(namespace)
+
+
+def test_check_mode_on_a_fresh_namespace_changes_nothing(rig, demo_archives):
+    namespace = fresh_namespace("sitecheck")
+    before = snapshot([namespace, "ingress-mlops"])
+    checked = run_playbook("site.yml", extra_vars={"management_agent_namespace": namespace}, check=True, diff=True)
+    try:
+        assert checked.returncode == 0, checked.failure() + checked.stderr[-3000:]
+        assert checked.changed > 0
+        assert snapshot([namespace, "ingress-mlops"]) == before
+    finally:
+        cleanup(namespace)
+
+
+def test_fleet_runs_clusters_side_by_side_and_one_failure_stays_its_own(rig, demo_archives, tmp_path):
+    inventory = tmp_path / "fleet"
+    inventory.mkdir()
+    (inventory / "group_vars").symlink_to(REPO / "inventories/local/group_vars")
+    names = {host: fresh_namespace(host) for host in ("east", "west", "broken")}
+    hosts = {host: {"ansible_connection": "local", "ansible_python_interpreter": "{{ ansible_playbook_python }}",
+                    "management_agent_namespace": namespace, "management_agent_release_name": f"bosun-{host}"}
+             for host, namespace in names.items()}
+    hosts["broken"]["management_agent_outfacing_url_root"] = ""  # fails at the last stage's checks
+    (inventory / "hosts.yml").write_text(json.dumps({"clusters": {"hosts": hosts}}))
+    try:
+        run = run_playbook("site.yml", inventory=str(inventory))
+        stats = run.document["stats"]
+        assert stats["east"]["failures"] == 0 and stats["west"]["failures"] == 0, run.failure()
+        assert stats["broken"]["failures"] == 1
+        assert release_revision(names["east"], "bosun-east") == 1
+        assert release_revision(names["west"], "bosun-west") == 1
+        assert subprocess.run([os.environ["HELM"], "status", "bosun-broken", "-n", names["broken"]],
+                              capture_output=True, check=False, timeout=60).returncode != 0
+    finally:
+        for host, namespace in names.items():
+            cleanup(namespace, f"bosun-{host}")
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_each_stage_playbook_runs_alone(rig, demo_archives, stage):
+    namespace = fresh_namespace(stage.replace("_", ""))
+    extra = {"management_agent_namespace": namespace}
+    if stage == "management_agent":  # alone, it is given what the earlier stages would have published
+        extra.update(management_agent_prediction_environment_id="65f1c2a9e4b0a1b2c3d4e5f6",
+                     management_agent_agent_images={
+                         "management_agent": {"repository": "registry.invalid/agent", "tag": "9.2.0"},
+                         "tracking_agent": {"repository": "registry.invalid/tracking", "tag": "9.2.0"}})
+    try:
+        run = run_playbook(f"playbooks/{stage}.yml", extra_vars=extra)
+        assert run.returncode == 0, run.failure() + run.stderr[-2000:]
+        again = run_playbook(f"playbooks/{stage}.yml", extra_vars=extra)
+        assert again.returncode == 0 and again.changed == 0
+    finally:
+        cleanup(namespace)
+
+
+def test_bad_inventory_fails_at_argument_validation_before_anything(rig, demo_archives):
+    namespace = fresh_namespace("badinv")
+    run = run_playbook("site.yml", extra_vars={"management_agent_namespace": namespace,
+                                               "management_agent_registry_vendor": "quay"})
+    assert run.returncode != 0
+    failed = [task["task"]["name"] for play in run.document["plays"] for task in play["tasks"]
+              if any(host.get("failed") for host in task["hosts"].values())]
+    assert failed and "Validating arguments against arg spec" in failed[0], failed
+    assert "registry_vendor" in run.failure() and "quay" in run.failure()
+    assert kubectl("get", "namespace", namespace, check=False).returncode != 0

@@ -1,0 +1,99 @@
+"""Snapshot what a --check run must not change, as JSON: compare two snapshots for equality.
+
+Cluster: namespaces (but other tests' t-*); every listable object in the given namespaces and every cluster-scoped
+RBAC object and IngressClass, by kind/name with resourceVersion; helm releases with revision and status. Registries:
+tags and manifest digests of the four repositories a site run uses, in the rig's TLS and HTTP registries. DataRobot: the fake's prediction environments.
+Used by the Molecule check scenario and the reliability suite. Reads the rig's environment (.rig/env).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from typing import Any
+
+import requests
+
+CLUSTER_KINDS = "clusterroles,clusterrolebindings,ingressclasses,namespaces"
+# The repositories a site run pushes to (other tests push to repositories of their own).
+OUR_REPOSITORIES = ("datarobot/mlops-management-agent", "datarobot/mlops-tracking-agent",
+                    "datarobot/datarobot-portable-prediction-api", "mlops/frozen-models")
+
+
+def _run(*argv: str) -> str:
+    return subprocess.run(argv, capture_output=True, text=True, check=True, timeout=120).stdout
+
+
+def _objects(*args: str, skip_namespaces: tuple[str, ...] = ()) -> list[str]:
+    items = json.loads(_run(os.environ["KUBECTL"], "get", *args, "-o", "json"))["items"]
+    # Other tests' namespaces (t-...) come and go; the ones asked for are always kept.
+    items = [item for item in items if not (item["kind"] == "Namespace" and item["metadata"]["name"].startswith("t-")
+                                            and item["metadata"]["name"] not in skip_namespaces)]
+    return sorted(f"{item['kind']}/{item['metadata'].get('namespace', '')}/{item['metadata']['name']}"
+                  f"@{item['metadata'].get('resourceVersion')}" for item in items)
+
+
+def cluster(namespaces: list[str]) -> dict[str, Any]:
+    kinds = _run(os.environ["KUBECTL"], "api-resources", "--namespaced=true", "--verbs=list", "-o", "name").split()
+    # Events and leases move on their own; they are not ours to keep still.
+    kinds = [kind for kind in kinds if kind.split(".")[0] not in ("events", "leases")]
+    existing = set(_run(os.environ["KUBECTL"], "get", "namespaces", "-o", "name").split())
+    snapshot: dict[str, Any] = {"cluster": _objects(CLUSTER_KINDS, skip_namespaces=tuple(namespaces))}
+    for namespace in namespaces:
+        snapshot[namespace] = (_objects(",".join(kinds), "-n", namespace)
+                               if f"namespace/{namespace}" in existing else "absent")
+    releases = json.loads(_run(os.environ["HELM"], "list", "--all-namespaces", "--all", "-o", "json"))
+    snapshot["helm"] = sorted(f"{r['namespace']}/{r['name']}@{r['revision']}:{r['status']}" for r in releases
+                              if not r["namespace"].startswith("t-") or r["namespace"] in namespaces)
+    return snapshot
+
+
+def registry(address: str, secure: bool) -> dict[str, list[str]]:
+    session = requests.Session()
+    verify: Any = os.environ["RIG_REGISTRY_CA"] if secure else False
+    auth = (os.environ["RIG_REGISTRY_USER"], os.environ["RIG_REGISTRY_PASSWORD"]) if secure else None
+    base = f"{'https' if secure else 'http'}://{address}/v2"
+    accept = ", ".join(["application/vnd.docker.distribution.manifest.v2+json",
+                        "application/vnd.oci.image.manifest.v1+json",
+                        "application/vnd.docker.distribution.manifest.list.v2+json",
+                        "application/vnd.oci.image.index.v1+json"])
+    answer = session.get(f"{base}/_catalog?n=1000", auth=auth, verify=verify, timeout=30)
+    answer.raise_for_status()
+    repositories = answer.json()
+    result = {}
+    for repository in repositories.get("repositories") or []:
+        if repository not in OUR_REPOSITORIES:
+            continue
+        tags = session.get(f"{base}/{repository}/tags/list", auth=auth, verify=verify, timeout=30).json()
+        digests = []
+        for tag in tags.get("tags") or []:
+            head = session.head(f"{base}/{repository}/manifests/{tag}", auth=auth, verify=verify, timeout=30,
+                                headers={"Accept": accept})
+            digests.append(f"{tag}@{head.headers.get('Docker-Content-Digest')}")
+        result[repository] = sorted(digests)
+    return result
+
+
+def datarobot() -> list[str]:
+    url: str | None = os.environ["DATAROBOT_ENDPOINT"].rstrip("/") + "/predictionEnvironments/?limit=100"
+    items = []
+    while url:
+        answer = requests.get(url, headers={"Authorization": f"Token {os.environ['DATAROBOT_API_TOKEN']}"},
+                              verify=os.environ["DATAROBOT_CA_PATH"], timeout=30)
+        answer.raise_for_status()
+        page = answer.json()
+        items += page.get("data", [])
+        url = page.get("next")
+    return sorted(json.dumps(item, sort_keys=True) for item in items)
+
+
+def snapshot(namespaces: list[str]) -> dict[str, Any]:
+    return {**cluster(namespaces), "registry": registry(os.environ["RIG_REGISTRY"], True),
+            "insecure_registry": registry(os.environ["RIG_INSECURE_REGISTRY"], False), "datarobot": datarobot()}
+
+
+if __name__ == "__main__":
+    with open(sys.argv[1], "w", encoding="utf-8") as out:
+        json.dump(snapshot(sys.argv[2:]), out, indent=1, sort_keys=True)
