@@ -105,6 +105,9 @@ class Archive:
             raise ArchiveError(f"{path} does not exist or is not a file.")
         with open(path, "rb") as probe:
             magic = probe.read(512)
+        if not magic:
+            raise ArchiveError(f"{path} is empty (0 bytes): the download or copy did not finish. Copy the archive "
+                               "again and compare its checksum.")
         gzipped = magic.startswith(GZIP_MAGIC)
         if not gzipped and not (len(magic) == 512 and magic[257:262] == b"ustar"):
             raise ArchiveError(f"{path} is neither a tar archive nor gzip-compressed (unknown format): give the "

@@ -87,7 +87,8 @@ class PredictionEnvironments:
         if environment_id:
             found = self.client.prediction_environment(environment_id)
             if found is None:
-                raise InvalidRequest(f"No prediction environment has id {environment_id} at {self.client.base}.")
+                raise InvalidRequest(f"No prediction environment has id {environment_id} at {self.client.base}: "
+                                     "check the id, or leave it out to find or create the environment by name.")
             return found
         matches = [e for e in self.client.prediction_environments(search=name) if e.get("name") == name]
         if len(matches) > 1:

@@ -35,6 +35,7 @@ MANIFEST_TYPES = ("application/vnd.oci.image.manifest.v1+json",
                   "application/vnd.oci.image.index.v1+json",
                   "application/vnd.docker.distribution.manifest.list.v2+json")
 _CHALLENGE = re.compile(r'(\w+)="([^"]*)"')
+PLAIN_HTTP_ANSWERS = ("wrong version number", "record layer failure")  # what OpenSSL says when HTTP answers a hello
 
 
 class RegistryError(Exception):
@@ -202,7 +203,12 @@ class RegistryClient:
                                                data=data, timeout=(15, self.timeout), allow_redirects=True,
                                                verify=self.verify)
             except SSLError as exc:
-                raise RegistryError(f"TLS with registry {self.registry} failed: {_reason(exc)}. Is its CA trusted? "
+                reason = _reason(exc)
+                if reason in PLAIN_HTTP_ANSWERS:
+                    raise RegistryError(f"TLS with registry {self.registry} failed: {reason}: it answers in plain "
+                                        "HTTP. If it is an HTTP registry, set insecure: true; otherwise check the "
+                                        "port.") from exc
+                raise RegistryError(f"TLS with registry {self.registry} failed: {reason}. Is its CA trusted? "
                                     "Pass ca_path, or validate_certs: false for a test registry.") from exc
             except RequestException as exc:
                 if attempt == attempts:
@@ -357,7 +363,7 @@ def _reason(exc: Exception) -> str:
     tls = re.search(r"certificate verify failed: [^'(]*|wrong version number|record layer failure", text)
     if tls:
         return tls.group(0).strip()
-    refused = re.search(r"\[Errno -?\d+\] [^'\\)]*", text)
+    refused = re.search(r"\[Errno -?\d+\] [^'\"\\)]*", text)
     if refused:
         return refused.group(0).strip()
     for marker in ("Caused by ", "Max retries exceeded with url"):
