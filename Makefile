@@ -10,10 +10,12 @@ PYTEST := $(BIN)/pytest -ra
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help setup test unit lint sanity ansible-lint packaging integration reliability-report demo bench rig-up rig-down rig-status clean
+.PHONY: help setup test unit lint sanity ansible-lint packaging integration molecule docs reliability-report demo bench rig-up rig-down rig-status clean
 
 help:
 	@echo "make demo      bring up the local rig and run site.yml against it"
+	@echo "make docs      the collection's module and role pages (antsibull-docs) in docs/build/"
+	@echo "make reliability-report  the reliability suite and its table"
 	@echo "make test      every suite: unit, lint + sanity, packaging, integration on the rig"
 	@echo "make setup     .venv with the pinned tool chain; links the checkout as the collection"
 	@echo "make rig-up | rig-down | rig-status   the local rig of real parts (tests/rig)"
@@ -30,7 +32,7 @@ $(LINK):
 	mkdir -p $(dir $@)
 	ln -sfn ../../.. $@
 
-test: unit lint packaging integration
+test: unit lint packaging integration molecule
 
 unit: setup
 	$(PYTEST) tests/unit
@@ -49,6 +51,17 @@ packaging: setup
 integration: setup rig-up
 	$(PYTEST) tests/integration
 	$(BIN)/python tests/reliability_report.py
+
+# Molecule scenarios (extensions/molecule: default, openshift, check) on the rig, delegated driver.
+molecule: setup rig-up
+	source .rig/env && PATH=$(BIN):$$PATH $(BIN)/molecule test --all
+
+# The collection's module and role pages as RST (antsibull-docs), into docs/build/.
+docs: setup
+	rm -rf docs/build && mkdir -p docs/build
+	PATH=$(BIN):$$PATH $(BIN)/antsibull-docs collection --use-current --fail-on-error --dest-dir docs/build \
+	  datarobot_mlops.management_agent
+	@echo "docs/build/collections/datarobot_mlops/management_agent/index.rst"
 
 # The reliability suite alone (part of `make integration` too), then its table.
 reliability-report: setup rig-up

@@ -1,4 +1,8 @@
-"""Write the demo's stand-in for the vendor's PPS archive (a small, real docker-save .tar.gz)."""
+"""Write the demo's stand-in for the vendor's PPS archive (a small, real docker-save .tar.gz).
+
+`demo_archive.py PATH [IMAGE]`: another image name writes a stand-in for a `docker save` of the agent images
+(the OpenShift inventory pushes those with agent_images_method archive).
+"""
 
 from __future__ import annotations
 
@@ -15,9 +19,10 @@ def main() -> None:
     if target.exists():
         return
     target.parent.mkdir(parents=True, exist_ok=True)
-    layers = [{"opt/datarobot/pps/README": b"Portable Prediction Server stand-in for the local demo\n"},
-              {"opt/datarobot/pps/model/weights.bin": bytes(range(256)) * 4096}]
-    write_docker_archive(target, ["datarobot/datarobot-portable-prediction-api:9.2.0"], layers, compress=True)
+    image = sys.argv[2] if len(sys.argv) > 2 else "datarobot/datarobot-portable-prediction-api:9.2.0"
+    layers = [{"opt/datarobot/README": f"{image} stand-in for the local demo\n".encode()},
+              {"opt/datarobot/model/weights.bin": bytes(range(256)) * 4096}]
+    write_docker_archive(target, [image], layers, compress=True)
     print(f"wrote {target}")
 
 
