@@ -17,7 +17,8 @@ from urllib.parse import urljoin
 
 try:
     import requests
-    from requests.exceptions import RequestException, SSLError
+    from requests.exceptions import ConnectTimeout, RequestException, SSLError
+    from urllib3.exceptions import NewConnectionError
     HAS_REQUESTS = True
 except ImportError:
     HAS_REQUESTS = False
@@ -31,6 +32,12 @@ class DataRobotError(Exception):
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+
+
+def _never_sent(exc: "RequestException") -> bool:
+    """The connection was never made (refused, unreachable, connect timeout): the server saw nothing."""
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    return isinstance(exc, ConnectTimeout) or isinstance(reason, NewConnectionError)
 
 
 def api_base(endpoint: str) -> str:
@@ -55,7 +62,8 @@ class DataRobotClient:
                                      "User-Agent": "datarobot_mlops.management_agent"})
 
     def request(self, method: str, path: str, *, body: Any = None, params: dict[str, Any] | None = None,
-                expected: tuple[int, ...] = (200,)) -> Any:
+                expected: tuple[int, ...] = (200,), idempotent: bool = True) -> Any:
+        """`idempotent=False` (a create): never sent twice once it may have reached the server."""
         url = path if path.startswith("http") else urljoin(self.base, path)
         for attempt in range(1, self.retries + 1):
             try:
@@ -65,6 +73,11 @@ class DataRobotClient:
                 raise DataRobotError(f"TLS with DataRobot at {self.base} failed: is its CA trusted? Pass ca_path, "
                                      "or validate_certs: false for a test instance.") from exc
             except RequestException as exc:
+                if not idempotent and not _never_sent(exc):
+                    raise DataRobotError(f"DataRobot at {self.base} did not answer {method} {path} "
+                                         f"({type(exc).__name__}; timeout {self.timeout}s) after receiving it, so it "
+                                         "may have carried it out. Not sent again, which could make a duplicate: run "
+                                         "again, the result is then found by name.") from exc
                 if attempt == self.retries:
                     raise DataRobotError(f"Cannot reach DataRobot at {self.base} (tried {attempt} times): "
                                          f"{type(exc).__name__}. Check the endpoint and the network.") from exc
@@ -128,7 +141,7 @@ class DataRobotClient:
             raise
 
     def create_prediction_environment(self, body: dict[str, Any]) -> dict[str, Any]:
-        return self.request("POST", "predictionEnvironments/", body=body, expected=(201,))
+        return self.request("POST", "predictionEnvironments/", body=body, expected=(201,), idempotent=False)
 
     def update_prediction_environment(self, environment_id: str, body: dict[str, Any]) -> dict[str, Any]:
         return self.request("PATCH", f"predictionEnvironments/{environment_id}/", body=body)

@@ -48,6 +48,9 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
 
 MASK = "********"
 PENDING = ("pending-install", "pending-upgrade", "pending-rollback", "uninstalling")
+# What helm says when another client got to the release first (its status check and revision write race).
+BUSY_ERRORS = re.compile(r"another operation \(install/upgrade/rollback\) is in progress|release: already exists|"
+                         r"cannot re-use a name that is still in use", re.I)
 WORKLOADS = ("Deployment", "StatefulSet", "DaemonSet")
 REMOVE = object()  # a drift repaired by removing the live field
 
@@ -648,16 +651,31 @@ class Reconciler:
         return next((revision for revision in reversed(history) if revision.status == "deployed"), None)
 
     def _guard(self, spec: ReleaseSpec, history: Sequence[Revision]) -> None:
+        message = self._pending(spec, history)
+        if message:
+            raise ReleaseBusy(message)
+
+    def _pending(self, spec: ReleaseSpec, history: Sequence[Revision]) -> str | None:
         if not history or history[-1].status not in PENDING:
-            return
+            return None
         latest, good = history[-1], self._last_deployed(history)
         fix = (f"helm rollback {spec.name} {good.revision} -n {spec.namespace}" if good
                else f"helm uninstall {spec.name} -n {spec.namespace}")
-        raise ReleaseBusy(
-            f"Another operation is in progress on release {spec.name} in namespace {spec.namespace} (status "
-            f"{latest.status}, revision {latest.revision}, since {latest.updated}). Wait for it to finish and run "
-            f"again. If nothing else is working on it (an interrupted run leaves this status behind), recover with: "
-            f"{fix}")
+        return (f"Another operation is in progress on release {spec.name} in namespace {spec.namespace} (status "
+                f"{latest.status}, revision {latest.revision}, since {latest.updated}). Wait for it to finish and run "
+                f"again. If nothing else is working on it (an interrupted run leaves this status behind), recover "
+                f"with: {fix}")
+
+    def _overtaken(self, spec: ReleaseSpec, error: HelmError) -> ReleaseBusy:
+        """Another client wrote the release between our check and our helm command: its revision is left alone."""
+        history = self._history(spec)
+        message = self._pending(spec, history)
+        if message is None:
+            now = f" It is now at revision {history[-1].revision} ({history[-1].status})." if history else ""
+            message = (f"Another operation is in progress on release {spec.name} in namespace {spec.namespace}: it "
+                       f"changed the release while this run was about to ({error.stderr or error}).{now} Nothing was "
+                       "rolled back; run again to apply this run's values.")
+        return ReleaseBusy(message)
 
     def _live_drift(self, documents: Sequence[Mapping[str, Any]], namespace: str) -> tuple[list[Drift],
                                                                                            dict[Any, Any]]:
@@ -863,6 +881,8 @@ class Reconciler:
                 if waiting:
                     problem = "; ".join(waiting) + f" (waited up to {spec.wait_timeout}s)"
         except HelmError as exc:
+            if BUSY_ERRORS.search(exc.stderr or str(exc)):
+                raise self._overtaken(spec, exc) from exc  # the new revision is not ours: never roll it back
             problem = str(exc)
         if problem is None:
             return
