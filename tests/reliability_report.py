@@ -25,7 +25,7 @@ def main() -> int:
     by_category = defaultdict(list)
     for record in records:
         by_category[record["category"]].append(record)
-    width = max(len(label) for category, label in ROWS)
+    width = max(len(row[1]) for row in ROWS)
     print(f"{'':{width}}  {'tried':>6}  {'held':>6}  {'count':>6}")
     for category, label in ROWS:
         rows = by_category.get(category, [])
