@@ -526,9 +526,6 @@ def test_check_mode_on_a_fresh_namespace_changes_nothing(site, ledger):
     assert not leaks, leaks
 
 
-@pytest.mark.xfail(strict=True, reason="the registry and management_agent roles skip, in check mode, the tasks that "
-                   "write into a namespace the same run would create (a dry run cannot create objects in a namespace "
-                   "that does not exist), so --check on a fresh namespace does not report them")
 def test_check_mode_on_a_fresh_namespace_reports_every_task_the_real_run_changes(site, ledger):
     """The check run and the real run that followed it in the same fresh namespace. Only tasks the check run missed
     count: one it reports extra (the management_agent role's namespace, which the real run's registry stage had
