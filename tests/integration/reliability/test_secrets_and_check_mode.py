@@ -55,7 +55,7 @@ from conftest import kubectl
 from snapshot import OUR_REPOSITORIES, snapshot
 from test_agent_images_role import Scenario
 from test_openshift_role import INTERNAL, login, ocp_vars
-from test_site import STAGES, cleanup, demo_archives, fresh_namespace  # noqa: F401 (demo_archives is a fixture)
+from test_site import STAGES, cleanup, demo_archives, fresh_namespace  # noqa: F401 pylint: disable=unused-import
 
 SITE = "site.yml"
 REGISTRY = "playbooks/registry.yml"
@@ -335,13 +335,13 @@ def _ours(key: str, entry: str, namespaces: list[str]) -> bool:
     if key == "helm":
         return entry.split("/", 1)[0] in namespaces
     if key == "cluster":
-        kind, _, rest = entry.partition("//")
+        kind, rest = entry.split("//", 1) if "//" in entry else (entry, "")
         name = rest.rsplit("@", 1)[0]
         if kind == "Namespace":
             return name in namespaces
         return name.startswith(INGRESS_RELEASE) or name == "mlops" or any(ns in name for ns in namespaces)
     if key in ("registry", "insecure_registry"):
-        repository, _, tag = entry.partition(":")
+        repository, tag = entry.split(":", 1) if ":" in entry else (entry, "")
         return repository in OUR_REPOSITORIES and (tag == "(repository)" or tag.startswith(SITE_TAG + "@"))
     if key == "datarobot":
         return json.loads(entry).get("name") == ENVIRONMENT_NAME
@@ -618,7 +618,7 @@ def test_openshift_service_account_token_never_shows(openshift_rig, ledger, tmp_
             problems += record_secrets(ledger, run, canaries)
             if label.endswith("second run"):
                 tasks = sorted(changed_tasks(run.run))
-                ledger.record("idempotence", label.split(",")[0], held=run.changed == 0, detail="; ".join(tasks)[:300],
+                ledger.record("idempotence", label.split(",", maxsplit=1)[0], held=run.changed == 0, detail="; ".join(tasks)[:300],
                               count=run.changed)
                 problems += [f"{label}: changed {tasks}"] if run.changed else []
         assert any(canary.user == "serviceaccount" for canary in canaries), "no ServiceAccount token was read"
