@@ -27,11 +27,15 @@ PLAYBOOK = "playbooks/agent_images.yml"
 CHAINED = "tests/integration/playbooks/registry_and_agent_images.yml"
 PUBLISH = "Publish the agent image references for the chart"
 MAKE = "Build and push with the vendor Makefile"
+
+
 def check_mode_report(run):
     """In check mode the build task's namesake (a report) runs; the real build task is skipped."""
     return [task["hosts"] for play in run.document["plays"] for task in play["tasks"]
             if task["task"]["name"].endswith(MAKE) and "results" in next(iter(task["hosts"].values()))
             and not next(iter(task["hosts"].values())).get("skipped")]
+
+
 MANIFEST_TYPES = "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json"
 IMAGES = {"management_agent": "datarobot/mlops-management-agent", "tracking_agent": "datarobot/mlops-tracking-agent"}
 
