@@ -19,7 +19,7 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping
 from urllib.parse import urlencode, urljoin, urlparse
 
 try:
@@ -50,6 +50,17 @@ class RegistryAuthError(RegistryError):
 class Credentials:
     username: str
     password: str = field(repr=False)
+
+
+# The options of the registry_auth doc fragment, as an argument spec (modules add retries and timeout).
+REGISTRY_AUTH_ARGUMENT_SPEC: dict[str, dict[str, Any]] = dict(
+    username=dict(type="str"),
+    password=dict(type="str", no_log=True),
+    docker_config=dict(type="path"),
+    ca_path=dict(type="path"),
+    validate_certs=dict(type="bool", default=True),
+    insecure=dict(type="bool", default=False),
+)
 
 
 def credentials_from_docker_config(registry: str, path: str | None = None) -> Credentials | None:
@@ -356,6 +367,15 @@ class RegistryClient:
                               scopes=(f"repository:{repository}:pull,push",), expected={201},
                               headers={"Content-Type": media_type}, data=body)
         return answer.headers.get("Docker-Content-Digest", "")
+
+
+def client_from_params(registry: str, params: Mapping[str, Any]) -> tuple["RegistryClient", Credentials | None]:
+    """The client a module's registry_auth options (plus retries and timeout) describe, and its credentials."""
+    credentials = Credentials(params["username"], params["password"]) if params["username"] else \
+        credentials_from_docker_config(registry, params["docker_config"])
+    client = RegistryClient(registry, credentials, ca_path=params["ca_path"], validate_certs=params["validate_certs"],
+                            insecure=params["insecure"], retries=params["retries"], timeout=params["timeout"])
+    return client, credentials
 
 
 def _reason(exc: Exception) -> str:

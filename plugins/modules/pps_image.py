@@ -209,10 +209,11 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
 )
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._registry_client import (
     HAS_REQUESTS,
+    REGISTRY_AUTH_ARGUMENT_SPEC,
     Credentials,
     RegistryClient,
     RegistryError,
-    credentials_from_docker_config,
+    client_from_params,
 )
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils import _daemon_push
 
@@ -222,12 +223,7 @@ ARGUMENT_SPEC = dict(
     name=dict(type="str", required=True),
     tag=dict(type="str", required=True),
     additional_tags=dict(type="list", elements="str", default=[]),
-    username=dict(type="str"),
-    password=dict(type="str", no_log=True),
-    docker_config=dict(type="path"),
-    ca_path=dict(type="path"),
-    validate_certs=dict(type="bool", default=True),
-    insecure=dict(type="bool", default=False),
+    **REGISTRY_AUTH_ARGUMENT_SPEC,
     method=dict(type="str", choices=["auto", "direct", "daemon"], default="auto"),
     docker_host=dict(type="str"),
     compression=dict(type="str", choices=["gzip", "none"], default="gzip"),
@@ -272,11 +268,7 @@ def main() -> None:
     try:
         repository = Repository.parse(params["name"])
         tags = [validate_tag(params["tag"])] + [validate_tag(t) for t in params["additional_tags"]]
-        credentials = Credentials(params["username"], params["password"]) if params["username"] else \
-            credentials_from_docker_config(repository.registry, params["docker_config"])
-        client = RegistryClient(repository.registry, credentials, ca_path=params["ca_path"],
-                                validate_certs=params["validate_certs"], insecure=params["insecure"],
-                                retries=params["retries"], timeout=params["timeout"])
+        client, credentials = client_from_params(repository.registry, params)
         client.check_access(repository.path)
         if params["method"] == "daemon":
             result = _push_with_daemon(module, client, repository, tags, credentials)

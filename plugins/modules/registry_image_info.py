@@ -87,10 +87,9 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
 )
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._registry_client import (
     HAS_REQUESTS,
-    Credentials,
-    RegistryClient,
+    REGISTRY_AUTH_ARGUMENT_SPEC,
     RegistryError,
-    credentials_from_docker_config,
+    client_from_params,
 )
 
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
@@ -101,12 +100,7 @@ def main() -> None:
         argument_spec=dict(
             name=dict(type="str", required=True),
             tag=dict(type="str", required=True),
-            username=dict(type="str"),
-            password=dict(type="str", no_log=True),
-            docker_config=dict(type="path"),
-            ca_path=dict(type="path"),
-            validate_certs=dict(type="bool", default=True),
-            insecure=dict(type="bool", default=False),
+            **REGISTRY_AUTH_ARGUMENT_SPEC,
             retries=dict(type="int", default=3),
             timeout=dict(type="int", default=60),
         ),
@@ -121,11 +115,7 @@ def main() -> None:
         # Looking up "latest" is harmless; only pushing it is refused elsewhere.
         reference = params["tag"] if _DIGEST.match(params["tag"]) or params["tag"] == "latest" else \
             validate_tag(params["tag"])
-        credentials = Credentials(params["username"], params["password"]) if params["username"] else \
-            credentials_from_docker_config(repository.registry, params["docker_config"])
-        client = RegistryClient(repository.registry, credentials, ca_path=params["ca_path"],
-                                validate_certs=params["validate_certs"], insecure=params["insecure"],
-                                retries=params["retries"], timeout=params["timeout"])
+        client = client_from_params(repository.registry, params)[0]
         found = client.manifest(repository.path, reference)
     except (InvalidReference, RegistryError) as exc:
         module.fail_json(msg=str(exc))
