@@ -4,6 +4,9 @@ Cluster: namespaces (but other tests' t-*); every listable object in the given n
 RBAC object and IngressClass, by kind/name with resourceVersion; helm releases with revision and status. Registries:
 tags and manifest digests of the four repositories a site run uses, in the rig's TLS and HTTP registries. DataRobot: the fake's prediction environments.
 Used by the Molecule check scenario and the reliability suite. Reads the rig's environment (.rig/env).
+
+    python tests/snapshot.py OUT.json NAMESPACE...       take a snapshot
+    python tests/snapshot.py --compare BEFORE AFTER      print the entries that differ; exit 1 if any
 """
 
 from __future__ import annotations
@@ -94,6 +97,37 @@ def snapshot(namespaces: list[str]) -> dict[str, Any]:
             "insecure_registry": registry(os.environ["RIG_INSECURE_REGISTRY"], False), "datarobot": datarobot()}
 
 
+def entries(value: Any) -> set[str]:
+    """One snapshot key's value as a set of comparable entries."""
+    if isinstance(value, dict):  # registry: repository -> [tag@digest]
+        return {f"{repository}:{tag}" for repository, tags in value.items() for tag in tags} | {
+            f"{repository}:(repository)" for repository in value}
+    if isinstance(value, list):
+        return set(value)
+    return {str(value)}  # "absent"
+
+
+def differences(before: dict[str, Any], after: dict[str, Any]) -> list[tuple[str, str]]:
+    """(key, entry) for every entry present in only one of the two snapshots."""
+    return [(key, entry) for key in sorted(set(before) | set(after))
+            for entry in sorted(entries(before.get(key, [])) ^ entries(after.get(key, [])))]
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["--compare"]:
+        loaded = []
+        for path in argv[1:3]:
+            with open(path, encoding="utf-8") as source:
+                loaded.append(json.load(source))
+        found = differences(*loaded)
+        for key, entry in found:
+            print(f"{key}: {entry[:240]}")
+        print(f"{len(found)} entries differ" if found else "identical")
+        return 1 if found else 0
+    with open(argv[0], "w", encoding="utf-8") as out:
+        json.dump(snapshot(argv[1:]), out, indent=1, sort_keys=True)
+    return 0
+
+
 if __name__ == "__main__":
-    with open(sys.argv[1], "w", encoding="utf-8") as out:
-        json.dump(snapshot(sys.argv[2:]), out, indent=1, sort_keys=True)
+    sys.exit(main(sys.argv[1:]))

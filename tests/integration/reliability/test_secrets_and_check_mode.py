@@ -52,7 +52,7 @@ import pytest
 
 from ansible_cli import REPO, PlaybookRun, ansible_env, run_playbook
 from conftest import kubectl
-from snapshot import OUR_REPOSITORIES, snapshot
+from snapshot import OUR_REPOSITORIES, differences, snapshot
 from test_agent_images_role import Scenario
 from test_openshift_role import INTERNAL, login, ocp_vars
 from test_site import STAGES, cleanup, demo_archives, fresh_namespace  # noqa: F401 pylint: disable=unused-import
@@ -319,15 +319,6 @@ def record_secrets(ledger, probe_: Probe, canaries: list[Canary]) -> list[str]:
 
 # ---------------------------------------------------------------- snapshots and changed tasks
 
-def _entries(value: Any) -> set[str]:
-    if isinstance(value, dict):  # registry: repository -> [tag@digest]
-        return {f"{repository}:{tag}" for repository, tags in value.items() for tag in tags} | {
-            f"{repository}:(repository)" for repository in value}
-    if isinstance(value, list):
-        return set(value)
-    return {str(value)}  # "absent"
-
-
 def _ours(key: str, entry: str, namespaces: list[str]) -> bool:
     """Whether a snapshot entry is something site.yml in these namespaces could have touched."""
     if key in namespaces:
@@ -352,10 +343,8 @@ def snapshot_difference(before: dict[str, Any], after: dict[str, Any],
                         namespaces: list[str]) -> tuple[list[str], list[str]]:
     """(entries of ours that differ, entries of others that differ: concurrent activity on the shared rig)."""
     ours, others = [], []
-    for key in sorted(set(before) | set(after)):
-        changed = _entries(before.get(key, [])) ^ _entries(after.get(key, []))
-        for entry in sorted(changed):
-            (ours if _ours(key, entry, namespaces) else others).append(f"{key}: {entry[:160]}")
+    for key, entry in differences(before, after):
+        (ours if _ours(key, entry, namespaces) else others).append(f"{key}: {entry[:160]}")
     return ours, others
 
 
