@@ -43,13 +43,19 @@ def _mode_flags(check: bool, diff: bool, verbosity: int) -> list[str]:
     return (["--check"] if check else []) + (["--diff"] if diff else []) + (["-" + "v" * verbosity] if verbosity else [])
 
 
-def run_module(fqcn: str, args: dict[str, Any], *, check: bool = False, diff: bool = False,
-               verbosity: int = 0, env: dict[str, str] | None = None, cwd: Path = REPO) -> Outcome:
+def module_argv(fqcn: str, args: dict[str, Any], *, check: bool = False, diff: bool = False,
+                verbosity: int = 0) -> list[str]:
+    """The `ansible localhost -m` command line that runs one module (for tests that start it themselves)."""
     argv = [str(BIN / "ansible"), "localhost", "-i", "localhost,", "-c", "local",
             "-e", f"ansible_python_interpreter={sys.executable}", "-m", fqcn]
     if args:  # `-a '{}'` would be read as raw parameters
         argv += ["-a", json.dumps(args)]
-    argv += _mode_flags(check, diff, verbosity)
+    return argv + _mode_flags(check, diff, verbosity)
+
+
+def run_module(fqcn: str, args: dict[str, Any], *, check: bool = False, diff: bool = False,
+               verbosity: int = 0, env: dict[str, str] | None = None, cwd: Path = REPO) -> Outcome:
+    argv = module_argv(fqcn, args, check=check, diff=diff, verbosity=verbosity)
     proc = subprocess.run(argv, capture_output=True, text=True, env=env or ansible_env(), cwd=cwd,
                           timeout=900, check=False)
     try:

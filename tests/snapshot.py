@@ -40,8 +40,9 @@ def _objects(*args: str, skip_namespaces: tuple[str, ...] = ()) -> list[str]:
 
 def cluster(namespaces: list[str]) -> dict[str, Any]:
     kinds = _run(os.environ["KUBECTL"], "api-resources", "--namespaced=true", "--verbs=list", "-o", "name").split()
-    # Events and leases move on their own; they are not ours to keep still.
-    kinds = [kind for kind in kinds if kind.split(".")[0] not in ("events", "leases")]
+    # Events move on their own. Leases stay: in our namespaces the only one is agent_deployment's (kwok's pods run no
+    # leader election), and a --check run must not take it.
+    kinds = [kind for kind in kinds if kind.split(".")[0] != "events"]
     existing = set(_run(os.environ["KUBECTL"], "get", "namespaces", "-o", "name").split())
     snapshot: dict[str, Any] = {"cluster": _objects(CLUSTER_KINDS, skip_namespaces=tuple(namespaces))}
     for namespace in namespaces:

@@ -3,13 +3,19 @@
 """The live objects of one Helm release: read them, patch drifted fields back, find failing pods.
 
 Built on _kubernetes.ReadOnlyCluster (kubernetes.core's client and its error messages); adds the
-one write drift repair needs (a JSON patch guarded by the object's resourceVersion).
+writes drift repair needs (a JSON patch guarded by the object's resourceVersion) and the release's
+Lease (_release_lock), written with the resourceVersion it was read at.
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._release_lock import (
+    LEASE_API_VERSION,
+    LeaseConflict,
+    NamespaceMissing,
+)
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._kubernetes import (
     DynamicApiError,
     KubernetesAccessError,
@@ -94,3 +100,41 @@ class ReleaseCluster(ReadOnlyCluster):
             return found.to_dict().get("items", [])
 
         return self._ask(f"events in {namespace}", call)
+
+    def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.get(LEASE_API_VERSION, "Lease", namespace, name)
+
+    def _write_lease(self, namespace: str, name: str, what: str, call: Callable[[Any], Any]) -> Any:
+        try:
+            return call(self._resource(LEASE_API_VERSION, "Lease"))
+        except DynamicApiError as exc:
+            if exc.status == 409:
+                raise LeaseConflict(name) from exc
+            if exc.status == 404 and what == "Creating":
+                raise NamespaceMissing(namespace) from exc
+            hints = {401: "rejected our credentials: refresh the kubeconfig's token or client certificate.",
+                     403: f"forbids it: grant the user create, get, update and delete on leases "
+                          f"(coordination.k8s.io) in namespace {namespace}."}
+            hint = hints.get(exc.status, f"answered {exc.status} {exc.reason}.")
+            raise KubernetesAccessError(f"{what} Lease {name} in {namespace} on {self.host} failed: the API server "
+                                        f"{hint}") from exc
+        except (TransportError, OSError) as exc:
+            raise KubernetesAccessError(f"Cannot reach the API server at {self.host} while writing Lease {name}: "
+                                        f"{exc}") from exc
+
+    def create_lease(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        return self._write_lease(namespace, body["metadata"]["name"], "Creating",
+                                 lambda leases: leases.create(body=dict(body), namespace=namespace).to_dict())
+
+    def replace_lease(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        return self._write_lease(namespace, body["metadata"]["name"], "Updating",
+                                 lambda leases: leases.replace(body=dict(body), namespace=namespace).to_dict())
+
+    def delete_lease(self, namespace: str, name: str) -> None:
+        def call(leases: Any) -> None:
+            try:
+                leases.delete(name=name, namespace=namespace)
+            except NotFoundError:
+                pass
+
+        self._write_lease(namespace, name, "Deleting", call)

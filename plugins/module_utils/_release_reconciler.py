@@ -12,7 +12,10 @@ Decides from observed facts, never "always changed":
 - failure: the agent Deployments are watched with the Kubernetes API; when they do not become
   available, the failing pods, their containers' waiting reasons and the recent Warning events are
   collected *before* the release is rolled back (or a failed first install removed), because the
-  rollback replaces those pods.
+  rollback replaces those pods;
+- interruption: a run that changes the release holds its Lease (_release_lock) and records each
+  revision before helm writes it, so a revision left pending by a run that died is recovered by the
+  next run, and one written by anyone else is never touched.
 
 Pure functions (values, masking, drift, diagnostics) are importable and testable without Ansible.
 """
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import datetime
 import json
 import os
 import re
@@ -41,9 +45,18 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
     Rendered,
     Revision,
 )
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._kubernetes import (
+    KubernetesAccessError,
+)
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._release_cluster import (
     UnknownKind,
     label_selector,
+)
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._release_lock import (
+    LeaseStore,
+    NamespaceMissing,
+    ReleaseHeld,
+    ReleaseLock,
 )
 
 MASK = "********"
@@ -626,6 +639,24 @@ def describe(name: str, namespace: str, revision: Revision | None) -> dict[str, 
             "description": revision.description}
 
 
+def revision_time(updated: str) -> datetime.datetime | None:
+    """helm's `updated` (RFC 3339 with up to nanoseconds) as a UTC datetime."""
+    match = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)?$", updated or "")
+    if not match:
+        return None
+    moment = datetime.datetime.strptime(match.group(1), "%Y-%m-%dT%H:%M:%S").replace(
+        microsecond=int((match.group(2) or "0")[:6].ljust(6, "0")))
+    zone = match.group(3) or "Z"
+    offset = datetime.timedelta(0) if zone == "Z" else (
+        (1 if zone[0] == "+" else -1) * datetime.timedelta(hours=int(zone[1:3]), minutes=int(zone[4:6])))
+    return moment.replace(tzinfo=datetime.timezone(offset)).astimezone(datetime.timezone.utc)
+
+
+def lease_seconds(wait_timeout: int) -> int:
+    """How long a run may hold the release: an upgrade, the wait for the agent and a rollback, with margin."""
+    return 3 * wait_timeout + 120
+
+
 def _yaml(value: Any) -> str:
     return yaml.safe_dump(canonical(value), sort_keys=True, default_flow_style=False) if value else ""
 
@@ -633,10 +664,85 @@ def _yaml(value: Any) -> str:
 class Reconciler:
     def __init__(self, helm: Helm, cluster: Cluster, masker: Masker, write_values: Callable[[dict[str, Any]], str],
                  *, check_mode: bool = False, poll: float = 2.0, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep, leases: LeaseStore | None = None,
+                 lock_identity: str | None = None) -> None:
         self.helm, self.cluster, self.masker = helm, cluster, masker
         self.write_values, self.check_mode = write_values, check_mode
         self.poll, self.clock, self.sleep = poll, clock, sleep
+        self.leases, self.lock_identity = leases, lock_identity
+        self.lock: ReleaseLock | None = None  # held while this run changes the release
+
+    # -- holding the release
+
+    def _lock_for(self, spec: ReleaseSpec) -> ReleaseLock | None:
+        if self.leases is None:
+            return None
+        return ReleaseLock(self.leases, spec.namespace, spec.name, lease_seconds(spec.wait_timeout),
+                           identity=self.lock_identity)
+
+    def _interrupted(self, spec: ReleaseSpec, history: Sequence[Revision]) -> Revision | None:
+        """The latest revision, when it is pending because a run of ours died while writing it."""
+        if not history or history[-1].status not in PENDING:
+            return None
+        lock = self._lock_for(spec)
+        if lock is None:
+            return None
+        latest = history[-1]
+        return latest if lock.left_pending_by_a_dead_run(latest.revision, revision_time(latest.updated)) else None
+
+    def _hold(self, spec: ReleaseSpec, planned: Sequence[Revision]) -> None:
+        """Take the release's Lease (once), then make sure nobody wrote the release since this run read it."""
+        if self.lock is None:
+            lock = self._lock_for(spec)
+            if lock is None:
+                return
+            try:
+                lock.acquire()
+            except ReleaseHeld as exc:
+                raise ReleaseBusy(str(exc)) from exc
+            except NamespaceMissing:
+                return  # a first install that creates its namespace: helm's own name check keeps two apart
+            self.lock = lock
+        now = self._history(spec)
+        if [(r.revision, r.status) for r in now[-1:]] != [(r.revision, r.status) for r in planned[-1:]]:
+            seen = f"revision {now[-1].revision} ({now[-1].status})" if now else "no release"
+            raise ReleaseBusy(f"Another operation is in progress on release {spec.name} in namespace {spec.namespace}: "
+                              f"it changed while this run was deciding what to do (now {seen}). Nothing was done; "
+                              "run again.")
+
+    def _intend(self, revision: int) -> None:
+        if self.lock is not None:
+            try:
+                self.lock.intend(revision)
+            except ReleaseHeld as exc:
+                raise ReleaseBusy(str(exc)) from exc
+
+    def _let_go(self, spec: ReleaseSpec) -> None:
+        """Best effort: when the API server is gone, the Lease names a dead run and the next run takes over."""
+        lock, self.lock = self.lock, None
+        if lock is None:
+            return
+        try:
+            history = self._history(spec)
+            lock.finish(settled=not history or history[-1].status not in PENDING)
+        except (HelmError, KubernetesAccessError):
+            pass
+
+    def _recover_interrupted(self, spec: ReleaseSpec, history: Sequence[Revision]) -> list[Revision]:
+        """Roll back (or uninstall) the revision a dead run left pending; the release's history afterwards."""
+        latest, good = history[-1], self._last_deployed(history)
+        try:
+            if good is None:
+                self._intend(latest.revision)
+                self.helm.uninstall(spec.name, spec.namespace, wait=spec.wait, timeout=spec.wait_timeout)
+            else:
+                self._intend(latest.revision + 1)
+                self.helm.rollback(spec.name, spec.namespace, good.revision, wait=spec.wait, timeout=spec.wait_timeout)
+        except HelmError as exc:
+            raise ReleaseFailed(f"Release {spec.name} in namespace {spec.namespace} was left {latest.status} (revision "
+                                f"{latest.revision}) by an interrupted run, and recovering it failed: {exc}",
+                                changed=False, status=describe(spec.name, spec.namespace, latest)) from exc
+        return self._history(spec)
 
     # -- reading
 
@@ -694,8 +800,26 @@ class Reconciler:
     # -- state: present
 
     def present(self, spec: ReleaseSpec) -> Outcome:
+        try:
+            return self._present(spec)
+        finally:
+            self._let_go(spec)
+
+    def _present(self, spec: ReleaseSpec) -> Outcome:
         history = self._history(spec)
-        self._guard(spec, history)
+        interrupted = self._interrupted(spec, history)
+        recovered = None
+        if interrupted is None:
+            self._guard(spec, history)
+        elif self.check_mode:
+            return self._would_recover(spec, history, interrupted)
+        else:
+            # helm renders nothing for a release it thinks is busy: the dead run's revision goes first.
+            self._hold(spec, history)
+            good = self._last_deployed(history)
+            history = self._recover_interrupted(spec, history)
+            recovered = (f"revision {interrupted.revision} was left {interrupted.status} by an interrupted run: "
+                         + (f"rolled back to revision {good.revision} first" if good else "uninstalled first"))
         latest = history[-1] if history else None
         current_values: dict[str, Any] = {}
         current_manifest = ""
@@ -732,16 +856,20 @@ class Reconciler:
             reasons.append("objects of the release were deleted")
         public_drift = [item.public(self.masker) for item in drift]
         diff = self._diff(spec, latest, current_values, rendered, current_docs, desired_docs, public_drift)
-        outcome = Outcome(changed=bool(reasons or drift), action="none", reasons=reasons,
+        outcome = Outcome(changed=bool(reasons or drift or recovered), action="none",
+                          reasons=[recovered] * bool(recovered) + reasons,
                           status=describe(spec.name, spec.namespace, latest), values=self.masker.values(rendered.values),
                           drift=public_drift, diff=diff)
         if reasons:
             outcome.action = "install" if latest is None else "upgrade"
         elif drift:
             outcome.action = "repair"
-        if self.check_mode or not outcome.changed:
+        elif recovered:
+            outcome.action = "recover"
+        if self.check_mode or not (reasons or drift):
             return outcome
 
+        self._hold(spec, history)
         if reasons:
             self._upgrade(spec, history, rendered, desired_docs, values_file, reasons, public_drift)
         # Helm's three-way merge puts back what the manifest sets; what it leaves (an env var or a ConfigMap key
@@ -750,10 +878,27 @@ class Reconciler:
         if residual:
             self._repair(residual, live_objects, public_drift)
             if spec.wait:
-                self._wait_or_fail(spec, desired_docs, deadline=self.clock() + spec.wait_timeout, drift=public_drift,
-                                   what=f"Repairing drift of release {spec.name}")
+                self._wait_or_fail(spec, desired_docs, deadline=self.clock() + spec.wait_timeout,
+                                   drift=public_drift, what=f"Repairing drift of release {spec.name}")
         outcome.status = describe(spec.name, spec.namespace, (self._history(spec) or [None])[-1])
         return outcome
+
+    def _would_recover(self, spec: ReleaseSpec, history: Sequence[Revision], interrupted: Revision) -> Outcome:
+        """Check mode on a revision a dead run left pending: helm renders nothing for it, so the values tell."""
+        good = self._last_deployed(history)
+        label = f"{spec.namespace}/{spec.name}"
+        values: dict[str, Any] = {}
+        if good is not None:
+            values = self.helm.release(spec.name, spec.namespace, good.revision)[0]
+            self.masker.collect_values(values)
+        recovery = f"would roll back to revision {good.revision}" if good else "would uninstall it"
+        diff = [{"before_header": f"{label} values ({f'revision {good.revision}' if good else 'not installed'})",
+                 "after_header": f"{label} values (desired)", "before": _yaml(self.masker.values(values)),
+                 "after": _yaml(self.masker.values(spec.values))}]
+        return Outcome(changed=True, action="recover", reasons=[
+            f"revision {interrupted.revision} was left {interrupted.status} by an interrupted run: {recovery}, then "
+            "apply the desired chart and values"], status=describe(spec.name, spec.namespace, interrupted),
+            values=self.masker.values(spec.values), diff=diff)
 
     def _diff(self, spec: ReleaseSpec, latest: Revision | None, current_values: Mapping[str, Any], rendered: Rendered,
               current_docs: Sequence[Mapping[str, Any]], desired_docs: Sequence[Mapping[str, Any]],
@@ -871,6 +1016,7 @@ class Reconciler:
         started = self.clock()
         problem: str | None = None
         description = self.masker.text(f"agent_deployment {verb.lower()}: " + "; ".join(reasons))[:200]
+        self._intend(previous + 1)
         try:
             self.helm.upgrade(spec.name, spec.namespace, spec.chart, values_file, wait=spec.wait,
                               timeout=spec.wait_timeout, create_namespace=spec.create_namespace,
@@ -900,7 +1046,7 @@ class Reconciler:
             lines.append(f"The release was left at revision {after[-1].revision} ({after[-1].status}) because atomic "
                          f"is false. To go back: {fix}")
         else:
-            lines.append(self._recover(spec, history))
+            lines.append(self._recover(spec, history, after))
         if diagnostics:
             text = format_diagnostics(diagnostics)
             if text:
@@ -908,13 +1054,15 @@ class Reconciler:
         raise ReleaseFailed(self.masker.text("\n".join(lines)), changed=created, diagnostics=diagnostics,
                             drift=drift, status=describe(spec.name, spec.namespace, (self._history(spec) or [None])[-1]))
 
-    def _recover(self, spec: ReleaseSpec, history: Sequence[Revision]) -> str:
+    def _recover(self, spec: ReleaseSpec, history: Sequence[Revision], after: Sequence[Revision]) -> str:
         good = self._last_deployed(history)
         try:
             if good is None:
+                self._intend(after[-1].revision)
                 self.helm.uninstall(spec.name, spec.namespace, wait=spec.wait, timeout=spec.wait_timeout)
                 return (f"The release had no working revision before, so it was uninstalled (release {spec.name} "
                         "is gone).")
+            self._intend(after[-1].revision + 1)
             self.helm.rollback(spec.name, spec.namespace, good.revision, wait=spec.wait, timeout=spec.wait_timeout)
         except HelmError as exc:
             fix = (f"helm rollback {spec.name} {good.revision} -n {spec.namespace}" if good
@@ -930,7 +1078,8 @@ class Reconciler:
         history = self._history(spec)
         if not history:
             return Outcome(changed=False, action="none")
-        self._guard(spec, history)
+        if self._interrupted(spec, history) is None:  # a dead run's pending revision is uninstalled with the rest
+            self._guard(spec, history)
         latest = history[-1]
         values, manifest = self.helm.release(spec.name, spec.namespace, latest.revision)
         self.masker.collect_values(values)
@@ -944,6 +1093,17 @@ class Reconciler:
         outcome = Outcome(changed=True, action="uninstall", reasons=[f"release {spec.name} is installed"],
                           status=describe(spec.name, spec.namespace, latest), diff=diff)
         if not self.check_mode:
-            self.helm.uninstall(spec.name, spec.namespace, wait=wait, timeout=timeout)
+            self._hold(spec, history)
+            try:
+                self._intend(latest.revision)
+                self.helm.uninstall(spec.name, spec.namespace, wait=wait, timeout=timeout)
+                lock, self.lock = self.lock, None
+                if lock is not None:
+                    try:
+                        lock.remove()  # the release is gone: so is its bookkeeping
+                    except KubernetesAccessError:
+                        pass
+            finally:
+                self._let_go(spec)
             outcome.status = {}
         return outcome

@@ -23,8 +23,16 @@ description:
     not become available, the failing pods, their containers' waiting reasons (C(ImagePullBackOff),
     C(CrashLoopBackOff), ...) and recent Warning events are collected before the release is rolled back to the last
     deployed revision (a failed first install is uninstalled), and reported in C(msg) and C(diagnostics);
-    (4) B(a concurrency guard) - a release in C(pending-install), C(pending-upgrade), C(pending-rollback) or
-    C(uninstalling) is left alone, with the command that recovers it if no other run holds it.
+    (4) B(a concurrency guard and recovery from interrupted runs) - a run that changes the release holds a
+    C(coordination.k8s.io) Lease named C(<release_name>-agent-deployment) in I(release_namespace), and records there
+    each revision before helm writes it. A second run finds the Lease held and fails with "Another operation is in
+    progress" without touching the release. A revision left C(pending-install), C(pending-upgrade),
+    C(pending-rollback) or C(uninstalling) by a run of this module that died (job cancelled, process killed, API
+    server gone mid-write) is recovered by the next run - rolled back to the last deployed revision, or uninstalled
+    when there is none - before it applies its own values. A run is known dead when its process is gone (same
+    host) or its claim has expired (3 x I(wait_timeout) + 120 seconds, for a run on another host, e.g. a cancelled
+    AWX job). A pending revision written by any other client (helm by hand, another tool) is never touched; the
+    run fails with the command that recovers it.
   - Values are composed as helm does (I(values_files) in order, then I(values)) and handed to helm as one file, so
     what is compared is what is applied. Upgrades always pass C(--reset-values).
   - Secrets are masked as C(********) in C(values), C(diff), C(drift), C(diagnostics) and messages - values under
@@ -180,12 +188,15 @@ values:
   returned: when state is present
   type: dict
 operation:
-  description: What was (or in check mode would be) done - C(none), C(install), C(upgrade), C(repair) or C(uninstall).
+  description:
+    - What was (or in check mode would be) done - C(none), C(install), C(upgrade), C(repair), C(uninstall), or
+      C(recover) (a revision an interrupted run left pending was rolled back or uninstalled, and nothing else was
+      needed).
   returned: always
   type: str
   sample: upgrade
 reasons:
-  description: Why the release was installed or upgraded.
+  description: Why the release was installed, upgraded or recovered.
   returned: always
   type: list
   elements: str
@@ -308,7 +319,7 @@ def main() -> None:
 
         helm = Helm(binary, run)
         helm.check_version()
-        reconciler = Reconciler(helm, cluster, masker, write_values, check_mode=module.check_mode)
+        reconciler = Reconciler(helm, cluster, masker, write_values, check_mode=module.check_mode, leases=cluster)
         spec = ReleaseSpec(params["release_name"], params["release_namespace"], chart, values, wait=params["wait"],
                            wait_timeout=params["wait_timeout"], atomic=params["atomic"],
                            create_namespace=params["create_namespace"])

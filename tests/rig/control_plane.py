@@ -12,6 +12,7 @@ import json
 import os
 import ssl
 import subprocess
+import time
 import urllib.request
 from pathlib import Path
 
@@ -166,6 +167,17 @@ class ControlPlane:
                      "securitycontextconstraints.security.openshift.io", "routes.route.openshift.io",
                      "configs.imageregistry.operator.openshift.io")
         self.kubectl("apply", "--server-side", "-f", str(Path(__file__).with_name("openshift-flavour.yaml")))
+
+    def restart_apiserver(self, down_for: float) -> float:
+        """Stop kube-apiserver (SIGTERM, as an operator or a node reboot does), keep it down, start it again.
+
+        The other daemons stay up and reconnect on their own. Returns the seconds until /readyz answered again.
+        """
+        stopped_at = time.monotonic()
+        self.daemons["kube-apiserver"].stop()
+        time.sleep(down_for)
+        self.start()  # starts only what is not running
+        return time.monotonic() - stopped_at
 
     def healthy(self) -> bool:
         try:

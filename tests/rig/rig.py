@@ -4,6 +4,8 @@ up     builds (once, cached) and starts etcd, the Kubernetes control plane,
        kwok nodes, two registries and podman's Docker API; idempotent; writes
        .rig/env. `--flavour openshift` adds OpenShift's CRDs and objects,
        `--flavour kubernetes` (default) removes them again.
+restart-apiserver  stops kube-apiserver, keeps it down `--down-for` seconds and
+       starts it again (fault tests); the rest of the rig stays up.
 down   stops exactly the processes `up` started (by pid file); `--purge`
        also deletes the rig's state (etcd data, registry storage, CA).
 """
@@ -161,6 +163,8 @@ def main() -> int:
     up.add_argument("--flavour", choices=("kubernetes", "openshift"), default="kubernetes")
     down = sub.add_parser("down")
     down.add_argument("--purge", action="store_true")
+    restart = sub.add_parser("restart-apiserver")
+    restart.add_argument("--down-for", type=float, default=0.0)
     sub.add_parser("status")
     sub.add_parser("env")
     args = parser.parse_args()
@@ -170,6 +174,8 @@ def main() -> int:
             rig.up(args.flavour)
         elif args.command == "down":
             rig.down(args.purge)
+        elif args.command == "restart-apiserver":
+            log(f"kube-apiserver back after {rig.cluster.restart_apiserver(args.down_for):.1f}s")
         elif args.command == "status":
             return 0 if rig.status() else 1
         elif args.command == "env":
