@@ -3,15 +3,22 @@
 """The helm commands one release needs, as argv lists, with errors a user can act on.
 
 Commands are never built as shell strings (chart paths and values files may hold spaces). The
-runner is injected: AnsibleModule.run_command in the module, a fake in unit tests.
+runner is injected: AnsibleModule.run_command in the module, a fake in unit tests. An upgrade that
+waits can instead be started in the background (a Spawner) and watched: when the watch finds the
+rollout hopeless, helm is sent SIGTERM, which makes it cancel and mark the revision failed.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
+import subprocess
+import tempfile
+import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Optional, Protocol, Sequence
 
 Runner = Callable[[Sequence[str]], "tuple[int, str, str]"]
 
@@ -29,6 +36,58 @@ class HelmError(Exception):
 
 class ReleaseNotFound(HelmError):
     pass
+
+
+class StoppedWaiting(HelmError):
+    """helm was cancelled while it waited, because the rollout could not succeed."""
+
+
+class Running(Protocol):
+    def poll(self) -> Optional[int]: ...
+
+    def stop(self) -> None: ...
+
+    def result(self) -> tuple[int, str, str]: ...
+
+
+Spawner = Callable[[Sequence[str]], Running]
+
+
+class BackgroundCommand:
+    """A command started now and collected later; its output goes to files (a full pipe would block it)."""
+
+    def __init__(self, argv: Sequence[str], env: Mapping[str, str], directory: str | None = None) -> None:
+        self._out = tempfile.TemporaryFile(mode="w+", dir=directory)
+        self._err = tempfile.TemporaryFile(mode="w+", dir=directory)
+        self._proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=self._out, stderr=self._err,
+                                      env=dict(env), text=True)
+
+    def poll(self) -> Optional[int]:
+        return self._proc.poll()
+
+    def stop(self) -> None:
+        if self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGTERM)
+
+    def result(self) -> tuple[int, str, str]:
+        try:
+            code = self._proc.wait(timeout=120)  # helm needs a moment to record the cancelled revision
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            code = self._proc.wait()
+        texts = []
+        for stream in (self._out, self._err):
+            stream.seek(0)
+            texts.append(stream.read())
+            stream.close()
+        return code, texts[0], texts[1]
+
+
+def background_spawner(env_update: Mapping[str, str], directory: str | None = None) -> Spawner:
+    def spawn(argv: Sequence[str]) -> Running:
+        return BackgroundCommand(argv, {**os.environ, **env_update}, directory)
+
+    return spawn
 
 
 def parse_version(text: str) -> tuple[int, int, int]:
@@ -117,9 +176,13 @@ class Helm:
     binary: str
     run: Runner
     version: tuple[int, int, int] = field(default=(0, 0, 0))
+    spawn: Optional[Spawner] = None
 
     def _helm(self, args: Sequence[str], what: str) -> str:
-        rc, out, err = self.run([self.binary, *args])
+        return self._checked(*self.run([self.binary, *args]), what)
+
+    @staticmethod
+    def _checked(rc: int, out: str, err: str, what: str) -> str:
         if rc != 0:
             detail = (err or out).strip()
             if re.search(r"release: not found|release .* not found", detail):
@@ -168,14 +231,31 @@ class Helm:
                         document.get("config") or {})
 
     def upgrade(self, release: str, namespace: str, chart: ChartSource, values_file: str, *, wait: bool,
-                timeout: int, create_namespace: bool, description: str) -> None:
+                timeout: int, create_namespace: bool, description: str,
+                watch: Optional[Callable[[], Optional[str]]] = None, poll: float = 2.0,
+                sleep: Callable[[float], None] = time.sleep) -> None:
+        """`watch`, called every `poll` seconds while helm waits, returns why waiting is pointless, or None."""
         argv = self._upgrade_argv(release, namespace, chart, values_file)
         if wait:
             argv += ["--wait", "--timeout", f"{timeout}s"]
         if create_namespace:
             argv.append("--create-namespace")
         argv += ["--description", description]
-        self._helm(argv, f"helm upgrade --install {release}")
+        what = f"helm upgrade --install {release}"
+        if not (wait and watch and self.spawn):
+            self._helm(argv, what)
+            return
+        running = self.spawn([self.binary, *argv])
+        while running.poll() is None:
+            reason = watch()
+            if reason:
+                running.stop()
+                rc, out, err = running.result()
+                if rc == 0:
+                    return  # it finished just as we gave up on it
+                raise StoppedWaiting(f"{what} was stopped before its timeout: {reason}", (err or out).strip())
+            sleep(poll)
+        self._checked(*running.result(), what)
 
     def rollback(self, release: str, namespace: str, revision: int, *, wait: bool, timeout: int) -> None:
         argv = ["rollback", release, str(revision), "-n", namespace]

@@ -44,6 +44,7 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
     HelmError,
     Rendered,
     Revision,
+    StoppedWaiting,
 )
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._kubernetes import (
     KubernetesAccessError,
@@ -65,6 +66,9 @@ PENDING = ("pending-install", "pending-upgrade", "pending-rollback", "uninstalli
 BUSY_ERRORS = re.compile(r"another operation \(install/upgrade/rollback\) is in progress|release: already exists|"
                          r"cannot re-use a name that is still in use", re.I)
 WORKLOADS = ("Deployment", "StatefulSet", "DaemonSet")
+# Waiting reasons that do not go away by waiting longer (a wrong image, a missing Secret, a crashing agent).
+STUCK_REASONS = ("ImagePullBackOff", "ErrImagePull", "InvalidImageName", "ErrImageNeverPull",
+                 "CreateContainerConfigError", "CreateContainerError", "CrashLoopBackOff")
 REMOVE = object()  # a drift repaired by removing the live field
 
 # Keys whose values are secrets, and key endings that name a secret rather than hold one
@@ -618,6 +622,7 @@ class ReleaseSpec:
     wait_timeout: int = 300
     atomic: bool = True
     create_namespace: bool = False
+    stuck_timeout: int = 0  # seconds a container may stay in a STUCK_REASONS state before waiting stops; 0: never
 
 
 @dataclass
@@ -957,6 +962,39 @@ class Reconciler:
                 hopeless = hopeless or stuck
         return waiting, hopeless
 
+    def stuck_watch(self, documents: Sequence[Mapping[str, Any]], namespace: str,
+                    patience: float) -> Callable[[], str | None]:
+        """A check to call while the rollout runs: says so once a container has been stuck for `patience` seconds.
+
+        Stuck means waiting for one of STUCK_REASONS, continuously (ErrImagePull and ImagePullBackOff alternate:
+        both count as the same wait); pods being deleted (the old ReplicaSet's) do not count.
+        """
+        since: dict[tuple[str, str], float] = {}
+
+        def check() -> str | None:
+            now, seen = self.clock(), set()
+            worst: tuple[float, str] | None = None
+            for deployment_namespace, name in self._deployments(documents, namespace):
+                live = self.cluster.get("apps/v1", "Deployment", deployment_namespace, name)
+                selector = label_selector(((live or {}).get("spec") or {}).get("selector"))
+                for pod in self.cluster.pods(deployment_namespace, selector) if selector else []:
+                    if (pod.get("metadata") or {}).get("deletionTimestamp"):
+                        continue
+                    for problem in _container_problems(pod):
+                        if problem.get("state") != "waiting" or problem.get("reason") not in STUCK_REASONS:
+                            continue
+                        key = ((pod.get("metadata") or {}).get("name", ""), str(problem["container"]))
+                        seen.add(key)
+                        stuck_for = now - since.setdefault(key, now)
+                        if stuck_for >= patience and (worst is None or stuck_for > worst[0]):
+                            worst = (stuck_for, f"pod {key[0]} container {key[1]} ({problem.get('image')}) has been "
+                                                f"in {problem['reason']} for {stuck_for:.0f}s")
+            for key in set(since) - seen:
+                del since[key]
+            return worst[1] if worst else None
+
+        return check
+
     def wait_available(self, documents: Sequence[Mapping[str, Any]], namespace: str, deadline: float) -> list[str]:
         """Poll until every Deployment of the manifest is available; what is still missing at the deadline."""
         while True:
@@ -1017,15 +1055,18 @@ class Reconciler:
         problem: str | None = None
         description = self.masker.text(f"agent_deployment {verb.lower()}: " + "; ".join(reasons))[:200]
         self._intend(previous + 1)
+        watch = self.stuck_watch(documents, spec.namespace, spec.stuck_timeout) if spec.stuck_timeout else None
         try:
             self.helm.upgrade(spec.name, spec.namespace, spec.chart, values_file, wait=spec.wait,
                               timeout=spec.wait_timeout, create_namespace=spec.create_namespace,
-                              description=description)
+                              description=description, watch=watch, poll=self.poll, sleep=self.sleep)
             if spec.wait:
                 deadline = max(started + spec.wait_timeout, self.clock() + 10)
                 waiting = self.wait_available(documents, spec.namespace, deadline)
                 if waiting:
                     problem = "; ".join(waiting) + f" (waited up to {spec.wait_timeout}s)"
+        except StoppedWaiting as exc:
+            problem = str(exc)
         except HelmError as exc:
             if BUSY_ERRORS.search(exc.stderr or str(exc)):
                 raise self._overtaken(spec, exc) from exc  # the new revision is not ours: never roll it back

@@ -19,8 +19,9 @@ description:
     (2) B(drift repair) - the release's live objects are compared with its manifest (workload images, replicas and
     container env, ConfigMap and Secret data, deleted objects); edits made by hand are reported in C(drift) and put
     back (a JSON patch of the drifted fields, or a helm upgrade when an object was deleted);
-    (3) B(rollback with diagnostics) - the agent Deployments are watched through the Kubernetes API; when they do
-    not become available, the failing pods, their containers' waiting reasons (C(ImagePullBackOff),
+    (3) B(rollback with diagnostics) - the agent Deployments are watched through the Kubernetes API while helm
+    waits, and a container stuck in a state that waiting does not cure (see I(stuck_timeout)) ends the wait early;
+    when they do not become available, the failing pods, their containers' waiting reasons (C(ImagePullBackOff),
     C(CrashLoopBackOff), ...) and recent Warning events are collected before the release is rolled back to the last
     deployed revision (a failed first install is uninstalled), and reported in C(msg) and C(diagnostics);
     (4) B(a concurrency guard and recovery from interrupted runs) - a run that changes the release holds a
@@ -104,6 +105,16 @@ options:
     description: Seconds to wait for the Deployments (and for a rollback or uninstall).
     type: int
     default: 300
+  stuck_timeout:
+    description:
+      - While helm waits for an install or upgrade, seconds a container of the release's Deployments may stay waiting
+        in C(ImagePullBackOff)/C(ErrImagePull), C(InvalidImageName), C(CreateContainerConfigError),
+        C(CreateContainerError) or C(CrashLoopBackOff) before the run stops waiting - helm is cancelled, which marks the
+        revision failed - and fails (rolling back when I(atomic)) with the diagnostics, instead of waiting out
+        I(wait_timeout).
+      - C(0) waits the whole I(wait_timeout), as helm alone does. Only used with I(wait=true).
+    type: int
+    default: 60
   atomic:
     description:
       - When an install or upgrade fails, roll back to the last deployed revision, or uninstall a release that never
@@ -233,7 +244,11 @@ import tempfile
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._helm_cli import Helm, HelmError
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._helm_cli import (
+    Helm,
+    HelmError,
+    background_spawner,
+)
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._kubernetes import KubernetesAccessError
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._release_cluster import ReleaseCluster
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._release_reconciler import (
@@ -271,6 +286,7 @@ def main() -> None:
         state=dict(type="str", choices=["present", "absent"], default="present"),
         wait=dict(type="bool", default=True),
         wait_timeout=dict(type="int", default=300),
+        stuck_timeout=dict(type="int", default=60),
         atomic=dict(type="bool", default=True, aliases=["rollback_on_failure"]),
     )
     # kubernetes.core's module class checks the kubernetes and PyYAML libraries and is what its client wants.
@@ -300,6 +316,8 @@ def main() -> None:
     try:
         if params["wait_timeout"] <= 0:
             raise InvalidRequest("wait_timeout must be a positive number of seconds.")
+        if params["stuck_timeout"] < 0:
+            raise InvalidRequest("stuck_timeout must be 0 (wait the whole wait_timeout) or a number of seconds.")
         layers = [load_values_file(path) for path in params["values_files"]]
         values = compose_values(layers, params["values"])
         masker.collect_values(values)
@@ -317,12 +335,12 @@ def main() -> None:
         def run(argv):
             return module.run_command(list(argv), environ_update=environment)
 
-        helm = Helm(binary, run)
+        helm = Helm(binary, run, spawn=background_spawner(environment, module.tmpdir))
         helm.check_version()
         reconciler = Reconciler(helm, cluster, masker, write_values, check_mode=module.check_mode, leases=cluster)
         spec = ReleaseSpec(params["release_name"], params["release_namespace"], chart, values, wait=params["wait"],
                            wait_timeout=params["wait_timeout"], atomic=params["atomic"],
-                           create_namespace=params["create_namespace"])
+                           create_namespace=params["create_namespace"], stuck_timeout=params["stuck_timeout"])
         if params["state"] == "present":
             outcome = reconciler.present(spec)
         else:

@@ -13,6 +13,7 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
     ChartSource,
     Helm,
     HelmError,
+    StoppedWaiting,
     parse_version,
 )
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._release_cluster import (
@@ -538,3 +539,113 @@ def test_absent(rig):
     checked = reconciler(check_mode=True).absent(spec(), True, 10)
     assert checked.changed and helm.revisions
     assert reconciler().absent(spec(), True, 10).changed and helm.revisions == []
+
+
+# ---------------------------------------------------------------- giving up on a hopeless rollout early
+
+
+class FakeRunning:
+    """A helm upgrade in the background: finishes after `polls` polls, or when stopped (SIGTERM: cancelled)."""
+
+    def __init__(self, polls: int | None = None) -> None:
+        self.polls, self.limit, self.stopped = 0, polls, False
+
+    def poll(self):
+        self.polls += 1
+        if self.stopped:
+            return 1
+        return 0 if self.limit is not None and self.polls > self.limit else None
+
+    def stop(self):
+        self.stopped = True
+
+    def result(self):
+        return (1, "", "Release bosun has been cancelled.\nError: UPGRADE FAILED: context canceled") if self.stopped \
+            else (0, "", "")
+
+
+def background_helm(running: FakeRunning) -> Helm:
+    return Helm("helm", run=lambda argv: (0, "", ""), spawn=lambda argv: running)
+
+
+def upgrade_with(helm: Helm, watch) -> None:
+    helm.upgrade("bosun", "ns", ChartSource("/charts/agent"), "/tmp/values.json", wait=True, timeout=300,
+                 create_namespace=False, description="d", watch=watch, poll=0, sleep=lambda _: None)
+
+
+def test_helm_is_cancelled_once_the_watch_finds_the_rollout_hopeless():
+    running = FakeRunning()
+    answers = iter([None, None, "pod bosun-agent-1 container agent has been in ImagePullBackOff for 61s"])
+    with pytest.raises(StoppedWaiting, match="was stopped before its timeout: pod bosun-agent-1 container agent "
+                                             "has been in ImagePullBackOff for 61s"):
+        upgrade_with(background_helm(running), lambda: next(answers))
+    assert running.stopped and running.polls == 3
+
+
+def test_helm_that_finishes_is_not_disturbed():
+    running = FakeRunning(polls=2)
+    upgrade_with(background_helm(running), lambda: None)
+    assert not running.stopped
+
+
+def _stuck_pod(reason: str, deleting: bool = False) -> dict:
+    pod = _pod("bosun-agent-1", False, {"waiting": {"reason": reason, "message": "m"}})
+    if deleting:
+        pod["metadata"]["deletionTimestamp"] = "2026-11-25T12:00:00Z"
+    return pod
+
+
+@pytest.mark.parametrize("reasons, stuck", [
+    (["ImagePullBackOff"] * 4, True),
+    (["ErrImagePull", "ImagePullBackOff", "ErrImagePull", "ImagePullBackOff"], True),  # one wait, two names
+    (["CrashLoopBackOff"] * 4, True),
+    (["ContainerCreating"] * 4, False),  # slow, not stuck
+    (["ImagePullBackOff", "ImagePullBackOff", None, "ImagePullBackOff"], False),  # it got going in between
+])
+def test_a_container_is_stuck_only_when_waiting_for_a_hopeless_reason_without_pause(tmp_path, reasons, stuck):
+    cluster = FakeCluster()
+    cluster.apply(parse_manifest(MANIFEST.replace("IMAGE", "repo/agent:does-not-exist")), ready=False)
+    now = [0.0]
+    reconciler = Reconciler(FakeHelm(cluster, MANIFEST), cluster, Masker(), lambda values: "", clock=lambda: now[0])
+    check = reconciler.stuck_watch(parse_manifest(MANIFEST), "ns", patience=30)
+    found = None
+    for reason in reasons:
+        cluster.pod_list = [_stuck_pod(reason)] if reason else [_pod("bosun-agent-1", True, {"running": {}})]
+        found = check()
+        now[0] += 15
+    assert bool(found) is stuck, found
+    if stuck:
+        assert found.startswith("pod bosun-agent-1 container agent") and "for 45s" in found
+
+
+def test_pods_of_the_old_replicaset_being_deleted_do_not_count(tmp_path):
+    cluster = FakeCluster()
+    cluster.apply(parse_manifest(MANIFEST.replace("IMAGE", "repo/agent:1.0")), ready=True)
+    now = [0.0]
+    reconciler = Reconciler(FakeHelm(cluster, MANIFEST), cluster, Masker(), lambda values: "", clock=lambda: now[0])
+    check = reconciler.stuck_watch(parse_manifest(MANIFEST), "ns", patience=1)
+    cluster.pod_list = [_stuck_pod("CrashLoopBackOff", deleting=True)]
+    assert check() is None
+    now[0] += 10
+    assert check() is None
+
+
+def test_a_stopped_upgrade_is_rolled_back_with_its_diagnostics(rig):
+    helm, cluster, reconciler = rig
+    reconciler().present(spec())
+
+    def stopped_upgrade(name, namespace, chart, values_file, **options):
+        assert options["watch"] is not None  # spec(stuck_timeout) reached helm
+        helm.fail_upgrade = True
+        try:
+            FakeHelm.upgrade(helm, name, namespace, chart, values_file)
+        except HelmError as exc:
+            raise StoppedWaiting("helm upgrade --install bosun was stopped before its timeout: pod bosun-agent-1 "
+                                 "container agent has been in ImagePullBackOff for 60s", str(exc)) from exc
+
+    helm.upgrade = stopped_upgrade
+    stuck_spec = spec(image="repo/agent:does-not-exist")
+    stuck_spec.stuck_timeout = 60
+    with pytest.raises(ReleaseFailed) as failure:
+        reconciler().present(stuck_spec)
+    assert "stopped before its timeout" in str(failure.value) and "Rolled back to revision 1" in str(failure.value)

@@ -543,6 +543,29 @@ def test_fault_failed_helm_upgrade_is_rolled_back(release, namespace, ledger):
     assert no_traceback(broken.stdout, broken.stderr) and elapsed < 120
 
 
+def test_fault_hopeless_rollout_ends_the_wait_early(release, namespace, ledger):
+    name, args = release
+    assert run_module(AGENT, args()).result.get("changed") is True
+    started = time.monotonic()
+    # wait_timeout 600: without the early stop this run would take ten minutes
+    broken = run_module(AGENT, args(values=agent_values(tag=BROKEN_TAG), wait_timeout=600, stuck_timeout=10))
+    elapsed = time.monotonic() - started
+    message = broken.result.get("msg", "")
+    revisions = [(entry["revision"], entry["status"]) for entry in history(name, namespace)]
+    image = agent_container(namespace, name)[0]
+    rolled_back = revisions == [(1, "superseded"), (2, "failed"), (3, "deployed")]
+    held = (broken.failed and "was stopped before its timeout" in message and "ImagePullBackOff" in message
+            and "Rolled back to revision 1" in message and rolled_back
+            and image == f"{AGENT_IMAGE}:9.2.0" and elapsed < 180 and no_traceback(broken.stdout, broken.stderr))
+    ledger.record("fault", "agent stuck in ImagePullBackOff with wait_timeout 600: the wait ends after stuck_timeout",
+                  held=held, detail=f"{elapsed:.0f}s; history {revisions}; msg: {message[:200]}")
+    assert broken.failed and "was stopped before its timeout" in message and "ImagePullBackOff" in message, message
+    assert "Rolled back to revision 1" in message, message
+    assert revisions == [(1, "superseded"), (2, "failed"), (3, "deployed")]
+    assert image == f"{AGENT_IMAGE}:9.2.0"
+    assert elapsed < 180 and no_traceback(broken.stdout, broken.stderr)
+
+
 def test_fault_two_runs_at_once_on_the_same_release(release, namespace, ledger):
     name, args = release
     assert run_module(AGENT, args()).result.get("changed") is True
