@@ -6,7 +6,9 @@ tags and manifest digests of the four repositories a site run uses, in the rig's
 Used by the Molecule check scenario and the reliability suite. Reads the rig's environment (.rig/env).
 
     python tests/snapshot.py OUT.json NAMESPACE...       take a snapshot
-    python tests/snapshot.py --compare BEFORE AFTER      print the entries that differ; exit 1 if any
+    python tests/snapshot.py --compare BEFORE AFTER [NAMESPACE...]
+        print the entries that differ; exit 1 if any does. With namespaces: only entries a site.yml run in those
+        namespaces could have touched count; the others (other work on the shared rig) are listed, not counted.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ CLUSTER_KINDS = "clusterroles,clusterrolebindings,ingressclasses,namespaces"
 # The repositories a site run pushes to (other tests push to repositories of their own).
 OUR_REPOSITORIES = ("datarobot/mlops-management-agent", "datarobot/mlops-tracking-agent",
                     "datarobot/datarobot-portable-prediction-api", "mlops/frozen-models")
+INGRESS_RELEASE = "nginx-ingress"
+ENVIRONMENT_NAME = "management-agent-local-rig"  # the prediction environment site.yml keeps for the local inventory
+SITE_TAG = "9.2.0"  # the tags site.yml pushes (pps_image_version, the fixture tarball's appVersion)
 
 
 def _run(*argv: str) -> str:
@@ -114,17 +119,40 @@ def differences(before: dict[str, Any], after: dict[str, Any]) -> list[tuple[str
             for entry in sorted(entries(before.get(key, [])) ^ entries(after.get(key, [])))]
 
 
+def site_could_touch(key: str, entry: str, namespaces: list[str]) -> bool:
+    """Whether a snapshot entry is something site.yml (local inventory) in these namespaces could have touched."""
+    if key in namespaces:
+        return True
+    if key == "helm":
+        return entry.split("/", 1)[0] in namespaces
+    if key == "cluster":
+        kind, rest = entry.split("//", 1) if "//" in entry else (entry, "")
+        name = rest.rsplit("@", 1)[0]
+        if kind == "Namespace":
+            return name in namespaces
+        return name.startswith(INGRESS_RELEASE) or name == "mlops" or any(ns in name for ns in namespaces)
+    if key in ("registry", "insecure_registry"):
+        repository, tag = entry.split(":", 1) if ":" in entry else (entry, "")
+        return repository in OUR_REPOSITORIES and (tag == "(repository)" or tag.startswith(SITE_TAG + "@"))
+    if key == "datarobot":
+        return json.loads(entry).get("name") == ENVIRONMENT_NAME
+    return True
+
+
 def main(argv: list[str]) -> int:
     if argv[:1] == ["--compare"]:
         loaded = []
         for path in argv[1:3]:
             with open(path, encoding="utf-8") as source:
                 loaded.append(json.load(source))
+        namespaces = argv[3:]
         found = differences(*loaded)
+        counted = [(key, entry) for key, entry in found if not namespaces or site_could_touch(key, entry, namespaces)]
         for key, entry in found:
-            print(f"{key}: {entry[:240]}")
-        print(f"{len(found)} entries differ" if found else "identical")
-        return 1 if found else 0
+            print(f"{key}: {entry[:240]}" + ("" if (key, entry) in counted else "   (not ours: ignored)"))
+        print(f"{len(counted)} entries differ" if counted else
+              f"identical{f' (but {len(found)} entries of others)' if found else ''}")
+        return 1 if counted else 0
     with open(argv[0], "w", encoding="utf-8") as out:
         json.dump(snapshot(argv[1:]), out, indent=1, sort_keys=True)
     return 0

@@ -52,7 +52,7 @@ import pytest
 
 from ansible_cli import REPO, PlaybookRun, ansible_env, run_playbook
 from conftest import kubectl
-from snapshot import OUR_REPOSITORIES, differences, snapshot
+from snapshot import differences, site_could_touch, snapshot
 from test_agent_images_role import Scenario
 from test_openshift_role import INTERNAL, login, ocp_vars
 from test_site import STAGES, cleanup, demo_archives, fresh_namespace  # noqa: F401 pylint: disable=unused-import
@@ -61,9 +61,6 @@ SITE = "site.yml"
 REGISTRY = "playbooks/registry.yml"
 PLAYBOOKS = [SITE] + [f"playbooks/{stage}.yml" for stage in STAGES + ["summary"]]
 INGRESS_NAMESPACE = "ingress-mlops"
-INGRESS_RELEASE = "nginx-ingress"
-ENVIRONMENT_NAME = "management-agent-local-rig"  # the prediction environment site.yml keeps for the local inventory
-SITE_TAG = "9.2.0"  # the tags site.yml pushes (pps_image_version, the fixture tarball's appVersion)
 HOME = Path.home()
 ANSIBLE_TMP = HOME / ".ansible" / "tmp"
 ASYNC_DIR = HOME / ".ansible_async"
@@ -319,32 +316,12 @@ def record_secrets(ledger, probe_: Probe, canaries: list[Canary]) -> list[str]:
 
 # ---------------------------------------------------------------- snapshots and changed tasks
 
-def _ours(key: str, entry: str, namespaces: list[str]) -> bool:
-    """Whether a snapshot entry is something site.yml in these namespaces could have touched."""
-    if key in namespaces:
-        return True
-    if key == "helm":
-        return entry.split("/", 1)[0] in namespaces
-    if key == "cluster":
-        kind, rest = entry.split("//", 1) if "//" in entry else (entry, "")
-        name = rest.rsplit("@", 1)[0]
-        if kind == "Namespace":
-            return name in namespaces
-        return name.startswith(INGRESS_RELEASE) or name == "mlops" or any(ns in name for ns in namespaces)
-    if key in ("registry", "insecure_registry"):
-        repository, tag = entry.split(":", 1) if ":" in entry else (entry, "")
-        return repository in OUR_REPOSITORIES and (tag == "(repository)" or tag.startswith(SITE_TAG + "@"))
-    if key == "datarobot":
-        return json.loads(entry).get("name") == ENVIRONMENT_NAME
-    return True
-
-
 def snapshot_difference(before: dict[str, Any], after: dict[str, Any],
                         namespaces: list[str]) -> tuple[list[str], list[str]]:
     """(entries of ours that differ, entries of others that differ: concurrent activity on the shared rig)."""
     ours, others = [], []
     for key, entry in differences(before, after):
-        (ours if _ours(key, entry, namespaces) else others).append(f"{key}: {entry[:160]}")
+        (ours if site_could_touch(key, entry, namespaces) else others).append(f"{key}: {entry[:160]}")
     return ours, others
 
 
