@@ -11,7 +11,6 @@ import json
 import os
 import secrets
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -26,8 +25,8 @@ import requests
 from ansible_cli import REPO, ansible_env, run_module, run_playbook
 from conftest import kubectl
 from fault_proxy import FaultProxy
-from fixtures.agent_tarball import chart_dir
 from fixtures.image_archives import write_docker_archive
+from test_agent_deployment import AGENT_IMAGE, BROKEN_TAG, CHART, helm, history
 from test_pps_image import assert_same_image, pulled_back
 
 sys.path.insert(0, str(REPO / "tests" / "rig"))
@@ -38,9 +37,6 @@ from registry import RegistryProcess  # noqa: E402
 PPS = "datarobot_mlops.management_agent.pps_image"
 AGENT = "datarobot_mlops.management_agent.agent_deployment"
 ENVIRONMENT = "datarobot_mlops.management_agent.prediction_environment"
-CHART = str(chart_dir())
-AGENT_IMAGE = "registry.invalid/datarobot/mlops-management-agent"
-BROKEN_TAG = "does-not-exist"  # the rig's kwok stage keeps such pods in ImagePullBackOff
 MANIFEST_TYPES = "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json"
 
 
@@ -472,18 +468,6 @@ def test_fault_api_server_restarted_during_a_stage_run(rig, stage_namespace, tmp
 
 
 # --- the agent's Helm release --------------------------------------------------------------------------------------
-
-def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([os.environ["HELM"], *args], capture_output=True, text=True, check=False, timeout=300)
-    if check and proc.returncode:
-        raise AssertionError(f"helm {' '.join(args)} failed: {proc.stderr}")
-    return proc
-
-
-def history(release: str, namespace: str) -> list[dict[str, Any]]:
-    proc = helm("history", release, "-n", namespace, "-o", "json", check=False)
-    return json.loads(proc.stdout) if proc.returncode == 0 else []
-
 
 def agent_values(tag: str = "9.2.0", replicas: int = 1) -> dict[str, Any]:
     return {"managementAgent": {"repository": AGENT_IMAGE, "tag": tag, "replicas": replicas},
