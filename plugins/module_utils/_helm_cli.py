@@ -246,15 +246,24 @@ class Helm:
             self._helm(argv, what)
             return
         running = self.spawn([self.binary, *argv])
-        while running.poll() is None:
-            reason = watch()
-            if reason:
+        reason = None
+        try:
+            while running.poll() is None:
+                reason = watch()
+                if reason:
+                    break
+                sleep(poll)
+        except BaseException:
+            if running.poll() is None:  # never leave helm writing the release behind this run's back
                 running.stop()
-                rc, out, err = running.result()
-                if rc == 0:
-                    return  # it finished just as we gave up on it
-                raise StoppedWaiting(f"{what} was stopped before its timeout: {reason}", (err or out).strip())
-            sleep(poll)
+                running.result()
+            raise
+        if reason:
+            running.stop()
+            rc, out, err = running.result()
+            if rc == 0:
+                return  # it finished just as we gave up on it
+            raise StoppedWaiting(f"{what} was stopped before its timeout: {reason}", (err or out).strip())
         self._checked(*running.result(), what)
 
     def rollback(self, release: str, namespace: str, revision: int, *, wait: bool, timeout: int) -> None:

@@ -37,8 +37,15 @@ class KubernetesAccessError(Exception):
     """The API server could not be reached or refused us; the message says what to check."""
 
 
+class ApiUnavailable(KubernetesAccessError):
+    """No answer, or a 429/5xx one: what a restarting or overloaded API server gives; may pass if waited for."""
+
+
+TRANSIENT_STATUSES = (429, 500, 502, 503, 504)
+
+
 def _unreachable(host: str, what: str, exc: Exception) -> KubernetesAccessError:
-    return KubernetesAccessError(
+    return ApiUnavailable(
         f"Cannot reach the API server at {host} while reading {what}: {exc}. Is the cluster up and the "
         "kubeconfig's server address right? Is its CA trusted (ca_cert)?")
 
@@ -77,7 +84,8 @@ class ReadOnlyCluster:
                 403: "forbids it: grant the user read access, or run as a cluster administrator.",
             }
             hint = hints.get(exc.status, f"answered {exc.status} {exc.reason}.")
-            raise KubernetesAccessError(f"Reading {what} from {self.host} failed: the API server {hint}") from exc
+            error = ApiUnavailable if exc.status in TRANSIENT_STATUSES else KubernetesAccessError
+            raise error(f"Reading {what} from {self.host} failed: the API server {hint}") from exc
         except (TransportError, OSError) as exc:
             raise _unreachable(self.host, what, exc) from exc
 

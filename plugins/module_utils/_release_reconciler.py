@@ -47,6 +47,7 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
     StoppedWaiting,
 )
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._kubernetes import (
+    ApiUnavailable,
     KubernetesAccessError,
 )
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._release_cluster import (
@@ -972,6 +973,12 @@ class Reconciler:
         since: dict[tuple[str, str], float] = {}
 
         def check() -> str | None:
+            try:
+                return look()
+            except ApiUnavailable:
+                return None  # no verdict while the API server is away: helm's own wait goes on
+
+        def look() -> str | None:
             now, seen = self.clock(), set()
             worst: tuple[float, str] | None = None
             for deployment_namespace, name in self._deployments(documents, namespace):
@@ -996,9 +1003,17 @@ class Reconciler:
         return check
 
     def wait_available(self, documents: Sequence[Mapping[str, Any]], namespace: str, deadline: float) -> list[str]:
-        """Poll until every Deployment of the manifest is available; what is still missing at the deadline."""
+        """Poll until every Deployment of the manifest is available; what is still missing at the deadline.
+
+        An API server that is briefly away (restarting, overloaded) is waited for too, up to the same deadline.
+        """
         while True:
-            waiting, hopeless = self._not_available(documents, namespace)
+            try:
+                waiting, hopeless = self._not_available(documents, namespace)
+            except ApiUnavailable:
+                if self.clock() >= deadline:
+                    raise
+                waiting, hopeless = ["the API server is not answering"], False
             if not waiting or hopeless or self.clock() >= deadline:
                 return waiting
             self.sleep(min(self.poll, max(0.0, deadline - self.clock())))

@@ -16,6 +16,7 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
     StoppedWaiting,
     parse_version,
 )
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._kubernetes import ApiUnavailable
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._release_cluster import (
     label_selector,
 )
@@ -649,3 +650,42 @@ def test_a_stopped_upgrade_is_rolled_back_with_its_diagnostics(rig):
     with pytest.raises(ReleaseFailed) as failure:
         reconciler().present(stuck_spec)
     assert "stopped before its timeout" in str(failure.value) and "Rolled back to revision 1" in str(failure.value)
+
+
+def test_helm_is_stopped_when_watching_fails():
+    running = FakeRunning()
+
+    def broken_watch():
+        raise RuntimeError("interrupted")
+
+    with pytest.raises(RuntimeError):
+        upgrade_with(background_helm(running), broken_watch)
+    assert running.stopped  # not left writing the release on its own
+
+
+class FlakyCluster(FakeCluster):
+    """A cluster whose API server does not answer the first `outages` reads."""
+
+    def __init__(self, outages: int) -> None:
+        super().__init__()
+        self.outages = outages
+
+    def get(self, api_version, kind, namespace, name):
+        if self.outages:
+            self.outages -= 1
+            raise ApiUnavailable("Cannot reach the API server at https://127.0.0.1:6443 while reading Deployment")
+        return super().get(api_version, kind, namespace, name)
+
+
+def test_a_briefly_absent_api_server_is_waited_for(tmp_path):
+    cluster = FlakyCluster(outages=3)
+    cluster.apply(parse_manifest(MANIFEST.replace("IMAGE", "repo/agent:1.0")), ready=True)
+    now = [0.0]
+    reconciler = Reconciler(FakeHelm(cluster, MANIFEST), cluster, Masker(), lambda values: "", clock=lambda: now[0],
+                            sleep=lambda seconds: now.__setitem__(0, now[0] + 2))
+    assert reconciler.wait_available(parse_manifest(MANIFEST), "ns", deadline=60) == []
+    assert reconciler.stuck_watch(parse_manifest(MANIFEST), "ns", 1)() is None
+    cluster.outages = 1000
+    with pytest.raises(ApiUnavailable):
+        reconciler.wait_available(parse_manifest(MANIFEST), "ns", deadline=now[0] + 10)
+    assert reconciler.stuck_watch(parse_manifest(MANIFEST), "ns", 1)() is None  # no verdict while it is away
