@@ -50,12 +50,18 @@ def lease_name(release: str) -> str:
 
 
 def _process_start(pid: int) -> str | None:
-    """The process's start time in clock ticks (field 22 of /proc/PID/stat): a pid alone may be reused."""
+    """The start time (clock ticks, field 22 of /proc/PID/stat) of a process that runs: a pid alone may be reused.
+
+    None when there is no such process, or it has exited and waits to be reaped (a zombie, state Z or X).
+    """
     try:
         with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
         return None
+    if len(fields) < 20 or fields[0] in ("Z", "X", "x"):
+        return None
+    return fields[19]
 
 
 def this_process() -> str:
@@ -73,7 +79,8 @@ def holder_is_running(identity: str, host: str | None = None) -> bool | None:
         pid = int(parts[1])
     except ValueError:
         return None
-    return _process_start(pid) == parts[2] if parts[2] != "-" else os.path.exists(f"/proc/{pid}")
+    start = _process_start(pid)
+    return start is not None and (parts[2] == "-" or start == parts[2])
 
 
 def _format(moment: datetime.datetime) -> str:

@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from typing import Any
 
 import pytest
@@ -20,6 +21,7 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
     NamespaceMissing,
     ReleaseHeld,
     ReleaseLock,
+    _process_start,
     holder_is_running,
     this_process,
 )
@@ -90,6 +92,20 @@ def test_this_process_is_running_and_an_exited_one_is_not():
     assert holder_is_running(this_process()) is True
     assert holder_is_running(dead_identity()) is False
     assert holder_is_running("elsewhere/1/2/abc") is None  # another host: only the claim's expiry can tell
+
+
+def test_a_holder_that_exited_but_is_not_reaped_yet_is_dead():
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.3)"])
+    identity = f"{socket.gethostname()}/{child.pid}/{_process_start(child.pid)}/zombie"
+    assert holder_is_running(identity) is True
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # exited, not waited for: a zombie (what an orphan may stay for a while)
+        with open(f"/proc/{child.pid}/stat", encoding="ascii") as stat:
+            if stat.read().rsplit(")", 1)[1].split()[0] == "Z":
+                break
+        time.sleep(0.05)
+    assert holder_is_running(identity) is False
+    child.wait()
 
 
 def test_a_live_holder_keeps_others_out_until_it_finishes():

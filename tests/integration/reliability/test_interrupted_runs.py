@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 from ansible_cli import REPO, ansible_env, module_argv, run_module, run_playbook
 from conftest import kubectl
@@ -98,16 +97,43 @@ def kill_when_pending(proc: subprocess.Popen, name: str, namespace: str) -> list
     wait_for("a pending revision", lambda: proc.poll() is not None or (
         revisions(name, namespace)[-1:] and revisions(name, namespace)[-1][1].startswith("pending")), 120, every=0.1)
     # What a lost runner (or an AWX job whose container is removed) does: every process gone, no cleanup at all.
-    # Ansible starts the module in a session of its own, so the module and its helm child are killed by name.
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
-    for line in processes("AnsiballZ_agent_deployment") + processes(f"helm .*{name}"):
+    # Ansible starts the module in a session of its own, so the whole tree under the command is killed at once.
+    pids = [proc.pid, *descendants(proc.pid)]
+    for pid in pids:
         try:
-            os.kill(int(line.split()[0]), signal.SIGKILL)
+            os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-    time.sleep(0.5)
+    proc.wait(timeout=30)
+    wait_for("the killed processes to be gone", lambda: not any(alive(pid) for pid in pids), 30, every=0.1)
     return revisions(name, namespace)
+
+
+def descendants(root: int) -> list[int]:
+    """Every process below `root` (children, theirs, ...), from /proc's parent pids."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", encoding="ascii") as stat:
+                    parents[int(entry)] = int(stat.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+    found, frontier = [], [root]
+    while frontier:
+        children = [pid for pid, parent in parents.items() if parent in frontier]
+        found += children
+        frontier = children
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Running, as opposed to gone or exited-and-not-reaped (a zombie: its parent was killed first)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X", "x")
+    except OSError:
+        return False
 
 
 def test_agent_deployment_killed_mid_upgrade_is_recovered_by_the_next_run(release, namespace, ledger):  # noqa: F811
@@ -115,7 +141,7 @@ def test_agent_deployment_killed_mid_upgrade_is_recovered_by_the_next_run(releas
     assert run_module(AGENT, args()).result.get("changed") is True
     killed = start_killable(module_argv(AGENT, args(values=agent_values(tag=BROKEN_TAG), wait_timeout=120)))
     left = kill_when_pending(killed, name, namespace)
-    stray = processes(f"helm .*{name}") + processes("AnsiballZ_agent_deployment")
+    stray = processes(f"helm .*{name}")
     good = agent_values(tag="9.2.3")
     checked = run_module(AGENT, args(values=good), check=True)
     after_check = revisions(name, namespace)
