@@ -163,7 +163,7 @@ class ReleaseLock:
         current = self.store.get_lease(self.namespace, self.name)
         claim = Claim.of(current)
         if claim.live(self.now()) and claim.holder != self.identity:
-            raise ReleaseHeld(self._held_message(claim))
+            raise ReleaseHeld(self.held_message(claim))
         now = _format(self.now())
         spec = {"holderIdentity": self.identity, "leaseDurationSeconds": self.duration, "acquireTime": now,
                 "renewTime": now}
@@ -179,7 +179,7 @@ class ReleaseLock:
                 body["spec"] = {**(current.get("spec") or {}), **spec}
                 self._lease = self.store.replace_lease(self.namespace, body)  # carries resourceVersion
         except LeaseConflict as exc:
-            raise ReleaseHeld(self._held_message(self.peek())) from exc
+            raise ReleaseHeld(self.held_message(self.peek())) from exc
 
     def intend(self, revision: int) -> None:
         """Record the revision a helm write is about to create, before helm creates it."""
@@ -214,9 +214,9 @@ class ReleaseLock:
         try:
             self._lease = self.store.replace_lease(self.namespace, body)
         except LeaseConflict as exc:
-            raise ReleaseHeld(self._held_message(self.peek())) from exc
+            raise ReleaseHeld(self.held_message(self.peek())) from exc
 
-    def _held_message(self, claim: Claim) -> str:
+    def held_message(self, claim: Claim) -> str:
         return (f"Another operation is in progress on release {self.release} in namespace {self.namespace}: "
                 f"agent_deployment run {claim.holder or '(unknown)'} holds Lease {self.name} (claimed until "
                 f"{claim.expires()}). Wait for it to finish and run again.")

@@ -778,6 +778,15 @@ class Reconciler:
                 f"again. If nothing else is working on it (an interrupted run leaves this status behind), recover "
                 f"with: {fix}")
 
+    def _busy_now(self, spec: ReleaseSpec, error: HelmError) -> ReleaseBusy:
+        """helm found the release busy: name the run of ours that holds it, if one does."""
+        lock = self._lock_for(spec)
+        if lock is not None:
+            claim = lock.peek()
+            if claim.live(lock.now()):
+                return ReleaseBusy(lock.held_message(claim))
+        return self._overtaken(spec, error)
+
     def _overtaken(self, spec: ReleaseSpec, error: HelmError) -> ReleaseBusy:
         """Another client wrote the release between our check and our helm command: its revision is left alone."""
         history = self._history(spec)
@@ -832,7 +841,12 @@ class Reconciler:
         if latest:
             current_values, current_manifest = self.helm.release(spec.name, spec.namespace, latest.revision)
         values_file = self.write_values(spec.values)
-        rendered = self.helm.render(spec.name, spec.namespace, spec.chart, values_file)
+        try:
+            rendered = self.helm.render(spec.name, spec.namespace, spec.chart, values_file)
+        except HelmError as exc:
+            if BUSY_ERRORS.search(exc.stderr or str(exc)):  # another run started writing since we read the history
+                raise self._busy_now(spec, exc) from exc
+            raise
         exact = re.fullmatch(r"v?(\d+\.\d+\.\d+(?:[-+].*)?)", spec.chart.version or "")  # not a range
         if exact and rendered.chart_version.lstrip("v") != exact.group(1):
             raise InvalidRequest(f"The chart at {spec.chart.ref} is {rendered.chart}, not version {spec.chart.version} "

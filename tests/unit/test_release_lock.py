@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._helm_cli import HelmError
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._release_lock import (
     WRITING_REVISION,
     Claim,
@@ -281,3 +282,24 @@ def test_absent_removes_the_lease_with_the_release(rig):
     leave_pending(helm, store)
     assert with_leases(reconciler, store).absent(spec(), True, 10).changed
     assert helm.revisions == [] and store.leases == {}
+
+
+def test_a_run_that_starts_writing_while_we_render_is_named(rig):
+    helm, cluster, reconciler = rig
+    store = MemoryLeases()
+    with_leases(reconciler, store).present(spec())
+    other = lock(store, now=datetime.datetime.now(datetime.timezone.utc))  # this process: alive
+    other.acquire()
+
+    def busy_render(*args, **kwargs):
+        raise HelmError("Rendering chart /charts/agent (helm upgrade --dry-run) failed: Error: UPGRADE FAILED: another "
+                        "operation (install/upgrade/rollback) is in progress",
+                        "Error: UPGRADE FAILED: another operation (install/upgrade/rollback) is in progress")
+
+    helm.render = busy_render
+    with pytest.raises(ReleaseBusy, match=r"Another operation is in progress on release bosun in namespace ns: "
+                                          r"agent_deployment run .* holds Lease bosun-agent-deployment"):
+        with_leases(reconciler, store).present(spec(replicas=2))
+    other.finish(settled=True)
+    with pytest.raises(ReleaseBusy, match="Another operation is in progress on release bosun"):
+        with_leases(reconciler, store).present(spec(replicas=2))  # nobody of ours: what helm's history says
