@@ -10,29 +10,34 @@ PYTEST := $(BIN)/pytest -ra
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help setup test unit lint sanity ansible-lint packaging integration molecule docs reliability-report demo bench rig-up rig-down rig-status clean
+.PHONY: help system-packages rig-binaries setup test unit lint sanity ansible-lint packaging integration molecule docs reliability-report demo bench rig-up rig-down rig-status clean
 
 help:
 	@echo "make demo      bring up the local rig and run site.yml against it"
 	@echo "make docs      the collection's module and role pages (antsibull-docs) in docs/build/"
 	@echo "make reliability-report  the reliability suite and its table"
-	@echo "make test      every suite: unit, lint + sanity, packaging, integration on the rig"
+	@echo "make test      every suite: unit, lint + sanity, packaging, ansible-core 2.16, integration and Molecule on the rig"
 	@echo "make setup     .venv with the pinned tool chain; links the checkout as the collection"
+	@echo "make system-packages  the Debian packages the rig needs (installs them as root, else names the command)"
 	@echo "make rig-up | rig-down | rig-status   the local rig of real parts (tests/rig)"
 
-setup: $(VENV)/.installed $(LINK)
+# Debian packages first (tests/rig/system-packages.sh: dpkg-query only when all are there), before any build.
+system-packages:
+	@PYTHON=$(PYTHON) VENV=$(VENV) bash tests/rig/system-packages.sh
 
-$(VENV)/.installed: requirements.txt
+setup: system-packages $(VENV)/.installed $(LINK)
+
+$(VENV)/.installed: requirements.txt requirements-test.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -r requirements.txt
+	$(BIN)/pip install --quiet -r requirements-test.txt
 	touch $@
 
 $(LINK):
 	mkdir -p $(dir $@)
 	ln -sfn ../../.. $@
 
-test: unit lint packaging integration molecule
+test: system-packages setup rig-binaries unit lint packaging compat integration molecule
 
 unit: setup
 	$(PYTEST) tests/unit
@@ -45,7 +50,23 @@ ansible-lint: setup
 sanity: setup
 	bash tests/sanity/run.sh
 
-packaging: setup
+# The oldest supported ansible-core line (meta/runtime.yml), 2.16, in its own virtualenv with the collections of
+# an older `ansible` package that accept it (tests/compat/): unit tests, ansible-test sanity and one site.yml run
+# on the rig. The newest line is .venv's, covered by unit, sanity and integration.
+COMPAT_VENV := .cache/venv-core216
+.PHONY: compat
+compat: setup rig-up $(COMPAT_VENV)/.installed
+	$(COMPAT_VENV)/bin/pytest -ra tests/unit
+	bash tests/sanity/run.sh --venv $(COMPAT_VENV)
+	COMPAT_VENV=$(CURDIR)/$(COMPAT_VENV) $(PYTEST) tests/compat
+
+$(COMPAT_VENV)/.installed: tests/compat/requirements-core216.txt tests/compat/collections-core216.txt requirements.txt
+	rm -rf $(COMPAT_VENV) && $(PYTHON) -m venv $(COMPAT_VENV)
+	$(COMPAT_VENV)/bin/pip install --quiet -r tests/compat/requirements-core216.txt
+	$(COMPAT_VENV)/bin/pip install --quiet --no-deps -r tests/compat/collections-core216.txt
+	touch $@
+
+packaging: setup rig-up
 	$(PYTEST) tests/packaging
 
 integration: setup rig-up
@@ -67,7 +88,11 @@ docs: setup
 reliability-report: setup rig-up
 	$(PYTEST) tests/integration/reliability; $(BIN)/python tests/reliability_report.py
 
-rig-up: setup
+# The rig's Go binaries, once (cached under ~/.cache/datarobot-mlops-rig; cold ~9 min on 2 cores).
+rig-binaries: system-packages setup
+	bash tests/rig/build-binaries.sh
+
+rig-up: system-packages setup rig-binaries
 	$(RIG) up $(if $(RIG_FLAVOUR),--flavour $(RIG_FLAVOUR))
 
 rig-down:
@@ -76,7 +101,7 @@ rig-down:
 rig-status: setup
 	$(RIG) status
 
-demo: rig-up
+demo: system-packages setup rig-binaries rig-up
 	source .rig/env && $(BIN)/python tests/rig/demo_archive.py "$$RIG_DIR/demo/datarobot-portable-prediction-api-9.2.0.tar.gz" \
 	  && $(BIN)/python tests/fixtures/agent_tarball.py "$$RIG_DIR/demo" \
 	  && $(BIN)/ansible-playbook site.yml -i inventories/local

@@ -1,4 +1,4 @@
-"""ingress_nginx on the rig: installs from the shared chart, idempotent, honest in check mode."""
+"""ingress_nginx on the rig: installs the offline chart (tests/rig/assets), idempotent, honest in check mode."""
 
 from __future__ import annotations
 

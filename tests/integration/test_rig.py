@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import time
-from pathlib import Path
 from typing import NamedTuple
 
 import pytest
@@ -17,7 +16,7 @@ import requests
 from conftest import REPO, kubectl
 from fixtures.image_archives import write_docker_archive
 
-SHARED = Path(os.environ.get("MANAGEMENT_AGENT_SHARED", REPO.parent / "shared"))
+INGRESS_NGINX_CHART = REPO / "tests" / "rig" / "assets" / "ingress-nginx-4.15.1.tgz"
 TINY_CHART = REPO / "tests" / "fixtures" / "charts" / "tiny"
 
 
@@ -82,8 +81,8 @@ def test_helm_installs_and_uninstalls_a_chart_with_wait(namespace):
 
 
 def test_ingress_nginx_chart_installs_with_the_seed_values(namespace):
-    chart = SHARED / "charts" / "ingress-nginx-4.15.1.tgz"
-    helm("install", "rig-ingress", str(chart), "-n", namespace, "--wait", "--timeout", "180s",
+    assert os.environ["RIG_INGRESS_NGINX_CHART"] == str(INGRESS_NGINX_CHART)  # what the local inventory installs
+    helm("install", "rig-ingress", str(INGRESS_NGINX_CHART), "-n", namespace, "--wait", "--timeout", "180s",
          "--set", "controller.autoscaling.enabled=true",
          "--set", "controller.autoscaling.minReplicas=2",
          "--set", "controller.autoscaling.maxReplicas=3",

@@ -96,8 +96,7 @@ def test_fleet_runs_clusters_side_by_side_and_one_failure_stays_its_own(rig, dem
     hosts["broken"]["management_agent_outfacing_url_root"] = ""  # fails at the last stage's checks
     (inventory / "hosts.yml").write_text(json.dumps({"clusters": {"hosts": hosts}}))
     try:
-        shared = os.environ.get("MANAGEMENT_AGENT_SHARED") or str(REPO.parent / "shared")
-        run = run_playbook("site.yml", inventory=str(inventory), extra_vars={"management_agent_shared": shared})
+        run = run_playbook("site.yml", inventory=str(inventory))
         stats = run.document["stats"]
         assert stats["east"]["failures"] == 0 and stats["west"]["failures"] == 0, run.failure()
         assert stats["broken"]["failures"] == 1

@@ -1,8 +1,11 @@
-"""execution-environment.yml turns into a complete ansible-builder context offline.
+"""execution-environment.yml turns into a complete ansible-builder context offline, and the image gets the run-time
+requirements only.
 
 Building the image itself needs a container runtime, Galaxy, PyPI, get.helm.sh and the base image's registry, none
 of which these machines have; `ansible-builder create` needs none of them, and what it writes is checked here:
-the Containerfile's helm, Python and Galaxy steps, and the collection's own files in the context.
+the Containerfile's helm, Python and Galaxy steps, and the collection's own files in the context. The image's Python
+libraries are what `ansible-builder introspect` finds in the installed collections; that step is run here on the
+built artifact installed with its dependencies, as the image's builder stage runs it.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import hashlib
 import io
 import os
 import re
+import shutil
 import stat
 import subprocess
 import tarfile
@@ -19,10 +23,13 @@ from pathlib import Path
 import pytest
 import yaml
 from ansible.galaxy.dependency_resolution.versioning import meets_requirements
+from packaging.requirements import Requirement
 
 from ansible_cli import BIN, REPO
+from test_artifact import ANSIBLE_PACKAGE, build_artifact, install_offline
 
-TEST_TOOLS = {"pytest", "molecule", "ansible-lint", "antsibull-changelog", "ansible-builder", "moto", "datarobot"}
+TEST_TOOLS = {"pytest", "molecule", "ansible-lint", "antsibull-changelog", "antsibull-docs", "ansible-builder", "moto",
+              "datarobot"}
 RUNTIME_DIRS = ("meta", "plugins", "roles", "playbooks")
 
 
@@ -60,13 +67,23 @@ def build_args(lines: list[str]) -> dict[str, str]:
             if (match := re.match(r'ARG (\w+)="?([^"]*)"?$', line))}
 
 
-def pins(path: Path) -> dict[str, str]:
+def requirements(path: Path) -> dict[str, Requirement]:
+    """The requirements a pip file names ({name: Requirement}), without `-r` includes."""
     found = {}
     for line in path.read_text().splitlines():
-        requirement = line.split("#", 1)[0].strip()
-        if requirement:
-            name, _sep, version = requirement.partition("==")
-            found[re.sub(r"\[.*\]", "", name).lower()] = version
+        line = line.split("#", 1)[0].strip()
+        if line and not line.startswith("-"):
+            requirement = Requirement(line)
+            found[requirement.name.lower()] = requirement
+    return found
+
+
+def pins(path: Path) -> dict[str, str]:
+    found = {}
+    for name, requirement in requirements(path).items():
+        exact = [spec.version for spec in requirement.specifier if spec.operator == "=="]
+        if exact:
+            found[name] = exact[0]
     return found
 
 
@@ -141,18 +158,86 @@ def test_a_helm_download_that_matches_its_sum_is_installed(context, tmp_path):
     assert target.stat().st_mode & stat.S_IXUSR
 
 
-def test_python_requirements_are_the_tested_pins_without_test_tools(context):
-    assert (context / "_build/requirements.txt").read_text() == (REPO / "awx/requirements-ee.txt").read_text()
+def test_python_libraries_come_from_the_collections_own_requirements(context):
+    """No user pip file: the builder stage introspects the installed collections, ours included (its
+    meta/execution-environment.yml names requirements.txt), and installs what they declare."""
     builder = stages(context)["builder"]
-    assert "COPY _build/requirements.txt requirements.txt" in builder
-    assert any("introspect" in line and "--user-pip=requirements.txt" in line for line in builder)
+    assert not (context / "_build/requirements.txt").exists()
+    assert any("introspect" in line for line in builder)
+    assert not any("--user-pip" in line for line in builder)
     assert "RUN /output/scripts/assemble" in builder
-    tested, image = pins(REPO / "requirements.txt"), pins(REPO / "awx/requirements-ee.txt")
-    assert {name: tested.get(name) for name in image} == image, "awx/requirements-ee.txt drifted from requirements.txt"
-    assert not TEST_TOOLS & set(image)
+    assert (context / "_build/collection/requirements.txt").read_text() == (REPO / "requirements.txt").read_text()
+    meta = yaml.safe_load((context / "_build/collection/meta/execution-environment.yml").read_text())
+    assert meta["dependencies"] == {"python": "requirements.txt"}
+    assert "python" not in definition()["dependencies"]
     refs = build_args(stages(context)[""])["ANSIBLE_INSTALL_REFS"].split()
-    assert f"ansible-core=={tested['ansible-core']}" in refs
+    assert f"ansible-core=={pins(REPO / 'requirements-test.txt')['ansible-core']}" in refs
     assert any(ref.startswith("ansible-runner==") for ref in refs)
+
+
+def test_runtime_requirements_have_lower_bounds_and_no_pins_or_test_tools():
+    runtime = requirements(REPO / "requirements.txt")
+    assert runtime and not TEST_TOOLS & set(runtime)
+    assert "openshift" not in runtime  # nothing imports it; kubernetes.dynamic does its work (README, Dependencies)
+    for name, requirement in runtime.items():
+        operators = {spec.operator for spec in requirement.specifier}
+        assert operators == {">="}, f"{name}: {requirement.specifier} (lower bounds only)"
+
+
+def test_the_test_tool_chain_pins_every_runtime_library_within_its_bounds():
+    text = (REPO / "requirements-test.txt").read_text()
+    assert re.search(r"^-r requirements\.txt$", text, re.MULTILINE)
+    pinned = pins(REPO / "requirements-test.txt")
+    tested = requirements(REPO / "requirements-test.txt")
+    assert set(tested) == set(pinned), "every line of requirements-test.txt is an exact pin"
+    assert TEST_TOOLS <= set(pinned) and {"ansible-core", "ansible"} <= set(pinned)
+    for name, requirement in requirements(REPO / "requirements.txt").items():
+        assert name in pinned, f"{name} is a runtime library without a tested version"
+        assert requirement.specifier.contains(pinned[name]), f"{name}=={pinned[name]} is outside {requirement}"
+
+
+def test_the_venv_runs_the_pinned_versions():
+    """`make setup` installed what requirements-test.txt pins (the tests run with exactly these)."""
+    from importlib.metadata import version  # pylint: disable=import-outside-toplevel
+
+    drift = {name: (pin, version(name)) for name, pin in pins(REPO / "requirements-test.txt").items()
+             if version(name) != pin}
+    assert drift == {}, "run `make setup`"
+
+
+@pytest.fixture(scope="module")
+def image_collections(tmp_path_factory) -> Path:
+    """What the image's collections path holds: the built artifact installed offline, plus the collections its
+    dependencies resolved to (from the `ansible` package), as an ansible_collections tree."""
+    work = tmp_path_factory.mktemp("introspect")
+    (work / "out").mkdir()
+    (work / "target").mkdir()
+    proc, resolved = install_offline(build_artifact(REPO, work / "out"), work / "target")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    view = work / "image" / "ansible_collections"
+    shutil.copytree(work / "target/ansible_collections", view, symlinks=True)
+    for fqcn in resolved:
+        namespace, name = fqcn.split(".")
+        if namespace != "datarobot_mlops":
+            (view / namespace).mkdir(exist_ok=True)
+            (view / namespace / name).symlink_to(ANSIBLE_PACKAGE / "ansible_collections" / namespace / name)
+    return view.parent
+
+
+def test_introspection_of_the_built_artifact_lists_runtime_libraries_only(image_collections):
+    proc = _run([str(BIN / "ansible-builder"), "introspect", "--sanitize", str(image_collections)])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    found = yaml.safe_load(proc.stdout.split("---", 1)[1])
+    lines = found["python"]
+    ours = {Requirement(line.split("#", 1)[0]).name.lower() for line in lines
+            if line.endswith("# from collection datarobot_mlops.management_agent")}
+    assert ours == set(requirements(REPO / "requirements.txt")), lines
+    for collection in yaml.safe_load((REPO / "galaxy.yml").read_text())["dependencies"]:
+        assert any(line.endswith(f"# from collection {collection}") for line in lines) or not (
+            ANSIBLE_PACKAGE / "ansible_collections" / collection.replace(".", "/") / "requirements.txt").exists()
+    names = {Requirement(line.split("#", 1)[0]).name.lower() for line in lines}
+    assert not names & TEST_TOOLS, lines
+    assert not [line for line in lines if "==" in line], lines
 
 
 def test_galaxy_requirements_are_the_collections_the_collection_depends_on(context):
@@ -180,7 +265,8 @@ def test_the_collection_itself_goes_into_the_image(context, tmp_path):
     installs = [index for index, line in enumerate(galaxy) if "ansible-galaxy collection install" in line]
     assert len(installs) == 2 and "-r requirements.yml" in galaxy[installs[0]]
     ours = galaxy[installs[1]]
-    assert "collection build /build/collection" in ours and "--offline --no-deps" in ours
+    # offline, with its dependencies: the collections requirements.yml installed must satisfy galaxy.yml
+    assert "collection build /build/collection" in ours and "--offline" in ours and "--no-deps" not in ours
     assert '--collections-path /usr/share/ansible/collections' in ours
 
 

@@ -9,7 +9,6 @@ tag is `does-not-exist` wait in ImagePullBackOff, see kwok-stages/).
 from __future__ import annotations
 
 import json
-import os
 import ssl
 import subprocess
 import time
@@ -22,7 +21,9 @@ from processes import Daemon, RigError, wait_until
 SERVICE_CIDR = "10.96.0.0/16"
 NODE_COUNT = 3
 NODE_SIZE = {"cpu": "2", "memory": "6Gi", "ephemeral-storage": "40Gi", "pods": "110"}
-SHARED = Path(os.environ.get("MANAGEMENT_AGENT_SHARED", Path(__file__).resolve().parents[3] / "shared"))
+# Third-party files the rig installs, kept in the repository (assets/README.md: source, version, license).
+ASSETS = Path(__file__).resolve().with_name("assets")
+INGRESS_NGINX_CHART = ASSETS / "ingress-nginx-4.15.1.tgz"
 # Our own kwok stages (e.g. pods that never pull their image), loaded beside the ones kwok ships.
 EXTRA_STAGES = Path(__file__).resolve().with_name("kwok-stages")
 
@@ -161,7 +162,10 @@ class ControlPlane:
                                                                        "-o", "name")), 60)
 
     def add_openshift_flavour(self) -> None:
-        for crd in sorted((SHARED / "openshift-crds").glob("*.yaml")):
+        crds = sorted((ASSETS / "openshift-crds").glob("*.yaml"))
+        if not crds:
+            raise RigError(f"no OpenShift CRDs in {ASSETS / 'openshift-crds'}")
+        for crd in crds:
             self.kubectl("apply", "--server-side", "-f", str(crd))
         self.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd",
                      "securitycontextconstraints.security.openshift.io", "routes.route.openshift.io",

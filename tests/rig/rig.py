@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from control_plane import SHARED, ControlPlane  # noqa: E402
+from control_plane import INGRESS_NGINX_CHART, ControlPlane  # noqa: E402
 from datarobot_api import FakeDataRobot  # noqa: E402
 from docker_api import DockerApi  # noqa: E402
 from pki import CertificateAuthority  # noqa: E402
@@ -124,8 +124,8 @@ class Rig:
             "HELM": str(self.bin / "helm"),
             "KUBECTL": str(self.bin / "kubectl"),
             "RIG_FLAVOUR": (STATE / "flavour").read_text().strip() if (STATE / "flavour").exists() else "kubernetes",
-            # The product lead's folder (charts, CRDs) the local inventory installs from.
-            "MANAGEMENT_AGENT_SHARED": str(SHARED.resolve()),
+            # The ingress-nginx chart the local inventory installs offline (tests/rig/assets/).
+            "RIG_INGRESS_NGINX_CHART": str(INGRESS_NGINX_CHART),
         }
 
     def write_env(self) -> None:

@@ -2,9 +2,18 @@
 # ansible-test must run from a real ansible_collections/<ns>/<name> directory
 # (it resolves symlinks), so sanity runs on a copy of the files git knows,
 # beside the collections we depend on from the `ansible` package.
+#
+# --venv DIR runs that virtualenv's ansible-test (default .venv, the newest
+# ansible-core line; `make compat` passes the 2.16 one). ansible-test reads the
+# ignore file of its own version, tests/sanity/ignore-<major.minor>.txt.
+# Further arguments go to ansible-test sanity (e.g. --test pep8).
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/../.." && pwd)"
 venv="$repo/.venv"
+if [ "${1:-}" = --venv ]; then
+  venv="$(cd "$2" && pwd)"
+  shift 2
+fi
 site=$("$venv/bin/python" -c 'import ansible_collections, os; print(os.path.dirname(ansible_collections.__path__[0]))')
 # ansible-test bootstraps pip in its venvs with a script from a host we cannot
 # reach; give it our offline stand-in under the name it looks for.
@@ -19,7 +28,10 @@ for ns in "$site"/ansible_collections/*/; do
   ln -s "$ns" "$root/$(basename "$ns")"
 done
 cd "$repo"
-git ls-files -co --exclude-standard -z | xargs -0 cp --parents -t "$root/datarobot_mlops/management_agent"
+# (files deleted in the working tree but still in git's index are left out)
+git ls-files -co --exclude-standard -z | while IFS= read -r -d '' file; do
+  if [ -e "$file" ]; then printf '%s\0' "$file"; fi
+done | xargs -0 cp --parents -t "$root/datarobot_mlops/management_agent"
 cd "$root/datarobot_mlops/management_agent"
 git init -q && git add -A   # ansible-test lists the collection's files through git
 "$venv/bin/ansible-test" sanity --python 3.11 --requirements "$@"

@@ -1,0 +1,91 @@
+"""One whole site.yml run on the rig under ansible-core 2.16, the oldest supported line.
+
+The 2.16 virtualenv's ansible-playbook runs site.yml with the local inventory into a fresh namespace, with
+the collections installed in that virtualenv (never .venv's ansible package) and its Python as the modules'
+interpreter. The newest line is covered by tests/integration/test_site.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+from ansible_cli import REPO, PlaybookRun
+# core_version and rig: fixtures, used by name
+from compat_venv import COMPAT_BIN, COMPAT_PYTHON, COMPAT_VENV, compat_env, compat_run
+from compat_venv import core_version  # noqa: F401  pylint: disable=unused-import
+from integration.conftest import kubectl, rig  # noqa: F401  pylint: disable=unused-import
+
+
+@pytest.fixture(scope="module")
+def demo_archives(rig):
+    """What `make demo` writes (the PPS stand-in and the fixture agent tarball), made with .venv's Python."""
+    demo = Path(rig["RIG_DIR"]) / "demo"
+    python = str(REPO / ".venv" / "bin" / "python")
+    subprocess.run([python, str(REPO / "tests/rig/demo_archive.py"),
+                    str(demo / "datarobot-portable-prediction-api-9.2.0.tar.gz")], check=True, timeout=120)
+    subprocess.run([python, str(REPO / "tests/fixtures/agent_tarball.py"), str(demo)], check=True, timeout=120,
+                   capture_output=True)
+    return demo
+
+
+def run_site(namespace: str) -> PlaybookRun:
+    extra = {"management_agent_namespace": namespace, "ansible_python_interpreter": str(COMPAT_PYTHON)}
+    proc = subprocess.run([str(COMPAT_BIN / "ansible-playbook"), "-i", str(REPO / "inventories/local"),
+                           str(REPO / "site.yml"), "-e", json.dumps(extra)],
+                          capture_output=True, text=True, env=compat_env(), cwd=REPO, timeout=1800, check=False)
+    try:
+        document = json.loads(proc.stdout[proc.stdout.index("{"):])
+    except ValueError:
+        document = {}
+    return PlaybookRun(document, proc.stdout, proc.stderr, proc.returncode)
+
+
+def helm_status(namespace: str, release: str = "bosun") -> dict:
+    proc = subprocess.run([os.environ["HELM"], "status", release, "-n", namespace, "-o", "json"],
+                          capture_output=True, text=True, check=True, timeout=60)
+    return json.loads(proc.stdout)
+
+
+def cleanup(namespace: str, release: str = "bosun") -> None:
+    subprocess.run([os.environ["HELM"], "uninstall", release, "-n", namespace, "--wait", "--timeout", "120s"],
+                   capture_output=True, check=False, timeout=180)
+    kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+def test_the_run_uses_the_216_engine_and_collections(core_version):
+    proc = compat_run("ansible-playbook", "--version")
+    assert proc.returncode == 0, proc.stderr
+    assert f"[core {core_version}]" in proc.stdout and f"{COMPAT_BIN}/python" in proc.stdout, proc.stdout
+    listed = compat_run("ansible-galaxy", "collection", "list", "kubernetes.core", "--format", "json")
+    paths = list(json.loads(listed.stdout))
+    assert paths and all(path.startswith(str(COMPAT_VENV)) for path in paths), paths
+
+
+def test_site_converges_under_core_216(rig, demo_archives, core_version):
+    namespace = f"t-core216-{uuid.uuid4().hex[:6]}"
+    try:
+        run = run_site(namespace)
+        assert run.returncode == 0, run.failure() + run.stderr[-3000:]
+        assert run.stats.get("failures", 0) == 0 and run.stats.get("ok", 0) > 0, run.stats
+        # 2.16 warns where 2.19 would fail (e.g. a non-boolean conditional): none may come from our collection.
+        warnings = " ".join(run.stderr.split()).replace("[DEPRECATION WARNING]", "\n[DEPRECATION WARNING]")
+        ours = [line for line in warnings.splitlines() if line.startswith("[DEPRECATION") and "datarobot_mlops" in
+                line.replace(" ", "")]
+        assert ours == [], ours
+        summary = "\n".join(run.task("What this run left on the cluster")["msg"])
+        assert f"bosun in {namespace}, revision 1, deployed" in summary, summary
+        status = helm_status(namespace)
+        assert status["info"]["status"] == "deployed" and status["version"] == 1
+        deployments = json.loads(kubectl("-n", namespace, "get", "deployments", "-o", "json").stdout)["items"]
+        assert deployments, f"no Deployment in {namespace}"
+        for deployment in deployments:
+            conditions = {c["type"]: c["status"] for c in deployment["status"].get("conditions", [])}
+            assert conditions.get("Available") == "True", (deployment["metadata"]["name"], conditions)
+    finally:
+        cleanup(namespace)
