@@ -259,6 +259,12 @@ def test_bad_inputs_fail_before_anything_is_touched(rig, scenario, tmp_path):
     assert "truncated or corrupt" in run.failure()
     run = run_playbook(PLAYBOOK, extra_vars=scenario.vars(mlops_agent_tarball=str(tmp_path / "missing.tar.gz")))
     assert "does not exist" in run.failure()
+    # the module names its option; the role names the variable the user sets
+    assert "set agent_tarball to" in run.task("Unpack the agent tarball into the cache (once per tarball checksum)")["msg"]
+    assert "set mlops_agent_tarball to its path" in run.failure()
+    run = run_playbook(PLAYBOOK, extra_vars={**scenario.vars(mlops_agent_tarball=""),
+                                             "mlops_agent_tarball_dir": str(tmp_path / "no-such-dir")})
+    assert "mlops_agent_tarball_dir " + str(tmp_path / "no-such-dir") + " is not a directory" in run.failure()
 
 
 def test_build_without_a_docker_api_says_what_to_do(rig, scenario):

@@ -3,9 +3,10 @@ changes nothing and reports what the real run would change, and a second run cha
 
 Secrets. The rig's fake DataRobot and registry accept only their own token and password, so the canaries are the real
 values, looked for as canaries: DATAROBOT_API_TOKEN, RIG_REGISTRY_PASSWORD, the ServiceAccount token the openshift stage
-writes into registry-creds (OpenShift flavour), and canaries made here: a rotated API key (given to the management_agent
-stage only, through mlops_datarobot_api_token: the fake DataRobot refuses unknown tokens), a rotated registry
-password (registry stage only: the registry refuses it) and a secret inside the chart's values (mlops_management_agent_extra_values).
+writes into registry-creds (OpenShift flavour), and canaries made here: a rotated API key (mlops_datarobot_api_token,
+with the prediction environment's id given so that only the management_agent stage uses it: the fake DataRobot refuses
+unknown tokens), a rotated registry password (registry stage only: the registry refuses it) and a secret inside the
+chart's values (mlops_management_agent_extra_values).
 Every run is at -vvv with --diff, ANSIBLE_LOG_PATH and ANSIBLE_KEEP_REMOTE_FILES=0, with TMPDIR a fresh directory (and
 Ansible's remote_tmp and local_tmp under it, so that what a run leaves is known to be its own), and is scanned in:
 stdout, stderr, the log, the json callback's document (returned values, diffs), every file left in the fresh TMPDIR,
@@ -427,7 +428,9 @@ def test_default_callback_diffs_as_text_leak_no_secret(site, ledger):
     the API key Secret and the release, so there are diffs to print."""
     api_key, values_secret = made_canary("rotated API key"), made_canary("secret in mlops_management_agent_extra_values")
     site.canaries += [api_key, values_secret]
+    # The prediction environment's id given, so only the management_agent stage uses the key (DataRobot refuses it).
     changes = {"mlops_datarobot_api_token": api_key.value,
+               "mlops_prediction_environment_id": site.facts["prediction_environment_id"],
                "mlops_management_agent_extra_values": {"datarobot": {"apiToken": values_secret.value}}}
     run = site.probe("site.yml, default callback, rotated API key", SITE, callback="default", **changes)
     assert run.ok, run.why()
@@ -527,7 +530,8 @@ def test_check_mode_reports_the_tasks_the_real_run_changes(site, ledger):
     values = json.loads(json.dumps(site.inputs.get("mlops_management_agent_extra_values", {})))
     values.setdefault("managementAgent", {})["resources"] = {"requests": {"cpu": "300m", "memory": "512Mi"}}
     steps = [("site.yml: chart value and API key", SITE,
-              {"mlops_management_agent_extra_values": values, "mlops_datarobot_api_token": api_key.value}),
+              {"mlops_management_agent_extra_values": values, "mlops_datarobot_api_token": api_key.value,
+               "mlops_prediction_environment_id": site.facts["prediction_environment_id"]}),
              ("registry.yml: rotated registry password", REGISTRY, {"mlops_registry_password": password.value}),
              ("registry.yml: registry password back", REGISTRY, {})]
     problems = []
