@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,14 +108,23 @@ class PlaybookRun:
 def run_playbook(playbook: str, *, inventory: str = "inventories/local", extra_vars: dict[str, Any] | None = None,
                  check: bool = False, diff: bool = False, tags: str | None = None, verbosity: int = 0,
                  env: dict[str, str] | None = None) -> PlaybookRun:
-    argv = [str(BIN / "ansible-playbook"), "-i", str(REPO / inventory), str(REPO / playbook)]
-    if extra_vars:
-        argv += ["-e", json.dumps(extra_vars)]
-    if tags:
-        argv += ["--tags", tags]
-    argv += _mode_flags(check, diff, verbosity)
-    proc = subprocess.run(argv, capture_output=True, text=True, env=env or ansible_env(), cwd=REPO,
-                          timeout=1800, check=False)
+    """`_mlops` in `extra_vars` (what earlier stages would have published) goes in as an inventory variable of every
+    host, not with -e: extra vars outrank set_fact, so a stage could not add its own keys to it."""
+    extra_vars = dict(extra_vars or {})
+    published = extra_vars.pop("_mlops", None)
+    with tempfile.TemporaryDirectory(prefix="published-") as scratch:
+        argv = [str(BIN / "ansible-playbook"), "-i", str(REPO / inventory), str(REPO / playbook)]
+        if published is not None:
+            source = Path(scratch) / "published.yml"
+            source.write_text(json.dumps({"all": {"vars": {"_mlops": published}}}))
+            argv += ["-i", str(source)]
+        if extra_vars:
+            argv += ["-e", json.dumps(extra_vars)]
+        if tags:
+            argv += ["--tags", tags]
+        argv += _mode_flags(check, diff, verbosity)
+        proc = subprocess.run(argv, capture_output=True, text=True, env=env or ansible_env(), cwd=REPO,
+                              timeout=1800, check=False)
     try:
         document = json.loads(proc.stdout[proc.stdout.index("{"):])
     except ValueError:

@@ -27,7 +27,7 @@ OUR_REPOSITORIES = ("datarobot/mlops-management-agent", "datarobot/mlops-trackin
                     "datarobot/datarobot-portable-prediction-api", "mlops/frozen-models")
 INGRESS_RELEASE = "nginx-ingress"
 ENVIRONMENT_NAME = "management-agent-local-rig"  # the prediction environment site.yml keeps for the local inventory
-SITE_TAG = "9.2.0"  # the tags site.yml pushes (pps_image_version, the fixture tarball's appVersion)
+SITE_TAG = "9.2.0"  # the tags site.yml pushes (mlops_pps_image_version, the fixture tarball's appVersion)
 
 
 def _run(*argv: str) -> str:

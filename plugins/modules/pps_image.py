@@ -130,8 +130,8 @@ EXAMPLES = r"""
     src: /data/datarobot-portable-prediction-api-9.2.0.tar.gz
     name: registry.example.com/datarobot/datarobot-portable-prediction-api
     tag: 9.2.0
-    username: "{{ registry_user }}"
-    password: "{{ registry_password }}"
+    username: "{{ mlops_registry_username }}"
+    password: "{{ mlops_registry_password }}"
   register: pps
 
 - name: The seed's way, through a Docker API

@@ -45,8 +45,8 @@ EXAMPLES = r"""
   datarobot_mlops.management_agent.registry_image_info:
     name: registry.example.com/datarobot/mlops-management-agent
     tag: 9.2.0
-    username: "{{ registry_user }}"
-    password: "{{ registry_password }}"
+    username: "{{ mlops_registry_username }}"
+    password: "{{ mlops_registry_password }}"
   register: agent_image
 
 - name: Say so

@@ -35,7 +35,7 @@ def demo_archives(rig):
 
 
 def run_site(namespace: str) -> PlaybookRun:
-    extra = {"management_agent_namespace": namespace, "ansible_python_interpreter": str(COMPAT_PYTHON)}
+    extra = {"mlops_namespace": namespace, "ansible_python_interpreter": str(COMPAT_PYTHON)}
     proc = subprocess.run([str(COMPAT_BIN / "ansible-playbook"), "-i", str(REPO / "inventories/local"),
                            str(REPO / "site.yml"), "-e", json.dumps(extra)],
                           capture_output=True, text=True, env=compat_env(), cwd=REPO, timeout=1800, check=False)

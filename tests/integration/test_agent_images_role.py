@@ -61,8 +61,8 @@ class Scenario:
                 "repositories": {key: self.repo(key) for key in IMAGES}, **extra}
 
     def vars(self, **extra) -> dict:
-        return {"agent_tarball": str(self.tarball), "agent_tarball_cache_dir": str(self.cache),
-                "management_agent_registry": self.registry_facts(), **extra}
+        return {"mlops_agent_tarball": str(self.tarball), "mlops_agent_tarball_cache_dir": str(self.cache),
+                "_mlops": {"registry": self.registry_facts()}, **extra}
 
     def manifest(self, key: str, tag: str | None = None) -> requests.Response:
         return requests.get(f"https://{self.rig['RIG_REGISTRY']}/v2/{self.repo(key)}/manifests/{tag or self.version}",
@@ -100,7 +100,7 @@ def scenario(rig, tmp_path):
 
 
 @pytest.fixture
-def registry_namespace(rig):
+def mlops_namespace(rig):
     name = f"t-agent-images-{uuid.uuid4().hex[:6]}"
     yield name
     kubectl("delete", "namespace", name, "--wait=false", check=False)
@@ -110,12 +110,12 @@ def scratch_docker_configs() -> set[str]:
     return {p.name for p in Path(tempfile.gettempdir()).glob("agent-images-docker-*")}
 
 
-def test_build_pushes_both_images_once_after_the_registry_stage(rig, scenario, registry_namespace):
+def test_build_pushes_both_images_once_after_the_registry_stage(rig, scenario, mlops_namespace):
     """registry.yml then agent_images.yml, as site.yml chains them; the second run builds nothing."""
-    extra = {"registry_namespace": registry_namespace, "registry_host": rig["RIG_REGISTRY"],
-             "registry_username": rig["RIG_REGISTRY_USER"], "registry_password": rig["RIG_REGISTRY_PASSWORD"],
-             "registry_ca_path": rig["RIG_REGISTRY_CA"], "registry_path_prefix": scenario.prefix,
-             "agent_tarball": str(scenario.tarball), "agent_tarball_cache_dir": str(scenario.cache)}
+    extra = {"mlops_namespace": mlops_namespace, "mlops_registry_host": rig["RIG_REGISTRY"],
+             "mlops_registry_username": rig["RIG_REGISTRY_USER"], "mlops_registry_password": rig["RIG_REGISTRY_PASSWORD"],
+             "mlops_registry_ca_path": rig["RIG_REGISTRY_CA"], "mlops_registry_path_prefix": scenario.prefix,
+             "mlops_agent_tarball": str(scenario.tarball), "mlops_agent_tarball_cache_dir": str(scenario.cache)}
     configs_before = scratch_docker_configs()
     started = time.monotonic()
     first = run_playbook(CHAINED, extra_vars=extra, verbosity=3)
@@ -125,7 +125,7 @@ def test_build_pushes_both_images_once_after_the_registry_stage(rig, scenario, r
     assert [r["changed"] for r in first.task(MAKE)["results"]] == [True, True]
 
     host = rig["RIG_REGISTRY"]
-    published = first.task(PUBLISH)["ansible_facts"]["management_agent_agent_images"]
+    published = first.task(PUBLISH)["ansible_facts"]["__agent_images_published"]["agent_images"]
     assert set(published) == {"management_agent", "tracking_agent"}
     for key, entry in published.items():
         repository = f"{host}/{scenario.prefix}{IMAGES[key]}"
@@ -142,32 +142,32 @@ def test_build_pushes_both_images_once_after_the_registry_stage(rig, scenario, r
     assert again.returncode == 0, again.failure()
     assert again.changed == 0
     assert all(r.get("skipped") for r in again.task(MAKE)["results"]) or again.task(MAKE).get("skipped")
-    assert again.task(PUBLISH)["ansible_facts"]["management_agent_agent_images"] == published
+    assert again.task(PUBLISH)["ansible_facts"]["__agent_images_published"]["agent_images"] == published
     print(f"second run (nothing to do): {time.monotonic() - started:.1f}s")
 
 
 def test_present_verifies_and_names_what_is_missing(rig, scenario):
     built = run_playbook(PLAYBOOK, extra_vars=scenario.vars())
     assert built.returncode == 0, built.failure()
-    present = run_playbook(PLAYBOOK, extra_vars={**scenario.vars(), "agent_images_method": "present"})
+    present = run_playbook(PLAYBOOK, extra_vars={**scenario.vars(), "mlops_agent_images_method": "present"})
     assert present.returncode == 0 and present.changed == 0, present.failure()
-    assert present.task(PUBLISH)["ansible_facts"]["management_agent_agent_images"] == \
-        built.task(PUBLISH)["ansible_facts"]["management_agent_agent_images"]
+    assert present.task(PUBLISH)["ansible_facts"]["__agent_images_published"]["agent_images"] == \
+        built.task(PUBLISH)["ansible_facts"]["__agent_images_published"]["agent_images"]
     # present needs no tarball: the version is given.
     missing = f"9.2.0-missing-{uuid.uuid4().hex[:6]}"
-    absent = run_playbook(PLAYBOOK, extra_vars={"management_agent_registry": scenario.registry_facts(),
-                                                "agent_images_method": "present", "agent_images_version": missing})
+    absent = run_playbook(PLAYBOOK, extra_vars={"_mlops": {"registry": scenario.registry_facts()},
+                                                "mlops_agent_images_method": "present", "mlops_agent_images_version": missing})
     assert absent.returncode != 0
     message = absent.failure()
     host = rig["RIG_REGISTRY"]
     assert f"Not in the registry: {host}/{scenario.repo('management_agent')}:{missing}, " \
            f"{host}/{scenario.repo('tracking_agent')}:{missing}." in message
-    assert "agent_images_method build" in message and "tracking_agent_enabled: false" in message
+    assert "mlops_agent_images_method build" in message and "mlops_tracking_agent_enabled: false" in message
 
 
 def test_check_mode_builds_and_pushes_nothing(rig, scenario):
     configs_before = scratch_docker_configs()
-    check = run_playbook(PLAYBOOK, extra_vars=scenario.vars(tracking_agent_enabled=False), check=True)
+    check = run_playbook(PLAYBOOK, extra_vars=scenario.vars(mlops_tracking_agent_enabled=False), check=True)
     assert check.returncode == 0, check.failure()
     reports = check_mode_report(check)
     assert len(reports) == 1
@@ -179,16 +179,16 @@ def test_check_mode_builds_and_pushes_nothing(rig, scenario):
     assert scenario.manifest("tracking_agent").status_code == 404
     assert scenario.local_images() == []
     assert scratch_docker_configs() == configs_before
-    published = check.task(PUBLISH)["ansible_facts"]["management_agent_agent_images"]
+    published = check.task(PUBLISH)["ansible_facts"]["__agent_images_published"]["agent_images"]
     assert list(published) == ["management_agent"] and published["management_agent"]["digest"] == ""
     # The tarball was unpacked (the chart is needed in check mode too), into the cache only.
     assert len(list(scenario.cache.iterdir())) == 1
 
 
 def test_tracking_agent_disabled_builds_only_the_management_agent(rig, scenario):
-    run = run_playbook(PLAYBOOK, extra_vars=scenario.vars(tracking_agent_enabled=False))
+    run = run_playbook(PLAYBOOK, extra_vars=scenario.vars(mlops_tracking_agent_enabled=False))
     assert run.returncode == 0, run.failure()
-    assert list(run.task(PUBLISH)["ansible_facts"]["management_agent_agent_images"]) == ["management_agent"]
+    assert list(run.task(PUBLISH)["ansible_facts"]["__agent_images_published"]["agent_images"]) == ["management_agent"]
     assert scenario.manifest("management_agent").status_code == 200
     assert scenario.manifest("tracking_agent").status_code == 404
 
@@ -197,15 +197,15 @@ def test_archive_pushes_docker_save_archives_without_a_daemon(rig, scenario, tmp
     archives = {key: write_docker_archive(tmp_path / f"{key}.tar.gz", [f"{IMAGES[key]}:{scenario.version}"],
                                           [{f"opt/{key}/agent-info.txt": f"{key} {uuid.uuid4()}\n".encode()}],
                                           compress=True) for key in IMAGES}
-    extra = {"management_agent_registry": scenario.registry_facts(), "agent_images_method": "archive",
-             "agent_images_version": scenario.version,
-             "agent_images_archives": {key: str(facts.path) for key, facts in archives.items()}}
+    extra = {"_mlops": {"registry": scenario.registry_facts()}, "mlops_agent_images_method": "archive",
+             "mlops_agent_images_version": scenario.version,
+             "mlops_agent_images_archives": {key: str(facts.path) for key, facts in archives.items()}}
     check = run_playbook(PLAYBOOK, extra_vars=extra, check=True)
     assert check.returncode == 0 and check.changed > 0, check.failure()
     assert scenario.manifest("management_agent").status_code == 404
-    pushed = run_playbook(PLAYBOOK, extra_vars={**extra, "agent_images_docker_host": "unix:///nonexistent.sock"})
+    pushed = run_playbook(PLAYBOOK, extra_vars={**extra, "mlops_agent_images_docker_host": "unix:///nonexistent.sock"})
     assert pushed.returncode == 0, pushed.failure()
-    published = pushed.task(PUBLISH)["ansible_facts"]["management_agent_agent_images"]
+    published = pushed.task(PUBLISH)["ansible_facts"]["__agent_images_published"]["agent_images"]
     for key, facts in archives.items():
         response = scenario.manifest(key)
         assert response.status_code == 200 and response.json()["config"]["digest"] == facts.config_digest
@@ -230,7 +230,7 @@ def evil_tarball(path: Path) -> Path:
 
 def test_unsafe_tarball_is_refused_and_nothing_is_written(rig, scenario, tmp_path):
     tarball = evil_tarball(tmp_path / "datarobot-mlops-agent-9.2.0.tar.gz")
-    run = run_playbook(PLAYBOOK, extra_vars=scenario.vars(agent_tarball=str(tarball)))
+    run = run_playbook(PLAYBOOK, extra_vars=scenario.vars(mlops_agent_tarball=str(tarball)))
     assert run.returncode != 0
     assert "Refusing agent tarball" in run.failure() and "'../evil'" in run.failure()
     assert not scenario.cache.exists() or list(scenario.cache.iterdir()) == []
@@ -244,36 +244,42 @@ def test_bad_inputs_fail_before_anything_is_touched(rig, scenario, tmp_path):
         assert not scenario.cache.exists(), "the tarball was unpacked before the checks"
         return run.failure()
 
-    assert "Refusing agent_images_version 'latest'" in failure(agent_images_version="latest")
-    assert "agent_images_method" in failure(agent_images_method="docker")  # argument spec: not one of the choices
+    assert "Refusing mlops_agent_images_version 'latest'" in failure(mlops_agent_images_version="latest")
+    assert "mlops_agent_images_method" in failure(mlops_agent_images_method="docker")  # argument spec: not one of the choices
     openshift = {"host": rig["RIG_REGISTRY"], "repositories": {"management_agent": "datarobot-mlops/mlops-management-agent",
                                                                "tracking_agent": "datarobot-mlops/mlops-tracking-agent"}}
-    message = failure(management_agent_registry=openshift)
-    assert "do not end with that" in message and "agent_images_method: archive" in message
-    assert "needs agent_images_archives.management_agent" in failure(agent_images_method="archive")
-    assert "needs registry facts with a host" in failure(management_agent_registry={})
+    message = failure(_mlops={"registry": openshift})
+    assert "do not end with that" in message and "mlops_agent_images_method: archive" in message
+    assert "needs mlops_agent_images_archives.management_agent" in failure(mlops_agent_images_method="archive")
+    assert "needs registry facts with a host" in failure(_mlops={"registry": {}})
 
     truncated = tmp_path / "truncated.tar.gz"
     truncated.write_bytes(scenario.tarball.read_bytes()[:300])
-    run = run_playbook(PLAYBOOK, extra_vars=scenario.vars(agent_tarball=str(truncated)))
+    run = run_playbook(PLAYBOOK, extra_vars=scenario.vars(mlops_agent_tarball=str(truncated)))
     assert "truncated or corrupt" in run.failure()
-    run = run_playbook(PLAYBOOK, extra_vars=scenario.vars(agent_tarball=str(tmp_path / "missing.tar.gz")))
+    run = run_playbook(PLAYBOOK, extra_vars=scenario.vars(mlops_agent_tarball=str(tmp_path / "missing.tar.gz")))
     assert "does not exist" in run.failure()
+    # the module names its option; the role names the variable the user sets
+    assert "set agent_tarball to" in run.task("Unpack the agent tarball into the cache (once per tarball checksum)")["msg"]
+    assert "set mlops_agent_tarball to its path" in run.failure()
+    run = run_playbook(PLAYBOOK, extra_vars={**scenario.vars(mlops_agent_tarball=""),
+                                             "mlops_agent_tarball_dir": str(tmp_path / "no-such-dir")})
+    assert "mlops_agent_tarball_dir " + str(tmp_path / "no-such-dir") + " is not a directory" in run.failure()
 
 
 def test_build_without_a_docker_api_says_what_to_do(rig, scenario):
-    run = run_playbook(PLAYBOOK, extra_vars=scenario.vars(agent_images_docker_host="unix:///nonexistent.sock"))
+    run = run_playbook(PLAYBOOK, extra_vars=scenario.vars(mlops_agent_images_docker_host="unix:///nonexistent.sock"))
     assert run.returncode != 0
     message = run.failure()
     assert "need the docker CLI and a Docker API" in message and "unix:///nonexistent.sock" in message
-    assert "agent_images_method: archive" in message and "present" in message
+    assert "mlops_agent_images_method: archive" in message and "present" in message
     assert scenario.manifest("management_agent").status_code == 404
 
 
 def test_rejected_credentials_are_named_without_the_password(rig, scenario):
     wrong = f"wrong-{uuid.uuid4().hex}"
-    run = run_playbook(PLAYBOOK, extra_vars=scenario.vars(management_agent_registry=scenario.registry_facts(
-        password=wrong)), verbosity=3)
+    run = run_playbook(PLAYBOOK, extra_vars=scenario.vars(_mlops={"registry": scenario.registry_facts(
+        password=wrong)}), verbosity=3)
     assert run.returncode != 0
     message = run.task("Which images the registry has already")["results"][0]["msg"]
     assert f"Registry {rig['RIG_REGISTRY']} rejected the credentials for user 'rig'" in message

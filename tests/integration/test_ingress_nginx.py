@@ -29,8 +29,8 @@ def decoded_by_the_controller(config: dict[str, str]) -> dict:
 @pytest.fixture(scope="module")
 def release(rig):
     """One install of the controller for this module, with its own namespace and class."""
-    names = {"ingress_nginx_namespace": "t-ingress", "ingress_nginx_class": "mlops-t",
-             "ingress_nginx_release": "t-ingress"}
+    names = {"mlops_ingress_nginx_namespace": "t-ingress", "mlops_ingress_nginx_class": "mlops-t",
+             "mlops_ingress_nginx_release": "t-ingress"}
     first = run_playbook("playbooks/ingress.yml", extra_vars=names)
     assert first.returncode == 0, first.failure() or first.stderr
     yield names, first
@@ -87,7 +87,7 @@ def test_user_values_win_and_check_mode_changes_nothing(release):
                                           "json"], capture_output=True, text=True, check=True).stdout)["version"]
     values = {"controller": {"admissionWebhooks": {"enabled": False}, "service": {"type": "ClusterIP"},
                              "config": {"proxy-body-size": "99m"}}}
-    checked = run_playbook("playbooks/ingress.yml", extra_vars={**names, "ingress_nginx_values": values}, check=True)
+    checked = run_playbook("playbooks/ingress.yml", extra_vars={**names, "mlops_ingress_nginx_values": values}, check=True)
     assert checked.returncode == 0
     assert checked.task("Install or upgrade the chart and wait for the controller")["changed"] is True
     after = kubectl("-n", "t-ingress", "get", "configmap", "t-ingress-ingress-nginx-controller",
@@ -104,7 +104,7 @@ def test_a_controller_installed_by_someone_else_is_left_alone(rig):
         "spec": {"controller": "k8s.io/ingress-nginx"}}))
     try:
         run = run_playbook("playbooks/ingress.yml", extra_vars={
-            "ingress_nginx_class": "theirs", "ingress_nginx_namespace": "t-theirs", "ingress_nginx_release": "t-theirs"})
+            "mlops_ingress_nginx_class": "theirs", "mlops_ingress_nginx_namespace": "t-theirs", "mlops_ingress_nginx_release": "t-theirs"})
         assert run.returncode == 0 and run.changed == 0
         assert "already served by an NGINX controller" in run.task("Leave the existing controller alone")["msg"]
         assert kubectl("get", "namespace", "t-theirs", check=False).returncode != 0
@@ -117,8 +117,8 @@ def test_a_controller_that_never_becomes_ready_fails_with_diagnostics(rig):
                              "nodeSelector": {"pool": "does-not-exist"}}}
     try:
         run = run_playbook("playbooks/ingress.yml", extra_vars={
-            "ingress_nginx_namespace": "t-stuck", "ingress_nginx_class": "mlops-stuck", "ingress_nginx_release": "t-stuck",
-            "ingress_nginx_values": values, "ingress_nginx_wait_timeout": "15s"})
+            "mlops_ingress_nginx_namespace": "t-stuck", "mlops_ingress_nginx_class": "mlops-stuck", "mlops_ingress_nginx_release": "t-stuck",
+            "mlops_ingress_nginx_values": values, "mlops_ingress_nginx_wait_timeout": "15s"})
         assert run.returncode != 0
         message = run.failure()
         assert message.startswith("ingress_nginx failed:")
@@ -130,7 +130,7 @@ def test_a_controller_that_never_becomes_ready_fails_with_diagnostics(rig):
 
 
 def test_skipped_on_openshift_with_the_reason(openshift_rig):
-    run = run_playbook("site.yml", extra_vars={"ingress_nginx_namespace": "t-openshift"}, tags="preflight,ingress")
+    run = run_playbook("site.yml", extra_vars={"mlops_ingress_nginx_namespace": "t-openshift"}, tags="preflight,ingress")
     assert run.returncode == 0, run.failure()
     assert "OpenShift routes traffic through its built-in router" in run.task("Say why ingress is skipped")["msg"]
     assert run.task("Install or upgrade the chart and wait for the controller").get("skipped") is True

@@ -28,12 +28,12 @@ def target(rig):
 
 
 def agent_vars(rig, namespace, **extra):
-    return {"registry_namespace": namespace, "management_agent_namespace": namespace,
-            "registry_host": rig["RIG_REGISTRY"], "registry_username": rig["RIG_REGISTRY_USER"],
-            "registry_password": rig["RIG_REGISTRY_PASSWORD"], "registry_ca_path": rig["RIG_REGISTRY_CA"],
-            "management_agent_chart_ref": str(chart_dir()), "management_agent_prediction_environment_id":
-            "65f1c2a9e4b0a1b2c3d4e5f6", "management_agent_outfacing_url_root": "http://mlops.rig.test/deployments/",
-            "management_agent_helm_binary": os.environ["HELM"], "management_agent_wait_timeout": 180, **extra}
+    return {"mlops_namespace": namespace,
+            "mlops_registry_host": rig["RIG_REGISTRY"], "mlops_registry_username": rig["RIG_REGISTRY_USER"],
+            "mlops_registry_password": rig["RIG_REGISTRY_PASSWORD"], "mlops_registry_ca_path": rig["RIG_REGISTRY_CA"],
+            "mlops_management_agent_chart_ref": str(chart_dir()), "mlops_prediction_environment_id":
+            "65f1c2a9e4b0a1b2c3d4e5f6", "mlops_outfacing_url_root": "http://mlops.rig.test/deployments/",
+            "mlops_helm_binary": os.environ["HELM"], "mlops_management_agent_wait_timeout": 180, **extra}
 
 
 def helm_values(namespace):
@@ -79,34 +79,34 @@ def test_install_compose_idempotent_rotate_and_remove(rig, target):
     assert again.returncode == 0 and again.changed == 0, again.stdout[-3000:]
     assert revisions(target) == 1
     # a new token is rotated in place; the release stays as it is
-    rotated = run_playbook(PLAYBOOK, extra_vars=agent_vars(rig, target, datarobot_api_token="rotated-token-canary"))
+    rotated = run_playbook(PLAYBOOK, extra_vars=agent_vars(rig, target, mlops_datarobot_api_token="rotated-token-canary"))
     assert rotated.returncode == 0, rotated.failure()
     assert api_key(target) == "rotated-token-canary" and revisions(target) == 1
     assert "rotated-token-canary" not in rotated.stdout + rotated.stderr
     # the user's values win over ours: one upgrade
-    extra = run_playbook(PLAYBOOK, extra_vars=agent_vars(rig, target, agent_extra_values={
+    extra = run_playbook(PLAYBOOK, extra_vars=agent_vars(rig, target, mlops_management_agent_extra_values={
         "managementAgent": {"tag": "9.2.1"}, "predictionServer": {"ingressClassName": "nginx"}}))
     assert extra.returncode == 0, extra.failure()
     values = helm_values(target)
     assert values["managementAgent"]["tag"] == "9.2.1" and values["predictionServer"]["ingressClassName"] == "nginx"
     assert revisions(target) == 2
     # check mode of a change touches nothing
-    checked = run_playbook(PLAYBOOK, extra_vars=agent_vars(rig, target, management_agent_version="9.3.0"),
+    checked = run_playbook(PLAYBOOK, extra_vars=agent_vars(rig, target, mlops_management_agent_version="9.3.0"),
                            check=True, diff=True)
     assert checked.returncode == 0, checked.failure()
     assert checked.task(RELEASE_TASK)["changed"] is True and revisions(target) == 2
     # removed
-    gone = run_playbook(PLAYBOOK, extra_vars=agent_vars(rig, target, management_agent_state="absent"))
+    gone = run_playbook(PLAYBOOK, extra_vars=agent_vars(rig, target, mlops_management_agent_state="absent"))
     assert gone.returncode == 0, gone.failure()
     assert subprocess.run([os.environ["HELM"], "status", "bosun", "-n", target], capture_output=True,
                           check=False, timeout=60).returncode != 0
 
 
 def test_legacy_chart_generation_uses_the_old_key_names(rig, target):
-    run = run_playbook(PLAYBOOK, extra_vars=agent_vars(rig, target, management_agent_chart_generation="legacy"),
+    run = run_playbook(PLAYBOOK, extra_vars=agent_vars(rig, target, mlops_management_agent_chart_generation="legacy"),
                        check=True, diff=True)
     assert run.returncode == 0, run.failure()
-    values = run.task("The chart's values")["ansible_facts"]["management_agent_values"]
+    values = run.task("The chart's values")["ansible_facts"]["__management_agent_values"]
     assert values["ingress"] == {"className": "mlops", "outfacingURLPrefix": "http://mlops.rig.test/deployments/"}
     assert values["bosun"]["repository"].endswith("/datarobot/mlops-management-agent")
     assert "tracking" in values and "predictionServer" not in values and "managementAgent" not in values
@@ -114,12 +114,12 @@ def test_legacy_chart_generation_uses_the_old_key_names(rig, target):
 
 def test_missing_settings_fail_before_anything_is_created(rig, target):
     run = run_playbook("playbooks/management_agent.yml", extra_vars={
-        "management_agent_namespace": target, "management_agent_outfacing_url_root": "",
-        "management_agent_chart_ref": str(chart_dir())})
+        "mlops_namespace": target, "mlops_outfacing_url_root": "",
+        "mlops_management_agent_chart_ref": str(chart_dir())})
     assert run.returncode != 0
     message = run.failure()
-    assert "management_agent_outfacing_url_root" in message and "management_agent_prediction_environment_id" in message
+    assert "mlops_outfacing_url_root" in message and "mlops_prediction_environment_id" in message
     assert kubectl("get", "namespace", target, check=False).returncode != 0
     latest = run_playbook("playbooks/management_agent.yml", extra_vars={
-        **agent_vars(rig, target), "management_agent_version": "latest"})
-    assert latest.returncode != 0 and "management_agent_version" in latest.failure()
+        **agent_vars(rig, target), "mlops_management_agent_version": "latest"})
+    assert latest.returncode != 0 and "mlops_management_agent_version" in latest.failure()

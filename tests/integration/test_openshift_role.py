@@ -74,9 +74,9 @@ def login(namespace: str) -> dict:
 
 
 def ocp_vars(namespace, **extra):
-    return {"management_agent_registry_vendor": "openshift", "registry_namespace": namespace,
-            "openshift_namespace": namespace, "registry_host": "", "registry_username": "", "registry_password": "",
-            "registry_ca_path": "", "openshift_token_lifetime": 3600, "openshift_token_renew_before": 600, **extra}
+    return {"mlops_registry_vendor": "openshift", "mlops_namespace": namespace, "mlops_registry_host": "",
+            "mlops_registry_username": "", "mlops_registry_password": "", "mlops_registry_ca_path": "",
+            "mlops_openshift_token_lifetime": 3600, "mlops_openshift_token_renew_before": 600, **extra}
 
 
 def test_openshift_registry_secret_scc_and_route(target, registry_operator, tmp_path):
@@ -113,7 +113,7 @@ def test_openshift_registry_secret_scc_and_route(target, registry_operator, tmp_
     assert again.returncode == 0 and again.changed == 0, again.stdout[-3000:]
     assert login(target)[INTERNAL]["password"] == token
     # a token due within renew_before is replaced
-    due = run_playbook(PLAYBOOK, extra_vars=ocp_vars(target, openshift_token_renew_before=3599))
+    due = run_playbook(PLAYBOOK, extra_vars=ocp_vars(target, mlops_openshift_token_renew_before=3599))
     assert due.returncode == 0, due.failure()
     renewed = due.task("Registry login from the ServiceAccount's token")
     assert renewed["changed"] and renewed["reason"].startswith("the stored token expires at")
@@ -122,8 +122,8 @@ def test_openshift_registry_secret_scc_and_route(target, registry_operator, tmp_
 
 def test_node_ca_mounts_the_node_certificates_and_grants_hostmount(target, tmp_path):
     out = tmp_path / "facts.json"
-    run = run_playbook(PLAYBOOK, extra_vars=ocp_vars(target, registry_host="registry.apps.example.test",
-                                                     openshift_registry_tls="node_ca", facts_out=str(out)))
+    run = run_playbook(PLAYBOOK, extra_vars=ocp_vars(target, mlops_registry_host="registry.apps.example.test",
+                                                     mlops_openshift_registry_tls="node_ca", facts_out=str(out)))
     assert run.returncode == 0, run.failure()
     builder = json.loads(out.read_text())["image_builder"]
     assert builder["extraVolumes"] == [{"name": "registry-ca", "hostPath": {"path": "/etc/docker/certs.d"}}]
@@ -137,9 +137,9 @@ def test_node_ca_mounts_the_node_certificates_and_grants_hostmount(target, tmp_p
 
 def test_ca_file_mounts_the_given_ca(target, tmp_path):
     out = tmp_path / "facts.json"
-    run = run_playbook(PLAYBOOK, extra_vars=ocp_vars(target, registry_host="registry.apps.example.test",
-                                                     openshift_registry_tls="ca_file",
-                                                     registry_openshift_ca_path=os.environ["RIG_CA"],
+    run = run_playbook(PLAYBOOK, extra_vars=ocp_vars(target, mlops_registry_host="registry.apps.example.test",
+                                                     mlops_openshift_registry_tls="ca_file",
+                                                     mlops_openshift_registry_ca_path=os.environ["RIG_CA"],
                                                      facts_out=str(out)))
     assert run.returncode == 0, run.failure()
     builder = json.loads(out.read_text())["image_builder"]
@@ -148,13 +148,13 @@ def test_ca_file_mounts_the_given_ca(target, tmp_path):
                                              "readOnly": True}]
     ca = json.loads(kubectl("-n", target, "get", "configmap", "registry-ca", "-o", "json").stdout)["data"]["ca.crt"]
     assert ca.strip() == open(os.environ["RIG_CA"], encoding="utf-8").read().strip()
-    missing = run_playbook(PLAYBOOK, extra_vars=ocp_vars(f"{target}-x", openshift_registry_tls="ca_file"))
-    assert missing.returncode != 0 and "registry_openshift_ca_path" in missing.failure()
+    missing = run_playbook(PLAYBOOK, extra_vars=ocp_vars(f"{target}-x", mlops_openshift_registry_tls="ca_file"))
+    assert missing.returncode != 0 and "mlops_openshift_registry_ca_path" in missing.failure()
     assert kubectl("get", "namespace", f"{target}-x", check=False).returncode != 0
 
 
 def test_check_mode_changes_nothing(target):
-    checked = run_playbook(PLAYBOOK, extra_vars=ocp_vars(target, registry_host="registry.apps.example.test"),
+    checked = run_playbook(PLAYBOOK, extra_vars=ocp_vars(target, mlops_registry_host="registry.apps.example.test"),
                            check=True, diff=True)
     assert checked.returncode == 0, checked.failure()
     assert checked.changed > 0

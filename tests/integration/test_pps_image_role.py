@@ -22,13 +22,13 @@ def registry_facts(rig, repo):
 def test_role_pushes_and_publishes_the_reference_once(rig, tmp_path):
     facts = archive(tmp_path, compress=True)
     repo = f"datarobot/role-{uuid.uuid4().hex[:6]}"
-    extra = {"pps_image_archive": str(facts.path), "pps_image_version": "9.2.1",
-             "management_agent_registry": registry_facts(rig, repo)}
+    extra = {"mlops_pps_image_archive": str(facts.path), "mlops_pps_image_version": "9.2.1",
+             "_mlops": {"registry": registry_facts(rig, repo)}}
     first = run_playbook(PLAYBOOK, extra_vars=extra)
     assert first.returncode == 0, first.failure()
     published = first.task("Publish the image reference for the chart's imageBuilder.ppsImage")["ansible_facts"]
-    assert published["management_agent_pps_image"] == f"{rig['RIG_REGISTRY']}/{repo}:9.2.1"
-    assert published["management_agent_pps_image_digest"].startswith("sha256:")
+    assert published["__pps_image_published"]["pps_image"] == f"{rig['RIG_REGISTRY']}/{repo}:9.2.1"
+    assert published["__pps_image_published"]["pps_image_digest"].startswith("sha256:")
     again = run_playbook(PLAYBOOK, extra_vars=extra)
     assert again.returncode == 0 and again.changed == 0
     assert rig["RIG_REGISTRY_PASSWORD"] not in first.stdout + again.stdout
@@ -45,14 +45,14 @@ def test_role_downloads_with_a_checksum_first(rig, tmp_path):
         url = f"http://127.0.0.1:{server.server_address[1]}/pps-9.3.0.tar.gz"
         checksum = "sha256:" + hashlib.sha256(facts.path.read_bytes()).hexdigest()
         repo = f"datarobot/dl-{uuid.uuid4().hex[:6]}"
-        extra = {"pps_image_url": url, "pps_image_checksum": checksum, "pps_image_version": "9.3.0",
-                 "pps_image_download_dir": str(tmp_path / "downloads"),
-                 "management_agent_registry": registry_facts(rig, repo)}
+        extra = {"mlops_pps_image_url": url, "mlops_pps_image_checksum": checksum, "mlops_pps_image_version": "9.3.0",
+                 "mlops_pps_image_download_dir": str(tmp_path / "downloads"),
+                 "_mlops": {"registry": registry_facts(rig, repo)}}
         run = run_playbook(PLAYBOOK, extra_vars=extra)
         assert run.returncode == 0, run.failure()
         assert (tmp_path / "downloads" / "pps-9.3.0.tar.gz").exists()
-        wrong = run_playbook(PLAYBOOK, extra_vars={**extra, "pps_image_checksum": "sha256:" + "0" * 64,
-                                                   "pps_image_download_dir": str(tmp_path / "other")})
+        wrong = run_playbook(PLAYBOOK, extra_vars={**extra, "mlops_pps_image_checksum": "sha256:" + "0" * 64,
+                                                   "mlops_pps_image_download_dir": str(tmp_path / "other")})
         assert wrong.returncode != 0 and "checksum" in wrong.failure().lower()
     finally:
         server.shutdown()
@@ -60,9 +60,22 @@ def test_role_downloads_with_a_checksum_first(rig, tmp_path):
 
 def test_role_refuses_latest_and_missing_inputs(rig, tmp_path):
     facts = archive(tmp_path)
-    latest = run_playbook(PLAYBOOK, extra_vars={"pps_image_archive": str(facts.path), "pps_image_version": "latest",
-                                                "management_agent_registry": registry_facts(rig, "datarobot/x")})
+    latest = run_playbook(PLAYBOOK, extra_vars={"mlops_pps_image_archive": str(facts.path), "mlops_pps_image_version": "latest",
+                                                "_mlops": {"registry": registry_facts(rig, "datarobot/x")}})
     assert "Refusing tag 'latest'" in latest.failure()
-    missing = run_playbook(PLAYBOOK, extra_vars={"pps_image_archive": "", "pps_image_version": "1.0",
-                                                 "management_agent_registry": registry_facts(rig, "datarobot/x")})
-    assert "pps_image needs pps_image_archive" in missing.failure()
+    missing = run_playbook(PLAYBOOK, extra_vars={"mlops_pps_image_archive": "", "mlops_pps_image_version": "1.0",
+                                                 "_mlops": {"registry": registry_facts(rig, "datarobot/x")}})
+    assert "pps_image needs mlops_pps_image_archive" in missing.failure()
+
+
+def test_role_failures_name_the_variables_to_set(rig, tmp_path):
+    """The module says `insecure: true` (its option); the role says the variable the user sets."""
+    facts = archive(tmp_path)
+    plain_http = {"host": rig["RIG_INSECURE_REGISTRY"], "repositories": {"pps": f"datarobot/http-{uuid.uuid4().hex[:6]}"}}
+    run = run_playbook(PLAYBOOK, extra_vars={"mlops_pps_image_archive": str(facts.path), "mlops_pps_image_version": "9.2.1",
+                                             "_mlops": {"registry": plain_http}})
+    assert run.returncode != 0
+    assert "set insecure: true" in run.task("Push the PPS image")["msg"]  # the module's own words
+    message = run.failure()
+    assert "it answers in plain HTTP" in message and "set mlops_registry_insecure: true" in message, message
+    assert "set insecure: true" not in message

@@ -178,14 +178,14 @@ def test_an_environment_in_use_is_not_deleted(rig, api):
 
 def test_the_role_publishes_the_id_and_skips_when_given_one(rig):
     name = unique("role")
-    run = run_playbook("playbooks/prediction_environment.yml", extra_vars={"prediction_environment_name": name})
+    run = run_playbook("playbooks/prediction_environment.yml", extra_vars={"mlops_prediction_environment_name": name})
     assert run.returncode == 0, run.failure()
     published = run.task("Publish the id for the chart's datarobot.predictionEnvId")["ansible_facts"]
-    assert len(published["management_agent_prediction_environment_id"]) == 24
-    again = run_playbook("playbooks/prediction_environment.yml", extra_vars={"prediction_environment_name": name})
+    assert len(published["__prediction_environment_published"]["prediction_environment_id"]) == 24
+    again = run_playbook("playbooks/prediction_environment.yml", extra_vars={"mlops_prediction_environment_name": name})
     assert again.changed == 0
-    given = run_playbook("playbooks/prediction_environment.yml", extra_vars={"prediction_environment_id": "abc"},
+    given = run_playbook("playbooks/prediction_environment.yml", extra_vars={"mlops_prediction_environment_id": "abc"},
                          env=ansible_env(without=("DATAROBOT_API_TOKEN",)))
     assert given.task("Create or reuse the prediction environment").get("skipped") is True
     assert given.task("Publish the id for the chart's datarobot.predictionEnvId")["ansible_facts"][
-        "management_agent_prediction_environment_id"] == "abc"
+        "__prediction_environment_published"]["prediction_environment_id"] == "abc"

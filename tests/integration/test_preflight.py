@@ -16,22 +16,22 @@ def _registry(rig, password: str | None = None, host: str | None = None) -> dict
 
 
 def test_preflight_passes_on_the_rig_and_publishes_facts(rig):
-    run = run_playbook(PLAYBOOK, extra_vars={"preflight_registry": _registry(rig)}, check=True)
+    run = run_playbook(PLAYBOOK, extra_vars={"mlops_preflight_registry": _registry(rig)}, check=True)
     assert run.returncode == 0, run.failure()
     assert run.changed == 0
     facts = run.task("Publish what later stages need")["ansible_facts"]
-    assert facts["management_agent_platform"] == "kubernetes"
-    assert facts["management_agent_server_version"] == "1.35"
+    assert facts["__preflight_published"]["platform"] == "kubernetes"
+    assert facts["__preflight_published"]["server_version"] == "1.35"
     assert rig["RIG_REGISTRY_PASSWORD"] not in run.stdout + run.stderr
 
 
 def test_every_problem_is_listed_in_one_failure(rig):
     run = run_playbook(PLAYBOOK, extra_vars={
-        "preflight_registry": _registry(rig, password="wrong-password"),
-        "preflight_helm_binary": "/nonexistent/helm",
-        "preflight_min_node_memory": "64Gi",
-        "preflight_ingress_class": "absent-class",
-        "preflight_ingress_will_be_installed": False,
+        "mlops_preflight_registry": _registry(rig, password="wrong-password"),
+        "mlops_helm_binary": "/nonexistent/helm",
+        "mlops_preflight_min_node_memory": "64Gi",
+        "mlops_management_agent_ingress_class": "absent-class",
+        "mlops_ingress_nginx_enabled": False,
     })
     assert run.returncode != 0
     message = run.failure()
@@ -46,12 +46,12 @@ def test_every_problem_is_listed_in_one_failure(rig):
 
 
 def test_an_old_helm_is_refused_with_the_version_message(rig):
-    run = run_playbook(PLAYBOOK, extra_vars={"preflight_helm_min_version": "9.0.0"})
+    run = run_playbook(PLAYBOOK, extra_vars={"mlops_preflight_helm_min_version": "9.0.0"})
     assert "The collection requires helm >= 9.0.0, current version is 3.19.5: upgrade helm." in run.failure()
 
 
 def test_an_unreachable_registry_is_named(rig):
-    run = run_playbook(PLAYBOOK, extra_vars={"preflight_registry": _registry(rig, host="127.0.0.1:9")})
+    run = run_playbook(PLAYBOOK, extra_vars={"mlops_preflight_registry": _registry(rig, host="127.0.0.1:9")})
     assert "Registry 127.0.0.1:9 is unreachable" in run.failure()
 
 
@@ -93,8 +93,14 @@ def test_a_kubeconfig_without_rights(rig, namespace, tmp_path):
 
 
 def test_bad_variables_fail_before_anything_runs(rig):
-    run = run_playbook(PLAYBOOK, extra_vars={"preflight_platform": "windows", "preflight_registry": "not-a-dict"})
+    # A collection-wide variable: the playbook's own check, before the role starts.
+    run = run_playbook(PLAYBOOK, extra_vars={"mlops_cluster_platform": "windows", "mlops_preflight_registry": "not-a-dict"})
     assert run.returncode != 0
     message = run.failure()
-    assert "preflight_platform" in message and "windows" in message
-    assert "preflight_registry" in message
+    assert "mlops_cluster_platform" in message and "windows" in message
+    assert not any("cluster_requirements" in str(task["task"]) or task["task"]["name"].endswith("Check the cluster's "
+                   "version, nodes and permissions") for play in run.document["plays"] for task in play["tasks"])
+    # The role's own variable: its argument spec.
+    run = run_playbook(PLAYBOOK, extra_vars={"mlops_preflight_registry": "not-a-dict"})
+    assert run.returncode != 0
+    assert "mlops_preflight_registry" in run.failure()

@@ -71,10 +71,10 @@ def target(rig):
 
 
 def ecr_vars(moto, namespace, **extra):
-    return {"registry_vendor": "ecr", "registry_namespace": namespace, "registry_host": "", "registry_username": "",
-            "registry_password": "", "registry_ca_path": "", "registry_aws_endpoint_url": moto,
-            "registry_ecr_region": "us-east-1", "registry_ecr_oidc_issuer": f"https://{ISSUER}",
-            "registry_ecr_role_name": f"image-builder-{namespace}", **extra}
+    return {"mlops_registry_vendor": "ecr", "mlops_namespace": namespace, "mlops_registry_host": "", "mlops_registry_username": "",
+            "mlops_registry_password": "", "mlops_registry_ca_path": "", "mlops_registry_aws_endpoint_url": moto,
+            "mlops_registry_ecr_region": "us-east-1", "mlops_registry_ecr_oidc_issuer": f"https://{ISSUER}",
+            "mlops_registry_ecr_role_name": f"image-builder-{namespace}", **extra}
 
 
 def run(moto, namespace, **kwargs):
@@ -103,7 +103,7 @@ def test_ecr_repositories_irsa_role_and_kaniko_config(moto, target):
     assert account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"] == role["Arn"]
     config = json.loads(kubectl("-n", target, "get", "configmap", "docker-config", "-o", "json").stdout)
     assert json.loads(config["data"]["config.json"]) == {"credsStore": "ecr-login"}
-    builder = first.task(FACTS)["ansible_facts"]["management_agent_image_builder"]
+    builder = first.task(FACTS)["ansible_facts"]["__registry_published"]["image_builder"]
     assert builder["configMap"] == "docker-config" and builder["secretName"] == ""
     assert builder["serviceAccount"] == {"create": False, "name": "datarobot-management-agent-image-builder",
                                          "annotations": {}}
@@ -117,7 +117,7 @@ def test_ecr_repositories_irsa_role_and_kaniko_config(moto, target):
 
 
 def test_ecr_check_mode_creates_nothing(moto, target):
-    checked = run(moto, target, check=True, extra={"registry_ecr_role_name": f"checked-{target}"})
+    checked = run(moto, target, check=True, extra={"mlops_registry_ecr_role_name": f"checked-{target}"})
     assert checked.returncode == 0, checked.failure()
     assert checked.changed > 0
     assert "checked-" + target not in [role["RoleName"] for role in aws_client(moto, "iam").list_roles()["Roles"]]
@@ -125,15 +125,15 @@ def test_ecr_check_mode_creates_nothing(moto, target):
 
 
 def test_ecr_needs_the_oidc_issuer_or_a_role(moto, target):
-    missing = run(moto, target, extra={"registry_ecr_oidc_issuer": ""})
-    assert missing.returncode != 0 and "registry_ecr_oidc_issuer" in missing.failure()
+    missing = run(moto, target, extra={"mlops_registry_ecr_oidc_issuer": ""})
+    assert missing.returncode != 0 and "mlops_registry_ecr_oidc_issuer" in missing.failure()
     assert kubectl("get", "namespace", target, check=False).returncode != 0
 
 
 def test_ecr_with_an_existing_role_creates_no_role(moto, target):
     arn = "arn:aws:iam::123456789012:role/made-by-the-platform-team"
     before = {role["RoleName"] for role in aws_client(moto, "iam").list_roles()["Roles"]}
-    run_ = run(moto, target, extra={"registry_ecr_oidc_issuer": "", "registry_ecr_role_arn": arn})
+    run_ = run(moto, target, extra={"mlops_registry_ecr_oidc_issuer": "", "mlops_registry_ecr_role_arn": arn})
     assert run_.returncode == 0, run_.failure()
     assert {role["RoleName"] for role in aws_client(moto, "iam").list_roles()["Roles"]} == before
     account = json.loads(kubectl("-n", target, "get", "serviceaccount", "datarobot-management-agent-image-builder",

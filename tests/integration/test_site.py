@@ -51,18 +51,18 @@ def release_revision(namespace: str, release: str = "bosun") -> int:
 def test_local_inventory_converges_and_stays_converged(rig, demo_archives):
     namespace = fresh_namespace("site")
     try:
-        first = run_playbook("site.yml", extra_vars={"management_agent_namespace": namespace})
+        first = run_playbook("site.yml", extra_vars={"mlops_namespace": namespace})
         assert first.returncode == 0, first.failure() + first.stderr[-3000:]
         summary = "\n".join(first.task("What this run left on the cluster")["msg"])
         assert f"bosun in {namespace}, revision 1, deployed" in summary
         assert "sha256:" in summary and "prediction environment: " in summary
         assert release_revision(namespace) == 1
-        second = run_playbook("site.yml", extra_vars={"management_agent_namespace": namespace})
+        second = run_playbook("site.yml", extra_vars={"mlops_namespace": namespace})
         assert second.returncode == 0 and second.changed == 0, [
             task["task"]["name"] for play in second.document["plays"] for task in play["tasks"]
             if any(host.get("changed") for host in task["hosts"].values())]
         before = snapshot([namespace, "ingress-mlops"])
-        checked = run_playbook("site.yml", extra_vars={"management_agent_namespace": namespace}, check=True, diff=True)
+        checked = run_playbook("site.yml", extra_vars={"mlops_namespace": namespace}, check=True, diff=True)
         assert checked.returncode == 0 and checked.changed == 0, checked.failure()
         assert snapshot([namespace, "ingress-mlops"]) == before
         assert release_revision(namespace) == 1
@@ -74,8 +74,8 @@ def test_check_mode_on_a_fresh_namespace_changes_nothing(rig, demo_archives):
     namespace = fresh_namespace("sitecheck")
     before = snapshot([namespace, "ingress-mlops"])
     # A prediction environment DataRobot does not have yet, as on a first run.
-    checked = run_playbook("site.yml", extra_vars={"management_agent_namespace": namespace,
-                                                   "prediction_environment_name": f"fresh-{namespace}"},
+    checked = run_playbook("site.yml", extra_vars={"mlops_namespace": namespace,
+                                                   "mlops_prediction_environment_name": f"fresh-{namespace}"},
                            check=True, diff=True)
     try:
         assert checked.returncode == 0, checked.failure() + checked.stderr[-3000:]
@@ -91,9 +91,9 @@ def test_fleet_runs_clusters_side_by_side_and_one_failure_stays_its_own(rig, dem
     (inventory / "group_vars").symlink_to(REPO / "inventories/local/group_vars")
     names = {host: fresh_namespace(host) for host in ("east", "west", "broken")}
     hosts = {host: {"ansible_connection": "local", "ansible_python_interpreter": "{{ ansible_playbook_python }}",
-                    "management_agent_namespace": namespace, "management_agent_release_name": f"bosun-{host}"}
+                    "mlops_namespace": namespace, "mlops_management_agent_release_name": f"bosun-{host}"}
              for host, namespace in names.items()}
-    hosts["broken"]["management_agent_outfacing_url_root"] = ""  # fails at the last stage's checks
+    hosts["broken"]["mlops_outfacing_url_root"] = ""  # fails at the last stage's checks
     (inventory / "hosts.yml").write_text(json.dumps({"clusters": {"hosts": hosts}}))
     try:
         run = run_playbook("site.yml", inventory=str(inventory))
@@ -112,15 +112,21 @@ def test_fleet_runs_clusters_side_by_side_and_one_failure_stays_its_own(rig, dem
 @pytest.mark.parametrize("stage", STAGES)
 def test_each_stage_playbook_runs_alone(rig, demo_archives, stage):
     namespace = fresh_namespace(stage.replace("_", ""))
-    extra = {"management_agent_namespace": namespace}
+    extra = {"mlops_namespace": namespace}
+    published = {"prediction_environment_id": "65f1c2a9e4b0a1b2c3d4e5f6", "agent_images": {
+        "management_agent": {"repository": "registry.invalid/agent", "tag": "9.2.0"},
+        "tracking_agent": {"repository": "registry.invalid/tracking", "tag": "9.2.0"}}}
     if stage == "management_agent":  # alone, it is given what the earlier stages would have published
-        extra.update(management_agent_prediction_environment_id="65f1c2a9e4b0a1b2c3d4e5f6",
-                     management_agent_agent_images={
-                         "management_agent": {"repository": "registry.invalid/agent", "tag": "9.2.0"},
-                         "tracking_agent": {"repository": "registry.invalid/tracking", "tag": "9.2.0"}})
+        extra["_mlops"] = published
     try:
         run = run_playbook(f"playbooks/{stage}.yml", extra_vars=extra)
         assert run.returncode == 0, run.failure() + run.stderr[-2000:]
+        if stage == "management_agent":  # what was given, and the registry facts the stage looked up itself
+            values = json.loads(subprocess.run([os.environ["HELM"], "get", "values", "bosun", "-n", namespace, "-o",
+                                                "json"], capture_output=True, text=True, check=True, timeout=60).stdout)
+            assert values["datarobot"]["predictionEnvId"] == published["prediction_environment_id"]
+            assert values["managementAgent"]["repository"] == "registry.invalid/agent"
+            assert values["imageBuilder"]["secretName"] == "registry-creds", values["imageBuilder"]
         again = run_playbook(f"playbooks/{stage}.yml", extra_vars=extra)
         assert again.returncode == 0 and again.changed == 0
     finally:
@@ -129,11 +135,11 @@ def test_each_stage_playbook_runs_alone(rig, demo_archives, stage):
 
 def test_bad_inventory_fails_at_argument_validation_before_anything(rig, demo_archives):
     namespace = fresh_namespace("badinv")
-    run = run_playbook("site.yml", extra_vars={"management_agent_namespace": namespace,
-                                               "management_agent_registry_vendor": "quay"})
+    run = run_playbook("site.yml", extra_vars={"mlops_namespace": namespace,
+                                               "mlops_registry_vendor": "quay"})
     assert run.returncode != 0
     failed = [task["task"]["name"] for play in run.document["plays"] for task in play["tasks"]
               if any(host.get("failed") for host in task["hosts"].values())]
     assert failed and "Validating arguments against arg spec" in failed[0], failed
-    assert "registry_vendor" in run.failure() and "quay" in run.failure()
+    assert "mlops_registry_vendor" in run.failure() and "quay" in run.failure()
     assert kubectl("get", "namespace", namespace, check=False).returncode != 0

@@ -71,7 +71,7 @@ def environment(rig_env, installed) -> dict[str, str]:
 
 def site(env: dict[str, str], cwd: Path, namespace: str) -> PlaybookRun:
     argv = [str(BIN / "ansible-playbook"), f"{FQCN}.site", "-i", str(REPO / "inventories/local"),
-            "-e", json.dumps({"management_agent_namespace": namespace})]
+            "-e", json.dumps({"mlops_namespace": namespace})]
     proc = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=cwd, timeout=1800, check=False)
     try:
         document = json.loads(proc.stdout[proc.stdout.index("{"):])

@@ -1,7 +1,7 @@
 """Write the demo's stand-in for the vendor's PPS archive (a small, real docker-save .tar.gz).
 
 `demo_archive.py PATH [IMAGE]`: another image name writes a stand-in for a `docker save` of the agent images
-(the OpenShift inventory pushes those with agent_images_method archive).
+(the OpenShift inventory pushes those with mlops_agent_images_method archive).
 """
 
 from __future__ import annotations

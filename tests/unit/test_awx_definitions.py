@@ -192,7 +192,8 @@ def read_by_the_collection(variable: str) -> bool:
 
 
 def options_fed_by(variable: str) -> dict[str, dict]:
-    """The role options whose default is computed from `variable` (management_agent_registry_vendor -> registry_vendor)."""
+    """The role options whose default is computed from `variable` (mlops_pps_image_version ->
+    mlops_management_agent_version)."""
     specs = _role_specs()
     fed = {variable: specs[variable]} if variable in specs else {}
     for option, default in _role_defaults().items():
@@ -216,11 +217,11 @@ def env_read_by_the_collection(name: str) -> bool:
 
 
 def test_the_readers_tell_read_from_unread():
-    assert read_by_the_collection("pps_image_version")                # an option
-    assert read_by_the_collection("datarobot_endpoint")               # only in a default's template
-    assert not read_by_the_collection("pps_image_versions")
+    assert read_by_the_collection("mlops_pps_image_version")                # an option
+    assert read_by_the_collection("mlops_hosts")                            # only in a playbook's template
+    assert not read_by_the_collection("mlops_pps_image_versions")
     assert not read_by_the_collection("pps_version")
-    assert set(options_fed_by("management_agent_registry_vendor")) >= {"registry_vendor", "openshift_registry_vendor"}
+    assert set(options_fed_by("mlops_pps_image_version")) >= {"mlops_pps_image_version", "mlops_management_agent_version"}
     assert env_read_by_the_collection("DATAROBOT_API_TOKEN") and env_read_by_the_collection("K8S_AUTH_KUBECONFIG")
     assert not env_read_by_the_collection("DATAROBOT_TOKEN")
 
@@ -363,7 +364,7 @@ def test_survey_questions_feed_what_the_roles_read(name):
 
 
 def _question(**changes) -> dict:
-    question = {"question_name": "PPS version", "variable": "pps_image_version", "type": "text", "required": True,
+    question = {"question_name": "PPS version", "variable": "mlops_pps_image_version", "type": "text", "required": True,
                 "min": 1, "max": 64}
     question.update(changes)
     return {key: value for key, value in question.items() if value is not None}
@@ -385,9 +386,9 @@ _BROKEN_SURVEYS = {
     "integer default as text": {"name": "s", "description": "", "spec": [_question(type="integer", default="5")]},
     "min as text": {"name": "s", "description": "", "spec": [_question(min="1")]},
     "default too long": {"name": "s", "description": "", "spec": [_question(default="9" * 65)]},
-    "secret as text": {"name": "s", "description": "", "spec": [_question(variable="registry_password")]},
+    "secret as text": {"name": "s", "description": "", "spec": [_question(variable="mlops_registry_password")]},
     "password with default": {"name": "s", "description": "",
-                              "spec": [_question(variable="registry_password", type="password", default="hunter2")]},
+                              "spec": [_question(variable="mlops_registry_password", type="password", default="hunter2")]},
 }
 
 
@@ -397,10 +398,10 @@ def test_survey_rules_catch_each_broken_survey(broken):
 
 
 @pytest.mark.parametrize("question, problem", [
-    (_question(variable="pps_image_versions"), "no role or playbook reads it"),
+    (_question(variable="mlops_pps_image_versions"), "no role or playbook reads it"),
     (_question(type="integer", default=None), "does not fit the option's type"),
-    (_question(variable="management_agent_registry_vendor", type="multiplechoice", choices=["generic", "quay"]),
-     "are not accepted by registry_vendor"),
+    (_question(variable="mlops_registry_vendor", type="multiplechoice", choices=["generic", "quay"]),
+     "are not accepted by mlops_registry_vendor"),
 ])
 def test_survey_fit_catches_questions_the_roles_would_not_take(question, problem):
     assert problem in " ".join(survey_fit_problems({"spec": [question]}))
@@ -589,7 +590,7 @@ _BROKEN_TYPES = {
     "blocked env": _type(injectors={"env": {"PATH": "{{ endpoint }}"}}),
     "syntax error": _type(injectors={"env": {"X": "{{ api_token "}}),
     "unsafe code": _type(injectors={"env": {"X": "{{ api_token.__class__.__mro__ }}"}}),
-    "secret not secret": _with_field(id="registry_password"),
+    "secret not secret": _with_field(id="mlops_registry_password"),
 }
 
 
@@ -695,9 +696,9 @@ def test_job_template_extra_vars_are_role_options_with_valid_values(template):
 
 
 @pytest.mark.parametrize("extra_vars, problem", [
-    ({"pps_image_methods": "direct"}, "not an option of any role"),
-    ({"pps_image_method": "docker"}, "must be one of"),
-    ({"management_agent_wait_timeout": "soon"}, "cannot be converted to an int"),
+    ({"mlops_pps_image_methods": "direct"}, "not an option of any role"),
+    ({"mlops_pps_image_method": "docker"}, "must be one of"),
+    ({"mlops_management_agent_wait_timeout": "soon"}, "cannot be converted to an int"),
 ])
 def test_extra_var_rules_catch_each_broken_value(extra_vars, problem):
     assert problem in " ".join(extra_var_problems(extra_vars))
@@ -706,7 +707,7 @@ def test_extra_var_rules_catch_each_broken_value(extra_vars, problem):
 def test_job_templates_need_no_docker_daemon():
     """Execution environments have no Docker daemon: the PPS push is direct, and no survey offers a daemon path."""
     for template in job_templates():
-        assert template["extra_vars"]["pps_image_method"] == "direct", template["name"]
+        assert template["extra_vars"]["mlops_pps_image_method"] == "direct", template["name"]
     for name in surveys():
         for question in survey(name)["spec"]:
             if question["variable"].endswith("_method"):

@@ -252,13 +252,13 @@ def playbook(path: str, extra_vars: Callable[[Bench, str], dict[str, Any]], tags
 def cluster(env: Callable[[Bench], dict[str, str]]) -> Runner:
     """site.yml's first stages with a broken cluster access: preflight must stop the run before the registry
     stage creates its namespace."""
-    return playbook("site.yml", lambda b, case_id: {"registry_namespace": b.namespace(case_id)},
+    return playbook("site.yml", lambda b, case_id: {"mlops_namespace": b.namespace(case_id)},
                     tags="preflight,registry", env=env)
 
 
 def registry_role(**variables: Any) -> Runner:
     return playbook("playbooks/registry.yml",
-                    lambda b, case_id: {"registry_namespace": b.namespace(case_id), **variables})
+                    lambda b, case_id: {"mlops_namespace": b.namespace(case_id), **variables})
 
 
 def datarobot(**args: Any) -> Runner:
@@ -382,27 +382,27 @@ CASES = [
          unit(lambda: assess((1, 19), "openshift", [FITTING_NODE], openshift_version=(4, 5)).unmet),
          ("OpenShift 4.5 is older than the supported 4.6: upgrade the cluster.",)),
     # variables
-    Case("vars-unknown-vendor", "namespace", registry_role(registry_vendor="quay"),
-         ("value of registry_vendor must be one of: generic, ecr, acr, gcr, openshift, got: quay",)),
-    Case("vars-gcr-without-project", "namespace", registry_role(registry_vendor="gcr", registry_host="gcr.io"),
-         ("registry_vendor gcr needs registry_gcp_project and registry_gcp_service_account",)),
-    Case("vars-ecr-without-oidc-issuer", "namespace", registry_role(registry_vendor="ecr"),
-         ("registry_vendor ecr needs registry_ecr_oidc_issuer", "or registry_ecr_role_arn")),
+    Case("vars-unknown-vendor", "namespace", registry_role(mlops_registry_vendor="quay"),
+         ("value of mlops_registry_vendor must be one of: generic, ecr, acr, gcr, openshift, got: quay",)),
+    Case("vars-gcr-without-project", "namespace", registry_role(mlops_registry_vendor="gcr", mlops_registry_host="gcr.io"),
+         ("mlops_registry_vendor gcr needs mlops_registry_gcp_project and mlops_registry_gcp_service_account",)),
+    Case("vars-ecr-without-oidc-issuer", "namespace", registry_role(mlops_registry_vendor="ecr"),
+         ("mlops_registry_vendor ecr needs mlops_registry_ecr_oidc_issuer", "or mlops_registry_ecr_role_arn")),
     Case("vars-acr-without-name", "namespace",
-         registry_role(registry_vendor="acr", registry_host="", registry_acr_name=""),
-         ("registry_host is empty", "for acr set registry_acr_name")),
-    Case("vars-wrong-type-bool", "namespace", registry_role(registry_insecure="sometimes"),
-         ("registry_insecure", "unable to convert to bool", "Valid booleans include")),
+         registry_role(mlops_registry_vendor="acr", mlops_registry_host="", mlops_registry_acr_name=""),
+         ("mlops_registry_host is empty", "for acr set mlops_registry_acr_name")),
+    Case("vars-wrong-type-bool", "namespace", registry_role(mlops_registry_insecure="sometimes"),
+         ("mlops_registry_insecure", "unable to convert to bool", "Valid booleans include")),
     Case("vars-wrong-type-list-for-name", "namespace",
-         playbook("playbooks/registry.yml", lambda b, case_id: {"registry_namespace": [b.namespace(case_id)]}),
+         playbook("playbooks/registry.yml", lambda b, case_id: {"mlops_namespace": [b.namespace(case_id)]}),
          ("is not a Kubernetes namespace name", "at most 63 lowercase letters, digits and '-'")),
     Case("vars-wrong-type-int", "registry",
          playbook("playbooks/pps_image.yml", lambda b, case_id: {
-             "pps_image_workers": "many", "pps_image_archive": str(b.archive("good")),
-             "pps_image_version": b.tag(case_id), "pps_image_repository": b.repo,
-             "pps_image_registry": {"host": b.rig["RIG_REGISTRY"], "username": b.rig["RIG_REGISTRY_USER"],
-                                    "password": b.rig["RIG_REGISTRY_PASSWORD"], "ca_path": b.rig["RIG_REGISTRY_CA"]}}),
-         ("pps_image_workers", "unable to convert to int")),
+             "mlops_pps_image_workers": "many", "mlops_pps_image_archive": str(b.archive("good")),
+             "mlops_pps_image_version": b.tag(case_id), "mlops_pps_image_repository": b.repo,
+             "mlops_pps_image_registry": {"host": b.rig["RIG_REGISTRY"], "username": b.rig["RIG_REGISTRY_USER"],
+                                          "password": b.rig["RIG_REGISTRY_PASSWORD"], "ca_path": b.rig["RIG_REGISTRY_CA"]}}),
+         ("mlops_pps_image_workers", "unable to convert to int")),
     # DataRobot
     Case("datarobot-bad-token", "datarobot", datarobot(api_token="not-the-token-at-all"),
          ("answered 401", "check api_token (DATAROBOT_API_TOKEN)")),
@@ -410,8 +410,8 @@ CASES = [
          ("No prediction environment has id 0123456789abcdef01234567", "check the id")),
     Case("datarobot-unsupported-model-format", "datarobot",
          playbook("playbooks/prediction_environment.yml", lambda b, case_id: {
-             "prediction_environment_name": f"bad-input-{b.suffix}-{case_id}",
-             "prediction_environment_formats": ["datarobot", "externalModel"]}),
+             "mlops_prediction_environment_name": f"bad-input-{b.suffix}-{case_id}",
+             "mlops_prediction_environment_formats": ["datarobot", "externalModel"]}),
          ("Model formats ['externalModel'] are not supported by the management agent",
           "remove them from supported_model_formats")),
     Case("datarobot-endpoint-without-scheme", "datarobot", datarobot(endpoint="app.datarobot.com"),

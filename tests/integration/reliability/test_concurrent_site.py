@@ -24,11 +24,11 @@ def helm_json(*args: str):
 
 def test_two_site_runs_at_once(rig, demo_archives, ledger):  # noqa: F811 (demo_archives: the imported fixture)
     namespace = fresh_namespace("concurrent")
-    base = {"management_agent_namespace": namespace}
+    base = {"mlops_namespace": namespace}
     try:
         first = run_playbook("site.yml", extra_vars=base)
         assert first.returncode == 0, first.failure()
-        values = {name: {**base, "agent_extra_values": {"managementAgent": {"replicas": replicas}}}
+        values = {name: {**base, "mlops_management_agent_extra_values": {"managementAgent": {"replicas": replicas}}}
                   for name, replicas in (("two", 2), ("three", 3))}
         runs = {}
 

@@ -429,9 +429,9 @@ def test_fault_api_server_restarted_during_a_stage_run(rig, stage_namespace, tmp
     config["clusters"][0]["cluster"]["server"] = f"https://127.0.0.1:{proxy.port}"
     kubeconfig.write_text(json.dumps(config))
     env = ansible_env(KUBECONFIG=str(kubeconfig), K8S_AUTH_KUBECONFIG=str(kubeconfig))
-    extra = {"registry_namespace": stage_namespace, "registry_host": rig["RIG_REGISTRY"],
-             "registry_username": rig["RIG_REGISTRY_USER"], "registry_password": rig["RIG_REGISTRY_PASSWORD"],
-             "registry_ca_path": rig["RIG_REGISTRY_CA"]}
+    extra = {"mlops_namespace": stage_namespace, "mlops_registry_host": rig["RIG_REGISTRY"],
+             "mlops_registry_username": rig["RIG_REGISTRY_USER"], "mlops_registry_password": rig["RIG_REGISTRY_PASSWORD"],
+             "mlops_registry_ca_path": rig["RIG_REGISTRY_CA"]}
 
     def exists() -> bool:
         return kubectl("get", "namespace", stage_namespace, check=False).returncode == 0
@@ -697,10 +697,10 @@ def test_fault_datarobot_down_during_a_site_run_changes_nothing_in_the_cluster(r
     namespace, release_name = unique("t-fault-dr"), unique("bosun")
     endpoint = dead_endpoint()
     run = run_playbook("site.yml", tags="prediction_environment,management_agent", extra_vars={
-        "prediction_environment_endpoint": endpoint, "prediction_environment_name": unique("env-site"),
-        "management_agent_namespace": namespace, "management_agent_release_name": release_name,
-        "management_agent_chart_ref": CHART, "datarobot_endpoint": endpoint,
-        "management_agent_agent_images": {"management_agent": {"repository": AGENT_IMAGE, "tag": "9.2.0"}}})
+        "mlops_datarobot_endpoint": endpoint, "mlops_prediction_environment_name": unique("env-site"),
+        "mlops_namespace": namespace, "mlops_management_agent_release_name": release_name,
+        "mlops_management_agent_chart_ref": CHART,
+        "_mlops": {"agent_images": {"management_agent": {"repository": AGENT_IMAGE, "tag": "9.2.0"}}}})
     message = run.failure()
     agent_tasks = [task["task"]["name"] for play in run.document.get("plays", []) for task in play["tasks"]
                    if "management_agent :" in task["task"]["name"]]

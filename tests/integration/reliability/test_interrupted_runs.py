@@ -47,7 +47,7 @@ def revisions(name: str, namespace: str) -> list[tuple[int, str]]:
 
 def test_api_server_restarted_during_a_site_run(rig, demo_archives, ledger):  # noqa: F811 (imported fixture)
     namespace = fresh_namespace("restart")  # pylint: disable=redefined-outer-name
-    base = {"management_agent_namespace": namespace}
+    base = {"mlops_namespace": namespace}
     try:
         run = Background(lambda: run_playbook("site.yml", extra_vars=base))
         run.start()

@@ -3,9 +3,10 @@ changes nothing and reports what the real run would change, and a second run cha
 
 Secrets. The rig's fake DataRobot and registry accept only their own token and password, so the canaries are the real
 values, looked for as canaries: DATAROBOT_API_TOKEN, RIG_REGISTRY_PASSWORD, the ServiceAccount token the openshift stage
-writes into registry-creds (OpenShift flavour), and canaries made here: a rotated API key (given to the management_agent
-stage only, through management_agent_datarobot_api_token: the fake DataRobot refuses unknown tokens), a rotated registry
-password (registry stage only: the registry refuses it) and a secret inside the chart's values (agent_extra_values).
+writes into registry-creds (OpenShift flavour), and canaries made here: a rotated API key (mlops_datarobot_api_token,
+with the prediction environment's id given so that only the management_agent stage uses it: the fake DataRobot refuses
+unknown tokens), a rotated registry password (registry stage only: the registry refuses it) and a secret inside the
+chart's values (mlops_management_agent_extra_values).
 Every run is at -vvv with --diff, ANSIBLE_LOG_PATH and ANSIBLE_KEEP_REMOTE_FILES=0, with TMPDIR a fresh directory (and
 Ansible's remote_tmp and local_tmp under it, so that what a run leaves is known to be its own), and is scanned in:
 stdout, stderr, the log, the json callback's document (returned values, diffs), every file left in the fresh TMPDIR,
@@ -367,7 +368,7 @@ class Site:
     def vars_for(self, playbook: str, **changes: Any) -> dict[str, Any]:
         extra = {**self.inputs, **changes}
         if playbook == "playbooks/management_agent.yml":  # alone, it is given what the earlier stages published
-            extra = {**self.facts, **extra}
+            extra = {"_mlops": dict(self.facts), **extra}
         return extra
 
     def probe(self, label: str, playbook: str, *, check: bool = False, callback: str = "json",
@@ -380,7 +381,9 @@ class Site:
 
 
 def published(run: PlaybookRun, task: str) -> dict[str, Any]:
-    return run.task(task).get("ansible_facts", {})
+    """What a stage's publishing task adds to _mlops (its __<role>_published fact)."""
+    facts = run.task(task).get("ansible_facts", {})
+    return next((value for name, value in facts.items() if name.endswith("_published")), {})
 
 
 @pytest.fixture(scope="module")
@@ -388,7 +391,7 @@ def site(rig, demo_archives, tmp_path_factory):  # noqa: F811 (demo_archives: th
     """A namespace that does not exist: site.yml --check between two snapshots (`checked`, `snapshots`), then the real
     run (`first`), both at -vvv --diff and kept for the tests; the namespace stays converged for the module."""
     converged = Site(fresh_namespace("secrets"), tmp_path_factory.mktemp("secrets"), real_canaries(rig), {})
-    converged.inputs["management_agent_namespace"] = converged.namespace
+    converged.inputs["mlops_namespace"] = converged.namespace
     try:
         before = converged.snapshot()
         converged.checked = converged.probe("site.yml --check, fresh namespace", SITE, check=True)
@@ -404,8 +407,7 @@ def site(rig, demo_archives, tmp_path_factory):  # noqa: F811 (demo_archives: th
             **published(run, "Publish the id for the chart's datarobot.predictionEnvId"),
             **published(run, "Publish the agent image references for the chart"),
             **published(run, "Publish the image reference for the chart's imageBuilder.ppsImage")}
-        assert {"management_agent_prediction_environment_id", "management_agent_agent_images",
-                "management_agent_pps_image"} <= set(converged.facts), sorted(converged.facts)
+        assert {"prediction_environment_id", "agent_images", "pps_image"} <= set(converged.facts), sorted(converged.facts)
         yield converged
     finally:
         cleanup(converged.namespace)
@@ -424,10 +426,12 @@ def test_site_run_at_vvv_leaks_no_secret(site, ledger):
 def test_default_callback_diffs_as_text_leak_no_secret(site, ledger):
     """The default callback prints diffs as text: a rotated API key and a secret in the chart's values change both
     the API key Secret and the release, so there are diffs to print."""
-    api_key, values_secret = made_canary("rotated API key"), made_canary("secret in agent_extra_values")
+    api_key, values_secret = made_canary("rotated API key"), made_canary("secret in mlops_management_agent_extra_values")
     site.canaries += [api_key, values_secret]
-    changes = {"management_agent_datarobot_api_token": api_key.value,
-               "agent_extra_values": {"datarobot": {"apiToken": values_secret.value}}}
+    # The prediction environment's id given, so only the management_agent stage uses the key (DataRobot refuses it).
+    changes = {"mlops_datarobot_api_token": api_key.value,
+               "mlops_prediction_environment_id": site.facts["prediction_environment_id"],
+               "mlops_management_agent_extra_values": {"datarobot": {"apiToken": values_secret.value}}}
     run = site.probe("site.yml, default callback, rotated API key", SITE, callback="default", **changes)
     assert run.ok, run.why()
     site.inputs.update(changes)
@@ -523,11 +527,12 @@ def test_check_mode_reports_the_tasks_the_real_run_changes(site, ledger):
     api_key, password = made_canary("rotated API key 2"), made_canary("rotated registry password", rig_user())
     site.canaries += [api_key, password]
     namespaces = [site.namespace, INGRESS_NAMESPACE]
-    values = json.loads(json.dumps(site.inputs.get("agent_extra_values", {})))
+    values = json.loads(json.dumps(site.inputs.get("mlops_management_agent_extra_values", {})))
     values.setdefault("managementAgent", {})["resources"] = {"requests": {"cpu": "300m", "memory": "512Mi"}}
     steps = [("site.yml: chart value and API key", SITE,
-              {"agent_extra_values": values, "management_agent_datarobot_api_token": api_key.value}),
-             ("registry.yml: rotated registry password", REGISTRY, {"registry_password": password.value}),
+              {"mlops_management_agent_extra_values": values, "mlops_datarobot_api_token": api_key.value,
+               "mlops_prediction_environment_id": site.facts["prediction_environment_id"]}),
+             ("registry.yml: rotated registry password", REGISTRY, {"mlops_registry_password": password.value}),
              ("registry.yml: registry password back", REGISTRY, {})]
     problems = []
     for case, playbook, changes in steps:
@@ -565,7 +570,7 @@ def test_openshift_service_account_token_never_shows(openshift_rig, ledger, tmp_
     far is looked for in that run's traces. Runs: the registry and openshift stages chained as site.yml chains them,
     twice (the second reads the token back into the registry facts), then the openshift stage alone, twice."""
     namespace = f"t-secrets-ocp-{uuid.uuid4().hex[:6]}"
-    variables = ocp_vars(namespace, registry_host="registry.apps.example.test")
+    variables = ocp_vars(namespace, mlops_registry_host="registry.apps.example.test")
     chained = "tests/integration/playbooks/registry_and_openshift.yml"
     canaries = real_canaries(openshift_rig)
     runs = [("registry+openshift (OpenShift flavour), first run", chained),
