@@ -8,30 +8,15 @@ interpreter. The newest line is covered by tests/integration/test_site.py.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import uuid
-from pathlib import Path
 
-import pytest
 
 from ansible_cli import REPO, PlaybookRun
 # core_version and rig: fixtures, used by name
 from compat_venv import COMPAT_BIN, COMPAT_PYTHON, COMPAT_VENV, compat_env, compat_run
 from compat_venv import core_version  # noqa: F401  pylint: disable=unused-import
-from integration.conftest import kubectl, rig  # noqa: F401  pylint: disable=unused-import
-
-
-@pytest.fixture(scope="module")
-def demo_archives(rig):
-    """What `make demo` writes (the PPS stand-in and the fixture agent tarball), made with .venv's Python."""
-    demo = Path(rig["RIG_DIR"]) / "demo"
-    python = str(REPO / ".venv" / "bin" / "python")
-    subprocess.run([python, str(REPO / "tests/rig/demo_archive.py"),
-                    str(demo / "datarobot-portable-prediction-api-9.2.0.tar.gz")], check=True, timeout=120)
-    subprocess.run([python, str(REPO / "tests/fixtures/agent_tarball.py"), str(demo)], check=True, timeout=120,
-                   capture_output=True)
-    return demo
+from integration.conftest import cleanup, demo_archives, kubectl, release_status, rig  # noqa: F401  pylint: disable=unused-import
 
 
 def run_site(namespace: str) -> PlaybookRun:
@@ -44,18 +29,6 @@ def run_site(namespace: str) -> PlaybookRun:
     except ValueError:
         document = {}
     return PlaybookRun(document, proc.stdout, proc.stderr, proc.returncode)
-
-
-def helm_status(namespace: str, release: str = "bosun") -> dict:
-    proc = subprocess.run([os.environ["HELM"], "status", release, "-n", namespace, "-o", "json"],
-                          capture_output=True, text=True, check=True, timeout=60)
-    return json.loads(proc.stdout)
-
-
-def cleanup(namespace: str, release: str = "bosun") -> None:
-    subprocess.run([os.environ["HELM"], "uninstall", release, "-n", namespace, "--wait", "--timeout", "120s"],
-                   capture_output=True, check=False, timeout=180)
-    kubectl("delete", "namespace", namespace, "--wait=false", check=False)
 
 
 def test_the_run_uses_the_216_engine_and_collections(core_version):
@@ -80,7 +53,7 @@ def test_site_converges_under_core_216(rig, demo_archives, core_version):
         assert ours == [], ours
         summary = "\n".join(run.task("What this run left on the cluster")["msg"])
         assert f"bosun in {namespace}, revision 1, deployed" in summary, summary
-        status = helm_status(namespace)
+        status = release_status(namespace)
         assert status["info"]["status"] == "deployed" and status["version"] == 1
         deployments = json.loads(kubectl("-n", namespace, "get", "deployments", "-o", "json").stdout)["items"]
         assert deployments, f"no Deployment in {namespace}"

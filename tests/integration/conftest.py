@@ -61,6 +61,32 @@ def kubectl(*args: str, stdin: str | None = None, check: bool = True) -> subproc
     return proc
 
 
+@pytest.fixture(scope="session")
+def demo_archives(rig) -> Path:
+    """What `make demo` writes: the PPS stand-in and the fixture agent tarball, made with .venv's Python."""
+    demo = Path(rig["RIG_DIR"]) / "demo"
+    python = str(REPO / ".venv" / "bin" / "python")
+    subprocess.run([python, str(REPO / "tests/rig/demo_archive.py"),
+                    str(demo / "datarobot-portable-prediction-api-9.2.0.tar.gz")], check=True, timeout=120)
+    subprocess.run([python, str(REPO / "tests/fixtures/agent_tarball.py"), str(demo)], check=True, timeout=120,
+                   capture_output=True)
+    return demo
+
+
+def release_status(namespace: str, release: str = "bosun") -> dict:
+    """`helm status -o json` of a release the test expects to exist."""
+    proc = subprocess.run([os.environ["HELM"], "status", release, "-n", namespace, "-o", "json"],
+                          capture_output=True, text=True, check=True, timeout=60)
+    return json.loads(proc.stdout)
+
+
+def cleanup(namespace: str, release: str = "bosun") -> None:
+    """Uninstall a test's release and delete its namespace (not waiting for the namespace to go)."""
+    subprocess.run([os.environ["HELM"], "uninstall", release, "-n", namespace, "--wait", "--timeout", "120s"],
+                   capture_output=True, check=False, timeout=180)
+    kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
 @pytest.fixture
 def namespace(rig, request) -> str:
     """A fresh namespace per test, deleted afterwards."""

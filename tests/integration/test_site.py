@@ -6,44 +6,23 @@ import json
 import os
 import subprocess
 import uuid
-from pathlib import Path
 
 import pytest
 
 from ansible_cli import REPO, run_playbook
-from conftest import kubectl
+from conftest import cleanup, demo_archives, kubectl, release_status  # noqa: F401 pylint: disable=unused-import
 from snapshot import snapshot
 
 STAGES = ["preflight", "ingress", "registry", "openshift", "pps_image", "agent_images", "prediction_environment",
           "management_agent"]
 
 
-@pytest.fixture(scope="module")
-def demo_archives(rig):
-    """What `make demo` writes: the PPS stand-in and the fixture agent tarball."""
-    demo = Path(rig["RIG_DIR"]) / "demo"
-    python = str(REPO / ".venv" / "bin" / "python")
-    subprocess.run([python, str(REPO / "tests/rig/demo_archive.py"),
-                    str(demo / "datarobot-portable-prediction-api-9.2.0.tar.gz")], check=True, timeout=120)
-    subprocess.run([python, str(REPO / "tests/fixtures/agent_tarball.py"), str(demo)], check=True, timeout=120,
-                   capture_output=True)
-    return demo
-
-
 def fresh_namespace(prefix: str) -> str:
     return f"t-{prefix}-{uuid.uuid4().hex[:6]}"
 
 
-def cleanup(namespace: str, release: str = "bosun") -> None:
-    subprocess.run([os.environ["HELM"], "uninstall", release, "-n", namespace, "--wait", "--timeout", "120s"],
-                   capture_output=True, check=False, timeout=180)
-    kubectl("delete", "namespace", namespace, "--wait=false", check=False)
-
-
 def release_revision(namespace: str, release: str = "bosun") -> int:
-    proc = subprocess.run([os.environ["HELM"], "status", release, "-n", namespace, "-o", "json"],
-                          capture_output=True, text=True, check=True, timeout=60)
-    status = json.loads(proc.stdout)
+    status = release_status(namespace, release)
     assert status["info"]["status"] == "deployed"
     return status["version"]
 

@@ -10,37 +10,17 @@ first, and the fixture below brings it up too (idempotent, as the integration su
 from __future__ import annotations
 
 import json
-import os
-import shlex
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
 import pytest
 
 from ansible_cli import BIN, REPO, PlaybookRun
+from integration.conftest import demo_archives, rig  # noqa: F401 pylint: disable=unused-import
 from test_artifact import FQCN, build_artifact, galaxy_env, install_offline
 
 INSTALLED = "ansible_collections/datarobot_mlops/management_agent"
-
-
-def _read_env(path: Path) -> dict[str, str]:
-    env = {}
-    for line in path.read_text().splitlines():
-        if line.startswith("export ") and not line.startswith("export PATH="):
-            key, value = line[len("export "):].split("=", 1)
-            env[key] = shlex.split(value)[0]
-    return env
-
-
-@pytest.fixture(scope="module")
-def rig_env() -> dict[str, str]:
-    proc = subprocess.run([sys.executable, str(REPO / "tests/rig/rig.py"), "up", "--flavour", "kubernetes"],
-                          capture_output=True, text=True, check=False, timeout=3600)
-    if proc.returncode:
-        pytest.fail(f"the local rig did not come up (tests/rig/rig.py up):\n{proc.stderr[-4000:]}", pytrace=False)
-    return _read_env(Path(os.environ.get("RIG_DIR", REPO / ".rig")) / "env")
 
 
 @pytest.fixture(scope="module")
@@ -54,18 +34,12 @@ def installed(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def environment(rig_env, installed) -> dict[str, str]:
+def environment(rig, demo_archives, installed) -> dict[str, str]:  # noqa: F811 (rig, demo_archives: fixtures)
     """The installed copy only, plus the rig's variables (KUBECONFIG, HELM, registries, DataRobot ...)."""
+    assert demo_archives.is_dir()  # what `make demo` writes: the PPS stand-in, the fixture agent tarball
     env = galaxy_env(installed)
-    env.update(rig_env)
-    env["PATH"] = f"{rig_env['RIG_BIN']}:{BIN}:{env['PATH']}"
-    demo = Path(rig_env["RIG_DIR"]) / "demo"  # what `make demo` writes: the PPS stand-in, the fixture agent tarball
-    pps = demo / "datarobot-portable-prediction-api-9.2.0.tar.gz"
-    for argv in ([str(REPO / "tests/rig/demo_archive.py"), str(pps)],
-                 [str(REPO / "tests/fixtures/agent_tarball.py"), str(demo)]):
-        proc = subprocess.run([sys.executable, *argv], capture_output=True, text=True, env=env, check=False,
-                              timeout=300)
-        assert proc.returncode == 0, proc.stderr[-3000:]
+    env.update(rig)
+    env["PATH"] = f"{rig['RIG_BIN']}:{BIN}:{env['PATH']}"
     return env
 
 
