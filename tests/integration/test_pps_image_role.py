@@ -8,7 +8,7 @@ import threading
 import uuid
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
-from ansible_cli import run_playbook
+from ansible_cli import ansible_env, run_playbook
 from test_pps_image import archive
 
 PLAYBOOK = "playbooks/pps_image.yml"
@@ -32,6 +32,23 @@ def test_role_pushes_and_publishes_the_reference_once(rig, tmp_path):
     again = run_playbook(PLAYBOOK, extra_vars=extra)
     assert again.returncode == 0 and again.changed == 0
     assert rig["RIG_REGISTRY_PASSWORD"] not in first.stdout + again.stdout
+
+
+def test_background_push_is_collected_when_home_is_not_the_account_home(rig, tmp_path):
+    """Containers (AWX execution environments) often run with a HOME that is not the account's home directory: the
+    push started in the background must be found where it wrote its status, not under the account's home."""
+    facts = archive(tmp_path, compress=True)
+    repo = f"datarobot/bg-{uuid.uuid4().hex[:6]}"
+    home = tmp_path / "home"
+    home.mkdir()
+    extra = {"mlops_pps_image_archive": str(facts.path), "mlops_pps_image_version": "9.2.1",
+             "_mlops": {"registry": registry_facts(rig, repo)}}
+    run = run_playbook("tests/integration/playbooks/pps_image_background.yml", extra_vars=extra,
+                       env=ansible_env(HOME=str(home)))
+    assert run.returncode == 0, run.failure() + run.stderr[-2000:]
+    assert list((home / ".ansible_async").iterdir()), "the background push wrote its status elsewhere"
+    published = run.task("Publish the image reference for the chart's imageBuilder.ppsImage")["ansible_facts"]
+    assert published["__pps_image_published"]["pps_image"] == f"{rig['RIG_REGISTRY']}/{repo}:9.2.1"
 
 
 def test_role_downloads_with_a_checksum_first(rig, tmp_path):
