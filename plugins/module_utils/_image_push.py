@@ -451,5 +451,3 @@ def _verify(layer: Layer, source_digest: str) -> None:
     if source_digest != expected:
         raise ArchiveError(f"layer {layer.member.name} does not match its digest {expected} (its content hashes to "
                            f"{source_digest}): the archive is corrupt; nothing was tagged.")
-
-

@@ -100,8 +100,8 @@ def test_a_push_stores_every_blob_and_puts_the_manifest_last(image):
     diff_ids = ["sha256:" + hashlib.sha256(gzip.decompress(stored[layer["digest"]])).hexdigest()
                 for layer in manifest["layers"]]
     assert diff_ids == image.layer_digests
-    assert tag_state(client, Repository.parse(f"{REGISTRY}/datarobot/pps"), "1.0") == (result.digest,
-                                                                                      image.config_digest)
+    now = tag_state(client, Repository.parse(f"{REGISTRY}/datarobot/pps"), "1.0")
+    assert now == (result.digest, image.config_digest)
 
 
 def test_a_second_push_changes_nothing(image):
@@ -112,7 +112,7 @@ def test_a_second_push_changes_nothing(image):
 
 
 def test_the_manifest_digest_is_the_same_on_every_run(image):
-    digests = {pusher(MemoryRegistry()).push(str(image.path)).digest for _ in range(2)}
+    digests = {pusher(MemoryRegistry()).push(str(image.path)).digest for run in range(2)}
     assert len(digests) == 1
 
 
