@@ -49,6 +49,7 @@ class TokenRegistry:
                      .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
                      .sign(self.key, hashes.SHA256()))
         self.requests: list[dict] = []  # what the token service was asked
+        self.hidden: set[str] = set()  # repositories the token service grants nothing on (gone, or not ours)
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.registry: RegistryProcess | None = None
@@ -58,6 +59,8 @@ class TokenRegistry:
         access = []
         for scope in scopes:
             kind, name, actions = scope.split(":")
+            if name in self.hidden:
+                continue
             access.append({"type": kind, "name": name, "actions": actions.split(",")})
         now = int(time.time())
         header = {"typ": "JWT", "alg": "ES256",

@@ -32,9 +32,13 @@ _import_path()
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._image_archive import (  # noqa: E402
     ArchiveError,
 )
-from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._image_push import (  # noqa: E402
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._blob_compression import (  # noqa: E402
     Compression,
+)
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._image_push import (  # noqa: E402
     DirectPusher,
+)
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._push_cache import (  # noqa: E402
     PushCache,
     default_cache_path,
 )

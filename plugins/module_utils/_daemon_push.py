@@ -1,15 +1,25 @@
 # Copyright: DataRobot MLOps collection maintainers
 # Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
-"""The vendor page's way, through a Docker API (docker, or podman's service): load, tag, push."""
+"""The classic way, through a Docker API (docker, or podman's service): load, tag, push.
+
+`DaemonPusher` answers like `DirectPusher` (`push() -> PushResult`), so the module picks one and calls it;
+whether the tag already holds the image is asked of the registry first, so a no-op never touches the daemon.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._image_archive import Archive, Image
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._image_push import (
+    PushResult,
+    already_pushed,
+    tag_state,
+)
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._image_reference import Repository
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._registry_client import (
     Credentials,
+    RegistryClient,
     RegistryError,
 )
 
@@ -23,6 +33,35 @@ except ImportError:
 
 class DaemonError(Exception):
     """The Docker API failed; the message says which endpoint and what it answered."""
+
+
+class DaemonPusher:
+    """Pushes one image of an archive through a Docker API; the registry client only reads tags."""
+
+    def __init__(self, client: RegistryClient, repository: Repository, tags: list[str], *,
+                 credentials: Credentials | None = None, docker_host: str | None = None, timeout: int = 300,
+                 check_mode: bool = False) -> None:
+        self.client, self.repository, self.tags = client, repository, tags
+        self.credentials, self.docker_host, self.timeout = credentials, docker_host, timeout
+        self.check_mode = check_mode
+
+    def push(self, archive_path: str, source_image: str | None = None) -> PushResult:
+        """Load, tag and push unless every tag already holds the archive's image."""
+        before, live_config = tag_state(self.client, self.repository, self.tags[0])
+        archive = Archive.scan(archive_path)
+        image = archive.select(source_image)
+        unchanged = already_pushed(self.client, self.repository, self.tags, before, live_config,
+                                   image.config_digest, len(image.layers) + 1)
+        if unchanged:
+            return unchanged
+        result = PushResult(f"{self.repository}:{self.tags[0]}", "", image.config_digest, True, before)
+        if self.check_mode:
+            result.would_upload = ["(load, tag and push through the Docker API)"]
+            return result
+        pushed = push_with_daemon(archive, image, self.repository, self.tags, self.credentials, self.docker_host,
+                                  self.timeout)
+        result.digest = pushed["digest"]
+        return result
 
 
 def push_with_daemon(archive: Archive, image: Image, repository: Repository, tags: list[str],

@@ -30,6 +30,8 @@ except ImportError:  # the module reports the missing library
     HAS_REQUESTS = False
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+# Answers to a cross-repository mount that mean "not from there": the source is unknown, gone or not ours.
+MOUNT_REFUSED = frozenset({400, 401, 403, 404, 405})
 MANIFEST_TYPES = ("application/vnd.oci.image.manifest.v1+json",
                   "application/vnd.docker.distribution.manifest.v2+json",
                   "application/vnd.oci.image.index.v1+json",
@@ -263,13 +265,18 @@ class RegistryClient:
         return int(answer.headers.get("Content-Length", 0)) if answer.status_code == 200 else None
 
     def mount(self, repository: str, digest: str, source: str) -> bool:
-        """Cross-repository mount; True when the registry linked the blob without an upload."""
+        """Cross-repository mount; True when the registry linked the blob without an upload.
+
+        Anything but 201 means "upload it instead": 202 (not mounted, here is an upload session) and a refusal
+        (the source is gone, or we may not read it; remembered sources can be stale) alike.
+        """
         scopes = (f"repository:{repository}:pull,push", f"repository:{source}:pull")
         answer = self.request("POST", f"/v2/{repository}/blobs/uploads/?{urlencode({'mount': digest, 'from': source})}",
-                              scopes=scopes, expected={201, 202})
+                              scopes=scopes, expected={201, 202} | MOUNT_REFUSED)
         if answer.status_code == 201:
             return True
-        self._cancel(answer.headers.get("Location"), scopes)  # not mounted: drop the session it opened
+        if answer.status_code == 202:
+            self._cancel(answer.headers.get("Location"), scopes)  # not mounted: drop the session it opened
         return False
 
     def _cancel(self, location: str | None, scopes: tuple[str, ...]) -> None:

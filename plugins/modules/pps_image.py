@@ -189,33 +189,32 @@ elapsed:
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._image_archive import (
-    Archive,
-    ArchiveError,
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._blob_compression import Compression
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._daemon_push import (
+    HAS_DOCKER,
+    DaemonError,
+    DaemonPusher,
 )
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._image_archive import ArchiveError
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._image_push import (
-    Compression,
     DirectPusher,
-    PushCache,
     PushResult,
-    already_pushed,
-    default_cache_path,
-    tag_state,
 )
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._image_reference import (
     InvalidReference,
     Repository,
     validate_tag,
 )
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._push_cache import (
+    PushCache,
+    default_cache_path,
+)
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._registry_client import (
     HAS_REQUESTS,
     REGISTRY_AUTH_ARGUMENT_SPEC,
-    Credentials,
-    RegistryClient,
     RegistryError,
     client_from_params,
 )
-from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils import _daemon_push
 
 ARGUMENT_SPEC = dict(
     src=dict(type="path", required=True),
@@ -237,26 +236,37 @@ ARGUMENT_SPEC = dict(
 )
 
 
-def _push_with_daemon(module: AnsibleModule, client: RegistryClient, repository: Repository, tags: list[str],
-                      credentials: Credentials | None) -> PushResult:
+def _pusher(module: AnsibleModule) -> DirectPusher | DaemonPusher:
+    """The pusher the parameters ask for, with a registry client that may push to the target."""
     params = module.params
-    if not _daemon_push.HAS_DOCKER:
-        module.fail_json(msg=missing_required_lib("docker", reason="for method=daemon"))
-    before, live_config = tag_state(client, repository, tags[0])
-    archive = Archive.scan(params["src"])
-    image = archive.select(params["source_image"])
-    unchanged = already_pushed(client, repository, tags, before, live_config, image.config_digest,
-                               len(image.layers) + 1)
-    if unchanged:
-        return unchanged
-    result = PushResult(f"{repository}:{tags[0]}", "", image.config_digest, True, before)
-    if module.check_mode:
-        result.would_upload = ["(load, tag and push through the Docker API)"]
-        return result
-    pushed = _daemon_push.push_with_daemon(archive, image, repository, tags, credentials,
-                                           params["docker_host"], params["timeout"])
-    result.digest = pushed["digest"]
-    return result
+    repository = Repository.parse(params["name"])
+    tags = [validate_tag(params["tag"])] + [validate_tag(t) for t in params["additional_tags"]]
+    client, credentials = client_from_params(repository.registry, params)
+    client.check_access(repository.path)
+    if params["method"] == "daemon":
+        if not HAS_DOCKER:
+            module.fail_json(msg=missing_required_lib("docker", reason="for method=daemon"))
+        return DaemonPusher(client, repository, tags, credentials=credentials, docker_host=params["docker_host"],
+                            timeout=params["timeout"], check_mode=module.check_mode)
+    cache_path = default_cache_path() if params["cache"] is None else (params["cache"] or None)
+    return DirectPusher(
+        client, repository, tags, compression=Compression(params["compression"], params["compression_level"]),
+        workers=params["workers"], manifest_format=params["manifest_format"],
+        mount_from=params["mount_from"], cache=PushCache(cache_path), check_mode=module.check_mode)
+
+
+def _output(result: PushResult, method: str, diff: bool) -> dict:
+    """The module's return values for `result`."""
+    output = dict(
+        changed=result.changed, image=result.image, digest=result.digest, config_digest=result.config_digest,
+        blobs_uploaded=result.blobs_uploaded, blobs_skipped=result.blobs_skipped, blobs_mounted=result.blobs_mounted,
+        bytes_uploaded=result.bytes_uploaded, would_upload=result.would_upload, method=method,
+        elapsed=result.elapsed,
+    )
+    if diff:
+        output["diff"] = dict(before=dict(image=result.image, digest=result.before or ""),
+                              after=dict(image=result.image, digest=result.digest or "(new)"))
+    return output
 
 
 def main() -> None:
@@ -265,37 +275,14 @@ def main() -> None:
     if not HAS_REQUESTS:
         module.fail_json(msg=missing_required_lib("requests"))
     params = module.params
+    method = "daemon" if params["method"] == "daemon" else "direct"
     try:
-        repository = Repository.parse(params["name"])
-        tags = [validate_tag(params["tag"])] + [validate_tag(t) for t in params["additional_tags"]]
-        client, credentials = client_from_params(repository.registry, params)
-        client.check_access(repository.path)
-        if params["method"] == "daemon":
-            result = _push_with_daemon(module, client, repository, tags, credentials)
-            method = "daemon"
-        else:
-            cache_path = default_cache_path() if params["cache"] is None else (params["cache"] or None)
-            pusher = DirectPusher(
-                client, repository, tags, compression=Compression(params["compression"], params["compression_level"]),
-                workers=params["workers"], manifest_format=params["manifest_format"],
-                mount_from=params["mount_from"], cache=PushCache(cache_path), check_mode=module.check_mode)
-            result = pusher.push(params["src"], params["source_image"])
-            method = "direct"
-    except (ArchiveError, InvalidReference, RegistryError, _daemon_push.DaemonError) as exc:
+        result = _pusher(module).push(params["src"], params["source_image"])
+    except (ArchiveError, InvalidReference, RegistryError, DaemonError) as exc:
         module.fail_json(msg=str(exc))
     except OSError as exc:
         module.fail_json(msg=f"Cannot read {params['src']}: {exc.strerror or exc}")
-
-    output = dict(
-        changed=result.changed, image=result.image, digest=result.digest, config_digest=result.config_digest,
-        blobs_uploaded=result.blobs_uploaded, blobs_skipped=result.blobs_skipped, blobs_mounted=result.blobs_mounted,
-        bytes_uploaded=result.bytes_uploaded, would_upload=result.would_upload, method=method,
-        elapsed=result.elapsed,
-    )
-    if module._diff:
-        output["diff"] = dict(before=dict(image=result.image, digest=result.before or ""),
-                              after=dict(image=result.image, digest=result.digest or "(new)"))
-    module.exit_json(**output)
+    module.exit_json(**_output(result, method, module._diff))
 
 
 if __name__ == "__main__":

@@ -193,6 +193,21 @@ def test_blobs_are_mounted_from_a_sibling_repository(rig, tmp_path):
     assert_same_image(pulled_back(rig, f"{rig['RIG_REGISTRY']}/{second}:1.0", tmp_path), facts)
 
 
+def test_a_stale_cache_entry_falls_back_to_an_upload(rig, tmp_path):
+    """The cache names a repository that never held the blobs: the mount is answered 202, and they are uploaded."""
+    facts = archive(tmp_path, compress=True)
+    first, second, gone = unique_repo(), unique_repo(), unique_repo("datarobot/gone")
+    cache = tmp_path / "cache.json"
+    assert not run_module(MODULE, tls_args(rig, first, src=str(facts.path), cache=str(cache))).failed
+    known = json.loads(cache.read_text())
+    known["blobs"] = {blob: [gone] for blob in known["blobs"]}
+    cache.write_text(json.dumps(known))
+    outcome = run_module(MODULE, tls_args(rig, second, src=str(facts.path), cache=str(cache)))
+    assert not outcome.failed, outcome.result.get("msg")
+    assert outcome.result["blobs_mounted"] == 0 and outcome.result["blobs_uploaded"] == 3
+    assert_same_image(pulled_back(rig, f"{rig['RIG_REGISTRY']}/{second}:1.0", tmp_path), facts)
+
+
 def test_credentials_from_docker_config(rig, tmp_path):
     facts = archive(tmp_path, compress=True)
     auth = base64.b64encode(f"{rig['RIG_REGISTRY_USER']}:{rig['RIG_REGISTRY_PASSWORD']}".encode()).decode()

@@ -48,3 +48,19 @@ def test_wrong_password_at_the_token_service(token_registry, tmp_path):
     assert outcome.failed
     assert f"Registry {token_registry.address} rejected the credentials for user 'tokenuser'" in outcome.result["msg"]
     assert "wrong-one" not in outcome.stdout + outcome.stderr
+
+
+def test_a_stale_cache_entry_whose_mount_is_refused_falls_back_to_an_upload(token_registry, tmp_path):
+    """The cache says the blobs live in a repository the token service no longer grants (deleted, or not ours):
+    the registry refuses the mount, and the push uploads them instead of failing."""
+    facts = archive(tmp_path, compress=True)
+    cache = str(tmp_path / "cache.json")
+    first = run_module(MODULE, args(token_registry, facts.path, "datarobot/first", cache=cache))
+    assert not first.failed, first.result.get("msg")
+    token_registry.hidden.add("datarobot/first")
+    outcome = run_module(MODULE, args(token_registry, facts.path, "datarobot/second", cache=cache))
+    assert not outcome.failed, outcome.result.get("msg")
+    assert outcome.result["blobs_mounted"] == 0
+    assert outcome.result["blobs_uploaded"] == 3
+    scopes = {scope for request in token_registry.requests for scope in request["scopes"]}
+    assert "repository:datarobot/first:pull" in scopes  # the mount was tried, and refused

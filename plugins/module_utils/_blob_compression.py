@@ -1,0 +1,101 @@
+# Copyright: DataRobot MLOps collection maintainers
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+"""Deterministic parallel gzip for layers, and the digests before and after it.
+
+A registry names a blob by its digest, so a layer compressed twice must give the same bytes twice, or every
+run would upload it again. Fixed-size blocks, each its own gzip member with no timestamp, give that, and let
+the blocks be compressed in parallel threads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._image_archive import Layer
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._push_pipeline import (
+    ordered,
+    rechunk,
+)
+
+try:
+    from isal import isal_zlib as _isal
+except ImportError:  # pragma: no cover - zlib is the fallback
+    _isal = None
+
+COMPRESS_BLOCK = 2 * 1024 * 1024  # gzip member size: fixed, so the same layer always gives the same digest
+IN_FLIGHT = 4  # blocks being compressed per layer
+
+
+@dataclass
+class Compression:
+    """How uncompressed layers are stored: `kind` gzip or none, and the gzip level."""
+
+    kind: str = "gzip"  # gzip | none
+    level: int = 1
+
+    @property
+    def key(self) -> str:
+        """Names the exact compressor: the same bytes in give the same digest out only for the same one."""
+        if self.kind == "none":
+            return "none"
+        return f"{'isal' if _isal else 'zlib'}-{self.level}-blocks{COMPRESS_BLOCK}"
+
+    def compressor(self) -> Any:
+        """A fresh gzip compressor (one per block, so blocks are independent)."""
+        if _isal is not None:
+            return _isal.compressobj(min(self.level, 3), _isal.DEFLATED, 31)
+        return zlib.compressobj(self.level, zlib.DEFLATED, 31)  # wbits 31: gzip framing, mtime 0, no name
+
+
+class BlobStream:
+    """A layer's bytes on their way to the registry: compressed when asked, and hashed before and after.
+
+    Compression runs in parallel inside one layer, pigz-style: the layer is cut into fixed blocks, each
+    compressed on its own into a complete gzip member, and the members joined in order. A multi-member gzip is
+    a valid gzip stream (RFC 1952) that every runtime reads; fixed blocks keep the output, and so the digest,
+    the same on every run.
+    """
+
+    def __init__(self, layer: Layer, compression: Compression, pool: ThreadPoolExecutor | None = None) -> None:
+        self.layer = layer
+        self.compression = compression
+        self.compress = not layer.compressed and compression.kind == "gzip"
+        self.pool = pool
+        self._source_hash = hashlib.sha256()
+        self._blob_hash = hashlib.sha256() if self.compress else self._source_hash
+
+    def _gzip_block(self, block: bytes) -> bytes:
+        compressor = self.compression.compressor()
+        return compressor.compress(block) + compressor.flush()
+
+    def _blocks(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
+        for block in rechunk(chunks, COMPRESS_BLOCK):
+            self._source_hash.update(block)
+            yield block
+
+    def pieces(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
+        """The blob's bytes, in order, for the layer's bytes `chunks`; hashes both as they pass."""
+        if not self.compress:
+            for chunk in chunks:
+                self._source_hash.update(chunk)
+                yield chunk
+            return
+        if self.pool is None:
+            outputs: Iterator[bytes] = map(self._gzip_block, self._blocks(chunks))
+        else:
+            outputs = ordered(self.pool, self._gzip_block, self._blocks(chunks), IN_FLIGHT)
+        for out in outputs:
+            self._blob_hash.update(out)
+            yield out
+
+    def source_digest(self) -> str:
+        """Digest of the bytes read from the archive (checked against the archive's own digest)."""
+        return "sha256:" + self._source_hash.hexdigest()
+
+    def blob_digest(self) -> str:
+        """Digest of the bytes sent: the blob's name in the registry."""
+        return "sha256:" + self._blob_hash.hexdigest()

@@ -1,0 +1,169 @@
+"""DirectPusher's decisions against an in-memory registry: what is sent, skipped, mounted, and in what order."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import itertools
+import os
+
+import pytest
+
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._blob_compression import Compression
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._image_archive import ArchiveError
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._image_push import (
+    DirectPusher,
+    PushCache,
+    StoredBlob,
+    tag_state,
+)
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._image_reference import Repository
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._registry_client import Blob, OpenUpload
+from fixtures.image_archives import write_docker_archive
+
+REGISTRY = "registry.test:5000"
+
+
+class MemoryRegistry:
+    """The calls DirectPusher makes, answered from dicts; refuse_mounts answers every mount "not from there"."""
+
+    registry = REGISTRY
+
+    def __init__(self, refuse_mounts: bool = False) -> None:
+        self.blobs: dict[str, dict[str, bytes]] = {}
+        self.manifests: dict[tuple[str, str], bytes] = {}
+        self.sessions: dict[str, bytes] = {}
+        self.refuse_mounts = refuse_mounts
+        self.calls: list[str] = []
+        self._numbers = itertools.count()
+
+    def blob_size(self, repository, digest):
+        found = self.blobs.get(repository, {}).get(digest)
+        return None if found is None else len(found)
+
+    def mount(self, repository, digest, source):
+        self.calls.append(f"mount {source}")
+        found = self.blobs.get(source, {}).get(digest)
+        if self.refuse_mounts or found is None:
+            return False
+        self.blobs.setdefault(repository, {})[digest] = found
+        return True
+
+    def send(self, repository, chunks, on_progress=None):
+        location = f"{repository}/session{next(self._numbers)}"
+        self.sessions[location] = b"".join(chunks)
+        return OpenUpload(location, len(self.sessions[location]), ())
+
+    def commit(self, upload, digest):
+        data = self.sessions.pop(upload.location)
+        assert "sha256:" + hashlib.sha256(data).hexdigest() == digest
+        self.blobs.setdefault(upload.location.rsplit("/", 1)[0], {})[digest] = data
+        self.calls.append("commit")
+        return Blob(digest, len(data))
+
+    def cancel(self, upload):
+        self.sessions.pop(upload.location, None)
+
+    def upload(self, repository, chunks, digest_of, on_progress=None):
+        return self.commit(self.send(repository, chunks), digest_of())
+
+    def manifest(self, repository, reference):
+        body = self.manifests.get((repository, reference))
+        return None if body is None else ("sha256:" + hashlib.sha256(body).hexdigest(), "", body)
+
+    def put_manifest(self, repository, reference, body, media_type):
+        self.calls.append(f"manifest {reference}")
+        self.manifests[(repository, reference)] = body
+        return "sha256:" + hashlib.sha256(body).hexdigest()
+
+
+@pytest.fixture
+def image(tmp_path):
+    return write_docker_archive(tmp_path / "a.tar", ["pps:1"], [{"model.bin": os.urandom(300_000)},
+                                                                {"etc/pps.conf": b"threads=4\n"}, {}])
+
+
+def pusher(client, repo="datarobot/pps", **kwargs):
+    kwargs.setdefault("cache", PushCache(None))
+    return DirectPusher(client, Repository.parse(f"{REGISTRY}/{repo}"), ["1.0", "latest-build"], workers=2, **kwargs)
+
+
+def test_a_push_stores_every_blob_and_puts_the_manifest_last(image):
+    client = MemoryRegistry()
+    result = pusher(client).push(str(image.path))
+    assert result.changed and result.blobs_uploaded == 4 and result.blobs_skipped == 0
+    assert client.calls[-2:] == ["manifest 1.0", "manifest latest-build"]
+    manifest = json.loads(client.manifests[("datarobot/pps", "1.0")])
+    assert manifest["config"]["digest"] == image.config_digest
+    stored = client.blobs["datarobot/pps"]
+    diff_ids = ["sha256:" + hashlib.sha256(gzip.decompress(stored[layer["digest"]])).hexdigest()
+                for layer in manifest["layers"]]
+    assert diff_ids == image.layer_digests
+    now = tag_state(client, Repository.parse(f"{REGISTRY}/datarobot/pps"), "1.0")
+    assert now == (result.digest, image.config_digest)
+
+
+def test_a_second_push_changes_nothing(image):
+    client = MemoryRegistry()
+    first = pusher(client).push(str(image.path))
+    again = pusher(client).push(str(image.path))
+    assert not again.changed and again.digest == first.digest and again.blobs_uploaded == 0
+
+
+def test_the_manifest_digest_is_the_same_on_every_run(image):
+    digests = {pusher(MemoryRegistry()).push(str(image.path)).digest for run in range(2)}
+    assert len(digests) == 1
+
+
+def test_check_mode_sends_nothing_and_predicts_the_digest(image):
+    client = MemoryRegistry()
+    checked = pusher(client, check_mode=True).push(str(image.path))
+    assert client.blobs == {} and client.manifests == {}
+    assert len(checked.would_upload) == 4
+    assert checked.digest == pusher(client).push(str(image.path)).digest
+
+
+def test_blobs_remembered_elsewhere_are_mounted(image, tmp_path):
+    client, cache = MemoryRegistry(), PushCache(str(tmp_path / "cache.json"))
+    pusher(client, "datarobot/first", cache=cache).push(str(image.path))
+    second = pusher(client, "datarobot/second", cache=PushCache(str(tmp_path / "cache.json"))).push(str(image.path))
+    assert second.blobs_mounted == 3 and second.blobs_uploaded == 1  # the config is sent again
+
+
+def test_a_refused_mount_is_uploaded_instead(image, tmp_path):
+    client, cache = MemoryRegistry(refuse_mounts=True), PushCache(str(tmp_path / "cache.json"))
+    pusher(client, "datarobot/first", cache=cache).push(str(image.path))
+    second = pusher(client, "datarobot/second", cache=PushCache(str(tmp_path / "cache.json"))).push(str(image.path))
+    assert "mount datarobot/first" in client.calls
+    assert second.blobs_mounted == 0 and second.blobs_uploaded == 4
+
+
+def test_uncompressed_layers_stay_uncompressed_under_an_oci_manifest(image):
+    client = MemoryRegistry()
+    result = pusher(client, compression=Compression("none")).push(str(image.path))
+    manifest = json.loads(client.manifests[("datarobot/pps", "1.0")])
+    assert manifest["mediaType"] == "application/vnd.oci.image.manifest.v1+json"
+    assert [layer["digest"] for layer in manifest["layers"]] == image.layer_digests
+    assert result.blobs_uploaded == 4
+
+
+def test_docker_manifests_need_gzip_layers(image):
+    with pytest.raises(ArchiveError, match="manifest_format docker needs gzip layers"):
+        pusher(MemoryRegistry(), compression=Compression("none"), manifest_format="docker").push(str(image.path))
+
+
+def test_stored_blobs_are_named_tuples():
+    blob = StoredBlob("sha256:x", 3)
+    digest, size = blob
+    assert (digest, size) == (blob.digest, blob.size)
+
+
+def test_a_gzip_archive_pushed_in_one_pass_gives_the_same_image_and_leaves_no_session_open(tmp_path):
+    layers = [{"model.bin": os.urandom(3_000_000)}, {"etc/pps.conf": b"threads=4\n"}]
+    plain = write_docker_archive(tmp_path / "a.tar", ["pps:1"], layers)
+    packed = write_docker_archive(tmp_path / "a.tar.gz", ["pps:1"], layers, compress=True)
+    client = MemoryRegistry()
+    one_pass = pusher(client, "datarobot/gz").push(str(packed.path))
+    assert client.sessions == {} and one_pass.blobs_uploaded == 3
+    assert one_pass.digest == pusher(MemoryRegistry()).push(str(plain.path)).digest
