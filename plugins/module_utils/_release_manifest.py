@@ -13,15 +13,17 @@ import base64
 from dataclasses import dataclass
 from typing import Any, Mapping, NamedTuple, Sequence
 
-import yaml
-
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._masking import (
     MASK,
     Masker,
     is_sensitive_key,
     masked_scalar,
 )
-from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._release_values import canonical
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._release_values import (
+    canonical,
+    dump_yaml,
+    load_yaml_documents,
+)
 
 WORKLOADS = ("Deployment", "StatefulSet", "DaemonSet")
 REMOVE = object()  # a drift repaired by removing the live field
@@ -41,7 +43,7 @@ def parse_manifest(text: str) -> list[dict[str, Any]]:
     """The objects of a rendered manifest (empty documents and comments dropped)."""
     if not text.strip():
         return []
-    return [document for document in yaml.safe_load_all(text) if isinstance(document, dict) and document]
+    return [document for document in load_yaml_documents(text) if isinstance(document, dict) and document]
 
 
 def object_ref(document: Mapping[str, Any], namespace: str) -> ObjectRef:
@@ -66,8 +68,7 @@ def manifests_equal(a: Sequence[Mapping[str, Any]], b: Sequence[Mapping[str, Any
 def dump_documents(documents: Sequence[Mapping[str, Any]]) -> str:
     """A stable text form of a manifest for diffs: sorted by kind and name."""
     ordered = sorted(documents, key=lambda document: (str(document.get("kind")), object_label(document)))
-    return "".join("---\n" + yaml.safe_dump(document, sort_keys=True, default_flow_style=False)
-                   for document in ordered)
+    return "".join("---\n" + dump_yaml(document) for document in ordered)
 
 
 @dataclass
@@ -98,6 +99,7 @@ class Drift:
                 masker.text(value) if isinstance(value, str) else value)
 
         return {"object": self.object, "field": self.field, "live": show(self.live), "desired": show(self.desired)}
+
 
 def _subset(desired: Any, live: Any) -> bool:
     """Every field the manifest sets has that value live (the API server adds defaults)."""

@@ -70,7 +70,17 @@ def values_equal(a: Mapping[str, Any] | None, b: Mapping[str, Any] | None) -> bo
 
 def to_yaml(value: Any) -> str:
     """Stable YAML for a diff, empty for nothing, so that an empty side shows as absent."""
-    return yaml.safe_dump(canonical(value), sort_keys=True, default_flow_style=False) if value else ""
+    return dump_yaml(canonical(value)) if value else ""
+
+
+def dump_yaml(value: Any) -> str:
+    """Block YAML with sorted keys: the same data always reads the same in a diff."""
+    return yaml.safe_dump(value, sort_keys=True, default_flow_style=False)
+
+
+def load_yaml_documents(text: str) -> list[Any]:
+    """Every document of a YAML stream (this file holds the collection's one optional PyYAML import)."""
+    return list(yaml.safe_load_all(text))
 
 
 def load_values_file(path: str) -> dict[str, Any]:

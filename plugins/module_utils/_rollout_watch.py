@@ -161,7 +161,6 @@ def format_diagnostics(diagnostics: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-
 def deployments(documents: Sequence[Mapping[str, Any]], namespace: str) -> list[ObjectRef]:
     """The manifest's Deployments: the agent's workloads whose rollout decides success."""
     return [object_ref(document, namespace) for document in documents if document.get("kind") == "Deployment"]
