@@ -22,6 +22,8 @@ MASK = "********"
 SENSITIVE_KEY = re.compile(r"token|passw(or)?d|secret|api[-_]?key|private[-_]?key|credential|^auth$", re.I)
 NAMES_A_SECRET = re.compile(r"(name|names|ref|file|path|dir|namespace|enabled|create|mount|url|uri|type|kind)$",
                             re.I)
+# Words that carry a credential in a message whose secrets are not known (`password=...`, `token:...`).
+CREDENTIAL_WORD = re.compile(r"(password|token)\S*", re.I)
 
 
 def is_sensitive_key(key: str) -> bool:
@@ -111,6 +113,10 @@ class Masker:
         for secret in sorted(self.secrets, key=len, reverse=True):
             text = text.replace(secret, MASK)
         return text
+
+    def hide_credential_words(self, text: str) -> str:
+        """The text with known secrets and every word that starts like a credential (password=...) masked."""
+        return CREDENTIAL_WORD.sub(MASK, self.text(text))
 
     def values(self, values: Any, path: tuple[str, ...] = ()) -> Any:
         """A copy with every secret value replaced by ********."""
