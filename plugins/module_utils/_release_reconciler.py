@@ -141,8 +141,15 @@ class Reconciler:
         self.watcher = RolloutWatcher(cluster, poll=poll, clock=clock, sleep=sleep)
         self.guard: ReleaseGuard | None = None  # the current run's, made by present() and absent()
 
-    def _hold_release(self, spec: ReleaseSpec) -> ReleaseGuard:
+    def _new_guard(self, spec: ReleaseSpec) -> ReleaseGuard:
+        """A fresh guard for this run on `spec` (the Lease store is read now: tests swap it in after __init__)."""
         self.guard = ReleaseGuard(self.helm, spec, self.leases, self.lock_identity)
+        return self.guard
+
+    def _guard(self) -> ReleaseGuard:
+        """The current run's guard (present() and absent() make it)."""
+        if self.guard is None:
+            raise RuntimeError("the release is guarded from present() and absent() only")
         return self.guard
 
     # -- watching, with what is shown masked
@@ -160,13 +167,14 @@ class Reconciler:
     # -- state: present
 
     def present(self, spec: ReleaseSpec) -> Outcome:
-        guard = self._hold_release(spec)
+        guard = self._new_guard(spec)
         try:
-            return self._present(spec, guard)
+            return self._present(spec)
         finally:
             guard.let_go()
 
-    def _present(self, spec: ReleaseSpec, guard: ReleaseGuard) -> Outcome:
+    def _present(self, spec: ReleaseSpec) -> Outcome:
+        guard = self._guard()
         history = guard.history()
         interrupted = guard.interrupted(history)
         recovered = None
@@ -176,10 +184,10 @@ class Reconciler:
             return self._would_recover(spec, history, interrupted)
         else:
             # helm renders nothing for a release it thinks is busy: the dead run's revision goes first.
-            history, recovered = self._recover_interrupted(spec, guard, history, interrupted)
+            history, recovered = self._recover_interrupted(spec, history, interrupted)
         deployed = self._deployed(spec, history)
         values_file = self.write_values(spec.values)
-        rendered = self._render(spec, guard, values_file)
+        rendered = self._render(spec, values_file)
         desired_docs = parse_manifest(rendered.manifest)
         self.masker.collect_values(deployed.values)
         self.masker.collect_values(rendered.values)
@@ -210,9 +218,10 @@ class Reconciler:
         outcome.status = describe(spec.name, spec.namespace, guard.latest())
         return outcome
 
-    def _recover_interrupted(self, spec: ReleaseSpec, guard: ReleaseGuard, history: Sequence[Revision],
+    def _recover_interrupted(self, spec: ReleaseSpec, history: Sequence[Revision],
                              interrupted: Revision) -> tuple[list[Revision], str]:
         """Undo the revision a dead run left pending; the history afterwards, and the reason to report."""
+        guard = self._guard()
         guard.hold(history)
         good = last_deployed(history)
         try:
@@ -233,13 +242,13 @@ class Reconciler:
         values, manifest = self.helm.release(spec.name, spec.namespace, latest.revision)
         return Deployed(latest, values, parse_manifest(manifest))
 
-    def _render(self, spec: ReleaseSpec, guard: ReleaseGuard, values_file: str) -> Rendered:
+    def _render(self, spec: ReleaseSpec, values_file: str) -> Rendered:
         """What helm would apply; a chart_version that names one version must be the version rendered."""
         try:
             rendered = self.helm.render(spec.name, spec.namespace, spec.chart, values_file)
         except HelmError as exc:
             if BUSY_ERRORS.search(exc.stderr or str(exc)):  # another run started writing since we read the history
-                raise guard.busy_now(exc) from exc
+                raise self._guard().busy_now(exc) from exc
             raise
         exact = re.fullmatch(r"v?(\d+\.\d+\.\d+(?:[-+].*)?)", spec.chart.version or "")  # not a range
         if exact and rendered.chart_version.lstrip("v") != exact.group(1):
@@ -369,11 +378,6 @@ class Reconciler:
             changed=True, diagnostics=diagnostics, drift=drift,
             status=describe(spec.name, spec.namespace, self._guard().latest()))
 
-    def _guard(self) -> ReleaseGuard:
-        if self.guard is None:
-            raise RuntimeError("the release is guarded from present() and absent() only")
-        return self.guard
-
     # -- upgrade, and recovering from a failed one
 
     def _upgrade(self, spec: ReleaseSpec, history: Sequence[Revision], rendered: Rendered,
@@ -448,7 +452,7 @@ class Reconciler:
     # -- state: absent
 
     def absent(self, spec: ReleaseSpec, wait: bool, timeout: int) -> Outcome:
-        guard = self._hold_release(spec)
+        guard = self._new_guard(spec)
         history = guard.history()
         if not history:
             return Outcome(changed=False, action="none")
