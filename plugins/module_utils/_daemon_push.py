@@ -17,6 +17,7 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
     tag_state,
 )
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._image_reference import Repository
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._masking import Masker
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._registry_client import (
     Credentials,
     RegistryClient,
@@ -91,7 +92,7 @@ def push_with_daemon(archive: Archive, image: Image, repository: Repository, tag
                 if "error" in event or "errorDetail" in event:
                     detail = event.get("error") or event.get("errorDetail", {}).get("message", "")
                     if credentials:
-                        detail = detail.replace(credentials.password, "********")
+                        detail = Masker().add(credentials.password).text(detail)
                     raise RegistryError(f"Pushing {repository}:{tag} through the Docker API at {where} failed: "
                                         f"{detail}")
                 digest = (event.get("aux") or {}).get("Digest", digest)

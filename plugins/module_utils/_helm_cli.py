@@ -20,6 +20,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional, Protocol, Sequence
 
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._release_errors import InvalidRequest
+
 Runner = Callable[[Sequence[str]], "tuple[int, str, str]"]
 
 MIN_HELM = (3, 8, 0)
@@ -172,6 +174,25 @@ class ChartSource:
         if self.version:
             argv += ["--version", self.version]
         return argv
+
+
+def resolve_chart(ref: str, version: str | None = None, repo_url: str | None = None) -> ChartSource:
+    """A local chart (directory or .tgz), a chart in a repository (repo/name, or name with repo_url), or oci://."""
+    if repo_url or ref.startswith("oci://"):
+        return ChartSource(ref, version, repo_url)
+    expanded = os.path.expanduser(ref)
+    if ref.startswith(("/", "./", "../", "~")) or ref.endswith((".tgz", ".tar.gz")) or os.path.exists(expanded):
+        if not os.path.exists(expanded):
+            raise InvalidRequest(f"Chart path {ref} does not exist: pass the chart directory or .tgz (e.g. the agent "
+                                 "tarball's tools/charts/datarobot-management-agent), or repo/name with chart_version.")
+        if os.path.isdir(expanded) and not os.path.isfile(os.path.join(expanded, "Chart.yaml")):
+            raise InvalidRequest(f"Chart path {ref} is a directory without Chart.yaml: point chart_ref at the chart "
+                                 "itself.")
+        return ChartSource(os.path.abspath(expanded), version)
+    if "/" not in ref:
+        raise InvalidRequest(f"chart_ref {ref!r} is neither an existing path nor repo/name: pass a path, "
+                             "repo/name (after `helm repo add`), oci://..., or the chart name with chart_repo_url.")
+    return ChartSource(ref, version)
 
 
 @dataclass

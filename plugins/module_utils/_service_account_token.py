@@ -20,10 +20,11 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Sequence
 
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._masking import MASK, Masker
+
 LEGACY_TOKEN_ANNOTATION = "openshift.io/token-secret.name"
 EXPIRY_ANNOTATION = "datarobot-mlops/token-expires-at"
 SOURCE_ANNOTATION = "datarobot-mlops/token-source"
-MASK = "********"
 
 
 def jwt_claims(token: str) -> dict[str, Any]:
@@ -121,7 +122,9 @@ def legacy_token_secret_name(service_account: Mapping[str, Any], secrets: Sequen
 
 
 def masked(config: Mapping[str, Any]) -> dict[str, Any]:
-    return {"auths": {registry: {**entry, "password": MASK, "auth": MASK}
+    """The login as the module shows it: password and auth always hidden, like any other secret the entry holds."""
+    masker = Masker()
+    return {"auths": {registry: {**masker.values(entry), "password": MASK, "auth": MASK}
                       for registry, entry in (config.get("auths") or {}).items()}}
 
 

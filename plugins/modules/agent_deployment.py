@@ -238,126 +238,40 @@ diagnostics:
       type: list
 """
 
-import json
-import os
-import tempfile
-
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-
-from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._helm_cli import (
-    Helm,
-    HelmError,
-    background_spawner,
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._release_module import (
+    run_agent_deployment,
 )
-from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._kubernetes import KubernetesAccessError
-from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._release_cluster import ReleaseCluster
-from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._release_reconciler import (
-    HAS_YAML,
-    InvalidRequest,
-    Masker,
-    Reconciler,
-    ReleaseBusy,
-    ReleaseFailed,
-    ReleaseSpec,
-    compose_values,
-    load_values_file,
-    resolve_chart,
-)
-from ansible_collections.kubernetes.core.plugins.module_utils.helm import AnsibleHelmModule
 from ansible_collections.kubernetes.core.plugins.module_utils.k8s.core import AnsibleK8SModule
 from ansible_collections.kubernetes.core.plugins.module_utils.helm_args_common import (
     HELM_AUTH_ARG_SPEC,
     HELM_AUTH_MUTUALLY_EXCLUSIVE,
 )
 
+ARGUMENT_SPEC = dict(
+    HELM_AUTH_ARG_SPEC,
+    chart_ref=dict(type="str"),
+    chart_version=dict(type="str"),
+    chart_repo_url=dict(type="str"),
+    release_name=dict(type="str", default="bosun", aliases=["name"]),
+    release_namespace=dict(type="str", required=True, aliases=["namespace"]),
+    create_namespace=dict(type="bool", default=False),
+    values=dict(type="dict", default={}, aliases=["release_values"]),
+    values_files=dict(type="list", elements="path", default=[]),
+    secret_value_paths=dict(type="list", elements="str", default=[], no_log=False),
+    state=dict(type="str", choices=["present", "absent"], default="present"),
+    wait=dict(type="bool", default=True),
+    wait_timeout=dict(type="int", default=300),
+    stuck_timeout=dict(type="int", default=60),
+    atomic=dict(type="bool", default=True, aliases=["rollback_on_failure"]),
+)
+
 
 def main() -> None:
-    argument_spec = dict(HELM_AUTH_ARG_SPEC)
-    argument_spec.update(
-        chart_ref=dict(type="str"),
-        chart_version=dict(type="str"),
-        chart_repo_url=dict(type="str"),
-        release_name=dict(type="str", default="bosun", aliases=["name"]),
-        release_namespace=dict(type="str", required=True, aliases=["namespace"]),
-        create_namespace=dict(type="bool", default=False),
-        values=dict(type="dict", default={}, aliases=["release_values"]),
-        values_files=dict(type="list", elements="path", default=[]),
-        secret_value_paths=dict(type="list", elements="str", default=[], no_log=False),
-        state=dict(type="str", choices=["present", "absent"], default="present"),
-        wait=dict(type="bool", default=True),
-        wait_timeout=dict(type="int", default=300),
-        stuck_timeout=dict(type="int", default=60),
-        atomic=dict(type="bool", default=True, aliases=["rollback_on_failure"]),
-    )
     # kubernetes.core's module class checks the kubernetes and PyYAML libraries and is what its client wants.
-    k8s_module = AnsibleK8SModule(argument_spec=argument_spec, supports_check_mode=True,
+    k8s_module = AnsibleK8SModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True,
                                   mutually_exclusive=HELM_AUTH_MUTUALLY_EXCLUSIVE,
                                   required_if=[("state", "present", ("chart_ref",))])
-    module: AnsibleModule = k8s_module._module  # run_command, tmpdir, no_log_values
-    if not HAS_YAML:
-        module.fail_json(msg=missing_required_lib("PyYAML"))
-    params = module.params
-    masker = Masker(params["secret_value_paths"])
-
-    def finish(failed_msg: str | None = None, **result) -> None:
-        # Every secret string found in values and manifests is hidden from Ansible's output, invocation included.
-        module.no_log_values.update(masker.secrets)
-        if failed_msg is not None:
-            module.fail_json(msg=masker.text(failed_msg), **result)
-        module.exit_json(**result)
-
-    def write_values(values: dict) -> str:
-        handle, path = tempfile.mkstemp(prefix="agent-values-", suffix=".json", dir=module.tmpdir)  # mode 0600
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            json.dump(values, stream, default=str)
-        module.add_cleanup_file(path)
-        return path
-
-    try:
-        if params["wait_timeout"] <= 0:
-            raise InvalidRequest("wait_timeout must be a positive number of seconds.")
-        if params["stuck_timeout"] < 0:
-            raise InvalidRequest("stuck_timeout must be 0 (wait the whole wait_timeout) or a number of seconds.")
-        layers = [load_values_file(path) for path in params["values_files"]]
-        values = compose_values(layers, params["values"])
-        masker.collect_values(values)
-        binary = params["binary_path"] or module.get_bin_path("helm")
-        if not binary or not os.access(binary, os.X_OK):
-            raise InvalidRequest(
-                f"helm was not found ({params['binary_path'] or 'not on PATH'}): install helm >= 3.8 or pass "
-                "binary_path.")
-        params["binary_path"] = binary
-        chart = resolve_chart(params["chart_ref"], params["chart_version"], params["chart_repo_url"]) \
-            if params["state"] == "present" else None
-        cluster = ReleaseCluster.connect(k8s_module)  # also says so when the kubeconfig file does not exist
-        environment = AnsibleHelmModule(module=module).env_update  # kubernetes.core's kubeconfig/context/host/CA
-
-        def run(argv):
-            return module.run_command(list(argv), environ_update=environment)
-
-        helm = Helm(binary, run, spawn=background_spawner(environment, module.tmpdir))
-        helm.check_version()
-        reconciler = Reconciler(helm, cluster, masker, write_values, check_mode=module.check_mode, leases=cluster)
-        spec = ReleaseSpec(params["release_name"], params["release_namespace"], chart, values, wait=params["wait"],
-                           wait_timeout=params["wait_timeout"], atomic=params["atomic"],
-                           create_namespace=params["create_namespace"], stuck_timeout=params["stuck_timeout"])
-        if params["state"] == "present":
-            outcome = reconciler.present(spec)
-        else:
-            outcome = reconciler.absent(spec, params["wait"], params["wait_timeout"])
-    except ReleaseFailed as exc:
-        finish(str(exc), changed=exc.changed, status=exc.status, drift=exc.drift,
-               **({"diagnostics": exc.diagnostics} if exc.diagnostics else {}))
-    except (ReleaseBusy, HelmError, KubernetesAccessError, InvalidRequest) as exc:
-        finish(str(exc), changed=False)
-
-    result = dict(changed=outcome.changed, operation=outcome.action, reasons=outcome.reasons, status=outcome.status,
-                  drift=outcome.drift)
-    if params["state"] == "present":
-        result["values"] = outcome.values
-    if module._diff:
-        result["diff"] = outcome.diff
-    finish(**result)
+    run_agent_deployment(k8s_module)
 
 
 if __name__ == "__main__":

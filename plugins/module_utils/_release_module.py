@@ -1,0 +1,130 @@
+# Copyright: DataRobot MLOps collection maintainers
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+"""What agent_deployment does between its arguments and its result: build the parts, reconcile, report.
+
+The module keeps the argument handling; this file turns the parameters into a ReleaseSpec, a Helm and a
+cluster client, runs the Reconciler and turns its Outcome (or failure) into the module's result, with
+every secret the Masker learned hidden from Ansible's output, invocation included.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from typing import Any, Callable
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._helm_cli import (
+    Helm,
+    HelmError,
+    background_spawner,
+    resolve_chart,
+)
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._kubernetes import KubernetesAccessError
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._masking import Masker
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._release_cluster import ReleaseCluster
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._release_errors import (
+    InvalidRequest,
+    ReleaseBusy,
+    ReleaseFailed,
+)
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._release_reconciler import (
+    Outcome,
+    Reconciler,
+)
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._release_values import (
+    HAS_YAML,
+    ReleaseSpec,
+    compose_values,
+    load_values_file,
+)
+from ansible_collections.kubernetes.core.plugins.module_utils.helm import AnsibleHelmModule
+
+
+def run_agent_deployment(k8s_module: Any) -> None:
+    """Reconcile the release the parameters describe; exits the module with its result or failure."""
+    module: AnsibleModule = k8s_module._module  # run_command, tmpdir, no_log_values
+    if not HAS_YAML:
+        module.fail_json(msg=missing_required_lib("PyYAML"))
+    masker = Masker(module.params["secret_value_paths"])
+    try:
+        outcome = _reconcile(module, k8s_module, masker)
+    except ReleaseFailed as exc:
+        _finish(module, masker, str(exc), changed=exc.changed, status=exc.status, drift=exc.drift,
+                **({"diagnostics": exc.diagnostics} if exc.diagnostics else {}))
+    except (ReleaseBusy, HelmError, KubernetesAccessError, InvalidRequest) as exc:
+        _finish(module, masker, str(exc), changed=False)
+    _finish(module, masker, None, **_result(module, outcome))
+
+
+def _finish(module: AnsibleModule, masker: Masker, failed_msg: str | None, **result: Any) -> None:
+    """Every secret string found in values and manifests is hidden from Ansible's output, invocation included."""
+    module.no_log_values.update(masker.secrets)
+    if failed_msg is not None:
+        module.fail_json(msg=masker.text(failed_msg), **result)
+    module.exit_json(**result)
+
+
+def _result(module: AnsibleModule, outcome: Outcome) -> dict[str, Any]:
+    result: dict[str, Any] = dict(changed=outcome.changed, operation=outcome.action, reasons=outcome.reasons,
+                                  status=outcome.status, drift=outcome.drift)
+    if module.params["state"] == "present":
+        result["values"] = outcome.values
+    if module._diff:
+        result["diff"] = outcome.diff
+    return result
+
+
+def _reconcile(module: AnsibleModule, k8s_module: Any, masker: Masker) -> Outcome:
+    params = module.params
+    if params["wait_timeout"] <= 0:
+        raise InvalidRequest("wait_timeout must be a positive number of seconds.")
+    if params["stuck_timeout"] < 0:
+        raise InvalidRequest("stuck_timeout must be 0 (wait the whole wait_timeout) or a number of seconds.")
+    values = compose_values([load_values_file(path) for path in params["values_files"]], params["values"])
+    masker.collect_values(values)
+    params["binary_path"] = _helm_binary(module)
+    chart = resolve_chart(params["chart_ref"], params["chart_version"], params["chart_repo_url"]) \
+        if params["state"] == "present" else None
+    cluster = ReleaseCluster.connect(k8s_module)  # also says so when the kubeconfig file does not exist
+    reconciler = Reconciler(_helm(module), cluster, masker, _values_writer(module), check_mode=module.check_mode,
+                            leases=cluster)
+    spec = ReleaseSpec(params["release_name"], params["release_namespace"], chart, values, wait=params["wait"],
+                       wait_timeout=params["wait_timeout"], atomic=params["atomic"],
+                       create_namespace=params["create_namespace"], stuck_timeout=params["stuck_timeout"])
+    if params["state"] == "present":
+        return reconciler.present(spec)
+    return reconciler.absent(spec, params["wait"], params["wait_timeout"])
+
+
+def _helm_binary(module: AnsibleModule) -> str:
+    binary = module.params["binary_path"] or module.get_bin_path("helm")
+    if not binary or not os.access(binary, os.X_OK):
+        raise InvalidRequest(f"helm was not found ({module.params['binary_path'] or 'not on PATH'}): install helm >= "
+                             "3.8 or pass binary_path.")
+    return binary
+
+
+def _helm(module: AnsibleModule) -> Helm:
+    """helm with kubernetes.core's kubeconfig/context/host/CA settings in its environment."""
+    environment = AnsibleHelmModule(module=module).env_update
+
+    def run(argv: Any) -> tuple[int, str, str]:
+        return module.run_command(list(argv), environ_update=environment)
+
+    helm = Helm(module.params["binary_path"], run, spawn=background_spawner(environment, module.tmpdir))
+    helm.check_version()
+    return helm
+
+
+def _values_writer(module: AnsibleModule) -> Callable[[dict[str, Any]], str]:
+    def write_values(values: dict[str, Any]) -> str:
+        handle, path = tempfile.mkstemp(prefix="agent-values-", suffix=".json", dir=module.tmpdir)  # mode 0600
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            json.dump(values, stream, default=str)
+        module.add_cleanup_file(path)
+        return path
+
+    return write_values
