@@ -47,11 +47,14 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
     Repository,
     validate_tag,
 )
-from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._registry_client import (  # noqa: E402
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._docker_config import (  # noqa: E402
     Credentials,
+    DockerConfigError,
+    credentials_from_docker_config,
+)
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._registry_client import (  # noqa: E402
     RegistryClient,
     RegistryError,
-    credentials_from_docker_config,
 )
 
 
@@ -104,7 +107,7 @@ def main() -> int:
                               workers=args.workers, cache=PushCache(args.cache or None), check_mode=args.check,
                               on_progress=None if args.quiet else Progress())
         result = pusher.push(args.src, args.source_image)
-    except (ArchiveError, InvalidReference, RegistryError, OSError) as exc:
+    except (ArchiveError, InvalidReference, RegistryError, DockerConfigError, OSError) as exc:
         print(f"\nerror: {exc}", file=sys.stderr)
         return 1
     if not args.quiet:

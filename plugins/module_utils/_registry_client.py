@@ -2,25 +2,28 @@
 # Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
 """A small client for the OCI distribution API: what an image push needs, no more.
 
-Basic and Docker token (Bearer) auth, credentials from docker's config.json,
-HEAD/mount/chunked upload of blobs with resume, manifests. Every failure
-becomes a RegistryError whose message names the registry and what to check,
-never a password or token.
+Basic and Docker token (Bearer) auth, HEAD/mount/chunked upload of blobs with
+resume, manifests; docker's config.json logins come from _docker_config. Every
+failure becomes a RegistryError whose message names the registry and what to
+check, never a password or token.
 """
 
 from __future__ import annotations
 
 import base64
-import json
-import os
 import random
 import re
-import subprocess
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
 from urllib.parse import urlencode, urljoin, urlparse
+
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._docker_config import (
+    Credentials,
+    DockerConfigError,
+    credentials_from_docker_config,
+)
 
 try:
     import requests
@@ -48,12 +51,6 @@ class RegistryAuthError(RegistryError):
     pass
 
 
-@dataclass(frozen=True)
-class Credentials:
-    username: str
-    password: str = field(repr=False)
-
-
 # The options of the registry_auth doc fragment, as an argument spec (modules add retries and timeout).
 REGISTRY_AUTH_ARGUMENT_SPEC: dict[str, dict[str, Any]] = dict(
     username=dict(type="str"),
@@ -63,46 +60,6 @@ REGISTRY_AUTH_ARGUMENT_SPEC: dict[str, dict[str, Any]] = dict(
     validate_certs=dict(type="bool", default=True),
     insecure=dict(type="bool", default=False),
 )
-
-
-def credentials_from_docker_config(registry: str, path: str | None = None) -> Credentials | None:
-    """The login `docker login` stored for `registry` in config.json (auths, credHelpers, credsStore)."""
-    path = path or os.path.join(os.environ.get("DOCKER_CONFIG", os.path.expanduser("~/.docker")), "config.json")
-    if not os.path.exists(path):
-        return None
-    try:
-        with open(path, encoding="utf-8") as handle:
-            config = json.load(handle)
-    except (OSError, ValueError) as exc:
-        raise RegistryAuthError(f"Cannot read docker config {path}: {exc}") from exc
-    keys = (registry, f"https://{registry}", f"http://{registry}", f"https://{registry}/v1/", f"https://{registry}/v2/")
-    for key in keys:
-        entry = (config.get("auths") or {}).get(key)
-        if entry:
-            if entry.get("auth"):
-                username, password = (base64.b64decode(entry["auth"]).decode().split(":", 1) + [""])[:2]
-                return Credentials(username, password)
-            if entry.get("username"):
-                return Credentials(entry["username"], entry.get("password", ""))
-            if entry.get("identitytoken"):
-                return Credentials("<token>", entry["identitytoken"])
-    helper = (config.get("credHelpers") or {}).get(registry) or config.get("credsStore")
-    if helper:
-        return _from_helper(helper, registry)
-    return None
-
-
-def _from_helper(helper: str, registry: str) -> Credentials | None:
-    try:
-        proc = subprocess.run([f"docker-credential-{helper}", "get"], input=registry, capture_output=True,
-                              text=True, timeout=60, check=False)
-    except OSError as exc:
-        raise RegistryAuthError(f"docker config names credential helper {helper!r}, but docker-credential-{helper} "
-                                "cannot be run: install it or pass username/password.") from exc
-    if proc.returncode:
-        return None
-    answer = json.loads(proc.stdout)
-    return Credentials(answer.get("Username", ""), answer.get("Secret", ""))
 
 
 @dataclass
@@ -378,8 +335,11 @@ class RegistryClient:
 
 def client_from_params(registry: str, params: Mapping[str, Any]) -> tuple["RegistryClient", Credentials | None]:
     """The client a module's registry_auth options (plus retries and timeout) describe, and its credentials."""
-    credentials = Credentials(params["username"], params["password"]) if params["username"] else \
-        credentials_from_docker_config(registry, params["docker_config"])
+    try:
+        credentials = Credentials(params["username"], params["password"]) if params["username"] else \
+            credentials_from_docker_config(registry, params["docker_config"])
+    except DockerConfigError as exc:
+        raise RegistryAuthError(str(exc)) from exc
     client = RegistryClient(registry, credentials, ca_path=params["ca_path"], validate_certs=params["validate_certs"],
                             insecure=params["insecure"], retries=params["retries"], timeout=params["timeout"])
     return client, credentials

@@ -1,0 +1,79 @@
+# Copyright: DataRobot MLOps collection maintainers
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+"""The login `docker login` left behind: docker's config.json and its credential helpers.
+
+Its own file because reading a user's docker configuration has nothing to do with speaking the registry
+protocol; the registry client only receives the `Credentials` found here.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+from dataclasses import dataclass, field
+
+
+class DockerConfigError(Exception):
+    """config.json cannot be read, or names a credential helper that cannot be run."""
+
+
+@dataclass(frozen=True)
+class Credentials:
+    username: str
+    password: str = field(repr=False)
+
+
+def default_config_path() -> str:
+    """Where docker itself looks: $DOCKER_CONFIG/config.json, else ~/.docker/config.json."""
+    return os.path.join(os.environ.get("DOCKER_CONFIG", os.path.expanduser("~/.docker")), "config.json")
+
+
+def credentials_from_docker_config(registry: str, path: str | None = None) -> Credentials | None:
+    """The login `docker login` stored for `registry` in config.json (auths, credHelpers, credsStore)."""
+    path = path or default_config_path()
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as handle:
+            config = json.load(handle)
+    except (OSError, ValueError) as exc:
+        raise DockerConfigError(f"Cannot read docker config {path}: {exc}") from exc
+    found = _from_auths(config.get("auths") or {}, registry)
+    if found:
+        return found
+    helper = (config.get("credHelpers") or {}).get(registry) or config.get("credsStore")
+    if helper:
+        return _from_helper(helper, registry)
+    return None
+
+
+def _from_auths(auths: dict, registry: str) -> Credentials | None:
+    """The first `auths` entry under one of the spellings docker has used for a registry's key."""
+    keys = (registry, f"https://{registry}", f"http://{registry}", f"https://{registry}/v1/", f"https://{registry}/v2/")
+    for key in keys:
+        entry = auths.get(key)
+        if entry:
+            if entry.get("auth"):
+                username, password = (base64.b64decode(entry["auth"]).decode().split(":", 1) + [""])[:2]
+                return Credentials(username, password)
+            if entry.get("username"):
+                return Credentials(entry["username"], entry.get("password", ""))
+            if entry.get("identitytoken"):
+                return Credentials("<token>", entry["identitytoken"])
+    return None
+
+
+def _from_helper(helper: str, registry: str) -> Credentials | None:
+    """Ask `docker-credential-<helper> get`, as docker does; None when it has no login for `registry`."""
+    try:
+        proc = subprocess.run([f"docker-credential-{helper}", "get"], input=registry, capture_output=True,
+                              text=True, timeout=60, check=False)
+    except OSError as exc:
+        raise DockerConfigError(f"docker config names credential helper {helper!r}, but docker-credential-{helper} "
+                                "cannot be run: install it or pass username/password.") from exc
+    if proc.returncode:
+        return None
+    answer = json.loads(proc.stdout)
+    return Credentials(answer.get("Username", ""), answer.get("Secret", ""))

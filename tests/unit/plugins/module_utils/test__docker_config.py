@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+import base64
+import json
+import os
+import stat
+
+import pytest
+
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._docker_config import (
+    Credentials,
+    DockerConfigError,
+    credentials_from_docker_config,
+)
+
+REGISTRY = "registry.example:5000"
+
+
+def write_config(tmp_path, config) -> str:
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config) if not isinstance(config, str) else config)
+    return str(path)
+
+
+def helper_on_path(tmp_path, monkeypatch, name: str, script: str) -> None:
+    """A docker-credential-<name> shell script in tmp_path, put first on PATH."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    helper = bin_dir / f"docker-credential-{name}"
+    helper.write_text("#!/bin/sh\n" + script)
+    helper.chmod(helper.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+
+
+def test_no_config_file_means_no_credentials(tmp_path):
+    assert credentials_from_docker_config(REGISTRY, str(tmp_path / "absent.json")) is None
+
+
+def test_default_path_follows_docker_config(tmp_path, monkeypatch):
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
+    write_config(tmp_path, {"auths": {REGISTRY: {"username": "u", "password": "p"}}})
+    assert credentials_from_docker_config(REGISTRY) == Credentials("u", "p")
+
+
+@pytest.mark.parametrize("key", [REGISTRY, f"https://{REGISTRY}", f"http://{REGISTRY}",
+                                 f"https://{REGISTRY}/v1/", f"https://{REGISTRY}/v2/"])
+def test_auth_entry_is_found_under_each_spelling_and_decoded(tmp_path, key):
+    auth = base64.b64encode(b"alice:pa:ss").decode()
+    path = write_config(tmp_path, {"auths": {key: {"auth": auth}}})
+    assert credentials_from_docker_config(REGISTRY, path) == Credentials("alice", "pa:ss")
+
+
+def test_username_and_identity_token_entries(tmp_path):
+    path = write_config(tmp_path, {"auths": {REGISTRY: {"username": "bob"}, "other": {"identitytoken": "tok"}}})
+    assert credentials_from_docker_config(REGISTRY, path) == Credentials("bob", "")
+    assert credentials_from_docker_config("other", path) == Credentials("<token>", "tok")
+
+
+def test_unknown_registry_without_helper_has_no_credentials(tmp_path):
+    path = write_config(tmp_path, {"auths": {"elsewhere": {"username": "x", "password": "y"}}})
+    assert credentials_from_docker_config(REGISTRY, path) is None
+
+
+def test_unreadable_config_is_a_clear_error(tmp_path):
+    path = write_config(tmp_path, "{not json")
+    with pytest.raises(DockerConfigError, match="Cannot read docker config"):
+        credentials_from_docker_config(REGISTRY, path)
+
+
+def test_credential_helper_for_the_registry_is_asked(tmp_path, monkeypatch):
+    helper_on_path(tmp_path, monkeypatch, "fake",
+                   'read server\necho "{\\"Username\\": \\"helped\\", \\"Secret\\": \\"s-$server\\"}"\n')
+    path = write_config(tmp_path, {"credHelpers": {REGISTRY: "fake"}, "credsStore": "absent"})
+    assert credentials_from_docker_config(REGISTRY, path) == Credentials("helped", f"s-{REGISTRY}")
+
+
+def test_creds_store_is_the_fallback_and_a_helper_without_login_gives_none(tmp_path, monkeypatch):
+    helper_on_path(tmp_path, monkeypatch, "store", 'echo "credentials not found" >&2\nexit 1\n')
+    path = write_config(tmp_path, {"credsStore": "store"})
+    assert credentials_from_docker_config(REGISTRY, path) is None
+
+
+def test_auths_win_over_the_helper(tmp_path):
+    path = write_config(tmp_path, {"auths": {REGISTRY: {"username": "u", "password": "p"}}, "credsStore": "none"})
+    assert credentials_from_docker_config(REGISTRY, path) == Credentials("u", "p")
+
+
+def test_a_helper_that_cannot_run_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    path = write_config(tmp_path, {"credsStore": "missing"})
+    with pytest.raises(DockerConfigError, match="docker-credential-missing cannot be run"):
+        credentials_from_docker_config(REGISTRY, path)
+
+
+def test_password_is_not_in_the_repr():
+    assert "secret" not in repr(Credentials("u", "secret"))
