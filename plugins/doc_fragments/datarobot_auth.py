@@ -27,7 +27,8 @@ options:
       C(DATAROBOT_CA_PATH).
     type: path
   timeout:
-    description: Seconds to wait for one answer; 5xx answers and connection errors are retried with backoff.
+    description: Seconds to wait for one answer; 408, 429 and 5xx answers and connection errors are retried with
+      backoff.
     type: int
     default: 60
 """

@@ -15,6 +15,8 @@ import time
 from typing import Any, Iterator
 from urllib.parse import urljoin
 
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._http_retry import RETRY_STATUSES
+
 try:
     import requests
     from requests.exceptions import ConnectTimeout, RequestException, SSLError
@@ -22,8 +24,6 @@ try:
     HAS_REQUESTS = True
 except ImportError:
     HAS_REQUESTS = False
-
-RETRY_STATUSES = frozenset({500, 502, 503, 504})
 
 
 class DataRobotError(Exception):

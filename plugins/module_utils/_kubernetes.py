@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 from typing import Any, Callable, Iterable, Mapping, TypeVar
 
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._http_retry import RETRY_STATUSES
+
 try:
     from kubernetes.dynamic.exceptions import DynamicApiError, NotFoundError, ResourceNotFoundError
     from urllib3.exceptions import HTTPError as TransportError
@@ -38,10 +40,7 @@ class KubernetesAccessError(Exception):
 
 
 class ApiUnavailable(KubernetesAccessError):
-    """No answer, or a 429/5xx one: what a restarting or overloaded API server gives; may pass if waited for."""
-
-
-TRANSIENT_STATUSES = (429, 500, 502, 503, 504)
+    """No answer, or a transient one (RETRY_STATUSES): what a restarting or overloaded API server gives; may pass."""
 
 
 def _unreachable(host: str, what: str, exc: Exception) -> KubernetesAccessError:
@@ -84,7 +83,7 @@ class ReadOnlyCluster:
                 403: "forbids it: grant the user read access, or run as a cluster administrator.",
             }
             hint = hints.get(exc.status, f"answered {exc.status} {exc.reason}.")
-            error = ApiUnavailable if exc.status in TRANSIENT_STATUSES else KubernetesAccessError
+            error = ApiUnavailable if exc.status in RETRY_STATUSES else KubernetesAccessError
             raise error(f"Reading {what} from {self.host} failed: the API server {hint}") from exc
         except (TransportError, OSError) as exc:
             raise _unreachable(self.host, what, exc) from exc

@@ -25,6 +25,8 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
     credentials_from_docker_config,
 )
 
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._http_retry import RETRY_STATUSES
+
 try:
     import requests
     from requests.exceptions import RequestException, SSLError
@@ -32,7 +34,7 @@ try:
 except ImportError:  # the module reports the missing library
     HAS_REQUESTS = False
 
-RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+CONNECT_TIMEOUT = 15.0  # seconds to open a connection; reading an answer may take the client's `timeout`
 # Answers to a cross-repository mount that mean "not from there": the source is unknown, gone or not ours.
 MOUNT_REFUSED = frozenset({400, 401, 403, 404, 405})
 MANIFEST_TYPES = ("application/vnd.oci.image.manifest.v1+json",
@@ -121,7 +123,8 @@ class RegistryClient:
         auth = (self.credentials.username, self.credentials.password) if self.credentials else None
         realm = challenge.get("realm", "")
         try:
-            answer = self._session.get(f"{realm}?{urlencode(params)}", auth=auth, timeout=60, verify=self.verify)
+            answer = self._session.get(f"{realm}?{urlencode(params)}", auth=auth, timeout=self._timeouts,
+                                       verify=self.verify)
         except RequestException as exc:
             raise RegistryError(f"Cannot reach the token service {realm} of registry {self.registry}: "
                                 f"{_reason(exc)}") from exc
@@ -162,53 +165,68 @@ class RegistryClient:
         return False
 
     def request(self, method: str, url: str, *, scopes: tuple[str, ...], expected: Iterable[int],
-                headers: dict[str, str] | None = None, data: Any = None, retry: bool = True,
-                _renewed: bool = False) -> "requests.Response":
+                headers: dict[str, str] | None = None, data: Any = None, retry: bool = True) -> "requests.Response":
+        """One registry call: retried while transient, re-authenticated once on a 401, else a RegistryError."""
         url = url if url.startswith("http") else urljoin(self.base, url)
+        expected = frozenset(expected)
         attempts = self.retries if retry else 1
-        expected = set(expected)
+        answer, attempt = self._retrying(method, url, scopes, expected, headers, data, attempts)
+        # First contact tells us the scheme; later, a Bearer token may simply have expired mid-push.
+        if answer.status_code == 401 and self._renew_auth(answer):
+            answer, attempt = self._retrying(method, url, scopes, expected, headers, data, attempts)
+        if answer.status_code in expected:
+            return answer
+        raise self._status_error(answer, method, url, attempt)
+
+    def _retrying(self, method: str, url: str, scopes: tuple[str, ...], expected: frozenset[int],
+                  headers: dict[str, str] | None, data: Any, attempts: int) -> tuple["requests.Response", int]:
+        """Send until the answer is final (expected, not transient, or the last attempt's) and say which try it was."""
         for attempt in range(1, attempts + 1):
             try:
                 answer = self._session.request(method, url, headers={**(headers or {}), **self._authorization(scopes)},
-                                               data=data, timeout=(15, self.timeout), allow_redirects=True,
+                                               data=data, timeout=self._timeouts, allow_redirects=True,
                                                verify=self.verify)
-            except SSLError as exc:
-                reason = _reason(exc)
-                if reason in PLAIN_HTTP_ANSWERS:
-                    raise RegistryError(f"TLS with registry {self.registry} failed: {reason}: it answers in plain "
-                                        "HTTP. If it is an HTTP registry, set insecure: true; otherwise check the "
-                                        "port.") from exc
-                raise RegistryError(f"TLS with registry {self.registry} failed: {reason}. Is its CA trusted? "
-                                    "Pass ca_path, or validate_certs: false for a test registry.") from exc
             except RequestException as exc:
-                if attempt == attempts:
-                    raise RegistryError(f"Cannot reach registry {self.registry} ({method} {urlparse(url).path}): "
-                                        f"{_reason(exc)}. Check the host, port and network (tried {attempt} "
-                                        "times).") from exc
+                if isinstance(exc, SSLError) or attempt == attempts:
+                    raise self._transport_error(exc, method, url, attempt) from exc
                 self._sleep(attempt, None)
                 continue
-            if answer.status_code == 401 and not _renewed:
-                # First contact tells us the scheme; later, a Bearer token may simply have expired mid-push.
-                if self._learn_challenge(answer) or self._forget_tokens():
-                    return self.request(method, url, scopes=scopes, expected=expected, headers=headers, data=data,
-                                        retry=retry, _renewed=True)
-            if answer.status_code in expected:
-                return answer
-            if answer.status_code in (401, 403):
-                raise RegistryAuthError(self._rejected())
-            if answer.status_code in RETRY_STATUSES and attempt < attempts:
-                self._sleep(attempt, answer.headers.get("Retry-After"))
-                continue
-            raise RegistryError(f"Registry {self.registry} answered {answer.status_code} to {method} "
-                                f"{urlparse(url).path}: {_error_text(answer)}"
-                                + (f" (after {attempt} attempts)" if attempt > 1 else ""))
+            if answer.status_code in expected or not should_retry(answer.status_code, attempt, attempts):
+                return answer, attempt
+            self._sleep(attempt, answer.headers.get("Retry-After"))
         raise AssertionError("unreachable")
 
+    def _renew_auth(self, answer: "requests.Response") -> bool:
+        """After a 401: True when sending again may pass (a scheme learnt, or expired tokens dropped)."""
+        return self._learn_challenge(answer) or self._forget_tokens()
+
+    def _transport_error(self, exc: Exception, method: str, url: str, attempt: int) -> RegistryError:
+        """What to tell the user when no HTTP answer came: TLS trouble, or an unreachable registry."""
+        reason = _reason(exc)
+        if isinstance(exc, SSLError) and reason in PLAIN_HTTP_ANSWERS:
+            return RegistryError(f"TLS with registry {self.registry} failed: {reason}: it answers in plain HTTP. "
+                                 "If it is an HTTP registry, set insecure: true; otherwise check the port.")
+        if isinstance(exc, SSLError):
+            return RegistryError(f"TLS with registry {self.registry} failed: {reason}. Is its CA trusted? "
+                                 "Pass ca_path, or validate_certs: false for a test registry.")
+        return RegistryError(f"Cannot reach registry {self.registry} ({method} {urlparse(url).path}): {reason}. "
+                             f"Check the host, port and network (tried {attempt} times).")
+
+    def _status_error(self, answer: "requests.Response", method: str, url: str, attempt: int) -> RegistryError:
+        """What to tell the user about an answer we did not expect: rejected credentials, or the registry's errors."""
+        if answer.status_code in (401, 403):
+            return RegistryAuthError(self._rejected())
+        return RegistryError(f"Registry {self.registry} answered {answer.status_code} to {method} "
+                             f"{urlparse(url).path}: {_error_text(answer)}"
+                             + (f" (after {attempt} attempts)" if attempt > 1 else ""))
+
+    @property
+    def _timeouts(self) -> tuple[float, float]:
+        """(connect, read) seconds, the same for every call, token requests included."""
+        return CONNECT_TIMEOUT, self.timeout
+
     def _sleep(self, attempt: int, retry_after: str | None) -> None:
-        delay = self.backoff * 2 ** (attempt - 1) * (1 + random.random() / 2)
-        if retry_after and retry_after.isdigit():
-            delay = max(delay, min(float(retry_after), 60.0))
-        time.sleep(delay)
+        time.sleep(retry_delay(self.backoff, attempt, retry_after, random.random()))
 
     # --- API -------------------------------------------------------------------------------------------------
 
@@ -343,6 +361,19 @@ def client_from_params(registry: str, params: Mapping[str, Any]) -> tuple["Regis
     client = RegistryClient(registry, credentials, ca_path=params["ca_path"], validate_certs=params["validate_certs"],
                             insecure=params["insecure"], retries=params["retries"], timeout=params["timeout"])
     return client, credentials
+
+
+def should_retry(status: int, attempt: int, attempts: int) -> bool:
+    """A transient answer is worth another try while attempts remain."""
+    return status in RETRY_STATUSES and attempt < attempts
+
+
+def retry_delay(backoff: float, attempt: int, retry_after: str | None, jitter: float) -> float:
+    """Exponential backoff with up to 50% jitter (`jitter` in [0, 1)); a Retry-After in seconds, up to 60, wins."""
+    delay = backoff * 2 ** (attempt - 1) * (1 + jitter / 2)
+    if retry_after and retry_after.isdigit():
+        delay = max(delay, min(float(retry_after), 60.0))
+    return delay
 
 
 def _reason(exc: Exception) -> str:

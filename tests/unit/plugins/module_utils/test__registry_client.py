@@ -1,0 +1,244 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+import requests
+from requests.exceptions import ConnectionError as RequestsConnectionError, SSLError
+
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils import _registry_client
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._docker_config import Credentials
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._http_retry import RETRY_STATUSES
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._registry_client import (
+    CONNECT_TIMEOUT,
+    OpenUpload,
+    RegistryAuthError,
+    RegistryClient,
+    RegistryError,
+    client_from_params,
+    retry_delay,
+    should_retry,
+)
+
+REGISTRY = "registry.example:5000"
+
+
+def answer(status: int, headers: dict | None = None, body: bytes = b"") -> requests.Response:
+    response = requests.Response()
+    response.status_code = status
+    response.headers.update(headers or {})
+    response._content = body  # pylint: disable=protected-access
+    return response
+
+
+class FakeSession:
+    """Plays back answers (or raises exceptions) in order and records every call."""
+
+    def __init__(self, *answers) -> None:
+        self.answers = list(answers)
+        self.calls: list[tuple[str, str, dict]] = []
+
+    def _next(self, method: str, url: str, **kwargs):
+        self.calls.append((method, url, kwargs))
+        item = self.answers.pop(0)
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+    def request(self, method, url, **kwargs):
+        return self._next(method, url, **kwargs)
+
+    def get(self, url, **kwargs):
+        return self._next("GET", url, **kwargs)
+
+
+@pytest.fixture(autouse=True)
+def no_sleep(monkeypatch):
+    slept: list[float] = []
+    monkeypatch.setattr(_registry_client.time, "sleep", slept.append)
+    return slept
+
+
+def client_and_session(*answers, credentials: Credentials | None = None,
+                       **kwargs) -> tuple[RegistryClient, FakeSession]:
+    client = RegistryClient(REGISTRY, credentials, **kwargs)
+    session = FakeSession(*answers)
+    client._local.session = session  # pylint: disable=protected-access
+    return client, session
+
+
+def client_with(*answers, credentials: Credentials | None = None, **kwargs) -> RegistryClient:
+    return client_and_session(*answers, credentials=credentials, **kwargs)[0]
+
+
+# --- retry decision -------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("status", sorted(RETRY_STATUSES))
+def test_transient_answers_are_retried_while_attempts_remain(status):
+    assert should_retry(status, 1, 3) and should_retry(status, 2, 3)
+    assert not should_retry(status, 3, 3)
+
+
+@pytest.mark.parametrize("status", [200, 201, 400, 401, 403, 404, 501])
+def test_other_answers_are_final(status):
+    assert not should_retry(status, 1, 5)
+
+
+def test_delay_doubles_with_jitter_and_honours_retry_after_up_to_a_minute():
+    assert retry_delay(0.5, 1, None, 0.0) == 0.5
+    assert retry_delay(0.5, 3, None, 0.0) == 2.0
+    assert retry_delay(0.5, 1, None, 1.0) == 0.75
+    assert retry_delay(0.5, 1, "7", 0.0) == 7.0
+    assert retry_delay(0.5, 1, "600", 0.0) == 60.0
+    assert retry_delay(0.5, 4, "1", 0.0) == 4.0
+    assert retry_delay(0.5, 1, "Wed, 21 Oct 2015 07:28:00 GMT", 0.0) == 0.5
+
+
+def test_a_burst_of_503_is_retried_then_passes(no_sleep):
+    client, session = client_and_session(answer(503), answer(503, {"Retry-After": "2"}), answer(200), backoff=0.1)
+    assert client.request("GET", "/v2/", scopes=(), expected={200}).status_code == 200
+    assert len(session.calls) == 3 and len(no_sleep) == 2 and no_sleep[1] >= 2
+
+
+def test_retry_false_sends_once():
+    client, session = client_and_session(answer(503))
+    with pytest.raises(RegistryError, match="answered 503") as raised:
+        client.request("GET", "/v2/", scopes=(), expected={200}, retry=False)
+    assert len(session.calls) == 1 and "attempts" not in str(raised.value)
+
+
+def test_connection_errors_are_retried_then_reported():
+    client, session = client_and_session(*[RequestsConnectionError("boom")] * 3, retries=3)
+    with pytest.raises(RegistryError, match=r"Cannot reach registry registry.example:5000 \(GET /v2/\).*tried 3 times"):
+        client.request("GET", "/v2/", scopes=(), expected={200})
+    assert len(session.calls) == 3
+
+
+# --- error mapping --------------------------------------------------------------------------------------------------
+
+def test_exhausted_retries_name_the_registry_the_call_and_its_errors():
+    body = json.dumps({"errors": [{"code": "UNAVAILABLE", "message": "try later"}]}).encode()
+    client = client_with(*[answer(503, body=body)] * 2, retries=2)
+    with pytest.raises(RegistryError) as raised:
+        client.request("PUT", "/v2/app/manifests/1.0", scopes=(), expected={201})
+    assert str(raised.value) == ("Registry registry.example:5000 answered 503 to PUT /v2/app/manifests/1.0: "
+                                 "UNAVAILABLE: try later (after 2 attempts)")
+
+
+def test_a_non_json_error_body_is_quoted_short():
+    client = client_with(answer(400, body=b"x" * 500))
+    with pytest.raises(RegistryError, match="answered 400 to GET /v2/: x{200}$"):
+        client.request("GET", "/v2/", scopes=(), expected={200})
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_refusal_names_the_user_never_the_password(status):
+    client = client_with(answer(status), credentials=Credentials("alice", "s3cret"))
+    with pytest.raises(RegistryAuthError, match="rejected the credentials for user 'alice'") as raised:
+        client.request("GET", "/v2/", scopes=(), expected={200})
+    assert "s3cret" not in str(raised.value)
+
+
+def test_plain_http_registry_behind_tls_is_named_and_not_retried():
+    client, session = client_and_session(SSLError("[SSL] wrong version number (_ssl.c:1000)"))
+    with pytest.raises(RegistryError, match="answers in plain HTTP.*insecure: true"):
+        client.request("GET", "/v2/", scopes=(), expected={200})
+    assert len(session.calls) == 1
+
+
+def test_untrusted_certificate_points_at_ca_path():
+    client = client_with(SSLError("certificate verify failed: self-signed certificate in chain ('x')"))
+    with pytest.raises(RegistryError, match="certificate verify failed: self-signed certificate in chain.*ca_path"):
+        client.request("GET", "/v2/", scopes=(), expected={200})
+
+
+# --- auth: challenge parsing and re-authentication ------------------------------------------------------------------
+
+BEARER = 'Bearer realm="https://auth.example/token",service="registry.example",scope="repository:app:pull"'
+
+
+def test_bearer_challenge_is_parsed_and_a_scoped_token_fetched_with_the_common_timeouts():
+    token = answer(200, body=json.dumps({"token": "t0k"}).encode())
+    client, session = client_and_session(answer(401, {"WWW-Authenticate": BEARER}), token, answer(200),
+                                         credentials=Credentials("u", "p"), timeout=42)
+    client.request("GET", "/v2/", scopes=("repository:app:pull,push",), expected={200})
+    assert client._challenge == {"realm": "https://auth.example/token", "service": "registry.example",  # pylint: disable=protected-access
+                                 "scope": "repository:app:pull"}
+    token_url, token_call = session.calls[1][1:]
+    assert token_url == ("https://auth.example/token?service=registry.example&"
+                         "scope=repository%3Aapp%3Apull%2Cpush")
+    assert token_call["auth"] == ("u", "p") and token_call["timeout"] == (CONNECT_TIMEOUT, 42)
+    assert session.calls[2][2]["headers"]["Authorization"] == "Bearer t0k"
+    assert session.calls[2][2]["timeout"] == (CONNECT_TIMEOUT, 42)
+
+
+def test_basic_challenge_sends_the_credentials_once_learnt():
+    client, session = client_and_session(answer(401, {"WWW-Authenticate": 'Basic realm="r"'}), answer(200),
+                                         credentials=Credentials("u", "p"))
+    client.request("GET", "/v2/", scopes=(), expected={200})
+    assert "Authorization" not in session.calls[0][2]["headers"]
+    assert session.calls[1][2]["headers"]["Authorization"] == "Basic dTpw"
+
+
+def test_an_expired_token_is_renewed_once_then_refused():
+    token = answer(200, body=json.dumps({"access_token": "a"}).encode())
+    client, session = client_and_session(answer(401, {"WWW-Authenticate": BEARER}), token, answer(200),
+                                         answer(401, {"WWW-Authenticate": BEARER}),
+                                         answer(200, body=b'{"token": "b"}'), answer(401, {"WWW-Authenticate": BEARER}))
+    client.request("GET", "/v2/", scopes=("s",), expected={200})
+    with pytest.raises(RegistryAuthError, match="anonymous access"):
+        client.request("GET", "/v2/", scopes=("s",), expected={200})
+    assert [call[1].split("?")[0] for call in session.calls].count("https://auth.example/token") == 2
+
+
+def test_an_expected_401_is_returned_when_auth_cannot_change():
+    client = client_with(answer(401))  # no challenge, no credentials, no token
+    assert client.request("POST", "/v2/a/blobs/uploads/", scopes=(), expected={201, 401}).status_code == 401
+
+
+def test_token_service_refusal_and_emptiness_are_clear():
+    client = client_with(answer(401, {"WWW-Authenticate": BEARER}), answer(403))
+    with pytest.raises(RegistryAuthError, match="rejected the credentials"):
+        client.request("GET", "/v2/", scopes=("s",), expected={200})
+    client = client_with(answer(401, {"WWW-Authenticate": BEARER}), answer(200, body=b"{}"))
+    with pytest.raises(RegistryError, match="returned no token"):
+        client.request("GET", "/v2/", scopes=("s",), expected={200})
+
+
+# --- Location resolution, as it is today ----------------------------------------------------------------------------
+
+def test_relative_locations_resolve_against_the_registry_and_absolute_ones_are_kept():
+    client, session = client_and_session(answer(202, {"Location": "/v2/app/blobs/uploads/u1?state=s"}), answer(201),
+                                         answer(202, {"Location": "https://elsewhere.example/upload/u2"}), answer(201),
+                                         insecure=True)
+    client.commit(client.send("app", []), "sha256:abc")
+    client.commit(client.send("app", []), "sha256:abc")
+    urls = [call[1] for call in session.calls]
+    assert urls == ["http://registry.example:5000/v2/app/blobs/uploads/",
+                    "http://registry.example:5000/v2/app/blobs/uploads/u1?state=s&digest=sha256%3Aabc",
+                    "http://registry.example:5000/v2/app/blobs/uploads/",
+                    "https://elsewhere.example/upload/u2?digest=sha256%3Aabc"]
+
+
+def test_a_chunk_answer_moves_the_location():
+    client, session = client_and_session(answer(202, {"Location": "/v2/app/blobs/uploads/u1"}),
+                                         answer(202, {"Location": "/v2/app/blobs/uploads/u1?n=2"}))
+    upload = client.send("app", [b"abc"])
+    assert upload == OpenUpload("/v2/app/blobs/uploads/u1?n=2", 3, ("repository:app:pull,push",))
+    assert session.calls[1][2]["headers"]["Content-Range"] == "0-2"
+
+
+# --- client_from_params ---------------------------------------------------------------------------------------------
+
+def params(**overrides) -> dict:
+    return {"username": None, "password": None, "docker_config": None, "ca_path": None, "validate_certs": True,
+            "insecure": False, "retries": 5, "timeout": 300, **overrides}
+
+
+def test_explicit_login_wins_and_an_unreadable_docker_config_is_an_auth_error(tmp_path):
+    credentials = client_from_params(REGISTRY, params(username="u", password="p"))[1]
+    assert credentials == Credentials("u", "p")
+    broken = tmp_path / "config.json"
+    broken.write_text("{")
+    with pytest.raises(RegistryAuthError, match="Cannot read docker config"):
+        client_from_params(REGISTRY, params(docker_config=str(broken)))
