@@ -81,7 +81,6 @@ class Image:
     config_digest: str
     layers: list[Layer]
     names: list[str] = field(default_factory=list)
-    layout: str = ""
 
 
 @dataclass
@@ -272,8 +271,7 @@ class Archive:
                     if member.compressed else None
                 layers.append(Layer(member, diff_id, member.compressed, media_type,
                                     _digest_from_blob_path(layer_name) if member.compressed else None))
-            layout = "docker-oci" if "oci-layout" in self.members else "docker-legacy"
-            images.append(Image(config, config_digest, layers, list(entry.get("RepoTags") or []), layout))
+            images.append(Image(config, config_digest, layers, list(entry.get("RepoTags") or [])))
         return images
 
     def _blob(self, digest: str) -> Member:
@@ -309,7 +307,7 @@ class Archive:
                 media_type = layer.get("mediaType", OCI_LAYER)
                 compressed = media_type.endswith(("gzip", "zstd"))
                 layers.append(Layer(member, diff_id, compressed, media_type, layer["digest"]))
-            images.append(Image(config, config_digest, layers, names, "oci"))
+            images.append(Image(config, config_digest, layers, names))
         if not images:
             raise ArchiveError(f"{self.path}: index.json lists no images.")
         return images

@@ -64,6 +64,3 @@ class Repository:
 
     def __str__(self) -> str:
         return f"{self.registry}/{self.path}"
-
-    def sibling(self, path: str) -> "Repository":
-        return Repository(self.registry, path)

@@ -11,6 +11,7 @@ check, never a password or token.
 from __future__ import annotations
 
 import base64
+import hashlib
 import random
 import re
 import threading
@@ -345,10 +346,17 @@ class RegistryClient:
         return digest, answer.headers.get("Content-Type", ""), body
 
     def put_manifest(self, repository: str, reference: str, body: bytes, media_type: str) -> str:
+        """Store `body` under `reference`; its digest, once the registry's Docker-Content-Digest agrees with ours."""
         answer = self.request("PUT", f"/v2/{repository}/manifests/{reference}",
                               scopes=(f"repository:{repository}:pull,push",), expected={201},
                               headers={"Content-Type": media_type}, data=body)
-        return answer.headers.get("Docker-Content-Digest", "")
+        ours = "sha256:" + hashlib.sha256(body).hexdigest()
+        theirs = answer.headers.get("Docker-Content-Digest", "")
+        if theirs and theirs != ours and theirs.split(":", 1)[0] == "sha256":
+            raise RegistryError(f"Registry {self.registry} stored the manifest of {repository}:{reference} as "
+                                f"{theirs}, but the manifest sent has digest {ours}: a proxy or the registry changed it. "
+                                "Check what the tag now points at before using it.")
+        return ours
 
 
 def client_from_params(registry: str, params: Mapping[str, Any]) -> tuple["RegistryClient", Credentials | None]:

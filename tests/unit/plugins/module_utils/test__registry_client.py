@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -242,3 +243,23 @@ def test_explicit_login_wins_and_an_unreadable_docker_config_is_an_auth_error(tm
     broken.write_text("{")
     with pytest.raises(RegistryAuthError, match="Cannot read docker config"):
         client_from_params(REGISTRY, params(docker_config=str(broken)))
+
+
+# --- put_manifest ---------------------------------------------------------------------------------------------------
+
+MANIFEST = b'{"schemaVersion": 2}'
+MANIFEST_DIGEST = "sha256:" + hashlib.sha256(MANIFEST).hexdigest()
+
+
+@pytest.mark.parametrize("header", [{"Docker-Content-Digest": MANIFEST_DIGEST}, {}])
+def test_put_manifest_returns_our_digest_when_the_registry_agrees_or_is_silent(header):
+    client, session = client_and_session(answer(201, header))
+    assert client.put_manifest("app", "1.0", MANIFEST, "application/vnd.oci.image.manifest.v1+json") == MANIFEST_DIGEST
+    assert session.calls[0][2]["data"] == MANIFEST
+
+
+def test_put_manifest_fails_clearly_when_the_registry_stored_something_else():
+    client = client_with(answer(201, {"Docker-Content-Digest": "sha256:" + "0" * 64}))
+    with pytest.raises(RegistryError, match=f"app:1.0 as sha256:0{{64}}, but the manifest sent has digest "
+                                            f"{MANIFEST_DIGEST}"):
+        client.put_manifest("app", "1.0", MANIFEST, "application/vnd.oci.image.manifest.v1+json")
