@@ -26,9 +26,17 @@ import tempfile
 import zlib
 from dataclasses import dataclass
 
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._tar_safety import (
+    ABSOLUTE,
+    PARENT,
+    is_special,
+    member_parts as _parts,
+    name_problem,
+    resolve_inside,
+)
+
 CHART_SUBPATH = "tools/charts/datarobot-management-agent"
 MARKER = ".datarobot_mlops_extracted"
-_MAX_LINK_HOPS = 40
 _CHART_KEY = re.compile(r"^(version|appVersion):[ \t]*['\"]?([^'\"#\s]+)['\"]?", re.MULTILINE)
 
 
@@ -87,33 +95,6 @@ def find_tree(directory: str) -> AgentTree:
 
 # --- checking an archive before anything is written -----------------------------------------------------------
 
-def _parts(name: str) -> list[str]:
-    return [part for part in name.split("/") if part not in ("", ".")]
-
-
-def _resolve(parts: list[str], links: dict[str, str], hops: int = 0) -> list[str] | None:
-    """Where a path inside the archive really leads, following the archive's own symlinks; None when outside."""
-    resolved: list[str] = []
-    for part in parts:
-        if part == "..":
-            if not resolved:
-                return None
-            resolved.pop()
-            continue
-        resolved.append(part)
-        target = links.get("/".join(resolved))
-        if target is None:
-            continue
-        if hops >= _MAX_LINK_HOPS or target.startswith("/"):
-            return None
-        resolved.pop()
-        followed = _resolve(resolved + _parts(target), links, hops + 1)
-        if followed is None:
-            return None
-        resolved = followed
-    return resolved
-
-
 def check_members(members: list[tarfile.TarInfo], source: str) -> None:
     """Refuse absolute names, `..`, devices, and links that lead out of the extraction directory."""
     links = {"/".join(_parts(m.name)): m.linkname for m in members if m.issym()}
@@ -124,13 +105,13 @@ def check_members(members: list[tarfile.TarInfo], source: str) -> None:
                             "get the tarball again from DataRobot and compare its checksum.")
 
     for member in members:
-        name = member.name
-        if name.startswith("/") or re.match(r"^[A-Za-z]:[\\/]", name) or "\\" in name:
+        problem = name_problem(member.name)
+        if problem == ABSOLUTE:
             raise refuse(member, "has an absolute path")
-        parts = _parts(name)
-        if ".." in parts:
+        if problem == PARENT:
             raise refuse(member, "has a '..' component and would be written outside the extraction directory")
-        if not (member.isreg() or member.isdir() or member.issym() or member.islnk()):
+        parts = _parts(member.name)
+        if is_special(member):
             raise refuse(member, "is a device, FIFO or another special file")
         # A member below a symlink would be written wherever that link points.
         for depth in range(1, len(parts)):
@@ -139,7 +120,7 @@ def check_members(members: list[tarfile.TarInfo], source: str) -> None:
         if member.issym():
             if member.linkname.startswith("/"):
                 raise refuse(member, f"is a symbolic link to the absolute path {member.linkname!r}")
-            if _resolve(parts[:-1] + _parts(member.linkname), links) is None:
+            if resolve_inside(parts[:-1] + _parts(member.linkname), links) is None:
                 raise refuse(member, f"is a symbolic link to {member.linkname!r}, outside the extraction directory")
         if member.islnk():
             target = _parts(member.linkname)

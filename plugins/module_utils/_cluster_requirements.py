@@ -2,7 +2,8 @@
 # Apache License 2.0 (see LICENSE)
 """The management agent's published cluster minimums, as pure functions.
 
-The vendor page asks users to check these by eye. Keeping the decision apart
+Per node: 2 CPUs, 6 GiB memory and 40 GiB ephemeral storage (the image cache);
+Kubernetes 1.19 or OpenShift 4.6 at least. Keeping the decision apart
 from the API calls lets preflight be tested on plain data and lets every unmet
 requirement be reported in one message instead of one failure at a time.
 """
@@ -11,18 +12,18 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any, Iterable, Mapping
+
+try:
+    from kubernetes.utils import parse_quantity as _k8s_quantity
+except ImportError:  # AnsibleK8SModule reports the missing library before any quantity is read
+    _k8s_quantity = None
 
 MIN_KUBERNETES: tuple[int, int] = (1, 19)
 MIN_OPENSHIFT: tuple[int, int] = (4, 6)
 OPENSHIFT_API_GROUPS = frozenset({"route.openshift.io", "config.openshift.io", "security.openshift.io"})
 
-_BINARY_SUFFIXES = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
-_DECIMAL_SUFFIXES = {"n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"), "": Decimal(1),
-                     "k": Decimal("1e3"), "M": Decimal("1e6"), "G": Decimal("1e9"), "T": Decimal("1e12"),
-                     "P": Decimal("1e15"), "E": Decimal("1e18")}
-_QUANTITY = re.compile(r"^([+-]?[0-9.]+(?:[eE][+-]?[0-9]+)?)([A-Za-z]*)$")
 _VERSION = re.compile(r"^v?(\d+)\.(\d+)")
 GIB = 2**30
 
@@ -32,21 +33,23 @@ class RequirementError(ValueError):
 
 
 def parse_quantity(quantity: str | int | float) -> Decimal:
-    """Kubernetes resource quantity ("2", "1500m", "6Gi", "40G", "1e3") as a Decimal."""
+    """Kubernetes resource quantity ("2", "1500m", "6Gi", "40G", "1e3") as a Decimal.
+
+    The kubernetes client does the parsing; this wrapper only turns its ValueError into a
+    RequirementError that names the value and refuses NaN/Infinity, which no node reports.
+    """
+    if _k8s_quantity is None:
+        raise RequirementError("the kubernetes Python library is needed to read resource quantities")
     text = str(quantity).strip()
-    match = _QUANTITY.match(text)
-    if not match:
-        raise RequirementError(f"{quantity!r} is not a Kubernetes quantity (examples: 2, 1500m, 6Gi, 40G)")
-    number, suffix = match.groups()
     try:
-        value = Decimal(number)
-    except InvalidOperation as exc:
-        raise RequirementError(f"{quantity!r} is not a Kubernetes quantity") from exc
-    if suffix in _BINARY_SUFFIXES:
-        return value * _BINARY_SUFFIXES[suffix]
-    if suffix in _DECIMAL_SUFFIXES:
-        return value * _DECIMAL_SUFFIXES[suffix]
-    raise RequirementError(f"{quantity!r} has an unknown unit {suffix!r} (use m, k, M, G, Ki, Mi, Gi ...)")
+        value = _k8s_quantity(text)
+    except (ValueError, ArithmeticError) as exc:
+        raise RequirementError(
+            f"{quantity!r} is not a Kubernetes quantity or has an unknown unit (examples: 2, 1500m, 6Gi, 40G)"
+        ) from exc
+    if not value.is_finite():
+        raise RequirementError(f"{quantity!r} is not a Kubernetes quantity (examples: 2, 1500m, 6Gi, 40G)")
+    return value
 
 
 def parse_version(text: str) -> tuple[int, int]:
@@ -76,7 +79,7 @@ def is_openshift(api_groups: Iterable[str]) -> bool:
 
 @dataclass(frozen=True)
 class Minimums:
-    """Per-node minimums from the vendor page: 2+ CPUs, 6+ GB memory, 40+ GB storage (image cache)."""
+    """Per-node minimums the agent needs: 2+ CPUs, 6+ GiB memory, 40+ GiB storage (image cache)."""
 
     cpu: Decimal = Decimal(2)
     memory: Decimal = Decimal(6 * GIB)

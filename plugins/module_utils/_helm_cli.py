@@ -95,7 +95,8 @@ def background_spawner(env_update: Mapping[str, str], directory: str | None = No
     return spawn
 
 
-def parse_version(text: str) -> tuple[int, int, int]:
+def parse_helm_version(text: str) -> tuple[int, int, int]:
+    """(major, minor, patch) of `helm version --short`; named apart from the (major, minor) cluster parser."""
     found = re.search(r"v?(\d+)\.(\d+)\.(\d+)", text)
     if not found:
         raise HelmError(f"Cannot read helm's version from {text.strip()!r}: is binary_path a helm 3 executable?")
@@ -217,7 +218,7 @@ class Helm:
 
     def check_version(self) -> tuple[int, int, int]:
         out = self._helm(["version", "--template", "{{.Version}}"], "helm version")
-        self.version = parse_version(out)
+        self.version = parse_helm_version(out)
         if self.version < MIN_HELM or self.version[0] != 3:
             have = ".".join(map(str, self.version))
             raise HelmError(f"agent_deployment requires helm >= {'.'.join(map(str, MIN_HELM))} (helm 3), current "

@@ -23,10 +23,19 @@ import zlib
 from dataclasses import dataclass, field
 from typing import IO, Any, Callable, Iterator
 
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._tar_safety import (
+    ABSOLUTE,
+    PARENT,
+    is_special,
+    member_parts,
+    name_problem,
+    resolve_inside,
+)
+
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 SMALL_MEMBER = 4 * 1024 * 1024  # JSON documents and configs are far smaller; layers are read later
-READ_SIZE = 1024 * 1024
+READ_SIZE = 1024 * 1024  # bytes per read of an archive member (also the push pipeline's)
 
 DOCKER_MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
@@ -144,13 +153,13 @@ class Archive:
         if info.isdir():
             return
         if info.issym() or info.islnk():
-            target = info.linkname if info.islnk() else posixpath.join(posixpath.dirname(name), info.linkname)
-            target = posixpath.normpath(target)
-            if info.linkname.startswith("/") or target == ".." or target.startswith("../"):
+            start = [] if info.islnk() else member_parts(posixpath.dirname(name))
+            target = resolve_inside(start + member_parts(info.linkname), {})
+            if info.linkname.startswith("/") or target is None:
                 raise ArchiveError(f"{self.path}: link {name!r} points outside the archive ({info.linkname!r}).")
-            links[name] = _clean_name(target) or ""
+            links[name] = _clean_name("/".join(target)) or ""
             return
-        if not info.isreg():
+        if is_special(info):
             raise ArchiveError(f"{self.path}: member {name!r} is a device, FIFO or other special file.")
         reader = tar.extractfile(info)
         if info.size <= SMALL_MEMBER:
@@ -324,12 +333,12 @@ def _manifests(index: Any) -> Iterator[dict[str, Any]]:
 
 def _clean_name(name: str) -> str | None:
     """Archive-relative member name; refuses absolute names and `..` (path traversal)."""
-    if name.startswith("/") or "\\" in name:
+    problem = name_problem(name)
+    if problem == ABSOLUTE:
         raise ArchiveError(f"member name {name!r} is absolute; refusing a path-traversal archive.")
-    parts = [p for p in name.split("/") if p not in ("", ".")]
-    if ".." in parts:
+    if problem == PARENT:
         raise ArchiveError(f"member name {name!r} contains '..'; refusing a path-traversal archive.")
-    return "/".join(parts) or None
+    return "/".join(member_parts(name)) or None
 
 
 def _digest_from_blob_path(name: str) -> str | None:

@@ -16,12 +16,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import IO, Callable, Iterator, TypeVar
 
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._image_archive import (
+    READ_SIZE,
     Archive,
     Layer,
 )
 
 T = TypeVar("T")
-READ_SIZE = 1024 * 1024  # bytes per read of an archive member
 QUEUE_CHUNKS = 8  # per layer being fed from a gzip stream: bounds memory
 
 LayerWork = Callable[[Layer, Iterator[bytes]], T]

@@ -65,7 +65,7 @@ options:
     default: bosun
     aliases: [name]
   release_namespace:
-    description: Namespace of the release (the vendor procedure uses C(datarobot-mlops)).
+    description: Namespace of the release (DataRobot installs the agent in C(datarobot-mlops)).
     type: str
     required: true
     aliases: [namespace]

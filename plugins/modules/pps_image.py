@@ -55,7 +55,9 @@ options:
     default: []
   method:
     description:
-      - C(direct) pushes without a daemon. C(daemon) uses the Docker API at I(docker_host). C(auto) is C(direct).
+      - C(direct) pushes without a daemon. C(daemon) uses the Docker API at I(docker_host).
+      - C(auto) is an alias of C(direct), kept so that existing playbooks and inventories keep working; the daemon
+        path is only taken when asked for.
     type: str
     choices: [auto, direct, daemon]
     default: auto

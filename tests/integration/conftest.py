@@ -12,9 +12,13 @@ import re
 import shlex
 import subprocess
 import sys
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 import pytest
+import requests
 
 REPO = Path(__file__).resolve().parents[2]
 RIG = [sys.executable, str(REPO / "tests" / "rig" / "rig.py")]
@@ -88,6 +92,28 @@ def cleanup(namespace: str, release: str = "bosun") -> None:
 
 
 @pytest.fixture
+def new_namespace(rig):
+    """Names for namespaces a role is to create: `new_namespace("t-registry")` gives `t-registry-<6 hex>`.
+
+    Each is deleted after the test (`--wait=false`); with `release`, that Helm release is uninstalled first.
+    One fixture instead of a copy per role test.
+    """
+    made: list[tuple[str, str | None]] = []
+
+    def make(prefix: str, release: str | None = None) -> str:
+        name = f"{prefix}-{uuid.uuid4().hex[:6]}"
+        made.append((name, release))
+        return name
+
+    yield make
+    for name, release in made:
+        if release:
+            cleanup(name, release)
+        else:
+            kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture
 def namespace(rig, request) -> str:
     """A fresh namespace per test, deleted afterwards."""
     name = "t-" + re.sub(r"[^a-z0-9]+", "-", request.node.name.lower())[:40].strip("-")
@@ -128,3 +154,66 @@ def pytest_sessionstart(session):
 @pytest.fixture
 def ledger(request) -> Ledger:
     return Ledger(LEDGER, request.node.nodeid)
+
+
+# --- what a push under a fault ended as (the reliability suite's registry faults) --------------------------------
+
+MANIFEST_TYPES = "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json"
+
+
+def no_traceback(*outputs: str) -> bool:
+    return not any("Traceback (most recent call last)" in text for text in outputs)
+
+
+def dangling_tags(address: str, repo: str) -> list[str]:
+    """Tags whose manifest names a blob the registry does not have (the promise is: never any)."""
+    found = []
+    answer = requests.get(f"http://{address}/v2/{repo}/tags/list", timeout=10)
+    for tag in (answer.json().get("tags") or []) if answer.status_code == 200 else []:
+        manifest = requests.get(f"http://{address}/v2/{repo}/manifests/{tag}", headers={"Accept": MANIFEST_TYPES},
+                                timeout=10)
+        if manifest.status_code != 200:
+            found.append(f"{tag}: manifest {manifest.status_code}")
+            continue
+        body = manifest.json()
+        for blob in [body["config"], *body["layers"]]:
+            status = requests.head(f"http://{address}/v2/{repo}/blobs/{blob['digest']}", timeout=10).status_code
+            if status != 200:
+                found.append(f"{tag}: blob {blob['digest']} {status}")
+    return found
+
+
+@dataclass
+class PushOutcome:
+    """A push run under a fault, and its rerun when the first run failed: what the ledger records and asserts."""
+
+    first: Any
+    final: Any
+    rerun_needed: bool
+    problems: list[str]
+    pulled: dict[str, Any]
+    verified: bool
+    first_clear: bool
+
+    @property
+    def succeeded(self) -> bool:
+        return self.first_clear and not self.final.failed and not self.problems and self.verified
+
+    def assert_held(self) -> None:
+        """The promise: a clear first failure (or none), a complete final run, no dangling tag, the same image."""
+        assert self.first_clear, self.first.stdout[-2000:]
+        assert not self.final.failed, self.final.result.get("msg")
+        assert self.problems == []
+        assert self.verified, "the image pulled back is not the archive's"
+
+
+def push_outcome(first: Any, rerun: Any, problems: list[str], address: str, repo: str, facts: Any,
+                 pull: Callable[[str], dict[str, Any]]) -> PushOutcome:
+    """Judge the runs: dangling tags now, the image pulled back (`pull`, {} on failure) against the archive."""
+    final = rerun or first
+    problems = problems + dangling_tags(address, repo)
+    pulled = pull(f"{address}/{repo}:1.0") if not final.failed else {}
+    verified = bool(pulled) and pulled["config_digest"] == facts.config_digest and \
+        pulled["diff_ids"] == facts.layer_digests
+    first_clear = not first.failed or (bool(first.result.get("msg")) and no_traceback(first.stdout, first.stderr))
+    return PushOutcome(first, final, bool(rerun), problems, pulled, verified, first_clear)

@@ -19,7 +19,6 @@ import pytest
 import requests
 
 from ansible_cli import run_playbook
-from conftest import kubectl
 from fixtures.agent_tarball import build_agent_tarball
 from fixtures.image_archives import write_docker_archive
 
@@ -100,10 +99,8 @@ def scenario(rig, tmp_path):
 
 
 @pytest.fixture
-def mlops_namespace(rig):
-    name = f"t-agent-images-{uuid.uuid4().hex[:6]}"
-    yield name
-    kubectl("delete", "namespace", name, "--wait=false", check=False)
+def mlops_namespace(new_namespace):
+    return new_namespace("t-agent-images")
 
 
 def scratch_docker_configs() -> set[str]:

@@ -6,7 +6,6 @@ import base64
 import json
 import os
 import subprocess
-import uuid
 
 import pytest
 
@@ -19,12 +18,8 @@ RELEASE_TASK = "The management agent release"
 
 
 @pytest.fixture
-def target(rig):
-    name = f"t-agent-{uuid.uuid4().hex[:6]}"
-    yield name
-    subprocess.run([os.environ["HELM"], "uninstall", "bosun", "-n", name, "--wait", "--timeout", "120s"],
-                   capture_output=True, check=False, timeout=180)
-    kubectl("delete", "namespace", name, "--wait=false", check=False)
+def target(new_namespace):
+    return new_namespace("t-agent", release="bosun")
 
 
 def agent_vars(rig, namespace, **extra):

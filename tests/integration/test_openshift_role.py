@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import threading
-import uuid
 
 import pytest
 
@@ -25,10 +24,8 @@ ROUTE_HOST = "default-route-openshift-image-registry.apps.rig.test"
 
 
 @pytest.fixture
-def target(openshift_rig):
-    name = f"t-ocp-{uuid.uuid4().hex[:6]}"
-    yield name
-    kubectl("delete", "namespace", name, "--wait=false", check=False)
+def target(openshift_rig, new_namespace):
+    return new_namespace("t-ocp")
 
 
 @pytest.fixture

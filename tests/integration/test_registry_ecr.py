@@ -15,7 +15,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-import uuid
 from pathlib import Path
 
 import boto3
@@ -64,10 +63,8 @@ def aws_client(moto, service):
 
 
 @pytest.fixture
-def target(rig):
-    name = f"t-ecr-{uuid.uuid4().hex[:6]}"
-    yield name
-    kubectl("delete", "namespace", name, "--wait=false", check=False)
+def target(new_namespace):
+    return new_namespace("t-ecr")
 
 
 def ecr_vars(moto, namespace, **extra):

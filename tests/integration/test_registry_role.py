@@ -17,11 +17,9 @@ FACTS = "Publish the chart's imageBuilder values and the repository paths"
 
 
 @pytest.fixture
-def target(rig):
+def target(new_namespace):
     """A namespace name for the role to create; deleted afterwards."""
-    name = f"t-registry-{uuid.uuid4().hex[:6]}"
-    yield name
-    kubectl("delete", "namespace", name, "--wait=false", check=False)
+    return new_namespace("t-registry")
 
 
 def tls_vars(rig, namespace):

@@ -23,7 +23,7 @@ import pytest
 import requests
 
 from ansible_cli import REPO, ansible_env, run_module, run_playbook
-from conftest import kubectl
+from conftest import dangling_tags, kubectl, no_traceback, push_outcome
 from fault_proxy import FaultProxy
 from fixtures.image_archives import write_docker_archive
 from test_agent_deployment import AGENT_IMAGE, BROKEN_TAG, CHART, helm, history
@@ -37,7 +37,6 @@ from registry import RegistryProcess  # noqa: E402
 PPS = "datarobot_mlops.management_agent.pps_image"
 AGENT = "datarobot_mlops.management_agent.agent_deployment"
 ENVIRONMENT = "datarobot_mlops.management_agent.prediction_environment"
-MANIFEST_TYPES = "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json"
 
 
 def unique(prefix: str) -> str:
@@ -50,10 +49,6 @@ def wait_for(what: str, ready: Callable[[], bool], timeout: float, every: float 
         if time.monotonic() > deadline:
             raise AssertionError(f"{what}: not within {timeout:.0f}s")
         time.sleep(every)
-
-
-def no_traceback(*outputs: str) -> bool:
-    return not any("Traceback (most recent call last)" in text for text in outputs)
 
 
 class Background(threading.Thread):
@@ -217,24 +212,6 @@ def private_registry(rig, tmp_path):
     registry.stop()
 
 
-def dangling_tags(address: str, repo: str) -> list[str]:
-    """Tags whose manifest names a blob the registry does not have (the promise is: never any)."""
-    found = []
-    answer = requests.get(f"http://{address}/v2/{repo}/tags/list", timeout=10)
-    for tag in (answer.json().get("tags") or []) if answer.status_code == 200 else []:
-        manifest = requests.get(f"http://{address}/v2/{repo}/manifests/{tag}", headers={"Accept": MANIFEST_TYPES},
-                                timeout=10)
-        if manifest.status_code != 200:
-            found.append(f"{tag}: manifest {manifest.status_code}")
-            continue
-        body = manifest.json()
-        for blob in [body["config"], *body["layers"]]:
-            status = requests.head(f"http://{address}/v2/{repo}/blobs/{blob['digest']}", timeout=10).status_code
-            if status != 200:
-                found.append(f"{tag}: blob {blob['digest']} {status}")
-    return found
-
-
 class TagWatch(threading.Thread):
     """Checks every tag's blobs all along a push (the registry may be down meanwhile: those polls are skipped)."""
 
@@ -299,25 +276,17 @@ def test_fault_registry_killed_mid_push(rig, private_registry, tmp_path, ledger)
         problems = watch.stop()
         proxy.stop()
     elapsed = time.monotonic() - started
-    final = rerun or first
-    problems += dangling_tags(private_registry.address, repo)
-    pulled = pulled_or_empty(rig, f"{private_registry.address}/{repo}:1.0", tmp_path) if not final.failed else {}
-    verified = bool(pulled) and pulled["config_digest"] == facts.config_digest and \
-        pulled["diff_ids"] == facts.layer_digests
-    first_clear = not first.failed or (bool(first.result.get("msg")) and no_traceback(first.stdout, first.stderr))
-    held = (0 < killed_at < total and not final.failed and not problems and verified and first_clear
-            and elapsed < 300)
+    outcome = push_outcome(first, rerun, problems, private_registry.address, repo, facts,
+                           lambda image: pulled_or_empty(rig, image, tmp_path))
+    held = 0 < killed_at < total and outcome.succeeded and elapsed < 300
     ledger.record("fault", "registry killed (-9) mid-push, restarted on the same storage", held=held,
                   detail=f"killed after {killed_at}/{total} bytes; first run "
                          f"{'failed: ' + first.result.get('msg', '')[:80] if first.failed else 'completed by retrying'}"
-                         f"; rerun {'needed' if rerun else 'not needed'}; {watch.polls} tag polls, "
-                         f"{len(problems)} dangling; pulled image verified={verified}; {elapsed:.0f}s")
+                         f"; rerun {'needed' if outcome.rerun_needed else 'not needed'}; {watch.polls} tag polls, "
+                         f"{len(outcome.problems)} dangling; pulled image verified={outcome.verified}; {elapsed:.0f}s")
     assert 0 < killed_at < total, "the kill did not land mid-upload"
-    assert first_clear, first.stdout[-2000:]
-    assert not final.failed, final.result.get("msg")
-    assert problems == []
-    assert verified, "the image pulled back is not the archive's"
-    assert_same_image(pulled, facts)
+    outcome.assert_held()
+    assert_same_image(outcome.pulled, facts)
 
 
 def test_fault_registry_connection_cut_after_n_bytes(rig, private_registry, tmp_path, ledger):
@@ -331,23 +300,17 @@ def test_fault_registry_connection_cut_after_n_bytes(rig, private_registry, tmp_
         rerun = run_module(PPS, pps_args(f"127.0.0.1:{proxy.port}", repo, facts.path)) if first.failed else None
     finally:
         proxy.stop()
-    final = rerun or first
-    problems += dangling_tags(private_registry.address, repo)
-    pulled = pulled_or_empty(rig, f"{private_registry.address}/{repo}:1.0", tmp_path) if not final.failed else {}
-    verified = bool(pulled) and pulled["config_digest"] == facts.config_digest and \
-        pulled["diff_ids"] == facts.layer_digests
-    first_clear = not first.failed or (bool(first.result.get("msg")) and no_traceback(first.stdout, first.stderr))
-    held = proxy.cuts == 1 and first_clear and not final.failed and not problems and verified
-    outcome = f"failed: {first.result.get('msg', '')[:100]}" if first.failed else "resumed and completed"
+    outcome = push_outcome(first, rerun, problems, private_registry.address, repo, facts,
+                           lambda image: pulled_or_empty(rig, image, tmp_path))
+    held = proxy.cuts == 1 and outcome.succeeded
+    result = f"failed: {first.result.get('msg', '')[:100]}" if first.failed else "resumed and completed"
     ledger.record("fault", "registry connection cut after N bytes (TCP) mid-layer", held=held,
-                  detail=f"cuts={proxy.cuts}; first run {outcome}; rerun {'needed' if rerun else 'not needed'}; "
-                         f"dangling={len(problems)}; pulled image verified={verified}")
+                  detail=f"cuts={proxy.cuts}; first run {result}; rerun "
+                         f"{'needed' if outcome.rerun_needed else 'not needed'}; "
+                         f"dangling={len(outcome.problems)}; pulled image verified={outcome.verified}")
     assert proxy.cuts == 1
-    assert first_clear, first.stdout[-2000:]
-    assert not final.failed, final.result.get("msg")
-    assert problems == []
-    assert verified, "the image pulled back is not the archive's"
-    assert_same_image(pulled, facts)
+    outcome.assert_held()
+    assert_same_image(outcome.pulled, facts)
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
     Helm,
     HelmError,
     StoppedWaiting,
-    parse_version,
+    parse_helm_version,
 )
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._kubernetes import ApiUnavailable
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._release_cluster import (
@@ -300,7 +300,7 @@ def test_helm_version_gate_message():
     helm = Helm("helm", lambda argv: (0, "v3.7.2", ""))
     with pytest.raises(HelmError, match=r"requires helm >= 3.8.0 \(helm 3\), current version is 3.7.2"):
         helm.check_version()
-    assert parse_version("v3.19.5+gabc") == (3, 19, 5)
+    assert parse_helm_version("v3.19.5+gabc") == (3, 19, 5)
 
 
 def test_helm_errors_carry_a_hint_and_commands_are_argv_lists():

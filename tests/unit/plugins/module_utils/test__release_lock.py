@@ -33,7 +33,7 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
 )
 
 sys.path.insert(0, os.path.dirname(__file__))
-from test_release_reconciler import rig, spec  # noqa: E402,F401 pylint: disable=unused-import,wrong-import-position
+from test__release_reconciler import rig, spec  # noqa: E402,F401 pylint: disable=unused-import,wrong-import-position
 
 T0 = datetime.datetime(2026, 11, 25, 12, 0, tzinfo=datetime.timezone.utc)
 

@@ -1,0 +1,139 @@
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._datarobot_client import (
+    DataRobotClient,
+    DataRobotError,
+    api_base,
+)
+
+TOKEN = "s3cr3t-token-value"
+
+
+class Api:
+    """A tiny DataRobot stand-in: answers queued per path, records every request."""
+
+    def __init__(self) -> None:
+        self.answers: dict[str, list[tuple[int, str, str]]] = {}
+        self.seen: list[tuple[str, str, dict, str | None]] = []
+        self.url = ""
+
+    def answer(self, path: str, *answers: tuple[int, object]) -> None:
+        self.answers[path] = [(status, json.dumps(body) if body is not None else "", "application/json")
+                              if not isinstance(body, bytes) else (status, body.decode(), "text/html")
+                              for status, body in answers]
+
+
+@pytest.fixture
+def api():
+    state = Api()
+
+    class Handler(BaseHTTPRequestHandler):
+        def _serve(self) -> None:
+            parts = urlsplit(self.path)
+            state.seen.append((self.command, parts.path, parse_qs(parts.query), self.headers.get("Authorization")))
+            queue = state.answers.get(parts.path) or [(404, json.dumps({"message": "no such thing"}),
+                                                       "application/json")]
+            status, body, kind = queue.pop(0) if len(queue) > 1 else queue[0]
+            data = body.encode()
+            self.send_response(status)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        do_GET = do_POST = do_PATCH = do_DELETE = _serve
+
+        def log_message(self, *args) -> None:  # keep pytest output clean
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    state.url = f"http://127.0.0.1:{server.server_address[1]}"
+    yield state
+    server.shutdown()
+    server.server_close()
+
+
+def client(api, **kwargs) -> DataRobotClient:
+    return DataRobotClient(api.url, TOKEN, backoff=0, timeout=5, **kwargs)
+
+
+@pytest.mark.parametrize("endpoint", ["https://app.example.com", "https://app.example.com/",
+                                      "https://app.example.com/api/v2", " https://app.example.com/api/v2/ "])
+def test_api_base_accepts_the_host_or_the_api_root(endpoint):
+    assert api_base(endpoint) == "https://app.example.com/api/v2/"
+
+
+def test_api_base_wants_a_scheme():
+    with pytest.raises(DataRobotError, match="must start with https://"):
+        api_base("app.example.com")
+
+
+def test_pages_follow_next_links_to_the_end(api):
+    api.answer("/api/v2/predictionEnvironments/",
+               (200, {"data": [{"id": "1"}, {"id": "2"}],
+                      "next": f"{api.url}/api/v2/predictionEnvironments/page2/"}))
+    api.answer("/api/v2/predictionEnvironments/page2/", (200, {"data": [{"id": "3"}], "next": None}))
+    found = client(api).prediction_environments(search="prod")
+    assert [e["id"] for e in found] == ["1", "2", "3"]
+    first = api.seen[0]
+    assert first[2] == {"offset": ["0"], "limit": ["100"], "search": ["prod"]}
+    assert first[3] == f"Bearer {TOKEN}"
+    assert [seen[1] for seen in api.seen] == ["/api/v2/predictionEnvironments/", "/api/v2/predictionEnvironments/page2/"]
+
+
+def test_server_errors_are_retried_then_succeed(api):
+    api.answer("/api/v2/version/", (503, {"message": "busy"}), (502, None), (200, {"major": 2}))
+    assert client(api).version() == {"major": 2}
+    assert len(api.seen) == 3
+
+
+def test_server_errors_beyond_the_retries_name_the_attempts(api):
+    api.answer("/api/v2/version/", (503, {"message": "busy"}))
+    with pytest.raises(DataRobotError, match="answered 503 to GET version/ after 3 attempts: busy") as caught:
+        client(api, retries=3).version()
+    assert caught.value.status == 503 and len(api.seen) == 3
+
+
+@pytest.mark.parametrize("status, hint", [(401, "API token was rejected"), (403, "may not do this")])
+def test_refusals_say_what_to_check_and_never_show_the_token(api, status, hint):
+    api.answer("/api/v2/version/", (status, {"message": "nope"}))
+    with pytest.raises(DataRobotError, match=hint) as caught:
+        client(api).version()
+    assert TOKEN not in str(caught.value) and len(api.seen) == 1
+
+
+def test_a_non_json_answer_points_at_the_endpoint_or_a_proxy(api):
+    api.answer("/api/v2/version/", (200, b"<html>login</html>"))
+    with pytest.raises(DataRobotError, match="not JSON .*text/html.*proxy"):
+        client(api).version()
+
+
+def test_missing_and_gone_environments_are_answers_not_errors(api):
+    api.answer("/api/v2/predictionEnvironments/abc/", (404, {"message": "not found"}), (410, None))
+    assert client(api).prediction_environment("abc") is None
+    assert client(api).delete_prediction_environment("abc") is False
+
+
+def test_create_sends_the_body_and_expects_201(api):
+    api.answer("/api/v2/predictionEnvironments/", (201, {"id": "new"}))
+    assert client(api).create_prediction_environment({"name": "n"}) == {"id": "new"}
+    assert api.seen[0][0] == "POST"
+
+
+def test_an_unreachable_endpoint_is_tried_then_named():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    unreachable = DataRobotClient(f"http://127.0.0.1:{port}", TOKEN, backoff=0, timeout=2, retries=2)
+    with pytest.raises(DataRobotError, match="Cannot reach DataRobot .* \\(tried 2 times\\)"):
+        unreachable.version()

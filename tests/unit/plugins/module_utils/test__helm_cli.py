@@ -1,0 +1,148 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._helm_cli import (
+    ChartSource,
+    Helm,
+    HelmError,
+    ReleaseNotFound,
+    StoppedWaiting,
+    parse_helm_version,
+    resolve_chart,
+)
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._release_errors import InvalidRequest
+
+
+class Recorder:
+    """A helm runner that records argv and answers from a queue."""
+
+    def __init__(self, *answers: tuple[int, str, str]) -> None:
+        self.answers = list(answers) or [(0, "", "")]
+        self.calls: list[list[str]] = []
+
+    def __call__(self, argv):
+        self.calls.append(list(argv))
+        return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+
+
+class Background:
+    """A spawned helm that finishes after `polls` polls with `answer`; records whether it was stopped."""
+
+    def __init__(self, polls: int, answer: tuple[int, str, str]) -> None:
+        self.polls, self.answer, self.stopped = polls, answer, False
+
+    def poll(self):
+        if self.stopped:
+            return -15
+        self.polls -= 1
+        return None if self.polls >= 0 else self.answer[0]
+
+    def stop(self):
+        self.stopped = True
+
+    def result(self):
+        return (-15, "", "Error: context canceled") if self.stopped else self.answer
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("v3.19.5+gabc", (3, 19, 5)), ("v3.8.0", (3, 8, 0)), ("version.BuildInfo{Version:\"v3.13.2\"}", (3, 13, 2)),
+])
+def test_helm_versions_are_read_from_any_output_shape(text, expected):
+    assert parse_helm_version(text) == expected
+
+
+def test_an_unreadable_version_names_binary_path():
+    with pytest.raises(HelmError, match="binary_path"):
+        parse_helm_version("bash: helm: command not found")
+
+
+@pytest.mark.parametrize("out", ["v3.7.2", "v2.17.0", "v4.0.0"])
+def test_only_helm_3_from_3_8_is_accepted(out):
+    helm = Helm("helm", Recorder((0, out, "")))
+    with pytest.raises(HelmError, match=r"helm >= 3\.8\.0"):
+        helm.check_version()
+
+
+def test_check_version_asks_for_the_bare_version():
+    run = Recorder((0, "v3.14.0", ""))
+    assert Helm("/opt/helm", run).check_version() == (3, 14, 0)
+    assert run.calls == [["/opt/helm", "version", "--template", "{{.Version}}"]]
+
+
+def test_chart_source_argv_carries_repo_and_version():
+    assert ChartSource("bosun", "1.2.3", "https://charts.example").argv() == [
+        "bosun", "--repo", "https://charts.example", "--version", "1.2.3"]
+    assert ChartSource("repo/bosun").argv() == ["repo/bosun"]
+
+
+def test_resolve_chart_tells_paths_repos_and_oci_apart(tmp_path):
+    chart = tmp_path / "chart"
+    chart.mkdir()
+    (chart / "Chart.yaml").write_text("name: c\n")
+    assert resolve_chart(str(chart)).ref == str(chart)
+    oci = "oci://r.example/charts/bosun"
+    assert resolve_chart(oci, "1.0").argv() == [oci, "--version", "1.0"]
+    assert resolve_chart("bosun", repo_url="https://x").repo_url == "https://x"
+    assert resolve_chart("repo/bosun").ref == "repo/bosun"
+    with pytest.raises(InvalidRequest, match="does not exist"):
+        resolve_chart(str(tmp_path / "missing.tgz"))
+    with pytest.raises(InvalidRequest, match="without Chart.yaml"):
+        resolve_chart(str(tmp_path))
+    with pytest.raises(InvalidRequest, match="neither an existing path nor repo/name"):
+        resolve_chart("bosun-no-slash")
+
+
+def test_upgrade_argv_is_a_list_with_every_option():
+    run = Recorder()
+    Helm("helm", run).upgrade("bosun", "ns", ChartSource("/c hart", "1.0"), "/tmp/v s.yaml", wait=True, timeout=300,
+                              create_namespace=True, description="by ansible")
+    assert run.calls == [["helm", "upgrade", "bosun", "/c hart", "--version", "1.0", "--install", "-n", "ns",
+                          "--reset-values", "--values", "/tmp/v s.yaml", "--wait", "--timeout", "300s",
+                          "--create-namespace", "--description", "by ansible"]]
+
+
+@pytest.mark.parametrize("version, flag", [((3, 12, 0), "--dry-run"), ((3, 13, 0), "--dry-run=server")])
+def test_render_uses_server_dry_run_when_helm_has_it(version, flag):
+    document = {"chart": {"metadata": {"name": "bosun", "version": "1.2", "appVersion": "9.1"}},
+                "manifest": "kind: X\n", "config": {"a": 1}}
+    run = Recorder((0, json.dumps(document), ""))
+    rendered = Helm("helm", run, version).render("bosun", "ns", ChartSource("/c"), "/v.yaml")
+    assert run.calls[0][-3:] == [flag, "-o", "json"]
+    assert (rendered.chart, rendered.app_version, rendered.values) == ("bosun-1.2", "9.1", {"a": 1})
+
+
+def test_history_is_sorted_and_a_missing_release_has_none():
+    entries = [{"revision": 2, "status": "failed"}, {"revision": 1, "status": "superseded"}]
+    assert [r.revision for r in Helm("helm", Recorder((0, json.dumps(entries), ""))).history("b", "ns")] == [1, 2]
+    assert Helm("helm", Recorder((1, "", "Error: release: not found"))).history("b", "ns") == []
+
+
+def test_errors_carry_a_hint_and_release_not_found_is_its_own_class():
+    with pytest.raises(HelmError, match="helm cannot reach the cluster") as caught:
+        unreachable = Recorder((1, "", "Error: Kubernetes cluster unreachable"))
+        Helm("helm", unreachable).rollback("b", "ns", 1, wait=False, timeout=1)
+    assert caught.value.stderr == "Error: Kubernetes cluster unreachable"
+    with pytest.raises(ReleaseNotFound):
+        Helm("helm", Recorder((1, "", "Error: release: not found"))).release("b", "ns", 3)
+
+
+def test_a_hopeless_wait_stops_helm_and_says_why():
+    running = Background(polls=5, answer=(0, "", ""))
+    helm = Helm("helm", Recorder(), spawn=lambda argv: running)
+    reasons = iter([None, "ImagePullBackOff on bosun"])
+    with pytest.raises(StoppedWaiting, match="ImagePullBackOff"):
+        helm.upgrade("b", "ns", ChartSource("/c"), "/v", wait=True, timeout=60, create_namespace=False,
+                     description="d", watch=lambda: next(reasons), sleep=lambda _: None)
+    assert running.stopped
+
+
+def test_a_wait_that_finishes_is_checked_like_any_run():
+    running = Background(polls=2, answer=(1, "", "Error: timed out waiting for the condition"))
+    helm = Helm("helm", Recorder(), spawn=lambda argv: running)
+    with pytest.raises(HelmError, match="did not become ready within wait_timeout"):
+        helm.upgrade("b", "ns", ChartSource("/c"), "/v", wait=True, timeout=60, create_namespace=False,
+                     description="d", watch=lambda: None, sleep=lambda _: None)
+    assert not running.stopped
