@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any, Iterable, Mapping
 
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import MlopsError
+
 MIN_KUBERNETES: tuple[int, int] = (1, 19)
 MIN_OPENSHIFT: tuple[int, int] = (4, 6)
 OPENSHIFT_API_GROUPS = frozenset({"route.openshift.io", "config.openshift.io", "security.openshift.io"})
@@ -27,7 +29,7 @@ _VERSION = re.compile(r"^v?(\d+)\.(\d+)")
 GIB = 2**30
 
 
-class RequirementError(ValueError):
+class RequirementError(MlopsError, ValueError):
     """A value from the cluster or the user that cannot be interpreted."""
 
 

@@ -15,6 +15,8 @@ import time
 from typing import Any, Iterator
 from urllib.parse import urljoin
 
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import MlopsError
+
 try:
     import requests
     from requests.exceptions import ConnectTimeout, RequestException, SSLError
@@ -26,7 +28,7 @@ except ImportError:
 RETRY_STATUSES = frozenset({500, 502, 503, 504})
 
 
-class DataRobotError(Exception):
+class DataRobotError(MlopsError):
     """The API failed or refused; the message names the endpoint and what to check."""
 
     def __init__(self, message: str, status: int | None = None) -> None:

@@ -23,6 +23,8 @@ import zlib
 from dataclasses import dataclass, field
 from typing import IO, Any, Callable, Iterator
 
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import MlopsError
+
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 SMALL_MEMBER = 4 * 1024 * 1024  # JSON documents and configs are far smaller; layers are read later
@@ -47,7 +49,7 @@ except ImportError:  # pragma: no cover - isal is in requirements.txt; zlib is t
     DECOMPRESSION_ERRORS = (zlib.error,)
 
 
-class ArchiveError(ValueError):
+class ArchiveError(MlopsError, ValueError):
     """The archive cannot be used; the message says what is wrong with it."""
 
 

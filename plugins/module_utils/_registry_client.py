@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 from urllib.parse import urlencode, urljoin, urlparse
 
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import MlopsError
+
 try:
     import requests
     from requests.exceptions import RequestException, SSLError
@@ -40,7 +42,7 @@ _CHALLENGE = re.compile(r'(\w+)="([^"]*)"')
 PLAIN_HTTP_ANSWERS = ("wrong version number", "record layer failure")  # what OpenSSL says when HTTP answers a hello
 
 
-class RegistryError(Exception):
+class RegistryError(MlopsError):
     """The registry refused or failed; the message says which registry and what to check."""
 
 

@@ -134,14 +134,13 @@ unmet:
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._cluster_requirements import (
     Minimums,
     NodeCapacity,
-    RequirementError,
     assess,
     is_openshift,
     parse_version,
     server_version,
 )
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import MlopsError
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._kubernetes import (
-    KubernetesAccessError,
     ReadOnlyCluster,
 )
 from ansible_collections.kubernetes.core.plugins.module_utils.args_common import AUTH_ARG_SPEC
@@ -189,7 +188,7 @@ def main() -> None:
         wanted = params["permissions"] + params[f"{platform}_permissions"]
         assessment.unmet.extend(cluster.denied_permissions(wanted))
         ingress_classes = cluster.ingress_classes()
-    except (KubernetesAccessError, RequirementError) as exc:
+    except MlopsError as exc:
         module.fail_json(msg=str(exc))
 
     result = dict(

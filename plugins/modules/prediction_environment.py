@@ -99,11 +99,10 @@ from ansible.module_utils.basic import AnsibleModule, env_fallback, missing_requ
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._datarobot_client import (
     HAS_REQUESTS,
     DataRobotClient,
-    DataRobotError,
 )
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import MlopsError
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._prediction_environment import (
     Desired,
-    InvalidRequest,
     PredictionEnvironments,
     check_formats,
 )
@@ -154,7 +153,7 @@ def main() -> None:
             outcome = environments.present(desired, params["id"], params["recreate"])
         else:
             outcome = environments.absent(params["name"], params["id"])
-    except (DataRobotError, InvalidRequest) as exc:
+    except MlopsError as exc:
         module.fail_json(msg=str(exc))
     result = dict(changed=outcome.changed, id=(outcome.environment or {}).get("id", ""))
     if outcome.environment:
