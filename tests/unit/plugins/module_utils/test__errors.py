@@ -36,3 +36,11 @@ def test_no_two_exception_classes_share_a_name():
     names = [pair[1] for pair in _exception_classes()]
     assert len(names) == len(set(names)), sorted(names)
 
+
+def test_every_module_main_catches_only_the_root():
+    for path in sorted(PLUGINS.glob("modules/*.py")):
+        tree = ast.parse(path.read_text())
+        main = next(node for node in tree.body if isinstance(node, ast.FunctionDef) and node.name == "main")
+        caught = {ast.unparse(handler.type) for node in ast.walk(main) if isinstance(node, ast.Try)
+                  for handler in node.handlers}
+        assert caught <= {"MlopsError"}, f"{path.name}: {caught}"
