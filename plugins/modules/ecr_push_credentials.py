@@ -35,6 +35,13 @@ attributes:
   idempotent:
     support: full
     description: Never changes anything (C(changed=false)).
+  action_group:
+    support: full
+    description: Use C(group/datarobot_mlops.management_agent.aws) in C(module_defaults) to set defaults for this
+      module. C(group/datarobot_mlops.management_agent.aws) also takes in the C(amazon.aws.aws) modules, so one set
+      of auth defaults reaches both; C(group/amazon.aws.aws) alone does not reach this module.
+    membership:
+      - datarobot_mlops.management_agent.aws
 """
 
 EXAMPLES = r"""

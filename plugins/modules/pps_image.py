@@ -114,6 +114,12 @@ attributes:
   idempotent:
     support: full
     description: A second run with the same archive and tag reports C(changed=false) and sends nothing.
+  action_group:
+    support: full
+    description: Use C(group/datarobot_mlops.management_agent.registry) in C(module_defaults) to set defaults for
+      this module.
+    membership:
+      - datarobot_mlops.management_agent.registry
 requirements:
   - requests
   - isal (optional, for fast gzip; zlib is used without it)

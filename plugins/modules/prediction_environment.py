@@ -63,6 +63,12 @@ attributes:
   idempotent:
     support: full
     description: A second run with the same arguments reports C(changed=false).
+  action_group:
+    support: full
+    description: Use C(group/datarobot_mlops.management_agent.datarobot) in C(module_defaults) to set defaults for
+      this module.
+    membership:
+      - datarobot_mlops.management_agent.datarobot
 requirements:
   - requests
 """

@@ -38,6 +38,13 @@ options:
     default: 60
 requirements:
   - requests
+attributes:
+  action_group:
+    support: full
+    description: Use C(group/datarobot_mlops.management_agent.registry) in C(module_defaults) to set defaults for
+      this module.
+    membership:
+      - datarobot_mlops.management_agent.registry
 """
 
 EXAMPLES = r"""

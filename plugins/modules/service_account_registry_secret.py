@@ -70,6 +70,15 @@ attributes:
   idempotent:
     support: full
     description: C(changed=false) while the stored token is valid and not due for renewal.
+  action_group:
+    support: full
+    description: Use C(group/datarobot_mlops.management_agent.management_agent) or
+      C(group/datarobot_mlops.management_agent.k8s) in C(module_defaults) to set defaults for this module.
+      C(group/datarobot_mlops.management_agent.k8s) also takes in the C(kubernetes.core.k8s) modules, so one set of
+      auth defaults reaches both; C(group/kubernetes.core.k8s) alone does not reach this module.
+    membership:
+      - datarobot_mlops.management_agent.management_agent
+      - datarobot_mlops.management_agent.k8s
 """
 
 EXAMPLES = r"""
