@@ -34,13 +34,14 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
     name_problem,
     resolve_inside,
 )
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import MlopsError
 
 CHART_SUBPATH = "tools/charts/datarobot-management-agent"
 MARKER = ".datarobot_mlops_extracted"
 _CHART_KEY = re.compile(r"^(version|appVersion):[ \t]*['\"]?([^'\"#\s]+)['\"]?", re.MULTILINE)
 
 
-class TarballError(Exception):
+class TarballError(MlopsError):
     """The tarball or directory cannot be used; the message says why and what to do."""
 
 

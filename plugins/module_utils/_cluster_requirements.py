@@ -19,6 +19,7 @@ try:
     from kubernetes.utils import parse_quantity as _k8s_quantity
 except ImportError:  # AnsibleK8SModule reports the missing library before any quantity is read
     _k8s_quantity = None
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import MlopsError
 
 MIN_KUBERNETES: tuple[int, int] = (1, 19)
 MIN_OPENSHIFT: tuple[int, int] = (4, 6)
@@ -28,7 +29,7 @@ _VERSION = re.compile(r"^v?(\d+)\.(\d+)")
 GIB = 2**30
 
 
-class RequirementError(ValueError):
+class RequirementError(MlopsError, ValueError):
     """A value from the cluster or the user that cannot be interpreted."""
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import MlopsError
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._image_archive import Archive, Image
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._image_push import (
     PushResult,
@@ -32,7 +33,7 @@ except ImportError:
     HAS_DOCKER = False
 
 
-class DaemonError(Exception):
+class DaemonError(MlopsError):
     """The Docker API failed; the message says which endpoint and what it answered."""
 
 

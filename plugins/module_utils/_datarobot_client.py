@@ -16,6 +16,7 @@ from typing import Any, Iterator
 from urllib.parse import urljoin
 
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._http_retry import RETRY_STATUSES
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import MlopsError
 
 try:
     import requests
@@ -26,7 +27,7 @@ except ImportError:
     HAS_REQUESTS = False
 
 
-class DataRobotError(Exception):
+class DataRobotError(MlopsError):
     """The API failed or refused; the message names the endpoint and what to check."""
 
     def __init__(self, message: str, status: int | None = None) -> None:

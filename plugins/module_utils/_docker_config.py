@@ -14,8 +14,10 @@ import os
 import subprocess
 from dataclasses import dataclass, field
 
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import MlopsError
 
-class DockerConfigError(Exception):
+
+class DockerConfigError(MlopsError):
     """config.json cannot be read, or names a credential helper that cannot be run."""
 
 

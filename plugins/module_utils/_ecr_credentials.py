@@ -14,8 +14,10 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import MlopsError
 
-class EcrTokenError(Exception):
+
+class EcrTokenError(MlopsError):
     """ECR answered with something that is not an authorization token."""
 
 

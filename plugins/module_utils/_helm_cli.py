@@ -20,7 +20,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional, Protocol, Sequence
 
-from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._release_errors import InvalidRequest
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import MlopsError
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._release_errors import InvalidReleaseRequest
 
 Runner = Callable[[Sequence[str]], "tuple[int, str, str]"]
 
@@ -28,7 +29,7 @@ MIN_HELM = (3, 8, 0)
 SERVER_DRY_RUN = (3, 13, 0)  # `--dry-run=server`: render with the cluster's capabilities and lookups
 
 
-class HelmError(Exception):
+class HelmError(MlopsError):
     """A helm command failed; the message says what failed and what to do about it."""
 
     def __init__(self, message: str, stderr: str = "") -> None:
@@ -184,15 +185,15 @@ def resolve_chart(ref: str, version: str | None = None, repo_url: str | None = N
     expanded = os.path.expanduser(ref)
     if ref.startswith(("/", "./", "../", "~")) or ref.endswith((".tgz", ".tar.gz")) or os.path.exists(expanded):
         if not os.path.exists(expanded):
-            raise InvalidRequest(f"Chart path {ref} does not exist: pass the chart directory or .tgz (e.g. the agent "
-                                 "tarball's tools/charts/datarobot-management-agent), or repo/name with chart_version.")
+            raise InvalidReleaseRequest(f"Chart path {ref} does not exist: pass the chart directory or .tgz (e.g. the agent "
+                                        "tarball's tools/charts/datarobot-management-agent), or repo/name with chart_version.")
         if os.path.isdir(expanded) and not os.path.isfile(os.path.join(expanded, "Chart.yaml")):
-            raise InvalidRequest(f"Chart path {ref} is a directory without Chart.yaml: point chart_ref at the chart "
-                                 "itself.")
+            raise InvalidReleaseRequest(f"Chart path {ref} is a directory without Chart.yaml: point chart_ref at the chart "
+                                        "itself.")
         return ChartSource(os.path.abspath(expanded), version)
     if "/" not in ref:
-        raise InvalidRequest(f"chart_ref {ref!r} is neither an existing path nor repo/name: pass a path, "
-                             "repo/name (after `helm repo add`), oci://..., or the chart name with chart_repo_url.")
+        raise InvalidReleaseRequest(f"chart_ref {ref!r} is neither an existing path nor repo/name: pass a path, "
+                                    "repo/name (after `helm repo add`), oci://..., or the chart name with chart_repo_url.")
     return ChartSource(ref, version)
 
 

@@ -31,6 +31,7 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
     name_problem,
     resolve_inside,
 )
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import MlopsError
 
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -56,7 +57,7 @@ except ImportError:  # pragma: no cover - isal is in requirements.txt; zlib is t
     DECOMPRESSION_ERRORS = (zlib.error,)
 
 
-class ArchiveError(ValueError):
+class ArchiveError(MlopsError, ValueError):
     """The archive cannot be used; the message says what is wrong with it."""
 
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import MlopsError
+
 # From the OCI distribution spec: path components and tags.
 _COMPONENT = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
 _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
@@ -15,7 +17,7 @@ _HOST = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)(?:\.[A-Za-z0-
 DOCKER_HUB = "registry-1.docker.io"
 
 
-class InvalidReference(ValueError):
+class InvalidReference(MlopsError, ValueError):
     """A repository name or tag a registry would refuse; the message says what to write instead."""
 
 

@@ -13,6 +13,7 @@ import os
 from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._http_retry import RETRY_STATUSES
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import MlopsError
 
 try:
     from kubernetes.dynamic.exceptions import DynamicApiError, NotFoundError, ResourceNotFoundError
@@ -35,7 +36,7 @@ except ImportError:  # AnsibleK8SModule reports the missing library before any o
 T = TypeVar("T")
 
 
-class KubernetesAccessError(Exception):
+class KubernetesAccessError(MlopsError):
     """The API server could not be reached or refused us; the message says what to check."""
 
 

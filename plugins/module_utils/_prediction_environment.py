@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import MlopsError
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._datarobot_client import (
     DataRobotClient,
     DataRobotError,
@@ -17,7 +18,7 @@ UPDATABLE = ("description", "supportedModelFormats", "isManagedByManagementAgent
 FIXED = ("platform",)  # assumption (docs): not changed in place; `recreate` replaces the environment
 
 
-class InvalidRequest(ValueError):
+class InvalidEnvironmentRequest(MlopsError, ValueError):
     """The request cannot be carried out as asked; the message says what to change."""
 
 
@@ -49,11 +50,11 @@ class Outcome:
 def check_formats(formats: list[str]) -> None:
     unsupported = [f for f in formats if f not in AGENT_FORMATS]
     if unsupported:
-        raise InvalidRequest(
+        raise InvalidEnvironmentRequest(
             f"Model formats {unsupported} are not supported by the management agent, which deploys only "
             f"{list(AGENT_FORMATS)}: remove them from supported_model_formats.")
     if not formats:
-        raise InvalidRequest(f"supported_model_formats is empty: give one or both of {list(AGENT_FORMATS)}.")
+        raise InvalidEnvironmentRequest(f"supported_model_formats is empty: give one or both of {list(AGENT_FORMATS)}.")
 
 
 def _view(environment: dict[str, Any] | None) -> dict[str, Any]:
@@ -87,14 +88,14 @@ class PredictionEnvironments:
         if environment_id:
             found = self.client.prediction_environment(environment_id)
             if found is None:
-                raise InvalidRequest(f"No prediction environment has id {environment_id} at {self.client.base}: "
-                                     "check the id, or leave it out to find or create the environment by name.")
+                raise InvalidEnvironmentRequest(f"No prediction environment has id {environment_id} at {self.client.base}: "
+                                                "check the id, or leave it out to find or create the environment by name.")
             return found
         matches = [e for e in self.client.prediction_environments(search=name) if e.get("name") == name]
         if len(matches) > 1:
             ids = ", ".join(e["id"] for e in matches)
-            raise InvalidRequest(f"{len(matches)} prediction environments are named {name!r} ({ids}): pick one "
-                                 "with id, or delete the others.")
+            raise InvalidEnvironmentRequest(f"{len(matches)} prediction environments are named {name!r} ({ids}): pick one "
+                                            "with id, or delete the others.")
         return matches[0] if matches else None
 
     def present(self, desired: Desired, environment_id: str | None = None, recreate: bool = False) -> Outcome:
@@ -108,7 +109,7 @@ class PredictionEnvironments:
         fixed = {key: changes[key] for key in FIXED if key in changes}
         if fixed and not recreate:
             shown = ", ".join(f"{key}: {current.get(key)!r} -> {value!r}" for key, value in fixed.items())
-            raise InvalidRequest(
+            raise InvalidEnvironmentRequest(
                 f"Prediction environment {current['id']} ({current['name']}) differs in what cannot be changed in "
                 f"place ({shown}). Set recreate: true to replace it (deployments using it must be moved first), "
                 "or change the desired value back.")
@@ -129,7 +130,7 @@ class PredictionEnvironments:
     def absent(self, name: str | None, environment_id: str | None = None) -> Outcome:
         try:
             current = self.find(name, environment_id)
-        except InvalidRequest:
+        except InvalidEnvironmentRequest:
             if environment_id:
                 return Outcome(False, None)  # already gone
             raise
@@ -141,7 +142,7 @@ class PredictionEnvironments:
             deleted = self.client.delete_prediction_environment(current["id"])
         except DataRobotError as exc:
             if exc.status == 422:
-                raise InvalidRequest(f"Prediction environment {current['id']} ({current['name']}) is still used "
-                                     "by a deployment: delete or move those deployments first.") from exc
+                raise InvalidEnvironmentRequest(f"Prediction environment {current['id']} ({current['name']}) is still used "
+                                                "by a deployment: delete or move those deployments first.") from exc
             raise
         return Outcome(deleted, None, _view(current), {})

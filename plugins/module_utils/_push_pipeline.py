@@ -15,6 +15,7 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import IO, Callable, Iterator, TypeVar
 
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import MlopsError
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._image_archive import (
     READ_SIZE,
     Archive,
@@ -27,7 +28,7 @@ QUEUE_CHUNKS = 8  # per layer being fed from a gzip stream: bounds memory
 LayerWork = Callable[[Layer, Iterator[bytes]], T]
 
 
-class Aborted(Exception):
+class Aborted(MlopsError):
     """Another layer's thread failed, so this one stopped; the first failure is what gets raised."""
 
 

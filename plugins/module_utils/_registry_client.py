@@ -27,6 +27,7 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
 )
 
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._http_retry import RETRY_STATUSES
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import MlopsError
 
 try:
     import requests
@@ -46,7 +47,7 @@ _CHALLENGE = re.compile(r'(\w+)="([^"]*)"')
 PLAIN_HTTP_ANSWERS = ("wrong version number", "record layer failure")  # what OpenSSL says when HTTP answers a hello
 
 
-class RegistryError(Exception):
+class RegistryError(MlopsError):
     """The registry refused or failed; the message says which registry and what to check."""
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping, Sequence
 
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import MlopsError
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._release_lock import (
     LEASE_API_VERSION,
     LeaseConflict,
@@ -26,7 +27,7 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
 )
 
 
-class UnknownKind(Exception):
+class UnknownKind(MlopsError):
     """The API server does not serve this kind (e.g. a CRD that is not installed)."""
 
 

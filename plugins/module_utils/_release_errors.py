@@ -6,16 +6,18 @@ from __future__ import annotations
 
 from typing import Any
 
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import MlopsError
 
-class InvalidRequest(ValueError):
+
+class InvalidReleaseRequest(MlopsError, ValueError):
     """The arguments cannot work; the message says what to change."""
 
 
-class ReleaseBusy(Exception):
+class ReleaseBusy(MlopsError):
     """Another helm operation holds the release (a pending-* status)."""
 
 
-class ReleaseFailed(Exception):
+class ReleaseFailed(MlopsError):
     """The release could not be brought to the desired state; carries what was found and done."""
 
     def __init__(self, message: str, *, changed: bool, diagnostics: dict[str, Any] | None = None,

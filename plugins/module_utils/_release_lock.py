@@ -21,17 +21,19 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Protocol
 
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import MlopsError
+
 LEASE_API_VERSION = "coordination.k8s.io/v1"
 WRITING_REVISION = "mlops.datarobot.com/writing-revision"  # the revision the holder is about to write
 WRITING_SINCE = "mlops.datarobot.com/writing-since"
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"  # the Lease's MicroTime
 
 
-class LeaseConflict(Exception):
+class LeaseConflict(MlopsError):
     """Someone else wrote the Lease since we read it (HTTP 409)."""
 
 
-class NamespaceMissing(Exception):
+class NamespaceMissing(MlopsError):
     """The release's namespace does not exist yet (helm is about to create it)."""
 
 
@@ -226,5 +228,5 @@ class ReleaseLock:
                 f"{claim.expires()}). Wait for it to finish and run again.")
 
 
-class ReleaseHeld(Exception):
+class ReleaseHeld(MlopsError):
     """A live run of ours holds the release."""

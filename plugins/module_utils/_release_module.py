@@ -18,16 +18,14 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._helm_cli import (
     Helm,
-    HelmError,
     background_spawner,
     resolve_chart,
 )
-from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._kubernetes import KubernetesAccessError
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import MlopsError
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._masking import Masker
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._release_cluster import ReleaseCluster
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._release_errors import (
-    InvalidRequest,
-    ReleaseBusy,
+    InvalidReleaseRequest,
     ReleaseFailed,
 )
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._release_reconciler import (
@@ -54,7 +52,7 @@ def run_agent_deployment(k8s_module: Any) -> None:
     except ReleaseFailed as exc:
         _finish(module, masker, str(exc), changed=exc.changed, status=exc.status, drift=exc.drift,
                 **({"diagnostics": exc.diagnostics} if exc.diagnostics else {}))
-    except (ReleaseBusy, HelmError, KubernetesAccessError, InvalidRequest) as exc:
+    except MlopsError as exc:
         _finish(module, masker, str(exc), changed=False)
     _finish(module, masker, None, **_result(module, outcome))
 
@@ -80,9 +78,9 @@ def _result(module: AnsibleModule, outcome: Outcome) -> dict[str, Any]:
 def _reconcile(module: AnsibleModule, k8s_module: Any, masker: Masker) -> Outcome:
     params = module.params
     if params["wait_timeout"] <= 0:
-        raise InvalidRequest("wait_timeout must be a positive number of seconds.")
+        raise InvalidReleaseRequest("wait_timeout must be a positive number of seconds.")
     if params["stuck_timeout"] < 0:
-        raise InvalidRequest("stuck_timeout must be 0 (wait the whole wait_timeout) or a number of seconds.")
+        raise InvalidReleaseRequest("stuck_timeout must be 0 (wait the whole wait_timeout) or a number of seconds.")
     values = compose_values([load_values_file(path) for path in params["values_files"]], params["values"])
     masker.collect_values(values)
     params["binary_path"] = _helm_binary(module)
@@ -102,8 +100,8 @@ def _reconcile(module: AnsibleModule, k8s_module: Any, masker: Masker) -> Outcom
 def _helm_binary(module: AnsibleModule) -> str:
     binary = module.params["binary_path"] or module.get_bin_path("helm")
     if not binary or not os.access(binary, os.X_OK):
-        raise InvalidRequest(f"helm was not found ({module.params['binary_path'] or 'not on PATH'}): install helm >= "
-                             "3.8 or pass binary_path.")
+        raise InvalidReleaseRequest(f"helm was not found ({module.params['binary_path'] or 'not on PATH'}): install helm >= "
+                                    "3.8 or pass binary_path.")
     return binary
 
 

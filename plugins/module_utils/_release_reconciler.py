@@ -40,7 +40,7 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
 )
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._release_cluster import UnknownKind
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._release_errors import (
-    InvalidRequest,
+    InvalidReleaseRequest,
     ReleaseBusy,
     ReleaseFailed,
 )
@@ -82,7 +82,7 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
 
 # Still importable from here, where they lived before the split.
 __all__ = [
-    "MASK", "InvalidRequest", "Masker", "Outcome", "Reconciler", "ReleaseBusy", "ReleaseFailed", "ReleaseSpec",
+    "MASK", "InvalidReleaseRequest", "Masker", "Outcome", "Reconciler", "ReleaseBusy", "ReleaseFailed", "ReleaseSpec",
     "compose_values", "drift_of", "format_diagnostics", "is_sensitive_key", "lease_seconds", "load_values_file",
     "manifests_equal", "merge_values", "parse_manifest", "pod_problems", "related_events", "repair_operations",
     "resolve_chart", "revision_time", "rollout_state", "values_equal",
@@ -252,8 +252,8 @@ class Reconciler:
             raise
         exact = re.fullmatch(r"v?(\d+\.\d+\.\d+(?:[-+].*)?)", spec.chart.version or "")  # not a range
         if exact and rendered.chart_version.lstrip("v") != exact.group(1):
-            raise InvalidRequest(f"The chart at {spec.chart.ref} is {rendered.chart}, not version {spec.chart.version} "
-                                 "(chart_version): fix chart_version or point chart_ref at that version.")
+            raise InvalidReleaseRequest(f"The chart at {spec.chart.ref} is {rendered.chart}, not version {spec.chart.version} "
+                                        "(chart_version): fix chart_version or point chart_ref at that version.")
         return rendered
 
     @staticmethod

@@ -21,7 +21,7 @@ except ImportError:
     HAS_YAML = False
 
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._helm_cli import ChartSource
-from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._release_errors import InvalidRequest
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._release_errors import InvalidReleaseRequest
 
 
 @dataclass
@@ -84,17 +84,17 @@ def load_yaml_documents(text: str) -> list[Any]:
 
 
 def load_values_file(path: str) -> dict[str, Any]:
-    """One values file as a mapping; every way it can be unusable is an InvalidRequest naming the file."""
+    """One values file as a mapping; every way it can be unusable is an InvalidReleaseRequest naming the file."""
     expanded = os.path.expanduser(path)
     if not os.path.isfile(expanded):
-        raise InvalidRequest(f"Values file {path} does not exist (values_files): fix the path.")
+        raise InvalidReleaseRequest(f"Values file {path} does not exist (values_files): fix the path.")
     try:
         with open(expanded, encoding="utf-8") as handle:
             loaded = yaml.safe_load(handle)
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise InvalidRequest(f"Values file {path} cannot be read as YAML: {exc}") from exc
+        raise InvalidReleaseRequest(f"Values file {path} cannot be read as YAML: {exc}") from exc
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):
-        raise InvalidRequest(f"Values file {path} holds a {type(loaded).__name__}, not a mapping of chart values.")
+        raise InvalidReleaseRequest(f"Values file {path} holds a {type(loaded).__name__}, not a mapping of chart values.")
     return loaded

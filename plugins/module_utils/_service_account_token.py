@@ -18,8 +18,13 @@ import binascii
 import datetime
 import json
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import MlopsError
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._kubernetes import (
+    DynamicApiError,
+    TransportError,
+)
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._masking import MASK, Masker
 
 LEGACY_TOKEN_ANNOTATION = "openshift.io/token-secret.name"
@@ -192,3 +197,86 @@ class ServiceAccountTokens:
             body["metadata"]["labels"] = metadata.get("labels") or {}
             body["metadata"]["resourceVersion"] = metadata["resourceVersion"]
             resource.replace(body, namespace=self.namespace)
+
+
+class TokenSecretError(MlopsError):
+    """The secret could not be read or written; the message names the objects and what to check."""
+
+
+@dataclass
+class Renewal:
+    """What the module was asked for: which login secret, for which ServiceAccount, renewed when."""
+
+    namespace: str
+    service_account: str
+    name: str
+    registries: list[str]
+    username: str
+    token_source: str
+    token_lifetime: int
+    renew_before: int
+
+
+def _iso(moment: Optional[datetime.datetime]) -> str:
+    return moment.isoformat() if moment else ""
+
+
+def renew_registry_secret(connect: Callable[[], Any], want: Renewal, check_mode: bool, diff: bool) -> dict[str, Any]:
+    """The module's result; every failure, the client's included, becomes a TokenSecretError saying what to check."""
+    from ansible_collections.kubernetes.core.plugins.module_utils.k8s.exceptions import CoreException
+
+    where = f"{want.namespace}/{want.service_account}"
+    try:
+        return _renew(ServiceAccountTokens(connect(), want.namespace, want.service_account), want, check_mode, diff)
+    except DynamicApiError as exc:
+        raise TokenSecretError(
+            f"The API server refused an operation on {where}'s token or the secret {want.namespace}/{want.name}: "
+            f"{exc.status} {exc.reason}. The caller needs get on serviceaccounts and secrets, create on "
+            "serviceaccounts/token and secrets.") from exc
+    except CoreException as exc:
+        raise TokenSecretError(f"{str(exc).rstrip('.')}. Check kubeconfig/context (K8S_AUTH_KUBECONFIG).") from exc
+    except (TransportError, OSError) as exc:
+        raise TokenSecretError(
+            f"Cannot reach the API server: {exc}. Check kubeconfig/context (K8S_AUTH_KUBECONFIG).") from exc
+
+
+def _renew(tokens: ServiceAccountTokens, want: Renewal, check_mode: bool, diff: bool) -> dict[str, Any]:
+    """Judge the stored token and, unless it is still good (or this is check mode), write a new one."""
+    account = tokens.account()
+    if account is None:
+        raise TokenSecretError(f"ServiceAccount {want.namespace}/{want.service_account} does not exist: create it "
+                               "first (the openshift role does).")
+    existing = tokens.secret(want.name)
+    current = stored_token(secret_docker_config(existing), want.registries, want.username)
+    verdict = judge(existing, registries=want.registries, username=want.username,
+                    wanted_subject=subject(want.namespace, want.service_account),
+                    now=datetime.datetime.now(datetime.timezone.utc),
+                    renew_before=datetime.timedelta(seconds=want.renew_before),
+                    authenticated=tokens.authenticated(current) if current else None)
+    result: dict[str, Any] = dict(changed=verdict.renew, reason=verdict.reason, expires_at=_iso(verdict.expires_at),
+                                  token_source="existing")
+    if verdict.renew and not check_mode:
+        expires_at, source = _write_new_token(tokens, account, existing, want)
+        result.update(expires_at=_iso(expires_at), token_source=source)
+    elif verdict.renew:
+        result["expires_at"] = ""
+    if diff:
+        before = masked(secret_docker_config(existing)) if existing else {}
+        after = masked(docker_config(want.registries, want.username, "x")) if verdict.renew else before
+        result["diff"] = dict(before={"secret": before, "expires_at": _iso(verdict.expires_at)},
+                              after={"secret": after, "expires_at": result["expires_at"] or "(new token)"})
+    return result
+
+
+def _write_new_token(tokens: ServiceAccountTokens, account: Mapping[str, Any], existing: Optional[Mapping[str, Any]],
+                     want: Renewal) -> tuple[Optional[datetime.datetime], str]:
+    """Store a fresh token (the legacy one first when `auto` allows it); its expiry and where it came from."""
+    token, source = None, "token_request"
+    if want.token_source == "auto":
+        token, source = tokens.legacy_token(account), "legacy_secret"
+    if not token:
+        token, source = tokens.request_token(want.token_lifetime), "token_request"
+    expires_at = expiry(token)
+    tokens.write_secret(want.name, docker_config(want.registries, want.username, token),
+                        {EXPIRY_ANNOTATION: _iso(expires_at) or "never", SOURCE_ANNOTATION: source}, existing)
+    return expires_at, source

@@ -134,6 +134,15 @@ attributes:
   idempotent:
     support: full
     description: A second run with the same arguments reports C(changed=false) and creates no helm revision.
+  action_group:
+    support: full
+    description: Use C(group/datarobot_mlops.management_agent.management_agent) or
+      C(group/datarobot_mlops.management_agent.helm) in C(module_defaults) to set defaults for this module.
+      C(group/datarobot_mlops.management_agent.helm) also takes in the C(kubernetes.core.helm) modules, so one set
+      of auth defaults reaches both; C(group/kubernetes.core.helm) alone does not reach this module.
+    membership:
+      - datarobot_mlops.management_agent.management_agent
+      - datarobot_mlops.management_agent.helm
 requirements:
   - helm >= 3.8.0 (3.13 or later renders check mode with the cluster's capabilities)
   - kubernetes >= 24.2.0

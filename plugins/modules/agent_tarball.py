@@ -99,10 +99,24 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._agent_tarball import (
+    AgentTree,
     TarballError,
     extract,
     find_tree,
 )
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import MlopsError
+
+
+def _tree(params: dict, check_mode: bool) -> AgentTree:
+    """The chart tree asked for; a filesystem failure becomes a TarballError that names the cache directory."""
+    try:
+        if params["path"]:
+            return find_tree(params["path"])
+        return extract(params["src"], os.path.abspath(params["cache_dir"]), check_mode)
+    except OSError as exc:
+        raise TarballError(f"Cannot unpack the agent tarball into {params['cache_dir']}: {exc.strerror or exc} "
+                           f"({exc.filename or ''}). Check that the cache directory is writable "
+                           "(agent_tarball_cache_dir).") from exc
 
 
 def main() -> None:
@@ -116,17 +130,10 @@ def main() -> None:
         required_one_of=[("src", "path")],
         supports_check_mode=True,
     )
-    params = module.params
     try:
-        if params["path"]:
-            tree = find_tree(params["path"])
-        else:
-            tree = extract(params["src"], os.path.abspath(params["cache_dir"]), module.check_mode)
-    except TarballError as exc:
+        tree = _tree(module.params, module.check_mode)
+    except MlopsError as exc:
         module.fail_json(msg=str(exc))
-    except OSError as exc:
-        module.fail_json(msg=f"Cannot unpack the agent tarball into {params['cache_dir']}: {exc.strerror or exc} "
-                             f"({exc.filename or ''}). Check that the cache directory is writable (agent_tarball_cache_dir).")
     module.exit_json(changed=tree.changed, path=tree.path, chart_path=tree.chart_path, chart_version=tree.chart_version,
                      app_version=tree.app_version, checksum=tree.checksum)
 

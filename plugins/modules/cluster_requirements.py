@@ -83,6 +83,16 @@ options:
     default: true
 requirements:
   - kubernetes >= 24.2.0
+attributes:
+  action_group:
+    support: full
+    description: Use C(group/datarobot_mlops.management_agent.management_agent) or
+      C(group/datarobot_mlops.management_agent.k8s) in C(module_defaults) to set defaults for this module.
+      C(group/datarobot_mlops.management_agent.k8s) also takes in the C(kubernetes.core.k8s) modules, so one set of
+      auth defaults reaches both; C(group/kubernetes.core.k8s) alone does not reach this module.
+    membership:
+      - datarobot_mlops.management_agent.management_agent
+      - datarobot_mlops.management_agent.k8s
 """
 
 EXAMPLES = r"""
@@ -134,14 +144,13 @@ unmet:
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._cluster_requirements import (
     Minimums,
     NodeCapacity,
-    RequirementError,
     assess,
     is_openshift,
     parse_version,
     server_version,
 )
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import MlopsError
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._kubernetes import (
-    KubernetesAccessError,
     ReadOnlyCluster,
 )
 from ansible_collections.kubernetes.core.plugins.module_utils.args_common import AUTH_ARG_SPEC
@@ -189,7 +198,7 @@ def main() -> None:
         wanted = params["permissions"] + params[f"{platform}_permissions"]
         assessment.unmet.extend(cluster.denied_permissions(wanted))
         ingress_classes = cluster.ingress_classes()
-    except (KubernetesAccessError, RequirementError) as exc:
+    except MlopsError as exc:
         module.fail_json(msg=str(exc))
 
     result = dict(

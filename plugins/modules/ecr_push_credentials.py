@@ -35,6 +35,13 @@ attributes:
   idempotent:
     support: full
     description: Never changes anything (C(changed=false)).
+  action_group:
+    support: full
+    description: Use C(group/datarobot_mlops.management_agent.aws) in C(module_defaults) to set defaults for this
+      module. C(group/datarobot_mlops.management_agent.aws) also takes in the C(amazon.aws.aws) modules, so one set
+      of auth defaults reaches both; C(group/amazon.aws.aws) alone does not reach this module.
+    membership:
+      - datarobot_mlops.management_agent.aws
 """
 
 EXAMPLES = r"""
@@ -70,9 +77,9 @@ expires_at:
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
 
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._ecr_credentials import (
-    EcrTokenError,
     credentials_from_token,
 )
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import MlopsError
 
 try:
     import botocore
@@ -80,8 +87,8 @@ except ImportError:  # AnsibleAWSModule reports the missing library
     pass
 
 
-def main() -> None:
-    module = AnsibleAWSModule(argument_spec={"registry_id": {"type": "str"}}, supports_check_mode=True)
+def _authorization_data(module: AnsibleAWSModule) -> list:
+    """ECR's answer; an AWS failure goes through fail_json_aws, which adds the error code and request id."""
     client = module.client("ecr")
     kwargs = {"registryIds": [module.params["registry_id"]]} if module.params["registry_id"] else {}
     try:
@@ -89,12 +96,17 @@ def main() -> None:
     except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
         module.fail_json_aws(exc, msg="Could not get an ECR authorization token: check the AWS credentials, the region, "
                                       "and that the caller may call ecr:GetAuthorizationToken")
-    data = answer.get("authorizationData") or []
+    return answer.get("authorizationData") or []
+
+
+def main() -> None:
+    module = AnsibleAWSModule(argument_spec={"registry_id": {"type": "str"}}, supports_check_mode=True)
+    data = _authorization_data(module)
     if not data:
         module.fail_json(msg="ECR returned no authorization data; check registry_id and the region")
     try:
         credentials = credentials_from_token(data[0])
-    except EcrTokenError as exc:
+    except MlopsError as exc:
         module.fail_json(msg=str(exc))
     module.exit_json(changed=False, registry=credentials.registry, username=credentials.username,
                      password=credentials.password, expires_at=credentials.expires_at)

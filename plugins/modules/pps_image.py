@@ -116,6 +116,12 @@ attributes:
   idempotent:
     support: full
     description: A second run with the same archive and tag reports C(changed=false) and sends nothing.
+  action_group:
+    support: full
+    description: Use C(group/datarobot_mlops.management_agent.registry) in C(module_defaults) to set defaults for
+      this module.
+    membership:
+      - datarobot_mlops.management_agent.registry
 requirements:
   - requests
   - isal (optional, for fast gzip; zlib is used without it)
@@ -194,16 +200,15 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._blob_compression import Compression
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._daemon_push import (
     HAS_DOCKER,
-    DaemonError,
     DaemonPusher,
 )
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import MlopsError
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._image_archive import ArchiveError
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._image_push import (
     DirectPusher,
     PushResult,
 )
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._image_reference import (
-    InvalidReference,
     Repository,
     validate_tag,
 )
@@ -214,7 +219,6 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._registry_client import (
     HAS_REQUESTS,
     REGISTRY_AUTH_ARGUMENT_SPEC,
-    RegistryError,
     client_from_params,
 )
 
@@ -257,6 +261,15 @@ def _pusher(module: AnsibleModule) -> DirectPusher | DaemonPusher:
         mount_from=params["mount_from"], cache=PushCache(cache_path), check_mode=module.check_mode)
 
 
+def _push(module: AnsibleModule) -> PushResult:
+    """The push the parameters ask for; a file that cannot be read becomes an ArchiveError naming src."""
+    params = module.params
+    try:
+        return _pusher(module).push(params["src"], params["source_image"])
+    except OSError as exc:
+        raise ArchiveError(f"Cannot read {params['src']}: {exc.strerror or exc}") from exc
+
+
 def _output(result: PushResult, method: str, diff: bool) -> dict:
     """The module's return values for `result`."""
     output = dict(
@@ -279,11 +292,9 @@ def main() -> None:
     params = module.params
     method = "daemon" if params["method"] == "daemon" else "direct"
     try:
-        result = _pusher(module).push(params["src"], params["source_image"])
-    except (ArchiveError, InvalidReference, RegistryError, DaemonError) as exc:
+        result = _push(module)
+    except MlopsError as exc:
         module.fail_json(msg=str(exc))
-    except OSError as exc:
-        module.fail_json(msg=f"Cannot read {params['src']}: {exc.strerror or exc}")
     module.exit_json(**_output(result, method, module._diff))
 
 

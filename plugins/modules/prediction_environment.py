@@ -63,6 +63,12 @@ attributes:
   idempotent:
     support: full
     description: A second run with the same arguments reports C(changed=false).
+  action_group:
+    support: full
+    description: Use C(group/datarobot_mlops.management_agent.datarobot) in C(module_defaults) to set defaults for
+      this module.
+    membership:
+      - datarobot_mlops.management_agent.datarobot
 requirements:
   - requests
 """
@@ -99,11 +105,10 @@ from ansible.module_utils.basic import AnsibleModule, env_fallback, missing_requ
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._datarobot_client import (
     HAS_REQUESTS,
     DataRobotClient,
-    DataRobotError,
 )
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import MlopsError
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._prediction_environment import (
     Desired,
-    InvalidRequest,
     PredictionEnvironments,
     check_formats,
 )
@@ -154,7 +159,7 @@ def main() -> None:
             outcome = environments.present(desired, params["id"], params["recreate"])
         else:
             outcome = environments.absent(params["name"], params["id"])
-    except (DataRobotError, InvalidRequest) as exc:
+    except MlopsError as exc:
         module.fail_json(msg=str(exc))
     result = dict(changed=outcome.changed, id=(outcome.environment or {}).get("id", ""))
     if outcome.environment:

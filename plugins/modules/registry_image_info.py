@@ -38,6 +38,13 @@ options:
     default: 60
 requirements:
   - requests
+attributes:
+  action_group:
+    support: full
+    description: Use C(group/datarobot_mlops.management_agent.registry) in C(module_defaults) to set defaults for
+      this module.
+    membership:
+      - datarobot_mlops.management_agent.registry
 """
 
 EXAMPLES = r"""
@@ -80,15 +87,14 @@ import re
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import MlopsError
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._image_reference import (
-    InvalidReference,
     Repository,
     validate_tag,
 )
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._registry_client import (
     HAS_REQUESTS,
     REGISTRY_AUTH_ARGUMENT_SPEC,
-    RegistryError,
     client_from_params,
 )
 
@@ -117,7 +123,7 @@ def main() -> None:
             validate_tag(params["tag"])
         client = client_from_params(repository.registry, params)[0]
         found = client.manifest(repository.path, reference)
-    except (InvalidReference, RegistryError) as exc:
+    except MlopsError as exc:
         module.fail_json(msg=str(exc))
     separator = "@" if reference.startswith("sha256:") else ":"
     result = dict(changed=False, exists=found is not None, image=f"{repository}{separator}{reference}", digest="",

@@ -70,6 +70,15 @@ attributes:
   idempotent:
     support: full
     description: C(changed=false) while the stored token is valid and not due for renewal.
+  action_group:
+    support: full
+    description: Use C(group/datarobot_mlops.management_agent.management_agent) or
+      C(group/datarobot_mlops.management_agent.k8s) in C(module_defaults) to set defaults for this module.
+      C(group/datarobot_mlops.management_agent.k8s) also takes in the C(kubernetes.core.k8s) modules, so one set of
+      auth defaults reaches both; C(group/kubernetes.core.k8s) alone does not reach this module.
+    membership:
+      - datarobot_mlops.management_agent.management_agent
+      - datarobot_mlops.management_agent.k8s
 """
 
 EXAMPLES = r"""
@@ -97,38 +106,13 @@ token_source:
   type: str
 """
 
-import datetime
-
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import MlopsError
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._service_account_token import (
-    EXPIRY_ANNOTATION,
-    SOURCE_ANNOTATION,
-    ServiceAccountTokens,
-    docker_config,
-    expiry,
-    judge,
-    masked,
-    secret_docker_config,
-    stored_token,
-    subject,
+    Renewal,
+    renew_registry_secret,
 )
 from ansible_collections.kubernetes.core.plugins.module_utils.args_common import AUTH_ARG_SPEC
 from ansible_collections.kubernetes.core.plugins.module_utils.k8s.core import AnsibleK8SModule
-
-try:
-    from kubernetes.dynamic.exceptions import DynamicApiError
-    from urllib3.exceptions import HTTPError as TransportError
-except ImportError:  # AnsibleK8SModule reports the missing library first
-
-    class DynamicApiError(Exception):  # type: ignore[no-redef]
-        status: int = 0
-        reason: str = ""
-
-    class TransportError(Exception):  # type: ignore[no-redef]
-        pass
-
-
-def _iso(moment):
-    return moment.isoformat() if moment else ""
 
 
 def main() -> None:
@@ -151,49 +135,12 @@ def main() -> None:
         module.fail_json(msg=f"renew_before ({params['renew_before']} s) must be shorter than token_lifetime "
                              f"({params['token_lifetime']} s), or every run would renew the token.")
     from ansible_collections.kubernetes.core.plugins.module_utils.k8s.client import get_api_client
-    from ansible_collections.kubernetes.core.plugins.module_utils.k8s.exceptions import CoreException
 
-    where = f"{params['namespace']}/{params['service_account']}"
+    want = Renewal(**{key: params[key] for key in Renewal.__dataclass_fields__})
     try:
-        tokens = ServiceAccountTokens(get_api_client(module=module), params["namespace"], params["service_account"])
-        account = tokens.account()
-        if account is None:
-            module.fail_json(msg=f"ServiceAccount {where} does not exist: create it first (the openshift role does).")
-        existing = tokens.secret(params["name"])
-        current = stored_token(secret_docker_config(existing), params["registries"], params["username"])
-        verdict = judge(existing, registries=params["registries"], username=params["username"],
-                        wanted_subject=subject(params["namespace"], params["service_account"]),
-                        now=datetime.datetime.now(datetime.timezone.utc),
-                        renew_before=datetime.timedelta(seconds=params["renew_before"]),
-                        authenticated=tokens.authenticated(current) if current else None)
-        result = dict(changed=verdict.renew, reason=verdict.reason, expires_at=_iso(verdict.expires_at),
-                      token_source="existing")
-        before = masked(secret_docker_config(existing)) if existing else {}
-        if verdict.renew and not module.check_mode:
-            token, source = None, "token_request"
-            if params["token_source"] == "auto":
-                token, source = tokens.legacy_token(account), "legacy_secret"
-            if not token:
-                token, source = tokens.request_token(params["token_lifetime"]), "token_request"
-            expires_at = expiry(token)
-            config = docker_config(params["registries"], params["username"], token)
-            tokens.write_secret(params["name"], config,
-                                {EXPIRY_ANNOTATION: _iso(expires_at) or "never", SOURCE_ANNOTATION: source}, existing)
-            result.update(expires_at=_iso(expires_at), token_source=source)
-        elif verdict.renew:
-            result["expires_at"] = ""
-        if module._diff:
-            after = masked(docker_config(params["registries"], params["username"], "x")) if verdict.renew else before
-            result["diff"] = dict(before={"secret": before, "expires_at": _iso(verdict.expires_at)},
-                                  after={"secret": after, "expires_at": result["expires_at"] or "(new token)"})
-    except DynamicApiError as exc:
-        module.fail_json(msg=f"The API server refused an operation on {where}'s token or the secret "
-                             f"{params['namespace']}/{params['name']}: {exc.status} {exc.reason}. The caller needs "
-                             "get on serviceaccounts and secrets, create on serviceaccounts/token and secrets.")
-    except CoreException as exc:
-        module.fail_json(msg=f"{str(exc).rstrip('.')}. Check kubeconfig/context (K8S_AUTH_KUBECONFIG).")
-    except (TransportError, OSError) as exc:
-        module.fail_json(msg=f"Cannot reach the API server: {exc}. Check kubeconfig/context (K8S_AUTH_KUBECONFIG).")
+        result = renew_registry_secret(lambda: get_api_client(module=module), want, module.check_mode, module._diff)
+    except MlopsError as exc:
+        module.fail_json(msg=str(exc))
     module.exit_json(**result)
 
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
-from ansible_cli import ansible_env, run_module
+from ansible_cli import ansible_env, run_module, run_playbook
 from conftest import kubectl
 
 MODULE = "datarobot_mlops.management_agent.cluster_requirements"
@@ -79,3 +80,21 @@ def test_unreachable_api_server_gives_a_clear_message(rig):
     assert outcome.failed
     assert "Cannot reach the API server at https://127.0.0.1:9" in outcome.result["msg"]
     assert "Traceback" not in outcome.stdout + outcome.stderr
+
+
+def test_module_defaults_of_our_k8s_group_reach_our_module_and_kubernetes_core_alike(rig, tmp_path):
+    """meta/runtime.yml: our k8s group takes in kubernetes.core.k8s, so one set of auth defaults serves both."""
+    unreachable = {"host": "https://127.0.0.1:9", "api_key": "not-a-real-token", "validate_certs": False}
+    plays = [{"hosts": "localhost", "gather_facts": False,
+              "module_defaults": {"group/datarobot_mlops.management_agent.k8s": defaults},
+              "tasks": [{"name": f"ours {name}", MODULE: {}, "ignore_errors": True},
+                        {"name": f"theirs {name}", "kubernetes.core.k8s_info": {"kind": "Node"}, "ignore_errors": True}]}
+             for name, defaults in (("from kubeconfig", {"kubeconfig": os.environ["KUBECONFIG"]}),
+                                    ("from host", unreachable))]
+    playbook = tmp_path / "defaults.yml"
+    playbook.write_text(json.dumps(plays))
+    run = run_playbook(str(playbook), env=ansible_env(without=("KUBECONFIG", "K8S_AUTH_KUBECONFIG")))
+    assert run.task("ours from kubeconfig")["fitting_nodes"] == ["rig-node-1", "rig-node-2", "rig-node-3"]
+    assert len(run.task("theirs from kubeconfig")["resources"]) == 3
+    assert "Cannot reach the API server at https://127.0.0.1:9" in run.task("ours from host")["msg"]
+    assert run.task("theirs from host").get("failed")

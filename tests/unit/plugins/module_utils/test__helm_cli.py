@@ -13,7 +13,7 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
     parse_helm_version,
     resolve_chart,
 )
-from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._release_errors import InvalidRequest
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._release_errors import InvalidReleaseRequest
 
 
 class Recorder:
@@ -87,11 +87,11 @@ def test_resolve_chart_tells_paths_repos_and_oci_apart(tmp_path):
     assert resolve_chart(oci, "1.0").argv() == [oci, "--version", "1.0"]
     assert resolve_chart("bosun", repo_url="https://x").repo_url == "https://x"
     assert resolve_chart("repo/bosun").ref == "repo/bosun"
-    with pytest.raises(InvalidRequest, match="does not exist"):
+    with pytest.raises(InvalidReleaseRequest, match="does not exist"):
         resolve_chart(str(tmp_path / "missing.tgz"))
-    with pytest.raises(InvalidRequest, match="without Chart.yaml"):
+    with pytest.raises(InvalidReleaseRequest, match="without Chart.yaml"):
         resolve_chart(str(tmp_path))
-    with pytest.raises(InvalidRequest, match="neither an existing path nor repo/name"):
+    with pytest.raises(InvalidReleaseRequest, match="neither an existing path nor repo/name"):
         resolve_chart("bosun-no-slash")
 
 

@@ -7,7 +7,7 @@ import pytest
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._datarobot_client import DataRobotError
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._prediction_environment import (
     Desired,
-    InvalidRequest,
+    InvalidEnvironmentRequest,
     PredictionEnvironments,
     check_formats,
 )
@@ -59,7 +59,7 @@ def test_body_carries_the_description_only_when_given():
 
 @pytest.mark.parametrize("formats, message", [([], "is empty"), (["datarobot", "onnx"], "not supported")])
 def test_only_the_agents_formats_are_accepted(formats, message):
-    with pytest.raises(InvalidRequest, match=message):
+    with pytest.raises(InvalidEnvironmentRequest, match=message):
         check_formats(formats)
 
 
@@ -86,7 +86,7 @@ def test_only_the_differing_fields_are_updated():
 
 def test_a_platform_change_needs_recreate():
     client = FakeClient(PROD)
-    with pytest.raises(InvalidRequest, match="platform: 'kubernetes' -> 'openshift'.*recreate: true"):
+    with pytest.raises(InvalidEnvironmentRequest, match="platform: 'kubernetes' -> 'openshift'.*recreate: true"):
         PredictionEnvironments(client).present(Desired("prod", "openshift"))
     outcome = PredictionEnvironments(client).present(Desired("prod", "openshift"), recreate=True)
     assert [call[0] for call in client.calls] == ["delete", "create"]
@@ -95,13 +95,13 @@ def test_a_platform_change_needs_recreate():
 
 def test_two_environments_with_the_name_are_refused():
     client = FakeClient(PROD, {**PROD, "id": "id2"})
-    with pytest.raises(InvalidRequest, match="2 prediction environments are named 'prod' \\(id1, id2\\)"):
+    with pytest.raises(InvalidEnvironmentRequest, match="2 prediction environments are named 'prod' \\(id1, id2\\)"):
         PredictionEnvironments(client).present(Desired("prod", "kubernetes"))
 
 
 def test_an_unknown_id_is_an_error_when_present_and_nothing_when_absent():
     client = FakeClient()
-    with pytest.raises(InvalidRequest, match="No prediction environment has id nope"):
+    with pytest.raises(InvalidEnvironmentRequest, match="No prediction environment has id nope"):
         PredictionEnvironments(client).present(Desired("prod", "kubernetes"), environment_id="nope")
     assert not PredictionEnvironments(client).absent(None, "nope").changed
 
@@ -117,5 +117,5 @@ def test_absent_deletes_and_check_mode_only_reports():
 def test_an_environment_in_use_says_to_move_the_deployments():
     client = FakeClient(PROD)
     client.delete_status = 422
-    with pytest.raises(InvalidRequest, match="still used by a deployment"):
+    with pytest.raises(InvalidEnvironmentRequest, match="still used by a deployment"):
         PredictionEnvironments(client).absent("prod")

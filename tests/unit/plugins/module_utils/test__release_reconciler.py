@@ -22,7 +22,7 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
 )
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._release_reconciler import (
     MASK,
-    InvalidRequest,
+    InvalidReleaseRequest,
     Masker,
     Reconciler,
     ReleaseBusy,
@@ -80,11 +80,11 @@ def test_values_compare_as_helm_stores_them():
 
 
 def test_values_file_errors_name_the_file(tmp_path):
-    with pytest.raises(InvalidRequest, match="does not exist"):
+    with pytest.raises(InvalidReleaseRequest, match="does not exist"):
         load_values_file(str(tmp_path / "missing.yaml"))
     listing = tmp_path / "list.yaml"
     listing.write_text("- a\n- b\n")
-    with pytest.raises(InvalidRequest, match="list.yaml holds a list"):
+    with pytest.raises(InvalidReleaseRequest, match="list.yaml holds a list"):
         load_values_file(str(listing))
     empty = tmp_path / "empty.yaml"
     empty.write_text("")
@@ -99,11 +99,11 @@ def test_chart_refs(tmp_path):
     assert resolve_chart("datarobot/agent", "1.2.0").argv() == ["datarobot/agent", "--version", "1.2.0"]
     assert resolve_chart("agent", "1.2.0", "https://charts.example.com").argv() == [
         "agent", "--repo", "https://charts.example.com", "--version", "1.2.0"]
-    with pytest.raises(InvalidRequest, match="does not exist"):
+    with pytest.raises(InvalidReleaseRequest, match="does not exist"):
         resolve_chart(str(tmp_path / "gone"))
-    with pytest.raises(InvalidRequest, match="without Chart.yaml"):
+    with pytest.raises(InvalidReleaseRequest, match="without Chart.yaml"):
         resolve_chart(str(tmp_path))
-    with pytest.raises(InvalidRequest, match="neither an existing path nor repo/name"):
+    with pytest.raises(InvalidReleaseRequest, match="neither an existing path nor repo/name"):
         resolve_chart("agent")
 
 

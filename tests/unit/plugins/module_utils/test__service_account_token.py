@@ -82,3 +82,61 @@ def test_legacy_token_secret_found_through_the_dockercfg_annotation():
 def test_masking_hides_password_and_auth():
     shown = json.dumps(masked(docker_config([REGISTRY], "u", "s3cret")))
     assert "s3cret" not in shown and base64.b64encode(b"u:s3cret").decode() not in shown
+
+
+class FakeTokens:
+    """The API calls behind the secret, answered from memory."""
+
+    def __init__(self, account=None, stored=None, failure=None):
+        self.account_, self.stored, self.failure, self.written = account, stored, failure, None
+
+    def account(self):
+        if self.failure:
+            raise self.failure
+        return self.account_
+
+    def secret(self, name):
+        return self.stored
+
+    def authenticated(self, token):
+        return True
+
+    def legacy_token(self, account):
+        return None
+
+    def request_token(self, lifetime):
+        return jwt(sub=SUBJECT, exp=in_days(90))
+
+    def write_secret(self, name, config, annotations, existing):
+        self.written = (name, annotations)
+
+
+def renew(fake, monkeypatch, check_mode=False, diff=False):
+    from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils import _service_account_token as sat
+
+    monkeypatch.setattr(sat, "ServiceAccountTokens", lambda client, namespace, account: fake)
+    want = sat.Renewal(namespace="ns", service_account="builder", name="registry-creds", registries=[REGISTRY],
+                       username="serviceaccount", token_source="auto", token_lifetime=7776000, renew_before=2592000)
+    return sat.renew_registry_secret(lambda: None, want, check_mode, diff)
+
+
+def test_renewal_writes_a_requested_token_when_the_secret_is_missing(monkeypatch):
+    fake = FakeTokens(account={"metadata": {"name": "builder"}})
+    result = renew(fake, monkeypatch, diff=True)
+    assert result["changed"] and result["token_source"] == "token_request"
+    assert fake.written[0] == "registry-creds" and "diff" in result
+
+
+def test_renewal_in_check_mode_writes_nothing(monkeypatch):
+    fake = FakeTokens(account={"metadata": {"name": "builder"}})
+    result = renew(fake, monkeypatch, check_mode=True)
+    assert result["changed"] and result["expires_at"] == "" and fake.written is None
+
+
+def test_renewal_failures_are_one_error_class_with_the_same_messages(monkeypatch):
+    from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import MlopsError
+
+    with pytest.raises(MlopsError, match="ServiceAccount ns/builder does not exist: create it first"):
+        renew(FakeTokens(), monkeypatch)
+    with pytest.raises(MlopsError, match="Cannot reach the API server: refused. Check kubeconfig/context"):
+        renew(FakeTokens(failure=ConnectionRefusedError("refused")), monkeypatch)
