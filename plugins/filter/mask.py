@@ -35,7 +35,7 @@ options:
 EXAMPLES = r"""
 - name: Say why the login failed, without the password
   ansible.builtin.fail:
-    msg: "{{ login.stderr | datarobot_mlops.management_agent.mask([registry_password]) }}"
+    msg: "{{ login.stderr | datarobot_mlops.management_agent.mask([mlops_registry_password]) }}"
 """
 
 RETURN = r"""

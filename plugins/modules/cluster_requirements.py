@@ -21,6 +21,7 @@ description:
 author:
   - DataRobot MLOps collection maintainers (@datarobot-community)
 extends_documentation_fragment:
+  - datarobot_mlops.management_agent.action_group.k8s
   - kubernetes.core.k8s_auth_options
   - datarobot_mlops.management_agent.read_only
 options:
@@ -83,16 +84,6 @@ options:
     default: true
 requirements:
   - kubernetes >= 24.2.0
-attributes:
-  action_group:
-    support: full
-    description: Use C(group/datarobot_mlops.management_agent.management_agent) or
-      C(group/datarobot_mlops.management_agent.k8s) in C(module_defaults) to set defaults for this module.
-      C(group/datarobot_mlops.management_agent.k8s) also takes in the C(kubernetes.core.k8s) modules, so one set of
-      auth defaults reaches both; C(group/kubernetes.core.k8s) alone does not reach this module.
-    membership:
-      - datarobot_mlops.management_agent.management_agent
-      - datarobot_mlops.management_agent.k8s
 """
 
 EXAMPLES = r"""

@@ -25,6 +25,7 @@ description:
 author:
   - DataRobot MLOps collection maintainers (@datarobot-community)
 extends_documentation_fragment:
+  - datarobot_mlops.management_agent.action_group.registry
   - datarobot_mlops.management_agent.registry_auth
 options:
   src:
@@ -116,12 +117,6 @@ attributes:
   idempotent:
     support: full
     description: A second run with the same archive and tag reports C(changed=false) and sends nothing.
-  action_group:
-    support: full
-    description: Use C(group/datarobot_mlops.management_agent.registry) in C(module_defaults) to set defaults for
-      this module.
-    membership:
-      - datarobot_mlops.management_agent.registry
 requirements:
   - requests
   - isal (optional, for fast gzip; zlib is used without it)

@@ -17,6 +17,7 @@ description:
 author:
   - DataRobot MLOps collection maintainers (@datarobot-community)
 extends_documentation_fragment:
+  - datarobot_mlops.management_agent.action_group.registry
   - datarobot_mlops.management_agent.registry_auth
   - datarobot_mlops.management_agent.read_only
 options:
@@ -38,13 +39,6 @@ options:
     default: 60
 requirements:
   - requests
-attributes:
-  action_group:
-    support: full
-    description: Use C(group/datarobot_mlops.management_agent.registry) in C(module_defaults) to set defaults for
-      this module.
-    membership:
-      - datarobot_mlops.management_agent.registry
 """
 
 EXAMPLES = r"""

@@ -23,6 +23,7 @@ description:
 author:
   - DataRobot MLOps collection maintainers (@datarobot-community)
 extends_documentation_fragment:
+  - datarobot_mlops.management_agent.action_group.k8s
   - kubernetes.core.k8s_auth_options
 options:
   namespace:
@@ -70,15 +71,6 @@ attributes:
   idempotent:
     support: full
     description: C(changed=false) while the stored token is valid and not due for renewal.
-  action_group:
-    support: full
-    description: Use C(group/datarobot_mlops.management_agent.management_agent) or
-      C(group/datarobot_mlops.management_agent.k8s) in C(module_defaults) to set defaults for this module.
-      C(group/datarobot_mlops.management_agent.k8s) also takes in the C(kubernetes.core.k8s) modules, so one set of
-      auth defaults reaches both; C(group/kubernetes.core.k8s) alone does not reach this module.
-    membership:
-      - datarobot_mlops.management_agent.management_agent
-      - datarobot_mlops.management_agent.k8s
 """
 
 EXAMPLES = r"""
