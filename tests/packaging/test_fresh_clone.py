@@ -1,8 +1,8 @@
 """A clone of the repository stands on its own: `make demo` in a fresh clone, beside nothing, to an Available agent.
 
 The test clones the repository's HEAD: committed work only (uncommitted changes of the working tree are not in the
-clone; CI always runs on a committed checkout). The clone lies alone in a temporary folder, so nothing beside it
-(such as a `../shared`) can be read. It gets its own .venv and its own rig (state in `<clone>/.rig`, its own loopback
+clone; CI always runs on a committed checkout). The clone lies alone in a temporary folder, so no folder beside it
+can be read. It gets its own .venv and its own rig (state in `<clone>/.rig`, its own loopback
 ports picked by tests/rig/processes.py) and shares only `~/.cache` with the checkout: the rig's built binaries,
 pip's cache and the agent tarball cache. Its rig is always brought down with `make rig-down`, and no process of it
 may be left behind. Cold .venv: expect ~10 minutes in all.
@@ -29,7 +29,7 @@ MAKE_DEMO_TIMEOUT = 2400  # a cold .venv (~5 min) plus the whole demo run, with 
 NAMESPACE = "datarobot-mlops"  # the management_agent role's default, which the local inventory keeps
 # Variables of a rig, a venv or a make run that the checkout's environment may carry and the clone must not see.
 FOREIGN = ("KUBECONFIG", "K8S_AUTH_KUBECONFIG", "DOCKER_HOST", "HELM", "KUBECTL", "VIRTUAL_ENV", "PYTHONPATH",
-           "MAKEFLAGS", "MAKELEVEL", "MFLAGS", "MAKEOVERRIDES", "MANAGEMENT_AGENT_SHARED")
+           "MAKEFLAGS", "MAKELEVEL", "MFLAGS", "MAKEOVERRIDES")
 FOREIGN_PREFIXES = ("RIG_", "DATAROBOT_", "ANSIBLE_", "MOLECULE_", "PYTEST_")
 KEPT = ("RIG_BIN_CACHE",)  # where the built binaries are cached: shared on purpose
 
