@@ -15,8 +15,8 @@ import os
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,6 +24,9 @@ from pathlib import Path
 import pytest
 
 from ansible_cli import REPO
+
+sys.path.insert(0, str(REPO / "tests" / "rig"))
+from processes import port_open, start_time  # noqa: E402  the rig's own pid-file and port checks
 
 MAKE_DEMO_TIMEOUT = 2400  # a cold .venv (~5 min) plus the whole demo run, with room on a loaded 2-core machine
 NAMESPACE = "datarobot-mlops"  # the management_agent role's default, which the local inventory keeps
@@ -63,13 +66,6 @@ def rig_processes(state: Path) -> dict[int, str]:
     return found
 
 
-def start_time(pid: int) -> str | None:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
-
-
 def processes_touching(folder: Path) -> list[str]:
     """Live processes whose command line or working directory lies in `folder` (zombies excluded)."""
     found = []
@@ -86,12 +82,6 @@ def processes_touching(folder: Path) -> list[str]:
         if str(folder) in cmdline or cwd == str(folder) or cwd.startswith(f"{folder}/"):
             found.append(f"{proc.name}: {cmdline[:200]} (cwd {cwd})")
     return found
-
-
-def port_listening(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(1)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def run_in_own_group(argv: list[str], *, cwd: Path, env: dict[str, str], stdout, timeout: float) -> int:
@@ -157,5 +147,5 @@ def test_make_demo_in_a_fresh_clone_reaches_an_available_agent(lone_folder, reco
     alive = [pid for pid, started_at in recorded.items() if start_time(pid) == started_at]
     assert not alive, f"rig processes of the clone still running after rig-down: {alive}"
     assert not processes_touching(clone), processes_touching(clone)
-    listening = {name: port for name, port in ports.items() if port_listening(port)}
+    listening = {name: port for name, port in ports.items() if port_open(port)}
     assert not listening, f"the clone's rig ports still answer: {listening}"

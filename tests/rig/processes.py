@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 
-def _start_time(pid: int) -> str | None:
+def start_time(pid: int) -> str | None:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
@@ -115,7 +115,7 @@ class Daemon:
             pid = int(pid_text)
         except (OSError, ValueError):
             return None
-        return pid if _start_time(pid) == started else None
+        return pid if start_time(pid) == started else None
 
     def running(self) -> bool:
         return self.pid() is not None
@@ -130,7 +130,7 @@ class Daemon:
             log.flush()
             proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                     env={**os.environ, **(env or {})}, cwd=cwd, start_new_session=True)
-        self.pid_file.write_text(f"{proc.pid} {_start_time(proc.pid)}\n")
+        self.pid_file.write_text(f"{proc.pid} {start_time(proc.pid)}\n")
         return proc.pid
 
     def stop(self, timeout: float = 15) -> bool:
