@@ -14,9 +14,18 @@ options:
       - Registry user. Without it, the login C(docker login) stored for the registry in I(docker_config) is used,
         including credential helpers; without either, the registry is accessed anonymously.
       - Basic and Docker token (Bearer) authentication are both handled, as the registry asks.
+      - Default from C(REGISTRY_USERNAME).
     type: str
   password:
-    description: Password or token for I(username). Never shown in output or messages.
+    description: Password or token for I(username). Never shown in output or messages. Default from C(REGISTRY_PASSWORD).
+    type: str
+  credentials_host:
+    description:
+      - Registry (host and optional port) that I(username) and I(password) belong to. When set, they are sent only
+        to that registry; for an image on another registry they are left out (with a warning) and that registry's
+        I(docker_config) login, if any, is used. Unset, they go to the registry of the image named in the task.
+      - Default from C(REGISTRY_HOST), so that a CI job or an AWX credential that sets C(REGISTRY_HOST),
+        C(REGISTRY_USERNAME) and C(REGISTRY_PASSWORD) cannot hand its password to another registry.
     type: str
   docker_config:
     description: Path of a docker C(config.json) to read credentials from. Default C($DOCKER_CONFIG/config.json)
@@ -24,9 +33,11 @@ options:
     type: path
   ca_path:
     description: PEM file of the CA that signed the registry's certificate, when it is not in the system store.
+      Default from C(REGISTRY_CA_PATH).
     type: path
   validate_certs:
-    description: Verify the registry's TLS certificate. Turn off only for test registries.
+    description: Verify the registry's TLS certificate. Turn off only for test registries. Default from
+      C(REGISTRY_VALIDATE_CERTS), else C(true).
     type: bool
     default: true
   insecure:

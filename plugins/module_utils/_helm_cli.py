@@ -18,7 +18,7 @@ import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Optional, Protocol, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import MlopsError
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._release_errors import InvalidReleaseRequest
@@ -46,7 +46,7 @@ class StoppedWaiting(HelmError):
 
 
 class Running(Protocol):
-    def poll(self) -> Optional[int]:
+    def poll(self) -> int | None:
         ...
 
     def stop(self) -> None:
@@ -68,7 +68,7 @@ class BackgroundCommand:
         self._proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=self._out, stderr=self._err,
                                       env=dict(env), text=True)
 
-    def poll(self) -> Optional[int]:
+    def poll(self) -> int | None:
         return self._proc.poll()
 
     def stop(self) -> None:
@@ -202,7 +202,7 @@ class Helm:
     binary: str
     run: Runner
     version: tuple[int, int, int] = field(default=(0, 0, 0))
-    spawn: Optional[Spawner] = None
+    spawn: Spawner | None = None
 
     def _helm(self, args: Sequence[str], what: str) -> str:
         return self._checked(*self.run([self.binary, *args]), what)
@@ -258,7 +258,7 @@ class Helm:
 
     def upgrade(self, release: str, namespace: str, chart: ChartSource, values_file: str, *, wait: bool,
                 timeout: int, create_namespace: bool, description: str,
-                watch: Optional[Callable[[], Optional[str]]] = None, poll: float = 2.0,
+                watch: Callable[[], str | None] | None = None, poll: float = 2.0,
                 sleep: Callable[[float], None] = time.sleep) -> None:
         """`watch`, called every `poll` seconds while helm waits, returns why waiting is pointless, or None."""
         argv = self._upgrade_argv(release, namespace, chart, values_file)

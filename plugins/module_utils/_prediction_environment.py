@@ -40,7 +40,7 @@ class Desired:
 
 
 @dataclass
-class Outcome:
+class EnvironmentChange:
     changed: bool
     environment: dict[str, Any] | None
     before: dict[str, Any] = field(default_factory=dict)
@@ -98,13 +98,13 @@ class PredictionEnvironments:
                                             "with id, or delete the others.")
         return matches[0] if matches else None
 
-    def present(self, desired: Desired, environment_id: str | None = None, recreate: bool = False) -> Outcome:
+    def present(self, desired: Desired, environment_id: str | None = None, recreate: bool = False) -> EnvironmentChange:
         check_formats(desired.supported_model_formats)
         current = self.find(desired.name, environment_id)
         body = desired.body()
         if current is None:
             created = None if self.check_mode else self.client.create_prediction_environment(body)
-            return Outcome(True, created, {}, _view(created) or body)
+            return EnvironmentChange(True, created, {}, _view(created) or body)
         changes = _differences(current, body)
         fixed = {key: changes[key] for key in FIXED if key in changes}
         if fixed and not recreate:
@@ -115,29 +115,29 @@ class PredictionEnvironments:
                 "or change the desired value back.")
         if fixed:
             if self.check_mode:
-                return Outcome(True, None, _view(current), body)
+                return EnvironmentChange(True, None, _view(current), body)
             self.client.delete_prediction_environment(current["id"])
             created = self.client.create_prediction_environment(body)
-            return Outcome(True, created, _view(current), _view(created))
+            return EnvironmentChange(True, created, _view(current), _view(created))
         updatable = {key: value for key, value in changes.items() if key in UPDATABLE or key == "name"}
         if not updatable:
-            return Outcome(False, current, _view(current), _view(current))
+            return EnvironmentChange(False, current, _view(current), _view(current))
         if self.check_mode:
-            return Outcome(True, current, _view(current), {**_view(current), **updatable})
+            return EnvironmentChange(True, current, _view(current), {**_view(current), **updatable})
         updated = self.client.update_prediction_environment(current["id"], updatable)
-        return Outcome(True, updated, _view(current), _view(updated))
+        return EnvironmentChange(True, updated, _view(current), _view(updated))
 
-    def absent(self, name: str | None, environment_id: str | None = None) -> Outcome:
+    def absent(self, name: str | None, environment_id: str | None = None) -> EnvironmentChange:
         try:
             current = self.find(name, environment_id)
         except InvalidEnvironmentRequest:
             if environment_id:
-                return Outcome(False, None)  # already gone
+                return EnvironmentChange(False, None)  # already gone
             raise
         if current is None:
-            return Outcome(False, None)
+            return EnvironmentChange(False, None)
         if self.check_mode:
-            return Outcome(True, None, _view(current), {})
+            return EnvironmentChange(True, None, _view(current), {})
         try:
             deleted = self.client.delete_prediction_environment(current["id"])
         except DataRobotError as exc:
@@ -145,4 +145,4 @@ class PredictionEnvironments:
                 raise InvalidEnvironmentRequest(f"Prediction environment {current['id']} ({current['name']}) is still used "
                                                 "by a deployment: delete or move those deployments first.") from exc
             raise
-        return Outcome(deleted, None, _view(current), {})
+        return EnvironmentChange(deleted, None, _view(current), {})

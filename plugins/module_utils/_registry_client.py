@@ -17,14 +17,10 @@ import re
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable
 from urllib.parse import urlencode, urljoin, urlparse
 
-from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._docker_config import (
-    Credentials,
-    DockerConfigError,
-    credentials_from_docker_config,
-)
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._docker_config import Credentials
 
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._http_retry import RETRY_STATUSES
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import MlopsError
@@ -53,17 +49,6 @@ class RegistryError(MlopsError):
 
 class RegistryAuthError(RegistryError):
     pass
-
-
-# The options of the registry_auth doc fragment, as an argument spec (modules add retries and timeout).
-REGISTRY_AUTH_ARGUMENT_SPEC: dict[str, dict[str, Any]] = dict(
-    username=dict(type="str"),
-    password=dict(type="str", no_log=True),
-    docker_config=dict(type="path"),
-    ca_path=dict(type="path"),
-    validate_certs=dict(type="bool", default=True),
-    insecure=dict(type="bool", default=False),
-)
 
 
 @dataclass
@@ -358,18 +343,6 @@ class RegistryClient:
                                 f"{theirs}, but the manifest sent has digest {ours}: a proxy or the registry changed it. "
                                 "Check what the tag now points at before using it.")
         return ours
-
-
-def client_from_params(registry: str, params: Mapping[str, Any]) -> tuple["RegistryClient", Credentials | None]:
-    """The client a module's registry_auth options (plus retries and timeout) describe, and its credentials."""
-    try:
-        credentials = Credentials(params["username"], params["password"]) if params["username"] else \
-            credentials_from_docker_config(registry, params["docker_config"])
-    except DockerConfigError as exc:
-        raise RegistryAuthError(str(exc)) from exc
-    client = RegistryClient(registry, credentials, ca_path=params["ca_path"], validate_certs=params["validate_certs"],
-                            insecure=params["insecure"], retries=params["retries"], timeout=params["timeout"])
-    return client, credentials
 
 
 def should_retry(status: int, attempt: int, attempts: int) -> bool:

@@ -14,7 +14,7 @@ import os
 import tempfile
 from typing import Any, Callable
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import missing_required_lib
 
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._helm_cli import (
     Helm,
@@ -22,6 +22,7 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
     resolve_chart,
 )
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import MlopsError
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._k8s_module import MlopsK8sModule
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._masking import Masker
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._release_cluster import ReleaseCluster
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._release_errors import (
@@ -41,14 +42,13 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
 from ansible_collections.kubernetes.core.plugins.module_utils.helm import AnsibleHelmModule
 
 
-def run_agent_deployment(k8s_module: Any) -> None:
+def run_agent_deployment(module: MlopsK8sModule) -> None:
     """Reconcile the release the parameters describe; exits the module with its result or failure."""
-    module: AnsibleModule = k8s_module._module  # run_command, tmpdir, no_log_values
     if not HAS_YAML:
         module.fail_json(msg=missing_required_lib("PyYAML"))
     masker = Masker(module.params["secret_value_paths"])
     try:
-        outcome = _reconcile(module, k8s_module, masker)
+        outcome = _reconcile(module, masker)
     except ReleaseFailed as exc:
         _finish(module, masker, str(exc), changed=exc.changed, status=exc.status, drift=exc.drift,
                 **({"diagnostics": exc.diagnostics} if exc.diagnostics else {}))
@@ -57,15 +57,15 @@ def run_agent_deployment(k8s_module: Any) -> None:
     _finish(module, masker, None, **_result(module, outcome))
 
 
-def _finish(module: AnsibleModule, masker: Masker, failed_msg: str | None, **result: Any) -> None:
+def _finish(module: MlopsK8sModule, masker: Masker, failed_msg: str | None, **result: Any) -> None:
     """Every secret string found in values and manifests is hidden from Ansible's output, invocation included."""
-    module.no_log_values.update(masker.secrets)
+    module.hide(masker.secrets)
     if failed_msg is not None:
         module.fail_json(msg=masker.text(failed_msg), **result)
     module.exit_json(**result)
 
 
-def _result(module: AnsibleModule, outcome: Outcome) -> dict[str, Any]:
+def _result(module: MlopsK8sModule, outcome: Outcome) -> dict[str, Any]:
     result: dict[str, Any] = dict(changed=outcome.changed, operation=outcome.action, reasons=outcome.reasons,
                                   status=outcome.status, drift=outcome.drift)
     if module.params["state"] == "present":
@@ -75,7 +75,7 @@ def _result(module: AnsibleModule, outcome: Outcome) -> dict[str, Any]:
     return result
 
 
-def _reconcile(module: AnsibleModule, k8s_module: Any, masker: Masker) -> Outcome:
+def _reconcile(module: MlopsK8sModule, masker: Masker) -> Outcome:
     params = module.params
     if params["wait_timeout"] <= 0:
         raise InvalidReleaseRequest("wait_timeout must be a positive number of seconds.")
@@ -86,7 +86,7 @@ def _reconcile(module: AnsibleModule, k8s_module: Any, masker: Masker) -> Outcom
     params["binary_path"] = _helm_binary(module)
     chart = resolve_chart(params["chart_ref"], params["chart_version"], params["chart_repo_url"]) \
         if params["state"] == "present" else None
-    cluster = ReleaseCluster.connect(k8s_module)  # also says so when the kubeconfig file does not exist
+    cluster = ReleaseCluster.connect(module)  # also says so when the kubeconfig file does not exist
     reconciler = Reconciler(_helm(module), cluster, masker, _values_writer(module), check_mode=module.check_mode,
                             leases=cluster)
     spec = ReleaseSpec(params["release_name"], params["release_namespace"], chart, values, wait=params["wait"],
@@ -97,7 +97,7 @@ def _reconcile(module: AnsibleModule, k8s_module: Any, masker: Masker) -> Outcom
     return reconciler.absent(spec, params["wait"], params["wait_timeout"])
 
 
-def _helm_binary(module: AnsibleModule) -> str:
+def _helm_binary(module: MlopsK8sModule) -> str:
     binary = module.params["binary_path"] or module.get_bin_path("helm")
     if not binary or not os.access(binary, os.X_OK):
         raise InvalidReleaseRequest(f"helm was not found ({module.params['binary_path'] or 'not on PATH'}): install helm >= "
@@ -105,7 +105,7 @@ def _helm_binary(module: AnsibleModule) -> str:
     return binary
 
 
-def _helm(module: AnsibleModule) -> Helm:
+def _helm(module: MlopsK8sModule) -> Helm:
     """helm with kubernetes.core's kubeconfig/context/host/CA settings in its environment."""
     environment = AnsibleHelmModule(module=module).env_update
 
@@ -117,7 +117,7 @@ def _helm(module: AnsibleModule) -> Helm:
     return helm
 
 
-def _values_writer(module: AnsibleModule) -> Callable[[dict[str, Any]], str]:
+def _values_writer(module: MlopsK8sModule) -> Callable[[dict[str, Any]], str]:
     def write_values(values: dict[str, Any]) -> str:
         handle, path = tempfile.mkstemp(prefix="agent-values-", suffix=".json", dir=module.tmpdir)  # mode 0600
         with os.fdopen(handle, "w", encoding="utf-8") as stream:

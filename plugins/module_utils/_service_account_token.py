@@ -18,7 +18,7 @@ import binascii
 import datetime
 import json
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import MlopsError
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._kubernetes import (
@@ -54,7 +54,7 @@ def docker_config(registries: Sequence[str], username: str, token: str) -> dict[
     return {"auths": {registry: {"username": username, "password": token, "auth": auth} for registry in registries}}
 
 
-def secret_docker_config(secret: Optional[Mapping[str, Any]]) -> dict[str, Any]:
+def secret_docker_config(secret: Mapping[str, Any] | None) -> dict[str, Any]:
     """The decoded .dockerconfigjson of a secret, {} when absent or unreadable."""
     data = ((secret or {}).get("data") or {}).get(".dockerconfigjson")
     if not data:
@@ -66,7 +66,7 @@ def secret_docker_config(secret: Optional[Mapping[str, Any]]) -> dict[str, Any]:
     return decoded if isinstance(decoded, dict) else {}
 
 
-def stored_token(config: Mapping[str, Any], registries: Sequence[str], username: str) -> Optional[str]:
+def stored_token(config: Mapping[str, Any], registries: Sequence[str], username: str) -> str | None:
     """The one token the secret gives for exactly these registries and user, else None."""
     auths = config.get("auths") or {}
     if sorted(auths) != sorted(registries):
@@ -77,7 +77,7 @@ def stored_token(config: Mapping[str, Any], registries: Sequence[str], username:
     return tokens.pop() or None
 
 
-def expiry(token: str) -> Optional[datetime.datetime]:
+def expiry(token: str) -> datetime.datetime | None:
     exp = jwt_claims(token).get("exp")
     return datetime.datetime.fromtimestamp(exp, datetime.timezone.utc) if isinstance(exp, (int, float)) else None
 
@@ -88,13 +88,13 @@ class Verdict:
 
     renew: bool
     reason: str
-    expires_at: Optional[datetime.datetime] = None
+    expires_at: datetime.datetime | None = None
     details: dict[str, Any] = field(default_factory=dict)
 
 
-def judge(secret: Optional[Mapping[str, Any]], *, registries: Sequence[str], username: str, wanted_subject: str,
+def judge(secret: Mapping[str, Any] | None, *, registries: Sequence[str], username: str, wanted_subject: str,
           now: datetime.datetime, renew_before: datetime.timedelta,
-          authenticated: Optional[bool]) -> Verdict:
+          authenticated: bool | None) -> Verdict:
     """Decide from the existing secret alone (plus the API server's TokenReview answer, when we could ask)."""
     if secret is None:
         return Verdict(True, "the secret does not exist")
@@ -114,7 +114,7 @@ def judge(secret: Optional[Mapping[str, Any]], *, registries: Sequence[str], use
     return Verdict(False, "the stored token is valid", expires_at)
 
 
-def legacy_token_secret_name(service_account: Mapping[str, Any], secrets: Sequence[Mapping[str, Any]]) -> Optional[str]:
+def legacy_token_secret_name(service_account: Mapping[str, Any], secrets: Sequence[Mapping[str, Any]]) -> str | None:
     """OpenShift < 4.16 keeps a non-expiring token secret, named by its dockercfg secret's annotation."""
     names = {ref.get("name") for ref in (service_account.get("imagePullSecrets") or []) + (service_account.get("secrets") or [])}
     for secret in secrets:
@@ -139,7 +139,7 @@ class ServiceAccountTokens:
     def __init__(self, k8s_client: Any, namespace: str, service_account: str) -> None:
         self._k8s, self.namespace, self.service_account = k8s_client, namespace, service_account
 
-    def _get(self, kind: str, name: str) -> Optional[dict[str, Any]]:
+    def _get(self, kind: str, name: str) -> dict[str, Any] | None:
         from kubernetes.dynamic.exceptions import NotFoundError
 
         try:
@@ -147,13 +147,13 @@ class ServiceAccountTokens:
         except NotFoundError:
             return None
 
-    def account(self) -> Optional[dict[str, Any]]:
+    def account(self) -> dict[str, Any] | None:
         return self._get("ServiceAccount", self.service_account)
 
-    def secret(self, name: str) -> Optional[dict[str, Any]]:
+    def secret(self, name: str) -> dict[str, Any] | None:
         return self._get("Secret", name)
 
-    def legacy_token(self, account: Mapping[str, Any]) -> Optional[str]:
+    def legacy_token(self, account: Mapping[str, Any]) -> str | None:
         refs = [ref.get("name") for ref in (account.get("imagePullSecrets") or []) + (account.get("secrets") or [])]
         secrets = [secret for secret in (self.secret(name) for name in refs if name) if secret]
         name = legacy_token_secret_name(account, secrets)
@@ -168,7 +168,7 @@ class ServiceAccountTokens:
         answer = resource.create(body=body, name=self.service_account, namespace=self.namespace).to_dict()
         return answer["status"]["token"]
 
-    def authenticated(self, token: str) -> Optional[bool]:
+    def authenticated(self, token: str) -> bool | None:
         """The API server's TokenReview verdict; None when we may not ask (the claims decide then)."""
         from kubernetes.dynamic.exceptions import ForbiddenError
 
@@ -181,7 +181,7 @@ class ServiceAccountTokens:
             self.namespace, self.service_account)
 
     def write_secret(self, name: str, config: Mapping[str, Any], annotations: Mapping[str, str],
-                     existing: Optional[Mapping[str, Any]]) -> None:
+                     existing: Mapping[str, Any] | None) -> None:
         body = {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
                 "metadata": {"name": name, "namespace": self.namespace, "annotations": dict(annotations)},
                 "data": {".dockerconfigjson": base64.b64encode(json.dumps(config).encode()).decode()}}
@@ -216,8 +216,19 @@ class Renewal:
     token_lifetime: int
     renew_before: int
 
+    def __post_init__(self) -> None:
+        if not self.registries or not self.username:
+            raise TokenSecretError("registries and username must not be empty.")
+        if self.renew_before >= self.token_lifetime:
+            raise TokenSecretError(f"renew_before ({self.renew_before} s) must be shorter than token_lifetime "
+                                   f"({self.token_lifetime} s), or every run would renew the token.")
 
-def _iso(moment: Optional[datetime.datetime]) -> str:
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> "Renewal":
+        return cls(**{key: params[key] for key in cls.__dataclass_fields__})
+
+
+def _iso(moment: datetime.datetime | None) -> str:
     return moment.isoformat() if moment else ""
 
 
@@ -268,8 +279,8 @@ def _renew(tokens: ServiceAccountTokens, want: Renewal, check_mode: bool, diff: 
     return result
 
 
-def _write_new_token(tokens: ServiceAccountTokens, account: Mapping[str, Any], existing: Optional[Mapping[str, Any]],
-                     want: Renewal) -> tuple[Optional[datetime.datetime], str]:
+def _write_new_token(tokens: ServiceAccountTokens, account: Mapping[str, Any], existing: Mapping[str, Any] | None,
+                     want: Renewal) -> tuple[datetime.datetime | None, str]:
     """Store a fresh token (the legacy one first when `auto` allows it); its expiry and where it came from."""
     token, source = None, "token_request"
     if want.token_source == "auto":

@@ -247,10 +247,10 @@ diagnostics:
       type: list
 """
 
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._k8s_module import MlopsK8sModule
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._release_module import (
     run_agent_deployment,
 )
-from ansible_collections.kubernetes.core.plugins.module_utils.k8s.core import AnsibleK8SModule
 from ansible_collections.kubernetes.core.plugins.module_utils.helm_args_common import (
     HELM_AUTH_ARG_SPEC,
     HELM_AUTH_MUTUALLY_EXCLUSIVE,
@@ -276,11 +276,10 @@ ARGUMENT_SPEC = dict(
 
 
 def main() -> None:
-    # kubernetes.core's module class checks the kubernetes and PyYAML libraries and is what its client wants.
-    k8s_module = AnsibleK8SModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True,
-                                  mutually_exclusive=HELM_AUTH_MUTUALLY_EXCLUSIVE,
-                                  required_if=[("state", "present", ("chart_ref",))])
-    run_agent_deployment(k8s_module)
+    module = MlopsK8sModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True,
+                            mutually_exclusive=HELM_AUTH_MUTUALLY_EXCLUSIVE,
+                            required_if=[("state", "present", ("chart_ref",))])
+    run_agent_deployment(module)
 
 
 if __name__ == "__main__":

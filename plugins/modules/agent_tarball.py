@@ -104,7 +104,7 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
     extract,
     find_tree,
 )
-from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import MlopsError
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import exit_with
 
 
 def _tree(params: dict, check_mode: bool) -> AgentTree:
@@ -119,6 +119,13 @@ def _tree(params: dict, check_mode: bool) -> AgentTree:
                            "(agent_tarball_cache_dir).") from exc
 
 
+def unpack(module: AnsibleModule) -> dict:
+    """The chart tree the parameters name; the module's return values."""
+    tree = _tree(module.params, module.check_mode)
+    return dict(changed=tree.changed, path=tree.path, chart_path=tree.chart_path, chart_version=tree.chart_version,
+                app_version=tree.app_version, checksum=tree.checksum)
+
+
 def main() -> None:
     module = AnsibleModule(
         argument_spec=dict(
@@ -130,12 +137,7 @@ def main() -> None:
         required_one_of=[("src", "path")],
         supports_check_mode=True,
     )
-    try:
-        tree = _tree(module.params, module.check_mode)
-    except MlopsError as exc:
-        module.fail_json(msg=str(exc))
-    module.exit_json(changed=tree.changed, path=tree.path, chart_path=tree.chart_path, chart_version=tree.chart_version,
-                     app_version=tree.app_version, checksum=tree.checksum)
+    exit_with(module, lambda: unpack(module))
 
 
 if __name__ == "__main__":

@@ -132,20 +132,10 @@ unmet:
   elements: str
 """
 
-from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._cluster_requirements import (
-    Minimums,
-    NodeCapacity,
-    assess,
-    is_openshift,
-    parse_version,
-    server_version,
-)
-from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import MlopsError
-from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._kubernetes import (
-    ReadOnlyCluster,
-)
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._cluster_survey import survey
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._k8s_module import MlopsK8sModule
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._kubernetes import ReadOnlyCluster
 from ansible_collections.kubernetes.core.plugins.module_utils.args_common import AUTH_ARG_SPEC
-from ansible_collections.kubernetes.core.plugins.module_utils.k8s.core import AnsibleK8SModule
 
 PERMISSION_SPEC = dict(
     verb=dict(type="str", required=True),
@@ -154,59 +144,22 @@ PERMISSION_SPEC = dict(
     namespace=dict(type="str"),
 )
 
+ARGUMENT_SPEC = dict(
+    AUTH_ARG_SPEC,
+    platform=dict(type="str", choices=["auto", "kubernetes", "openshift"], default="auto"),
+    min_node_cpu=dict(type="str", default="2"),
+    min_node_memory=dict(type="str", default="6Gi"),
+    min_node_ephemeral_storage=dict(type="str", default="40Gi"),
+    permissions=dict(type="list", elements="dict", default=[], options=PERMISSION_SPEC),
+    openshift_permissions=dict(type="list", elements="dict", default=[], options=PERMISSION_SPEC),
+    kubernetes_permissions=dict(type="list", elements="dict", default=[], options=PERMISSION_SPEC),
+    fail_on_unmet=dict(type="bool", default=True),
+)
+
 
 def main() -> None:
-    argument_spec = dict(AUTH_ARG_SPEC)
-    argument_spec.update(
-        platform=dict(type="str", choices=["auto", "kubernetes", "openshift"], default="auto"),
-        min_node_cpu=dict(type="str", default="2"),
-        min_node_memory=dict(type="str", default="6Gi"),
-        min_node_ephemeral_storage=dict(type="str", default="40Gi"),
-        permissions=dict(type="list", elements="dict", default=[], options=PERMISSION_SPEC),
-        openshift_permissions=dict(type="list", elements="dict", default=[], options=PERMISSION_SPEC),
-        kubernetes_permissions=dict(type="list", elements="dict", default=[], options=PERMISSION_SPEC),
-        fail_on_unmet=dict(type="bool", default=True),
-    )
-    module = AnsibleK8SModule(argument_spec=argument_spec, supports_check_mode=True)
-    params = module.params
-    try:
-        minimums = Minimums.from_strings(
-            params["min_node_cpu"], params["min_node_memory"], params["min_node_ephemeral_storage"])
-        cluster = ReadOnlyCluster.connect(module)
-        groups = cluster.api_groups()
-        platform = params["platform"]
-        if platform == "auto":
-            platform = "openshift" if is_openshift(groups) else "kubernetes"
-        openshift_version_text = cluster.openshift_version() if platform == "openshift" else None
-        version = server_version(cluster.version())
-        assessment = assess(
-            version=version,
-            platform=platform,
-            nodes=[NodeCapacity.from_node(node) for node in cluster.nodes()],
-            minimums=minimums,
-            openshift_version=parse_version(openshift_version_text) if openshift_version_text else None,
-        )
-        wanted = params["permissions"] + params[f"{platform}_permissions"]
-        assessment.unmet.extend(cluster.denied_permissions(wanted))
-        ingress_classes = cluster.ingress_classes()
-    except MlopsError as exc:
-        module.fail_json(msg=str(exc))
-
-    result = dict(
-        changed=False,
-        platform=platform,
-        server_version="%d.%d" % version,
-        fitting_nodes=assessment.fitting_nodes,
-        ingress_classes=ingress_classes,
-        unmet=assessment.unmet,
-    )
-    if openshift_version_text:
-        result["openshift_version"] = "%d.%d" % parse_version(openshift_version_text)
-    if assessment.unmet and params["fail_on_unmet"]:
-        module.fail_json(
-            msg="The cluster does not meet the management agent's requirements:\n- " + "\n- ".join(assessment.unmet),
-            **{k: v for k, v in result.items() if k != "changed"})
-    module.exit_json(**result)
+    module = MlopsK8sModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    module.run(lambda: survey(ReadOnlyCluster.connect(module), module.params))
 
 
 if __name__ == "__main__":

@@ -77,9 +77,10 @@ expires_at:
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
 
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._ecr_credentials import (
+    EcrTokenError,
     credentials_from_token,
 )
-from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import MlopsError
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import exit_with
 
 try:
     import botocore
@@ -99,17 +100,19 @@ def _authorization_data(module: AnsibleAWSModule) -> list:
     return answer.get("authorizationData") or []
 
 
-def main() -> None:
-    module = AnsibleAWSModule(argument_spec={"registry_id": {"type": "str"}}, supports_check_mode=True)
+def push_credentials(module: AnsibleAWSModule) -> dict:
+    """The registry login ECR's token gives; the module's return values."""
     data = _authorization_data(module)
     if not data:
-        module.fail_json(msg="ECR returned no authorization data; check registry_id and the region")
-    try:
-        credentials = credentials_from_token(data[0])
-    except MlopsError as exc:
-        module.fail_json(msg=str(exc))
-    module.exit_json(changed=False, registry=credentials.registry, username=credentials.username,
-                     password=credentials.password, expires_at=credentials.expires_at)
+        raise EcrTokenError("ECR returned no authorization data; check registry_id and the region")
+    credentials = credentials_from_token(data[0])
+    return dict(changed=False, registry=credentials.registry, username=credentials.username,
+                password=credentials.password, expires_at=credentials.expires_at)
+
+
+def main() -> None:
+    module = AnsibleAWSModule(argument_spec={"registry_id": {"type": "str"}}, supports_check_mode=True)
+    exit_with(module, lambda: push_credentials(module))
 
 
 if __name__ == "__main__":

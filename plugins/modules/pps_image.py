@@ -190,14 +190,13 @@ elapsed:
   type: float
 """
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import missing_required_lib
 
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._blob_compression import Compression
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._daemon_push import (
     HAS_DOCKER,
     DaemonPusher,
 )
-from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import MlopsError
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._image_archive import ArchiveError
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._image_push import (
     DirectPusher,
@@ -211,11 +210,7 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
     PushCache,
     default_cache_path,
 )
-from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._registry_client import (
-    HAS_REQUESTS,
-    REGISTRY_AUTH_ARGUMENT_SPEC,
-    client_from_params,
-)
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._registry_module import RegistryModule
 
 ARGUMENT_SPEC = dict(
     src=dict(type="path", required=True),
@@ -223,7 +218,6 @@ ARGUMENT_SPEC = dict(
     name=dict(type="str", required=True),
     tag=dict(type="str", required=True),
     additional_tags=dict(type="list", elements="str", default=[]),
-    **REGISTRY_AUTH_ARGUMENT_SPEC,
     method=dict(type="str", choices=["auto", "direct", "daemon"], default="auto"),
     docker_host=dict(type="str"),
     compression=dict(type="str", choices=["gzip", "none"], default="gzip"),
@@ -237,12 +231,12 @@ ARGUMENT_SPEC = dict(
 )
 
 
-def _pusher(module: AnsibleModule) -> DirectPusher | DaemonPusher:
+def _pusher(module: RegistryModule) -> DirectPusher | DaemonPusher:
     """The pusher the parameters ask for, with a registry client that may push to the target."""
     params = module.params
     repository = Repository.parse(params["name"])
     tags = [validate_tag(params["tag"])] + [validate_tag(t) for t in params["additional_tags"]]
-    client, credentials = client_from_params(repository.registry, params)
+    client, credentials = module.registry_client(repository.registry)
     client.check_access(repository.path)
     if params["method"] == "daemon":
         if not HAS_DOCKER:
@@ -256,13 +250,14 @@ def _pusher(module: AnsibleModule) -> DirectPusher | DaemonPusher:
         mount_from=params["mount_from"], cache=PushCache(cache_path), check_mode=module.check_mode)
 
 
-def _push(module: AnsibleModule) -> PushResult:
-    """The push the parameters ask for; a file that cannot be read becomes an ArchiveError naming src."""
+def push(module: RegistryModule) -> dict:
+    """Push the archive the parameters name; the module's return values. An unreadable file is an ArchiveError."""
     params = module.params
     try:
-        return _pusher(module).push(params["src"], params["source_image"])
+        result = _pusher(module).push(params["src"], params["source_image"])
     except OSError as exc:
         raise ArchiveError(f"Cannot read {params['src']}: {exc.strerror or exc}") from exc
+    return _output(result, "daemon" if params["method"] == "daemon" else "direct", module._diff)
 
 
 def _output(result: PushResult, method: str, diff: bool) -> dict:
@@ -280,17 +275,8 @@ def _output(result: PushResult, method: str, diff: bool) -> dict:
 
 
 def main() -> None:
-    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True,
-                           required_together=[("username", "password")])
-    if not HAS_REQUESTS:
-        module.fail_json(msg=missing_required_lib("requests"))
-    params = module.params
-    method = "daemon" if params["method"] == "daemon" else "direct"
-    try:
-        result = _push(module)
-    except MlopsError as exc:
-        module.fail_json(msg=str(exc))
-    module.exit_json(**_output(result, method, module._diff))
+    module = RegistryModule(ARGUMENT_SPEC, supports_check_mode=True)
+    module.run(lambda: push(module))
 
 
 if __name__ == "__main__":

@@ -100,15 +100,17 @@ prediction_environment:
   type: dict
 """
 
-from ansible.module_utils.basic import AnsibleModule, env_fallback, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._datarobot_client import (
+    DATAROBOT_AUTH_ARGUMENT_SPEC,
     HAS_REQUESTS,
     DataRobotClient,
 )
-from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import MlopsError
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import exit_with
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._prediction_environment import (
     Desired,
+    InvalidEnvironmentRequest,
     PredictionEnvironments,
     check_formats,
 )
@@ -116,57 +118,50 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
 PLATFORMS = ["aws", "gcp", "azure", "onPremise", "datarobot", "datarobotServerless", "openShift", "other", "snowflake",
              "sapAiCore"]
 
+ARGUMENT_SPEC = dict(
+    name=dict(type="str"),
+    id=dict(type="str"),
+    state=dict(type="str", choices=["present", "absent"], default="present"),
+    platform=dict(type="str", choices=PLATFORMS, default="other"),
+    description=dict(type="str"),
+    supported_model_formats=dict(type="list", elements="str", default=["datarobot", "customModel"]),
+    managed_by_management_agent=dict(type="bool", default=True),
+    recreate=dict(type="bool", default=False),
+    **DATAROBOT_AUTH_ARGUMENT_SPEC,
+)
+
+
+def manage(module: AnsibleModule) -> dict:
+    """Make the environment what the parameters say; the module's return values."""
+    params = module.params
+    for required, env in (("endpoint", "DATAROBOT_ENDPOINT"), ("api_token", "DATAROBOT_API_TOKEN")):
+        if not params[required]:
+            raise InvalidEnvironmentRequest(f"{required} is required: pass it or set {env}.")
+    if params["state"] == "present":
+        check_formats(params["supported_model_formats"])  # before any call
+    verify = (params["ca_path"] or True) if params["validate_certs"] else False
+    client = DataRobotClient(params["endpoint"], params["api_token"], verify=verify, timeout=params["timeout"])
+    environments = PredictionEnvironments(client, module.check_mode)
+    if params["state"] == "present":
+        name = params["name"] or environments.find(None, params["id"])["name"]
+        desired = Desired(name, params["platform"], params["description"], params["supported_model_formats"],
+                          params["managed_by_management_agent"])
+        change = environments.present(desired, params["id"], params["recreate"])
+    else:
+        change = environments.absent(params["name"], params["id"])
+    result = dict(changed=change.changed, id=(change.environment or {}).get("id", ""))
+    if change.environment:
+        result["prediction_environment"] = change.environment
+    if module._diff:
+        result["diff"] = dict(before=change.before, after=change.after)
+    return result
+
 
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec=dict(
-            name=dict(type="str"),
-            id=dict(type="str"),
-            state=dict(type="str", choices=["present", "absent"], default="present"),
-            platform=dict(type="str", choices=PLATFORMS, default="other"),
-            description=dict(type="str"),
-            supported_model_formats=dict(type="list", elements="str", default=["datarobot", "customModel"]),
-            managed_by_management_agent=dict(type="bool", default=True),
-            recreate=dict(type="bool", default=False),
-            endpoint=dict(type="str", fallback=(env_fallback, ["DATAROBOT_ENDPOINT"])),
-            api_token=dict(type="str", no_log=True, fallback=(env_fallback, ["DATAROBOT_API_TOKEN"])),
-            validate_certs=dict(type="bool", default=True),
-            ca_path=dict(type="path", fallback=(env_fallback, ["DATAROBOT_CA_PATH"])),
-            timeout=dict(type="int", default=60),
-        ),
-        required_one_of=[("name", "id")],
-        supports_check_mode=True,
-    )
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, required_one_of=[("name", "id")], supports_check_mode=True)
     if not HAS_REQUESTS:
         module.fail_json(msg=missing_required_lib("requests"))
-    params = module.params
-    for required in ("endpoint", "api_token"):
-        if not params[required]:
-            env = "DATAROBOT_ENDPOINT" if required == "endpoint" else "DATAROBOT_API_TOKEN"
-            module.fail_json(msg=f"{required} is required: pass it or set {env}.")
-    try:
-        if params["state"] == "present":
-            check_formats(params["supported_model_formats"])  # before any call
-        verify = (params["ca_path"] or True) if params["validate_certs"] else False
-        client = DataRobotClient(params["endpoint"], params["api_token"], verify=verify, timeout=params["timeout"])
-        environments = PredictionEnvironments(client, module.check_mode)
-        if params["state"] == "present":
-            if not params["name"]:
-                current = environments.find(None, params["id"])
-                params["name"] = current["name"]
-            desired = Desired(params["name"], params["platform"], params["description"],
-                              params["supported_model_formats"], params["managed_by_management_agent"])
-            outcome = environments.present(desired, params["id"], params["recreate"])
-        else:
-            outcome = environments.absent(params["name"], params["id"])
-    except MlopsError as exc:
-        module.fail_json(msg=str(exc))
-    result = dict(changed=outcome.changed, id=(outcome.environment or {}).get("id", ""))
-    if outcome.environment:
-        result["prediction_environment"] = outcome.environment
-    if module._diff:
-        result["diff"] = dict(before=outcome.before, after=outcome.after)
-    module.exit_json(**result)
+    exit_with(module, lambda: manage(module))
 
 
 if __name__ == "__main__":

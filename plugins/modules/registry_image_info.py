@@ -79,46 +79,30 @@ media_type:
 import hashlib
 import re
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-
-from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import MlopsError
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._image_reference import (
     Repository,
     validate_tag,
 )
-from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._registry_client import (
-    HAS_REQUESTS,
-    REGISTRY_AUTH_ARGUMENT_SPEC,
-    client_from_params,
-)
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._registry_module import RegistryModule
 
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 
+ARGUMENT_SPEC = dict(
+    name=dict(type="str", required=True),
+    tag=dict(type="str", required=True),
+    retries=dict(type="int", default=3),
+    timeout=dict(type="int", default=60),
+)
 
-def main() -> None:
-    module = AnsibleModule(
-        argument_spec=dict(
-            name=dict(type="str", required=True),
-            tag=dict(type="str", required=True),
-            **REGISTRY_AUTH_ARGUMENT_SPEC,
-            retries=dict(type="int", default=3),
-            timeout=dict(type="int", default=60),
-        ),
-        required_together=[("username", "password")],
-        supports_check_mode=True,
-    )
-    if not HAS_REQUESTS:
-        module.fail_json(msg=missing_required_lib("requests"))
+
+def look_up(module: RegistryModule) -> dict:
+    """Whether the registry has name:tag, and its manifest digest and media type."""
     params = module.params
-    try:
-        repository = Repository.parse(params["name"])
-        # Looking up "latest" is harmless; only pushing it is refused elsewhere.
-        reference = params["tag"] if _DIGEST.match(params["tag"]) or params["tag"] == "latest" else \
-            validate_tag(params["tag"])
-        client = client_from_params(repository.registry, params)[0]
-        found = client.manifest(repository.path, reference)
-    except MlopsError as exc:
-        module.fail_json(msg=str(exc))
+    repository = Repository.parse(params["name"])
+    # Looking up "latest" is harmless; only pushing it is refused elsewhere.
+    reference = params["tag"] if _DIGEST.match(params["tag"]) or params["tag"] == "latest" else \
+        validate_tag(params["tag"])
+    found = module.registry_client(repository.registry)[0].manifest(repository.path, reference)
     separator = "@" if reference.startswith("sha256:") else ":"
     result = dict(changed=False, exists=found is not None, image=f"{repository}{separator}{reference}", digest="",
                   media_type="")
@@ -126,7 +110,12 @@ def main() -> None:
         digest, media_type, body = found
         result.update(digest=digest or f"sha256:{hashlib.sha256(body).hexdigest()}",
                       media_type=media_type.split(";", 1)[0].strip())
-    module.exit_json(**result)
+    return result
+
+
+def main() -> None:
+    module = RegistryModule(ARGUMENT_SPEC, supports_check_mode=True)
+    module.run(lambda: look_up(module))
 
 
 if __name__ == "__main__":

@@ -98,42 +98,36 @@ token_source:
   type: str
 """
 
-from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import MlopsError
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._k8s_module import MlopsK8sModule
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._service_account_token import (
     Renewal,
     renew_registry_secret,
 )
 from ansible_collections.kubernetes.core.plugins.module_utils.args_common import AUTH_ARG_SPEC
-from ansible_collections.kubernetes.core.plugins.module_utils.k8s.core import AnsibleK8SModule
+
+ARGUMENT_SPEC = dict(
+    AUTH_ARG_SPEC,
+    namespace=dict(type="str", required=True),
+    service_account=dict(type="str", required=True),
+    name=dict(type="str", default="registry-creds"),
+    registries=dict(type="list", elements="str", required=True),
+    username=dict(type="str", default="serviceaccount"),
+    token_source=dict(type="str", choices=["auto", "token_request"], default="auto"),
+    token_lifetime=dict(type="int", default=7776000, no_log=False),
+    renew_before=dict(type="int", default=2592000),
+)
 
 
 def main() -> None:
-    argument_spec = dict(AUTH_ARG_SPEC)
-    argument_spec.update(
-        namespace=dict(type="str", required=True),
-        service_account=dict(type="str", required=True),
-        name=dict(type="str", default="registry-creds"),
-        registries=dict(type="list", elements="str", required=True),
-        username=dict(type="str", default="serviceaccount"),
-        token_source=dict(type="str", choices=["auto", "token_request"], default="auto"),
-        token_lifetime=dict(type="int", default=7776000, no_log=False),
-        renew_before=dict(type="int", default=2592000),
-    )
-    module = AnsibleK8SModule(argument_spec=argument_spec, supports_check_mode=True)
-    params = module.params
-    if not params["registries"] or not params["username"]:
-        module.fail_json(msg="registries and username must not be empty.")
-    if params["renew_before"] >= params["token_lifetime"]:
-        module.fail_json(msg=f"renew_before ({params['renew_before']} s) must be shorter than token_lifetime "
-                             f"({params['token_lifetime']} s), or every run would renew the token.")
-    from ansible_collections.kubernetes.core.plugins.module_utils.k8s.client import get_api_client
+    module = MlopsK8sModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
 
-    want = Renewal(**{key: params[key] for key in Renewal.__dataclass_fields__})
-    try:
-        result = renew_registry_secret(lambda: get_api_client(module=module), want, module.check_mode, module._diff)
-    except MlopsError as exc:
-        module.fail_json(msg=str(exc))
-    module.exit_json(**result)
+    def connect():
+        from ansible_collections.kubernetes.core.plugins.module_utils.k8s.client import get_api_client
+
+        return get_api_client(module=module)
+
+    module.run(lambda: renew_registry_secret(connect, Renewal.from_params(module.params), module.check_mode,
+                                             module._diff))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
     RegistryAuthError,
     RegistryClient,
     RegistryError,
-    client_from_params,
     retry_delay,
     should_retry,
 )
@@ -227,22 +226,6 @@ def test_a_chunk_answer_moves_the_location():
     upload = client.send("app", [b"abc"])
     assert upload == OpenUpload("/v2/app/blobs/uploads/u1?n=2", 3, ("repository:app:pull,push",))
     assert session.calls[1][2]["headers"]["Content-Range"] == "0-2"
-
-
-# --- client_from_params ---------------------------------------------------------------------------------------------
-
-def params(**overrides) -> dict:
-    return {"username": None, "password": None, "docker_config": None, "ca_path": None, "validate_certs": True,
-            "insecure": False, "retries": 5, "timeout": 300, **overrides}
-
-
-def test_explicit_login_wins_and_an_unreadable_docker_config_is_an_auth_error(tmp_path):
-    credentials = client_from_params(REGISTRY, params(username="u", password="p"))[1]
-    assert credentials == Credentials("u", "p")
-    broken = tmp_path / "config.json"
-    broken.write_text("{")
-    with pytest.raises(RegistryAuthError, match="Cannot read docker config"):
-        client_from_params(REGISTRY, params(docker_config=str(broken)))
 
 
 # --- put_manifest ---------------------------------------------------------------------------------------------------
