@@ -2,8 +2,8 @@
 # Apache License 2.0 (see LICENSE)
 """The management agent's published cluster minimums, as pure functions.
 
-Per node: 2 CPUs, 6 GiB memory and 40 GiB ephemeral storage (the image cache);
-Kubernetes 1.19 or OpenShift 4.6 at least. Keeping the decision apart
+Per node: 2 CPUs, 6 GB memory and 40 GB of instance storage (the image cache), compared with the node's
+capacity as the requirements mean the machine; Kubernetes 1.19 or OpenShift 4.6 at least. Keeping the decision apart
 from the API calls lets preflight be tested on plain data and lets every unmet
 requirement be reported in one message instead of one failure at a time.
 """
@@ -80,51 +80,81 @@ def is_openshift(api_groups: Iterable[str]) -> bool:
 
 @dataclass(frozen=True)
 class Minimums:
-    """Per-node minimums the agent needs: 2+ CPUs, 6+ GiB memory, 40+ GiB storage (image cache)."""
+    """Per-node minimums as the agent's requirements state them: 2+ CPUs, 6+ GB memory, 40+ GB instance storage.
+
+    They describe the machine (its capacity), not what is left for pods after the kubelet's reservations: a
+    standard 2-vCPU node has about 1.9 allocatable CPUs. Storage defaults to 38 GB, what the filesystem of a
+    40 GB disk reports.
+    """
 
     cpu: Decimal = Decimal(2)
-    memory: Decimal = Decimal(6 * GIB)
-    ephemeral_storage: Decimal = Decimal(40 * GIB)
+    memory: Decimal = Decimal(6 * 10**9)
+    ephemeral_storage: Decimal = Decimal(38 * 10**9)
+    text: tuple[str, str, str] = ("2", "6G", "38G")
 
     @classmethod
     def from_strings(cls, cpu: str, memory: str, ephemeral_storage: str) -> "Minimums":
-        return cls(parse_quantity(cpu), parse_quantity(memory), parse_quantity(ephemeral_storage))
+        return cls(parse_quantity(cpu), parse_quantity(memory), parse_quantity(ephemeral_storage),
+                   (cpu, memory, ephemeral_storage))
+
+
+@dataclass(frozen=True)
+class Resources:
+    cpu: Decimal
+    memory: Decimal
+    ephemeral_storage: Decimal
+
+    @classmethod
+    def read(cls, quantities: Mapping[str, Any]) -> "Resources":
+        return cls(parse_quantity(quantities.get("cpu", "0")), parse_quantity(quantities.get("memory", "0")),
+                   parse_quantity(quantities.get("ephemeral-storage", "0")))
+
+    def as_dict(self) -> dict[str, str]:
+        return {"cpu": _cores(self.cpu), "memory": _gib(self.memory), "ephemeral_storage": _gib(self.ephemeral_storage)}
 
 
 @dataclass(frozen=True)
 class NodeCapacity:
+    """A node as preflight judges it: its capacity against the minimums, its allocatable shown beside."""
+
     name: str
-    cpu: Decimal
-    memory: Decimal
-    ephemeral_storage: Decimal
+    capacity: Resources
+    allocatable: Resources
     schedulable: bool = True
 
     @classmethod
     def from_node(cls, node: Mapping[str, Any]) -> "NodeCapacity":
-        """Read a Node object (as a dict); allocatable is what pods can really use."""
+        """Read a Node object (as a dict); a node that reports only one of capacity/allocatable uses it for both."""
         status = node.get("status") or {}
-        allocatable = status.get("allocatable") or status.get("capacity") or {}
+        capacity = status.get("capacity") or status.get("allocatable") or {}
+        allocatable = status.get("allocatable") or capacity
         conditions = {c.get("type"): c.get("status") for c in status.get("conditions") or []}
         spec = node.get("spec") or {}
         return cls(
             name=(node.get("metadata") or {}).get("name", "<unnamed>"),
-            cpu=parse_quantity(allocatable.get("cpu", "0")),
-            memory=parse_quantity(allocatable.get("memory", "0")),
-            ephemeral_storage=parse_quantity(allocatable.get("ephemeral-storage", "0")),
+            capacity=Resources.read(capacity),
+            allocatable=Resources.read(allocatable),
             schedulable=not spec.get("unschedulable", False) and conditions.get("Ready") == "True",
         )
 
     def shortfalls(self, minimums: Minimums) -> list[str]:
+        """One phrase per resource whose capacity is below the minimum, allocatable in brackets."""
         gaps = []
-        if self.cpu < minimums.cpu:
-            gaps.append(f"cpu {_cores(self.cpu)} < {_cores(minimums.cpu)}")
-        if self.memory < minimums.memory:
-            gaps.append(f"memory {_gib(self.memory)} < {_gib(minimums.memory)}")
-        if self.ephemeral_storage < minimums.ephemeral_storage:
-            gaps.append(f"ephemeral-storage {_gib(self.ephemeral_storage)} < {_gib(minimums.ephemeral_storage)}")
+        for label, show, have, free, need, need_text in (
+                ("cpu", _cores, self.capacity.cpu, self.allocatable.cpu, minimums.cpu, minimums.text[0]),
+                ("memory", _gib, self.capacity.memory, self.allocatable.memory, minimums.memory, minimums.text[1]),
+                ("ephemeral-storage", _gib, self.capacity.ephemeral_storage, self.allocatable.ephemeral_storage,
+                 minimums.ephemeral_storage, minimums.text[2])):
+            if have < need:
+                gaps.append(f"{label} capacity {show(have)} ({show(free)} allocatable) < {need_text}")
         if not self.schedulable:
             gaps.append("not Ready or cordoned")
         return gaps
+
+    def report(self, minimums: Minimums) -> dict[str, Any]:
+        """The node as the module returns it."""
+        return {"name": self.name, "capacity": self.capacity.as_dict(), "allocatable": self.allocatable.as_dict(),
+                "schedulable": self.schedulable, "shortfalls": self.shortfalls(minimums)}
 
 
 def _cores(value: Decimal) -> str:
@@ -143,6 +173,7 @@ class Assessment:
     version: tuple[int, int]
     fitting_nodes: list[str] = field(default_factory=list)
     unmet: list[str] = field(default_factory=list)
+    nodes: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -165,12 +196,14 @@ def assess(
         result.unmet.append(
             "OpenShift %d.%d is older than the supported %d.%d: upgrade the cluster."
             % (openshift_version + MIN_OPENSHIFT))
-    node_list = list(nodes)
-    gaps = {node.name: node.shortfalls(minimums) for node in node_list}
-    result.fitting_nodes = sorted(name for name, gap in gaps.items() if not gap)
+    result.nodes = sorted((node.report(minimums) for node in nodes), key=lambda node: node["name"])
+    result.fitting_nodes = [node["name"] for node in result.nodes if not node["shortfalls"]]
     if not result.fitting_nodes:
-        detail = "; ".join(f"{name}: {', '.join(gap)}" for name, gap in sorted(gaps.items())) or "the cluster has no nodes"
+        detail = "; ".join(f"{node['name']}: {', '.join(node['shortfalls'])}" for node in result.nodes) or \
+            "the cluster has no nodes"
+        cpu, memory, storage = minimums.text
         result.unmet.append(
-            f"No schedulable node has at least {_cores(minimums.cpu)} CPU, {_gib(minimums.memory)} memory and "
-            f"{_gib(minimums.ephemeral_storage)} ephemeral storage ({detail}): add or resize a node pool.")
+            f"No schedulable node has at least {cpu} CPU, {memory} memory and {storage} ephemeral storage "
+            f"(node capacity) ({detail}): add or resize a node pool, or lower the minimums (min_node_cpu, "
+            "min_node_memory, min_node_ephemeral_storage; mlops_preflight_min_node_* in the preflight role).")
     return result

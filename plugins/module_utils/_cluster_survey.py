@@ -42,13 +42,14 @@ def survey(cluster: ReadOnlyCluster, params: Mapping[str, Any]) -> dict[str, Any
     assessment = assess(
         version=version,
         platform=platform,
-        nodes=[NodeCapacity.from_node(node) for node in cluster.nodes()],
+        nodes=[NodeCapacity.from_node(node) for node in cluster.nodes(params["node_selector"] or "")],
         minimums=minimums,
         openshift_version=parse_version(openshift_version_text) if openshift_version_text else None,
     )
     assessment.unmet.extend(cluster.denied_permissions(params["permissions"] + params[f"{platform}_permissions"]))
     result = dict(changed=False, platform=platform, server_version="%d.%d" % version,
-                  fitting_nodes=assessment.fitting_nodes, ingress_classes=cluster.ingress_classes(),
+                  fitting_nodes=assessment.fitting_nodes, nodes=assessment.nodes,
+                  ingress_classes=cluster.ingress_classes(),
                   unmet=assessment.unmet)
     if openshift_version_text:
         result["openshift_version"] = "%d.%d" % parse_version(openshift_version_text)

@@ -96,14 +96,17 @@ class ReadOnlyCluster:
         answer = self._ask("the API groups", lambda: self._k8s.client.request("get", "/apis"))
         return sorted(group["name"] for group in answer.to_dict().get("groups", []))
 
-    def _list(self, what: str, api_version: str, kind: str) -> list[dict[str, Any]]:
+    def _list(self, what: str, api_version: str, kind: str, **query: str) -> list[dict[str, Any]]:
         def call() -> list[dict[str, Any]]:
             resource = self._k8s.resource(kind, api_version)
-            return resource.get().to_dict().get("items", [])
+            return resource.get(**query).to_dict().get("items", [])
 
         return self._ask(what, call)
 
-    def nodes(self) -> list[dict[str, Any]]:
+    def nodes(self, label_selector: str = "") -> list[dict[str, Any]]:
+        """Every node, or those the label selector picks (the pool the agent runs on)."""
+        if label_selector:
+            return self._list("nodes", "v1", "Node", label_selector=label_selector)
         return self._list("nodes", "v1", "Node")
 
     def ingress_classes(self) -> list[str]:

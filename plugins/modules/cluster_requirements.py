@@ -33,17 +33,26 @@ options:
     choices: [auto, kubernetes, openshift]
     default: auto
   min_node_cpu:
-    description: Allocatable CPU one node must have at least, as a Kubernetes quantity.
+    description:
+      - CPUs one node must have at least (node capacity), as a Kubernetes quantity.
+      - Capacity, not allocatable, is compared, as the agent's requirements mean the machine; a standard 2-vCPU
+        node has about 1.9 allocatable CPUs. Allocatable is shown beside it in I(nodes) and in the message.
     type: str
     default: "2"
   min_node_memory:
-    description: Allocatable memory one node must have at least, as a Kubernetes quantity.
+    description: Memory one node must have at least (node capacity), as a Kubernetes quantity. C(6G) is the
+      requirements' 6 GB.
     type: str
-    default: 6Gi
+    default: 6G
   min_node_ephemeral_storage:
-    description: Allocatable ephemeral storage (the image cache) one node must have at least.
+    description: Ephemeral storage (the image cache) one node must have at least (node capacity). The default
+      C(38G) is what the filesystem of the requirements' 40 GB disk reports.
     type: str
-    default: 40Gi
+    default: 38G
+  node_selector:
+    description: Label selector of the nodes to judge, e.g. the node pool the agent runs on
+      (C(eks.amazonaws.com/nodegroup=mlops)). Default every node.
+    type: str
   permissions:
     description:
       - Actions the caller must be allowed to perform; each is checked with a SelfSubjectAccessReview.
@@ -120,6 +129,17 @@ fitting_nodes:
   returned: always
   type: list
   elements: str
+nodes:
+  description: Each node judged, with its capacity, its allocatable resources and what it falls short of.
+  returned: always
+  type: list
+  elements: dict
+  sample:
+    - name: ip-10-0-1-23.ec2.internal
+      capacity: {cpu: "2", memory: 7.6Gi, ephemeral_storage: 80.0Gi}
+      allocatable: {cpu: "1.93", memory: 6.9Gi, ephemeral_storage: 71.0Gi}
+      schedulable: true
+      shortfalls: []
 ingress_classes:
   description: Names of the IngressClass objects the cluster has.
   returned: always
@@ -148,8 +168,9 @@ ARGUMENT_SPEC = dict(
     AUTH_ARG_SPEC,
     platform=dict(type="str", choices=["auto", "kubernetes", "openshift"], default="auto"),
     min_node_cpu=dict(type="str", default="2"),
-    min_node_memory=dict(type="str", default="6Gi"),
-    min_node_ephemeral_storage=dict(type="str", default="40Gi"),
+    min_node_memory=dict(type="str", default="6G"),
+    min_node_ephemeral_storage=dict(type="str", default="38G"),
+    node_selector=dict(type="str"),
     permissions=dict(type="list", elements="dict", default=[], options=PERMISSION_SPEC),
     openshift_permissions=dict(type="list", elements="dict", default=[], options=PERMISSION_SPEC),
     kubernetes_permissions=dict(type="list", elements="dict", default=[], options=PERMISSION_SPEC),

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 
 import pytest
 
 from ansible_cli import ansible_env, run_module, run_playbook
 from conftest import kubectl
+from fixtures.node_shapes import SHAPES, node_object
 
 MODULE = "datarobot_mlops.management_agent.cluster_requirements"
 
@@ -31,14 +33,15 @@ def test_all_unmet_requirements_are_listed_in_one_message(rig, check):
     msg = outcome.result["msg"]
     assert msg.startswith("The cluster does not meet the management agent's requirements:")
     for node in ("rig-node-1", "rig-node-2", "rig-node-3"):
-        assert f"{node}: cpu 2 < 4, memory 6.0Gi < 8.0Gi" in msg
+        assert f"{node}: cpu capacity 2 (2 allocatable) < 4, memory capacity 6.0Gi (6.0Gi allocatable) < 8Gi" in msg
     assert "Traceback" not in outcome.stdout + outcome.stderr
 
 
 def test_report_only_mode_returns_findings_without_failing(rig):
     outcome = run_module(MODULE, {"min_node_ephemeral_storage": "100Gi", "fail_on_unmet": False})
     assert not outcome.failed
-    assert len(outcome.result["unmet"]) == 1 and "ephemeral-storage 40.0Gi < 100.0Gi" in outcome.result["unmet"][0]
+    assert len(outcome.result["unmet"]) == 1 and "ephemeral-storage capacity 40.0Gi (40.0Gi allocatable) < 100Gi" in \
+        outcome.result["unmet"][0]
 
 
 def test_missing_permissions_are_named(rig, namespace, tmp_path):
@@ -98,3 +101,43 @@ def test_module_defaults_of_our_k8s_group_reach_our_module_and_kubernetes_core_a
     assert len(run.task("theirs from kubeconfig")["resources"]) == 3
     assert "Cannot reach the API server at https://127.0.0.1:9" in run.task("ours from host")["msg"]
     assert run.task("theirs from host").get("failed")
+
+
+@pytest.fixture
+def shaped_nodes(rig):
+    """One kwok node per instance shape, labelled for this test and tainted so that no other test's pod lands there."""
+    run = uuid.uuid4().hex[:6]
+    nodes = []
+    for shape in SHAPES:
+        node = node_object(f"{shape}-{run}", shape, {"mlops-test/shapes": run, "mlops-test/shape": shape})
+        node["metadata"]["annotations"] = {"kwok.x-k8s.io/node": "fake"}
+        node["spec"] = {"taints": [{"key": "mlops-test/shapes", "value": run, "effect": "NoSchedule"}]}
+        nodes.append(node)
+    kubectl("create", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": nodes}))
+    kubectl("wait", "--for=condition=Ready", "node", "-l", f"mlops-test/shapes={run}", "--timeout=60s")
+    yield run
+    kubectl("delete", "node", "-l", f"mlops-test/shapes={run}", "--wait=false", check=False)
+
+
+def test_nodes_shaped_like_real_instance_types_are_judged_by_capacity(shaped_nodes):
+    outcome = run_module(MODULE, {"node_selector": f"mlops-test/shapes={shaped_nodes}", "fail_on_unmet": False})
+    assert not outcome.failed, outcome.result.get("msg")
+    by_shape = {node["name"].rsplit("-", 1)[0]: node for node in outcome.result["nodes"]}
+    assert sorted(by_shape) == sorted(SHAPES)
+    for shape, (capacity, _allocatable, fits) in SHAPES.items():
+        node = by_shape[shape]
+        print(f"{shape}: capacity {node['capacity']}, allocatable {node['allocatable']}, "
+              f"shortfalls {node['shortfalls'] or 'none'}")
+        assert (not node["shortfalls"]) is fits, node
+        assert node["capacity"]["cpu"] == capacity["cpu"]
+    assert sorted(outcome.result["fitting_nodes"]) == sorted(f"{shape}-{shaped_nodes}" for shape, (_, _, fits)
+                                                             in SHAPES.items() if fits)
+
+
+def test_a_pool_of_too_small_nodes_is_refused_naming_the_node_and_what_it_lacks(shaped_nodes):
+    selector = f"mlops-test/shapes={shaped_nodes},mlops-test/shape=eks-t3-medium"
+    outcome = run_module(MODULE, {"node_selector": selector})
+    assert outcome.failed
+    assert (f"eks-t3-medium-{shaped_nodes}: memory capacity 3.8Gi (3.2Gi allocatable) < 6G"
+            in outcome.result["msg"]), outcome.result["msg"]
+    assert outcome.result["fitting_nodes"] == [] and len(outcome.result["nodes"]) == 1

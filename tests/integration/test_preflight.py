@@ -37,7 +37,7 @@ def test_every_problem_is_listed_in_one_failure(rig):
     message = run.failure()
     lines = message.split("\n- ")
     assert lines[0] == "The cluster is not ready for the management agent:"
-    assert any("memory 6.0Gi < 64.0Gi" in line for line in lines)
+    assert any("memory capacity 6.0Gi (6.0Gi allocatable) < 64Gi" in line for line in lines)
     assert "helm (/nonexistent/helm) was not found or did not run: install helm >= 3.8.0" in message
     assert f"Registry {rig['RIG_REGISTRY']} rejected the credentials (HTTP 401)" in message
     assert "No ingress class absent-class exists and ingress_nginx will not install one" in message
@@ -66,8 +66,9 @@ def test_only_small_nodes(rig):
         kubectl("delete", "node", "rig-node-1", "rig-node-2", "rig-node-3")
         run = run_playbook(PLAYBOOK)
         assert run.returncode != 0
-        assert ("No schedulable node has at least 2 CPU, 6.0Gi memory and 40.0Gi ephemeral storage (small-node: "
-                "cpu 1 < 2, memory 2.0Gi < 6.0Gi, ephemeral-storage 10.0Gi < 40.0Gi): add or resize a node pool."
+        assert ("No schedulable node has at least 2 CPU, 6G memory and 38G ephemeral storage (node capacity) "
+                "(small-node: cpu capacity 1 (1 allocatable) < 2, memory capacity 2.0Gi (2.0Gi allocatable) < 6G, "
+                "ephemeral-storage capacity 10.0Gi (10.0Gi allocatable) < 38G): add or resize a node pool"
                 in run.failure())
     finally:
         kubectl("delete", "node", "small-node", check=False)

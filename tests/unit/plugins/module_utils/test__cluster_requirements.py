@@ -15,6 +15,7 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
     parse_version,
     server_version,
 )
+from fixtures.node_shapes import SHAPES, node_object
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -70,8 +71,10 @@ def test_every_gap_is_listed_in_one_assessment():
     assert result.fitting_nodes == []
     assert result.unmet[0] == "Kubernetes 1.18 is older than the supported 1.19: upgrade the cluster."
     nodes_line = result.unmet[1]
-    for fragment in ("small: cpu 1.5 < 2, memory 4.0Gi < 6.0Gi", "cordoned: not Ready or cordoned",
-                     "disk: ephemeral-storage 20.0Gi < 40.0Gi", "add or resize a node pool"):
+    for fragment in ("small: cpu capacity 1.5 (1.5 allocatable) < 2, memory capacity 4.0Gi (4.0Gi allocatable) < 6G",
+                     "cordoned: not Ready or cordoned",
+                     "disk: ephemeral-storage capacity 20.0Gi (20.0Gi allocatable) < 38G", "add or resize a node pool",
+                     "min_node_memory"):
         assert fragment in nodes_line
 
 
@@ -83,7 +86,7 @@ def test_old_openshift_is_refused_even_on_a_new_kubernetes():
 def test_custom_minimums_are_honoured():
     minimums = Minimums.from_strings("4", "16Gi", "100Gi")
     result = assess((1, 30), "kubernetes", [NodeCapacity.from_node(node("a"))], minimums)
-    assert "at least 4 CPU, 16.0Gi memory and 100.0Gi ephemeral storage" in result.unmet[0]
+    assert "at least 4 CPU, 16Gi memory and 100Gi ephemeral storage" in result.unmet[0]
 
 
 def test_no_nodes_at_all_is_reported():
@@ -95,3 +98,21 @@ def test_version_text_forms():
     assert parse_version("4.14.3") == (4, 14)
     with pytest.raises(RequirementError):
         parse_version("stable")
+
+
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+def test_real_instance_types_are_judged_by_capacity_with_allocatable_shown(shape):
+    fits = SHAPES[shape][2]
+    result = assess((1, 30), "kubernetes", [NodeCapacity.from_node(node_object(shape, shape))])
+    assert result.ok is fits, result.unmet
+    report = result.nodes[0]
+    assert report["capacity"]["cpu"] == "2" and report["allocatable"]["cpu"] in ("1.93", "1.9")
+    if not fits:
+        assert f"{shape}: memory capacity 3.8Gi (3.2Gi allocatable) < 6G" in result.unmet[0]
+
+
+def test_minimums_given_by_the_user_are_named_as_given():
+    nodes = [NodeCapacity.from_node(node_object("n", "eks-m5-large"))]
+    result = assess((1, 30), "kubernetes", nodes, Minimums.from_strings("4", "16Gi", "100G"))
+    assert "at least 4 CPU, 16Gi memory and 100G ephemeral storage" in result.unmet[0]
+    assert "cpu capacity 2 (1.93 allocatable) < 4" in result.unmet[0]

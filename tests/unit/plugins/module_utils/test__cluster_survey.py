@@ -31,7 +31,8 @@ class Cluster:
     def version(self):
         return {"major": "1", "minor": self.minor, "gitVersion": f"v1.{self.minor}.0"}
 
-    def nodes(self):
+    def nodes(self, label_selector=""):
+        self.selector = label_selector
         return self._nodes
 
     def denied_permissions(self, wanted):
@@ -45,14 +46,16 @@ class Cluster:
 def params(**overrides) -> dict:
     return {"platform": "auto", "min_node_cpu": "2", "min_node_memory": "6Gi", "min_node_ephemeral_storage": "40Gi",
             "permissions": [{"verb": "get"}], "kubernetes_permissions": [{"verb": "k8s"}],
-            "openshift_permissions": [{"verb": "ocp"}], "fail_on_unmet": True, **overrides}
+            "openshift_permissions": [{"verb": "ocp"}], "fail_on_unmet": True, "node_selector": None, **overrides}
 
 
 def test_a_fitting_kubernetes_cluster_reports_its_facts_and_asks_the_kubernetes_permissions():
     cluster = Cluster(nodes=[node("a"), node("small", cpu="1")])
-    result = survey(cluster, params())
+    result = survey(cluster, params(node_selector="pool=mlops"))
+    nodes = result.pop("nodes")
     assert result == {"changed": False, "platform": "kubernetes", "server_version": "1.30", "fitting_nodes": ["a"],
                       "ingress_classes": ["nginx"], "unmet": []}
+    assert [node["name"] for node in nodes] == ["a", "small"] and cluster.selector == "pool=mlops"
     assert cluster.asked_permissions == [{"verb": "get"}, {"verb": "k8s"}]
 
 
