@@ -27,6 +27,7 @@ Runner = Callable[[Sequence[str]], "tuple[int, str, str]"]
 
 MIN_HELM = (3, 8, 0)
 SERVER_DRY_RUN = (3, 13, 0)  # `--dry-run=server`: render with the cluster's capabilities and lookups
+LABELS = (3, 13, 0)  # release labels: `upgrade --labels`, `list --selector`
 
 
 class HelmError(MlopsError):
@@ -217,6 +218,10 @@ class Helm:
             raise HelmError(f"{what} failed: {detail}" + (f"\n{hint}" if hint else ""), detail)
         return out
 
+    @property
+    def labels_supported(self) -> bool:
+        return self.version >= LABELS
+
     def check_version(self) -> tuple[int, int, int]:
         out = self._helm(["version", "--template", "{{.Version}}"], "helm version")
         self.version = parse_helm_version(out)
@@ -237,10 +242,24 @@ class Helm:
 
     def release(self, release: str, namespace: str, revision: int) -> tuple[dict[str, Any], str]:
         """Values (user-supplied) and manifest of one revision."""
+        document = self._status(release, namespace, revision)
+        return document.get("config") or {}, document.get("manifest") or ""
+
+    def _status(self, release: str, namespace: str, revision: int) -> dict[str, Any]:
         out = self._helm(["status", release, "-n", namespace, "--revision", str(revision), "-o", "json"],
                          f"helm status {release} --revision {revision}")
-        document = json.loads(out)
-        return document.get("config") or {}, document.get("manifest") or ""
+        return json.loads(out)
+
+    def deleted_at(self, release: str, namespace: str, revision: int) -> str:
+        """When helm started uninstalling the release (RFC 3339), or "" when it did not."""
+        return str((self._status(release, namespace, revision).get("info") or {}).get("deleted") or "")
+
+    def labelled_revision(self, release: str, namespace: str, key: str, value: str) -> int | None:
+        """The latest revision of the release when it carries release label key=value (helm >= 3.13), else None."""
+        out = self._helm(["list", "-n", namespace, "--filter", f"^{re.escape(release)}$", "--all", "--selector",
+                          f"{key}={value}", "-o", "json"], f"helm list {release}")
+        found = [entry for entry in json.loads(out or "[]") if entry.get("name") == release]
+        return int(found[0]["revision"]) if found else None
 
     def _upgrade_argv(self, release: str, namespace: str, chart: ChartSource, values_file: str) -> list[str]:
         return ["upgrade", release, *chart.argv(), "--install", "-n", namespace, "--reset-values",
@@ -256,17 +275,28 @@ class Helm:
                         str(metadata.get("appVersion", "") or ""), document.get("manifest") or "",
                         document.get("config") or {})
 
+    def chart_name(self, chart: ChartSource) -> str:
+        """The name in the chart's Chart.yaml (`helm show chart`)."""
+        out = self._helm(["show", "chart", *chart.argv()], f"helm show chart {chart.ref}")
+        found = re.search(r"^name:\s*['\"]?([^'\"\s]+)", out, re.M)
+        if not found:
+            raise HelmError(f"helm show chart {chart.ref} gave no chart name: is chart_ref a chart?", out)
+        return found.group(1)
+
     def upgrade(self, release: str, namespace: str, chart: ChartSource, values_file: str, *, wait: bool,
                 timeout: int, create_namespace: bool, description: str,
                 watch: Callable[[], str | None] | None = None, poll: float = 2.0,
-                sleep: Callable[[float], None] = time.sleep) -> None:
-        """`watch`, called every `poll` seconds while helm waits, returns why waiting is pointless, or None."""
+                sleep: Callable[[float], None] = time.sleep, labels: Mapping[str, str] | None = None) -> None:
+        """`watch`, called every `poll` seconds while helm waits, returns why waiting is pointless, or None.
+        `labels` become release labels of the new revision (helm >= 3.13)."""
         argv = self._upgrade_argv(release, namespace, chart, values_file)
         if wait:
             argv += ["--wait", "--timeout", f"{timeout}s"]
         if create_namespace:
             argv.append("--create-namespace")
         argv += ["--description", description]
+        if labels:
+            argv += ["--labels", ",".join(f"{key}={value}" for key, value in sorted(labels.items()))]
         what = f"helm upgrade --install {release}"
         if not (wait and watch and self.spawn):
             self._helm(argv, what)

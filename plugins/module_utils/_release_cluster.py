@@ -110,7 +110,7 @@ class ReleaseCluster(ReadOnlyCluster):
             return call(self._resource(LEASE_API_VERSION, "Lease"))
         except DynamicApiError as exc:
             if exc.status == 409:
-                raise LeaseConflict(name) from exc
+                raise LeaseConflict(namespace, name) from exc
             if exc.status == 404 and what == "Creating":
                 raise NamespaceMissing(namespace) from exc
             hints = {401: "rejected our credentials: refresh the kubeconfig's token or client certificate.",

@@ -85,13 +85,14 @@ def _reconcile(module: MlopsK8sModule, masker: Masker) -> Outcome:
     masker.collect_values(values)
     params["binary_path"] = _helm_binary(module)
     chart = resolve_chart(params["chart_ref"], params["chart_version"], params["chart_repo_url"]) \
-        if params["state"] == "present" else None
+        if params["state"] == "present" or params["chart_ref"] else None
     cluster = ReleaseCluster.connect(module)  # also says so when the kubeconfig file does not exist
     reconciler = Reconciler(_helm(module), cluster, masker, _values_writer(module), check_mode=module.check_mode,
                             leases=cluster)
     spec = ReleaseSpec(params["release_name"], params["release_namespace"], chart, values, wait=params["wait"],
                        wait_timeout=params["wait_timeout"], atomic=params["atomic"],
-                       create_namespace=params["create_namespace"], stuck_timeout=params["stuck_timeout"])
+                       create_namespace=params["create_namespace"], stuck_timeout=params["stuck_timeout"],
+                       force=params["force"])
     if params["state"] == "present":
         return reconciler.present(spec)
     return reconciler.absent(spec, params["wait"], params["wait_timeout"])

@@ -45,6 +45,7 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
     ReleaseFailed,
 )
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._release_guard import (
+    AGENT_CHART,
     BUSY_ERRORS,
     ReleaseGuard,
     describe,
@@ -167,11 +168,8 @@ class Reconciler:
     # -- state: present
 
     def present(self, spec: ReleaseSpec) -> Outcome:
-        guard = self._new_guard(spec)
-        try:
+        with self._new_guard(spec).releasing():
             return self._present(spec)
-        finally:
-            guard.let_go()
 
     def _present(self, spec: ReleaseSpec) -> Outcome:
         guard = self._guard()
@@ -188,6 +186,7 @@ class Reconciler:
         deployed = self._deployed(spec, history)
         values_file = self.write_values(spec.values)
         rendered = self._render(spec, values_file)
+        guard.refuse_foreign(deployed.latest, rendered.chart_name)
         desired_docs = parse_manifest(rendered.manifest)
         self.masker.collect_values(deployed.values)
         self.masker.collect_values(rendered.values)
@@ -395,12 +394,12 @@ class Reconciler:
         """helm upgrade, then the wait for the agent; what went wrong, or None."""
         started = self.clock()
         description = self.masker.text(f"agent_deployment {verb.lower()}: " + "; ".join(reasons))[:200]
-        self._guard().intend(previous + 1)
+        labels = self._guard().intend(previous + 1, "upgrade")
         watch = self.stuck_watch(documents, spec.namespace, spec.stuck_timeout) if spec.stuck_timeout else None
         try:
             self.helm.upgrade(spec.name, spec.namespace, spec.chart, values_file, wait=spec.wait,
                               timeout=spec.wait_timeout, create_namespace=spec.create_namespace,
-                              description=description, watch=watch, poll=self.poll, sleep=self.sleep)
+                              description=description, watch=watch, poll=self.poll, sleep=self.sleep, labels=labels)
             if spec.wait:
                 deadline = max(started + spec.wait_timeout, self.clock() + 10)
                 waiting = self.wait_available(documents, spec.namespace, deadline)
@@ -459,16 +458,15 @@ class Reconciler:
         if guard.interrupted(history) is None:  # a dead run's pending revision is uninstalled with the rest
             guard.refuse_pending(history)
         latest = history[-1]
+        guard.refuse_foreign(latest, self.helm.chart_name(spec.chart) if spec.chart else AGENT_CHART)
         outcome = Outcome(changed=True, action="uninstall", reasons=[f"release {spec.name} is installed"],
                           status=describe(spec.name, spec.namespace, latest), diff=self._absent_diff(spec, latest))
         if not self.check_mode:
-            guard.hold(history)
-            try:
-                guard.intend(latest.revision)
+            with guard.releasing():
+                guard.hold(history)
+                guard.intend(latest.revision, "uninstall")
                 self.helm.uninstall(spec.name, spec.namespace, wait=wait, timeout=timeout)
                 guard.forget()
-            finally:
-                guard.let_go()
             outcome.status = {}
         return outcome
 

@@ -37,6 +37,7 @@ class ReleaseSpec:
     atomic: bool = True
     create_namespace: bool = False
     stuck_timeout: int = 0  # seconds a container may stay in a STUCK_REASONS state before waiting stops; 0: never
+    force: bool = False  # upgrade or uninstall the release even when it holds another chart
 
 
 def merge_values(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:

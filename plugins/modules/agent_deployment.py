@@ -30,10 +30,15 @@ description:
     progress" without touching the release. A revision left C(pending-install), C(pending-upgrade),
     C(pending-rollback) or C(uninstalling) by a run of this module that died (job cancelled, process killed, API
     server gone mid-write) is recovered by the next run - rolled back to the last deployed revision, or uninstalled
-    when there is none - before it applies its own values. A run is known dead when its process is gone (same
-    host) or its claim has expired (3 x I(wait_timeout) + 120 seconds, for a run on another host, e.g. a cancelled
-    AWX job). A pending revision written by any other client (helm by hand, another tool) is never touched; the
-    run fails with the command that recovers it.
+    when there is none - before it applies its own values, but only when it provably came from that run - the
+    status its operation leaves, stamped by helm within 10 minutes after the run recorded it, and the run's own
+    mark (a release label C(mlops.datarobot.com/write) on an upgrade's revision, with helm 3.13 or newer; helm's
+    "Rollback to N" on a rollback's). A run is known dead when its process is gone (same host name, machine, boot
+    and PID namespace) or its claim has expired (3 x I(wait_timeout) + 120 seconds, for a run elsewhere, e.g. a
+    cancelled AWX job or another container); a run renews its claim while it holds the Lease, so a long helm
+    C(--wait) never looks dead. A pending revision written by any other client (helm by hand, another tool) is
+    never touched; the run fails with the command that recovers it.
+  - A release named I(release_name) that holds another chart is neither upgraded nor uninstalled unless I(force).
   - Values are composed as helm does (I(values_files) in order, then I(values)) and handed to helm as one file, so
     what is compared is what is applied. Upgrades always pass C(--reset-values).
   - Secrets are masked as C(********) in C(values), C(diff), C(drift), C(diagnostics) and messages - values under
@@ -122,6 +127,15 @@ options:
     type: bool
     default: true
     aliases: [rollback_on_failure]
+  force:
+    description:
+      - Upgrade (or with I(state=absent) uninstall) a release named I(release_name) even when it holds another chart
+        than the agent's. Without it such a release is left alone and the run fails, naming the chart found and
+        the chart wanted.
+      - The chart wanted is the one I(chart_ref) names; with I(state=absent) and no I(chart_ref), it is
+        C(datarobot-management-agent).
+    type: bool
+    default: false
 attributes:
   check_mode:
     support: full
@@ -272,6 +286,7 @@ ARGUMENT_SPEC = dict(
     wait_timeout=dict(type="int", default=300),
     stuck_timeout=dict(type="int", default=60),
     atomic=dict(type="bool", default=True, aliases=["rollback_on_failure"]),
+    force=dict(type="bool", default=False),
 )
 
 

@@ -146,3 +146,30 @@ def test_a_wait_that_finishes_is_checked_like_any_run():
         helm.upgrade("b", "ns", ChartSource("/c"), "/v", wait=True, timeout=60, create_namespace=False,
                      description="d", watch=lambda: None, sleep=lambda _: None)
     assert not running.stopped
+
+
+def test_release_labels_mark_an_upgrade_and_find_the_latest_revision_that_carries_them():
+    listed = json.dumps([{"name": "bosun", "namespace": "ns", "revision": "4", "status": "pending-upgrade"}])
+    runner = Recorder((0, "", ""), (0, listed, ""), (0, "[]", ""))
+    helm = Helm("helm", runner, version=(3, 13, 0))
+    assert helm.labels_supported and not Helm("helm", runner, version=(3, 12, 3)).labels_supported
+    helm.upgrade("bosun", "ns", ChartSource("/chart"), "/v.json", wait=False, timeout=5, create_namespace=False,
+                 description="d", labels={"mlops.datarobot.com/write": "abc"})
+    assert runner.calls[0][-2:] == ["--labels", "mlops.datarobot.com/write=abc"]
+    assert helm.labelled_revision("bosun", "ns", "mlops.datarobot.com/write", "abc") == 4
+    assert runner.calls[1][1:] == ["list", "-n", "ns", "--filter", "^bosun$", "--all", "--selector",
+                                   "mlops.datarobot.com/write=abc", "-o", "json"]
+    assert helm.labelled_revision("bosun", "ns", "mlops.datarobot.com/write", "other") is None
+
+
+def test_when_an_uninstall_started_and_a_charts_own_name():
+    status = json.dumps({"info": {"status": "uninstalling", "deleted": "2026-11-25T12:00:00.5Z"}})
+    runner = Recorder((0, status, ""), (0, json.dumps({"info": {"deleted": ""}}), ""),
+                      (0, "apiVersion: v2\nname: datarobot-management-agent\ndependencies:\n  - name: sub\n", ""),
+                      (0, "apiVersion: v2\n", ""))
+    helm = Helm("helm", runner, version=(3, 19, 0))
+    assert helm.deleted_at("bosun", "ns", 2) == "2026-11-25T12:00:00.5Z" and helm.deleted_at("bosun", "ns", 2) == ""
+    assert helm.chart_name(ChartSource("/chart", "1.2.0")) == "datarobot-management-agent"
+    assert runner.calls[2][1:] == ["show", "chart", "/chart", "--version", "1.2.0"]
+    with pytest.raises(HelmError, match="gave no chart name"):
+        helm.chart_name(ChartSource("/chart"))

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import sys
+from dataclasses import replace
+
 import pytest
 
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._helm_cli import (
@@ -9,12 +13,19 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
     HelmError,
     Revision,
 )
-from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._release_errors import ReleaseBusy
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._release_errors import (
+    InvalidReleaseRequest,
+    ReleaseBusy,
+)
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._release_guard import (
     ReleaseGuard,
+    chart_is,
     last_deployed,
 )
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._release_values import ReleaseSpec
+
+sys.path.insert(0, os.path.dirname(__file__))
+from test__release_reconciler import rig, spec  # noqa: E402,F401 pylint: disable=unused-import,wrong-import-position
 
 
 def revision(number: int, status: str) -> Revision:
@@ -80,3 +91,35 @@ def test_a_release_written_by_another_client_is_named_and_left_alone():
     assert guard.lock is None
     message = str(guard.overtaken(HelmError("failed", "Error: release: already exists")))
     assert "(Error: release: already exists). It is now at revision 2 (deployed). Nothing was rolled back" in message
+
+
+# ---------------------------------------------------------------- a release of another chart under our name
+
+@pytest.mark.parametrize("chart, name, same", [
+    ("datarobot-management-agent-1.2.0", "datarobot-management-agent", True),
+    ("datarobot-management-agent-1.2.0-rc.1+b7", "datarobot-management-agent", True),
+    ("datarobot-management-agent-extra-1.2.0", "datarobot-management-agent", False),
+    ("tiny-0.1.0", "datarobot-management-agent", False),
+    ("agent-v2.0.0", "agent", True),
+])
+def test_a_chart_column_names_its_chart(chart, name, same):
+    assert chart_is(chart, name) is same
+
+
+def test_a_release_of_another_chart_is_neither_upgraded_nor_uninstalled_unless_forced(rig):
+    helm, cluster, reconciler = rig
+    helm.chart = "web-shop-2.0.0"
+    reconciler().present(spec())  # someone installed their own chart under the name this run is given
+    helm.chart = "agent-1.0.0"
+    wanted = r"Release bosun in namespace ns holds chart web-shop-2.0.0, not chart agent: .*Set force: true.*release_name"
+    for check_mode in (True, False):
+        with pytest.raises(InvalidReleaseRequest, match=wanted):
+            reconciler(check_mode).present(spec(replicas=2))
+    with pytest.raises(InvalidReleaseRequest, match="holds chart web-shop-2.0.0, not chart agent"):
+        reconciler().absent(spec(), True, 10)
+    assert helm.calls == ["upgrade"] and helm.revisions[-1]["chart"] == "web-shop-2.0.0"
+    forced = reconciler().present(replace(spec(replicas=2), force=True))
+    assert forced.action == "upgrade" and helm.revisions[-1]["chart"] == "agent-1.0.0"
+    helm.chart = "web-shop-2.0.0"
+    reconciler().present(replace(spec(), force=True))
+    assert reconciler().absent(replace(spec(), force=True), True, 10).action == "uninstall" and helm.revisions == []

@@ -15,15 +15,22 @@ from typing import Any
 import pytest
 
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._helm_cli import HelmError
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._release_guard import (
+    RUN_LABEL,
+    ReleaseGuard,
+    renew_interval,
+)
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._release_lock import (
     WRITING_REVISION,
     Claim,
+    Intent,
     LeaseConflict,
     NamespaceMissing,
     ReleaseHeld,
     ReleaseLock,
     _process_start,
     holder_is_running,
+    kernel_instance,
     this_process,
 )
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._release_reconciler import (
@@ -33,7 +40,7 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
 )
 
 sys.path.insert(0, os.path.dirname(__file__))
-from test__release_reconciler import rig, spec  # noqa: E402,F401 pylint: disable=unused-import,wrong-import-position
+from test__release_reconciler import helm_now, rig, spec  # noqa: E402,F401 pylint: disable=unused-import,wrong-import-position
 
 T0 = datetime.datetime(2026, 11, 25, 12, 0, tzinfo=datetime.timezone.utc)
 
@@ -62,13 +69,13 @@ class MemoryLeases:
             raise NamespaceMissing(namespace)
         key = (namespace, body["metadata"]["name"])
         if key in self.leases:
-            raise LeaseConflict(key[1])
+            raise LeaseConflict(namespace, key[1])
         return self._stored(key, body)
 
     def replace_lease(self, namespace, body):
         key = (namespace, body["metadata"]["name"])
         if self.leases[key]["metadata"]["resourceVersion"] != body["metadata"].get("resourceVersion"):
-            raise LeaseConflict(key[1])
+            raise LeaseConflict(namespace, key[1])
         return self._stored(key, body)
 
     def delete_lease(self, namespace, name):
@@ -79,7 +86,7 @@ def dead_identity() -> str:
     """The identity of a process of this host that has exited."""
     proc = subprocess.Popen([sys.executable, "-c", "import os; print(os.getpid())"], stdout=subprocess.PIPE, text=True)
     pid = int(proc.communicate()[0])
-    return f"{socket.gethostname()}/{pid}/12345/deadbeef"
+    return f"{socket.gethostname()}/{pid}/12345/deadbeef/{kernel_instance()}"
 
 
 def lock(store: MemoryLeases, identity: str | None = None, now: datetime.datetime = T0) -> ReleaseLock:
@@ -92,12 +99,28 @@ def lock(store: MemoryLeases, identity: str | None = None, now: datetime.datetim
 def test_this_process_is_running_and_an_exited_one_is_not():
     assert holder_is_running(this_process()) is True
     assert holder_is_running(dead_identity()) is False
-    assert holder_is_running("elsewhere/1/2/abc") is None  # another host: only the claim's expiry can tell
+    assert holder_is_running(f"elsewhere/1/2/abc/{kernel_instance()}") is None  # another host: only expiry can tell
+
+
+def test_a_holder_of_this_host_name_in_another_kernel_instance_is_not_judged_by_its_pid():
+    """Same host name, but another machine (a clone), another boot or another PID namespace (a container): its pid
+    names another process here, so only its claim's expiry can tell whether it still works."""
+    host, pid, start, rand, instance = this_process().split("/")
+    assert holder_is_running(f"{host}/{pid}/{start}/{rand}/{'0' * 16}") is None
+    assert holder_is_running(f"{host}/{pid}/{start}/{rand}") is None  # the older form names no instance
+    dead = dead_identity()
+    assert holder_is_running(dead.rsplit("/", 1)[0] + "/" + "f" * 16) is None  # dead here means nothing there
+    inside = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c",
+                             "from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils."
+                             "_release_lock import kernel_instance; print(kernel_instance())"],
+                            capture_output=True, text=True, check=False)
+    if inside.returncode == 0:  # (unshare needs CAP_SYS_ADMIN; the integration suite proves it on the rig)
+        assert inside.stdout.strip() != kernel_instance()
 
 
 def test_a_holder_that_exited_but_is_not_reaped_yet_is_dead():
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.3)"])
-    identity = f"{socket.gethostname()}/{child.pid}/{_process_start(child.pid)}/zombie"
+    identity = f"{socket.gethostname()}/{child.pid}/{_process_start(child.pid)}/zombie/{kernel_instance()}"
     assert holder_is_running(identity) is True
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:  # exited, not waited for: a zombie (what an orphan may stay for a while)
@@ -116,7 +139,7 @@ def test_a_live_holder_keeps_others_out_until_it_finishes():
     with pytest.raises(ReleaseHeld, match=r"Another operation is in progress on release bosun in namespace ns: "
                                           r"agent_deployment run .* holds Lease bosun-agent-deployment"):
         lock(store).acquire()
-    first.finish(settled=True)
+    first.finish(keep_intent=False)
     lock(store).acquire()
 
 
@@ -145,37 +168,117 @@ def test_two_acquirers_racing_one_wins_by_resource_version():
         slow.acquire()
 
 
-def test_intent_is_kept_when_the_run_stops_unsettled_and_cleared_when_settled():
+def test_intent_is_kept_when_asked_and_cleared_otherwise():
     store = MemoryLeases()
     holder = lock(store)
     holder.acquire()
-    holder.intend(4)
-    holder.finish(settled=False)
-    assert Claim.of(store.get_lease("ns", "bosun-agent-deployment")).writing_revision == 4
-    assert lock(store).left_pending_by_a_dead_run(4, T0)
-    assert not lock(store).left_pending_by_a_dead_run(5, T0)  # a revision nobody of ours announced
+    holder.intend(Intent(4, "upgrade", T0, label="abc"))
+    holder.finish(keep_intent=True)
+    claim = Claim.of(store.get_lease("ns", "bosun-agent-deployment"))
+    assert claim.intent == Intent(4, "upgrade", T0, label="abc") and claim.writing_revision == 4
     again = lock(store)
     again.acquire()
-    again.finish(settled=True)
+    assert again.held_intent() == claim.intent  # a predecessor's intent is seen by the next holder
+    again.finish(keep_intent=False)
     lease = store.get_lease("ns", "bosun-agent-deployment")
     assert WRITING_REVISION not in lease["metadata"]["annotations"] and lease["spec"]["holderIdentity"] is None
 
 
-def test_a_pending_revision_older_than_the_intent_is_not_ours():
+def test_an_incomplete_intent_proves_nothing():
+    assert Intent.of({WRITING_REVISION: "2", "mlops.datarobot.com/writing-since": "2026-11-25T12:00:00.000000Z"}) \
+        is None  # what an older version recorded: no operation, so no evidence to weigh
+    assert Intent.of({}) is None
+
+
+class HelmStamps:
+    """A helm whose one pending revision carries what the test says."""
+
+    labels_supported = True
+
+    def __init__(self, labelled: int | None = None, deleted: str = "") -> None:
+        self.labelled, self.deleted = labelled, deleted
+
+    def labelled_revision(self, name, namespace, key, value):
+        return self.labelled if value == "mine" else None
+
+    def deleted_at(self, name, namespace, revision):
+        return self.deleted
+
+
+def stamped(when: datetime.datetime) -> str:
+    return when.strftime("%Y-%m-%dT%H:%M:%S.%f000Z")
+
+
+@pytest.mark.parametrize("intent, status, updated, description, labelled, ours", [
+    (Intent(2, "upgrade", T0, label="mine"), "pending-upgrade", T0 + datetime.timedelta(seconds=3), "", 2, True),
+    (Intent(2, "upgrade", T0, label="mine"), "pending-upgrade", T0 + datetime.timedelta(seconds=3), "", None, False),
+    (Intent(2, "upgrade", T0, label="mine"), "pending-upgrade", T0 - datetime.timedelta(minutes=10), "", 2, False),
+    (Intent(2, "upgrade", T0, label="mine"), "pending-upgrade", T0 + datetime.timedelta(days=2), "", 2, False),
+    (Intent(2, "upgrade", T0, label="mine"), "pending-rollback", T0 + datetime.timedelta(seconds=3), "", 2, False),
+    (Intent(3, "upgrade", T0, label="mine"), "pending-upgrade", T0 + datetime.timedelta(seconds=3), "", 2, False),
+    (Intent(2, "upgrade", T0), "pending-install", T0 + datetime.timedelta(seconds=3), "", None, True),  # helm < 3.13
+    (Intent(2, "rollback", T0, rollback_to=1), "pending-rollback", T0, "Rollback to 1", None, True),
+    (Intent(2, "rollback", T0, rollback_to=1), "pending-rollback", T0, "Preparing upgrade", None, False),
+    (None, "pending-upgrade", T0, "", 2, False),
+])
+def test_a_pending_revision_is_ours_only_with_all_the_evidence(intent, status, updated, description, labelled, ours):
+    from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._helm_cli import (
+        ChartSource,
+        Revision,
+    )
+    from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._release_values import ReleaseSpec
+    guard = ReleaseGuard(HelmStamps(labelled), ReleaseSpec("bosun", "ns", ChartSource("/c"), {}))
+    assert guard.written_by(intent, Revision(2, status, "agent-1.0.0", "1", stamped(updated), description)) is ours
+
+
+def test_an_uninstall_is_timed_by_when_helm_started_deleting():
+    from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._helm_cli import (
+        ChartSource,
+        Revision,
+    )
+    from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._release_values import ReleaseSpec
+    revision = Revision(2, "uninstalling", "agent-1.0.0", "1", stamped(T0 - datetime.timedelta(hours=1)), "")
+    for deleted, ours in ((stamped(T0 + datetime.timedelta(seconds=2)), True), ("", False),
+                          (stamped(T0 + datetime.timedelta(days=1)), False)):
+        guard = ReleaseGuard(HelmStamps(deleted=deleted), ReleaseSpec("bosun", "ns", ChartSource("/c"), {}))
+        assert guard.written_by(Intent(2, "uninstall", T0), revision) is ours
+
+
+def test_renewals_come_often_enough():
+    assert renew_interval(1020) == 60 and renew_interval(240) == 24 and renew_interval(10) == 5
+
+
+def test_a_renewing_holder_keeps_its_claim_fresh_and_stops_when_it_lets_go():
     store = MemoryLeases()
-    holder = lock(store, identity=dead_identity())
+    clock = [T0]
+    holder = ReleaseLock(store, "ns", "bosun", 60, now=lambda: clock[0])
     holder.acquire()
-    holder.intend(2)
-    assert not lock(store).left_pending_by_a_dead_run(2, T0 - datetime.timedelta(minutes=10))
-    assert lock(store).left_pending_by_a_dead_run(2, T0 + datetime.timedelta(seconds=1))
+    clock[0] = T0 + datetime.timedelta(seconds=50)
+    holder.start_renewing(0.02)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and Claim.of(store.get_lease("ns", "bosun-agent-deployment")).renewed == T0:
+        time.sleep(0.01)
+    assert Claim.of(store.get_lease("ns", "bosun-agent-deployment")).renewed == clock[0]
+    holder.intend(Intent(2, "upgrade", clock[0], label="x"))  # the run's own writes and the renewals never clash
+    holder.finish(keep_intent=False)
+    writes = store.writes
+    time.sleep(0.1)
+    assert store.writes == writes  # no renewal after letting go
 
 
-def test_a_live_writer_is_never_called_dead():
+def test_a_renewal_that_finds_the_lease_taken_over_says_so():
     store = MemoryLeases()
     holder = lock(store)
     holder.acquire()
-    holder.intend(2)
-    assert not lock(store).left_pending_by_a_dead_run(2, T0)
+    lease = store.get_lease("ns", "bosun-agent-deployment")
+    lease["spec"]["holderIdentity"] = "ci-runner-9/7/1/beef"
+    store.replace_lease("ns", lease)
+    holder.start_renewing(0.01)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and holder.lost is None:
+        time.sleep(0.01)
+    holder.stop_renewing()
+    assert "was taken over by ci-runner-9/7/1/beef while this run held release bosun" in (holder.lost or "")
 
 
 def test_helm_times_and_lease_length():
@@ -200,11 +303,13 @@ def leave_pending(helm, store: MemoryLeases, status: str = "pending-upgrade", ou
     """What a run killed in the middle of `helm upgrade` leaves: the new revision pending, maybe our intent."""
     revision = len(helm.revisions) + 1
     helm.revisions.append({"revision": revision, "status": status, "chart": "agent-1.0.0",
-                           "values": {"image": "repo/agent:broken"}, "manifest": "", "updated": "t"})
+                           "values": {"image": "repo/agent:broken"}, "manifest": "", "updated": helm_now(),
+                           "description": "Preparing upgrade", "labels": {RUN_LABEL: "dead-run"}})
     if ours:
-        killed = lock(store, identity=dead_identity(), now=datetime.datetime.now(datetime.timezone.utc))
+        now = datetime.datetime.now(datetime.timezone.utc)
+        killed = lock(store, identity=dead_identity(), now=now)
         killed.acquire()
-        killed.intend(revision)
+        killed.intend(Intent(revision, "upgrade", now - datetime.timedelta(seconds=1), label="dead-run"))
 
 
 def test_a_run_that_changes_nothing_writes_no_lease(rig):
@@ -300,6 +405,136 @@ def test_a_run_that_starts_writing_while_we_render_is_named(rig):
     with pytest.raises(ReleaseBusy, match=r"Another operation is in progress on release bosun in namespace ns: "
                                           r"agent_deployment run .* holds Lease bosun-agent-deployment"):
         with_leases(reconciler, store).present(spec(replicas=2))
-    other.finish(settled=True)
+    other.finish(keep_intent=False)
     with pytest.raises(ReleaseBusy, match="Another operation is in progress on release bosun"):
         with_leases(reconciler, store).present(spec(replicas=2))  # nobody of ours: what helm's history says
+
+
+# ---------------------------------------------------------------- only a revision provably ours is recovered
+
+
+BUSY = "Error: UPGRADE FAILED: another operation (install/upgrade/rollback) is in progress"
+
+
+def another_client_writes(helm, status: str = "pending-upgrade", when: datetime.datetime | None = None) -> None:
+    """helm run by someone else creates the next revision and is still working on it (labels carried over, as helm
+    does from the previous revision)."""
+    when = when or datetime.datetime.now(datetime.timezone.utc)
+    previous = helm.revisions[-1] if helm.revisions else {}
+    helm.revisions.append({"revision": len(helm.revisions) + 1, "status": status, "chart": "agent-1.0.0",
+                           "values": {"image": "repo/agent:theirs"}, "manifest": "",
+                           "updated": when.strftime("%Y-%m-%dT%H:%M:%S.%f000Z"),
+                           "description": "Preparing upgrade", "labels": dict(previous.get("labels") or {})})
+
+
+def age_the_claim(store: MemoryLeases, seconds: float, intent_seconds: float | None = None) -> None:
+    """Time passes: the Lease was last renewed (and the intent recorded) that long ago."""
+    lease = store.leases[("ns", "bosun-agent-deployment")]
+    then = (datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(seconds=seconds))
+    lease["spec"]["renewTime"] = lease["spec"]["acquireTime"] = then.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    annotations = lease["metadata"].get("annotations") or {}
+    if "mlops.datarobot.com/writing-since" in annotations:
+        since = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(
+            seconds=seconds if intent_seconds is None else intent_seconds)
+        annotations["mlops.datarobot.com/writing-since"] = since.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class Killed(BaseException):
+    """What SIGKILL does to a run: it stops where it is, and nothing of it runs afterwards."""
+
+
+def killed_before_helm_writes(helm, store: MemoryLeases, reconciler, monkeypatch) -> None:
+    """A run of ours on another host records its intent, then dies before its helm upgrade writes anything."""
+    def die():
+        raise Killed()
+
+    helm.on_upgrade = die
+    run = with_leases(reconciler, store)
+    run.lock_identity = "ci-runner-7/42/99/cafe"  # another host: only the claim's expiry tells that it died
+    from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils import _release_guard
+    monkeypatch.setattr(_release_guard.ReleaseGuard, "let_go", lambda self, *args, **kwargs: None)  # no cleanup
+    with pytest.raises(Killed):
+        run.present(spec(replicas=2))
+    monkeypatch.undo()
+    helm.on_upgrade = None
+
+
+def test_an_upgrade_that_loses_the_race_never_leads_to_rolling_back_the_winner(rig):
+    """Our helm upgrade finds another client's revision already written (helm says busy): that revision must never
+    be taken for one of ours, neither by this run nor by the next one."""
+    helm, cluster, reconciler = rig
+    store = MemoryLeases()
+    with_leases(reconciler, store).present(spec())
+
+    def overtaken():
+        another_client_writes(helm)
+        raise HelmError(f"helm upgrade --install bosun failed: {BUSY}", BUSY)
+
+    helm.on_upgrade = overtaken
+    with pytest.raises(ReleaseBusy, match="Nothing was rolled back|Another operation is in progress"):
+        with_leases(reconciler, store).present(spec(replicas=2))
+    helm.on_upgrade = None
+    with pytest.raises(ReleaseBusy, match="helm rollback bosun 1 -n ns"):
+        with_leases(reconciler, store).present(spec(replicas=2))  # the other client is still writing revision 2
+    assert helm.calls == ["upgrade"] and [r["status"] for r in helm.revisions] == ["deployed", "pending-upgrade"]
+
+
+def test_a_run_killed_before_helm_wrote_does_not_claim_the_revision_someone_else_writes_next(rig, monkeypatch):
+    helm, cluster, reconciler = rig
+    store = MemoryLeases()
+    with_leases(reconciler, store).present(spec())
+    killed_before_helm_writes(helm, store, reconciler, monkeypatch)
+    age_the_claim(store, 180)  # the dead run's claim (120 s for wait_timeout 0) has expired
+    another_client_writes(helm, when=datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(seconds=150))
+    with pytest.raises(ReleaseBusy, match="helm rollback bosun 1 -n ns"):
+        with_leases(reconciler, store).present(spec(replicas=2))
+    assert helm.calls == ["upgrade"] and helm.revisions[-1]["status"] == "pending-upgrade"
+
+
+def test_a_stale_intent_does_not_claim_a_revision_written_days_later(rig, monkeypatch):
+    helm, cluster, reconciler = rig
+    store = MemoryLeases()
+    with_leases(reconciler, store).present(spec())
+    killed_before_helm_writes(helm, store, reconciler, monkeypatch)
+    age_the_claim(store, 2 * 86400)
+    another_client_writes(helm)  # two days later, by hand, still working
+    with pytest.raises(ReleaseBusy, match="helm rollback bosun 1 -n ns"):
+        with_leases(reconciler, store).present(spec(replicas=2))
+    assert helm.calls == ["upgrade"] and helm.revisions[-1]["status"] == "pending-upgrade"
+
+
+def test_a_lease_taken_over_during_the_run_is_reported_with_its_message(rig):
+    helm, cluster, reconciler = rig
+    store = MemoryLeases()
+    with_leases(reconciler, store).present(spec())
+
+    def taken_over():  # another run judged this one dead and took the Lease while helm worked
+        lease = store.get_lease("ns", "bosun-agent-deployment")
+        lease["spec"]["holderIdentity"] = "ci-runner-9/7/1/beef"
+        store.replace_lease("ns", lease)
+
+    helm.on_upgrade = taken_over
+    with pytest.raises(ReleaseBusy) as raised:
+        with_leases(reconciler, store).present(spec(replicas=2))
+    message = str(raised.value)
+    assert "Lease bosun-agent-deployment in namespace ns was taken over by ci-runner-9/7/1/beef" in message, message
+    assert "helm history bosun -n ns" in message
+
+
+def test_the_lease_is_renewed_while_helm_runs(rig, monkeypatch):
+    helm, cluster, reconciler = rig
+    store = MemoryLeases()
+    from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils import _release_guard
+    monkeypatch.setattr(_release_guard, "renew_interval", lambda duration: 0.05, raising=False)
+    seen: list[str] = []
+
+    def long_wait():
+        lease = store.get_lease("ns", "bosun-agent-deployment")
+        seen.append(lease["spec"]["renewTime"])
+        time.sleep(0.4)
+        seen.append(store.get_lease("ns", "bosun-agent-deployment")["spec"]["renewTime"])
+
+    helm.on_upgrade = long_wait
+    with_leases(reconciler, store).present(spec())
+    assert len(seen) == 2 and seen[1] > seen[0], seen
+    assert store.get_lease("ns", "bosun-agent-deployment")["spec"]["holderIdentity"] is None

@@ -4,6 +4,7 @@ driven through a fake helm and a fake cluster."""
 from __future__ import annotations
 
 import base64
+import datetime
 import json
 from typing import Any
 
@@ -320,22 +321,42 @@ def test_helm_errors_carry_a_hint_and_commands_are_argv_lists():
 # ---------------------------------------------------------------- decisions, with a fake helm and cluster
 
 
+def helm_now() -> str:
+    """A revision's `updated` as helm writes it (RFC 3339, nanoseconds)."""
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f000Z")
+
+
 class FakeHelm:
-    """Releases in memory; an upgrade 'applies' its manifest to the fake cluster."""
+    """Releases in memory; an upgrade 'applies' its manifest to the fake cluster. Each revision carries what helm
+    keeps: its time, description and release labels (an upgrade merges its --labels into the previous revision's)."""
+
+    labels_supported = True
 
     def __init__(self, cluster: "FakeCluster", manifest: str, chart: str = "agent-1.0.0") -> None:
         self.cluster, self.manifest, self.chart = cluster, manifest, chart
         self.revisions: list[dict[str, Any]] = []
         self.calls: list[str] = []
         self.fail_upgrade = False
+        self.on_upgrade: Any = None  # called before an upgrade writes (another client racing us)
 
     def history(self, name, namespace):
         from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._helm_cli import Revision
-        return [Revision(r["revision"], r["status"], r["chart"], "1.0", "t", "") for r in self.revisions]
+        return [Revision(r["revision"], r["status"], r["chart"], "1.0", r.get("updated", "t"),
+                         r.get("description", "")) for r in self.revisions]
 
     def release(self, name, namespace, revision):
         found = self.revisions[revision - 1]
         return found["values"], found["manifest"]
+
+    def labelled_revision(self, name, namespace, key, value):
+        latest = self.revisions[-1] if self.revisions else {}
+        return latest["revision"] if (latest.get("labels") or {}).get(key) == value else None
+
+    def deleted_at(self, name, namespace, revision):
+        return self.revisions[revision - 1].get("deleted", "")
+
+    def chart_name(self, chart):
+        return self.chart.rsplit("-", 1)[0]
 
     def render(self, name, namespace, chart, values_file):
         from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._helm_cli import Rendered
@@ -346,13 +367,19 @@ class FakeHelm:
                         values)
 
     def upgrade(self, name, namespace, chart, values_file, **options):
+        if self.on_upgrade is not None:
+            self.on_upgrade()
         self.calls.append("upgrade")
         rendered = self.render(name, namespace, chart, values_file)
         for revision in self.revisions:
             if revision["status"] == "deployed" and not self.fail_upgrade:
                 revision["status"] = "superseded"
+        previous = (self.revisions[-1].get("labels") or {}) if self.revisions else {}
+        labels = {**previous, **(options.get("labels") or {})}
         self.revisions.append({"revision": len(self.revisions) + 1, "chart": self.chart, "values": rendered.values,
-                               "manifest": rendered.manifest, "status": "failed" if self.fail_upgrade else "deployed"})
+                               "manifest": rendered.manifest, "status": "failed" if self.fail_upgrade else "deployed",
+                               "updated": helm_now(), "description": options.get("description", ""),
+                               "labels": labels})
         self.cluster.apply(parse_manifest(rendered.manifest), ready=not self.fail_upgrade)
         if self.fail_upgrade:
             raise HelmError("helm upgrade --install bosun failed: Error: UPGRADE FAILED: context deadline exceeded")
@@ -363,7 +390,8 @@ class FakeHelm:
         for item in self.revisions:
             if item["status"] == "deployed":
                 item["status"] = "superseded"
-        self.revisions.append({**target, "revision": len(self.revisions) + 1, "status": "deployed"})
+        self.revisions.append({**target, "revision": len(self.revisions) + 1, "status": "deployed",
+                               "updated": helm_now(), "description": f"Rollback to {revision}"})
         self.cluster.apply(parse_manifest(target["manifest"]), ready=True)
 
     def uninstall(self, name, namespace, **options):
