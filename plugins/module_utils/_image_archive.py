@@ -207,6 +207,13 @@ class Archive:
         handle.seek(member.offset)
         return _Slice(handle, member.size)
 
+    def read_again(self, member: Member) -> Iterator[bytes]:
+        """A member's bytes read afresh from the file (a gzip archive is decompressed up to it again)."""
+        with self.open_stream() as raw:
+            _skip(raw, member.offset)
+            reader = _Slice(raw, member.size, close_parent=False)
+            yield from iter(lambda: reader.read(READ_SIZE), b"")
+
     def stream(self, wanted: set[str], on_member: Callable[[Member, IO[bytes]], None]) -> None:
         """Call `on_member` for each wanted member in archive order, with a reader over its bytes."""
         with self.open_stream() as raw:

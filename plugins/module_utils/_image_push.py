@@ -158,6 +158,7 @@ class DirectPusher:
         self.check_mode, self.on_progress = check_mode, on_progress
         self.mount_from = mount_from or []
         self._compressors: ThreadPoolExecutor | None = None
+        self._source: Archive | None = None  # the archive being pushed, to read a layer again for a new session
 
     @property
     def _repo(self) -> str:
@@ -182,6 +183,7 @@ class DirectPusher:
         return already_pushed(self.client, self.repository, self.tags, before, live_config, config_digest, blobs)
 
     def _push(self, archive_path: str, source_image: str | None) -> PushResult:
+        self._source = Archive(archive_path, _is_gzip(archive_path), {}, {}, [])
         before, live_config = tag_state(self.client, self.repository, self.tags[0])
         key = PushCache.archive_key(archive_path, source_image) if os.path.exists(archive_path) else None
         known = self.cache.data["archives"].get(key) if key else None
@@ -342,8 +344,16 @@ class DirectPusher:
     def _send_unverified(self, layer: Layer, chunks: Iterator[bytes]) -> OpenBlob:
         """Compress and send a layer to a new upload session, left open."""
         blob = BlobStream(layer, self.compression, self._compressors)
-        upload = self.client.send(self._repo, rechunk(blob.pieces(chunks), CHUNK), self.on_progress)
+        upload = self.client.send(self._repo, rechunk(blob.pieces(chunks), CHUNK), self.on_progress,
+                                  replay=lambda: self._blob_again(layer))
         return OpenBlob(upload, blob.blob_digest(), blob.source_digest())
+
+    def _blob_again(self, layer: Layer) -> Iterator[bytes]:
+        """The blob's chunks once more, from the archive file (compression is deterministic: the same bytes)."""
+        if self._source is None:
+            raise ArchiveError("no archive to read the layer from again")
+        again = BlobStream(layer, self.compression, self._compressors)
+        return rechunk(again.pieces(self._source.read_again(layer.member)), CHUNK)
 
     def _send(self, layer: Layer, chunks: Iterator[bytes]) -> CheckedBlob:
         """Send a layer whose digest is known, and check it; a mismatch cancels the session."""
