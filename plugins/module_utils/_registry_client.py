@@ -307,7 +307,12 @@ class RegistryClient:
 
     def _open_session(self, repository: str, scopes: tuple[str, ...]) -> str:
         start = self.request("POST", f"/v2/{repository}/blobs/uploads/", scopes=scopes, expected={202})
-        return start.headers["Location"]
+        location = start.headers.get("Location")
+        if not location:
+            raise RegistryError(f"Registry {self.registry} answered 202 to POST /v2/{repository}/blobs/uploads/ "
+                                "without a Location for the upload: it does not speak the distribution API; check "
+                                "the registry host and port.")
+        return location
 
     def commit(self, upload: "OpenUpload", digest: str) -> Blob:
         separator = "&" if "?" in upload.location else "?"

@@ -328,3 +328,9 @@ def test_sessions_dropped_again_and_again_stop_after_the_retry_limit():
                                    CUT, INVALID, answer(404), retries=2)
     with pytest.raises(RegistryError):
         client.send("app", [b"abc"])
+
+
+def test_an_upload_session_without_a_location_is_a_clear_error():
+    client = client_with(answer(202))
+    with pytest.raises(RegistryError, match="answered 202 to POST /v2/app/blobs/uploads/ without a Location"):
+        client.send("app", [b"abc"])
