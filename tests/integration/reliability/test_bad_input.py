@@ -401,7 +401,7 @@ class HostileRegistry:
         held = []
         while not self.stop.is_set():
             try:
-                connection, _ = self.server.accept()
+                connection, _address = self.server.accept()
             except OSError:
                 continue
             if self.behaviour == "garbage-not-http":

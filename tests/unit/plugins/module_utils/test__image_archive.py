@@ -313,7 +313,7 @@ def test_a_gzip_bomb_is_refused_at_the_member_header(tmp_path):
     path = tmp_path / "bomb.tar.gz"
     with open(path, "wb") as out:
         out.write(gzip.compress(info.tobuf(format=tarfile.GNU_FORMAT)))
-        for _ in range(32):
+        for _copy in range(32):
             out.write(zeros)  # gzip members one after another are one gzip stream
     assert path.stat().st_size < 4 * 1024 * 1024
     streamed = []

@@ -34,8 +34,8 @@ class MemoryRegistry:
         self.blobs: dict[str, dict[str, bytes]] = {}
         self.manifests: dict[tuple[str, str], bytes] = {}
         self.sessions: dict[str, bytes] = {}
-        self.replays: dict = {}
-        self.replayed: list[bool] = []  # per committed session: its replay gave exactly the bytes sent  # each session's way to read its blob again, as the pusher handed it
+        self.replays: dict = {}  # each session's way to read its blob again, as the pusher handed it
+        self.replayed: list[bool] = []  # per committed session: its replay gave exactly the bytes sent
         self.refuse_mounts = refuse_mounts
         self.calls: list[str] = []
         self._numbers = itertools.count()
@@ -212,8 +212,8 @@ def _respelled(facts, path, corrupt: bytes, rename: dict[str, str], compress: bo
 def test_a_corrupt_small_layer_leaves_no_blob_and_no_session(tmp_path, compress):
     """The big layer is fine and read first; the small one, under a name the scan does not stream, is corrupt:
     nothing may be committed, and every session opened is cancelled."""
-    facts = write_docker_archive(tmp_path / "a.tar", ["pps:1"], [{"model.bin": os.urandom(5_000_000)},
-                                                                  {"etc/pps.conf": b"threads=4\n"}])
+    layers = [{"model.bin": os.urandom(5_000_000)}, {"etc/pps.conf": b"threads=4\n"}]
+    facts = write_docker_archive(tmp_path / "a.tar", ["pps:1"], layers)
     small = json.loads(tarfile_member(facts.path, "manifest.json"))[0]["Layers"][1]
     path = _respelled(facts, tmp_path / ("b.tar.gz" if compress else "b.tar"), b"threads=4",
                       {small: "zz-small-layer"}, compress)

@@ -324,8 +324,8 @@ def test_a_dropped_session_that_cannot_be_replayed_fails_clearly_and_is_cancelle
 
 
 def test_sessions_dropped_again_and_again_stop_after_the_retry_limit():
-    client, _ = client_and_session(answer(202, {"Location": "/a"}), *[CUT, INVALID, answer(202, {"Location": "/n"})] * 2,
-                                   CUT, INVALID, answer(404), retries=2)
+    client = client_with(answer(202, {"Location": "/a"}), *[CUT, INVALID, answer(202, {"Location": "/n"})] * 2,
+                         CUT, INVALID, answer(404), retries=2)
     with pytest.raises(RegistryError):
         client.send("app", [b"abc"])
 
