@@ -2,8 +2,12 @@
 
 It forwards every request unchanged (the Host header too, so the registry's
 upload Locations point back at the proxy) unless a fault is armed: answer the
-next N matching requests with an error status, or read part of a matching
-request's body and drop the connection, as a network failure would.
+next N matching requests with an error status; read part of a matching
+request's body and drop the connection, as a network failure would (with
+`forward`, the registry receives that part first, then sees the connection
+end); or forward a request whole and drop the connection instead of passing
+the registry's answer on (a lost response). `body_bytes` counts the request
+body bytes each method sent through the proxy, cut requests included.
 """
 
 from __future__ import annotations
@@ -22,6 +26,9 @@ Match = Callable[[str, str], bool]
 class Faults:
     statuses: list[tuple[Match, int]] = field(default_factory=list)
     cuts: list[tuple[Match, int]] = field(default_factory=list)
+    forwarded_cuts: list[tuple[Match, int]] = field(default_factory=list)
+    lost_answers: list[tuple[Match, bool]] = field(default_factory=list)
+    body_bytes: dict[str, int] = field(default_factory=dict)
     seen: list[tuple[str, str, int]] = field(default_factory=list)  # (method, path, status or -1 for a cut)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -29,9 +36,22 @@ class Faults:
         with self.lock:
             self.statuses += [(match, status)] * count
 
-    def cut(self, after_bytes: int, match: Match, count: int = 1) -> None:
+    def cut(self, after_bytes: int, match: Match, count: int = 1, forward: bool = False) -> None:
+        """Drop the connection after `after_bytes` of the body; `forward` hands those bytes to the registry first."""
         with self.lock:
-            self.cuts += [(match, after_bytes)] * count
+            if forward:
+                self.forwarded_cuts += [(match, after_bytes)] * count
+            else:
+                self.cuts += [(match, after_bytes)] * count
+
+    def lose_answer(self, match: Match, count: int = 1) -> None:
+        """Forward the request whole, let the registry act on it, then drop the connection without its answer."""
+        with self.lock:
+            self.lost_answers += [(match, True)] * count
+
+    def count(self, method: str, size: int) -> None:
+        with self.lock:
+            self.body_bytes[method] = self.body_bytes.get(method, 0) + size
 
     def _take(self, queue: list, method: str, path: str):
         with self.lock:
@@ -57,13 +77,17 @@ class FaultProxy:
                 method, path = self.command, self.path
                 length = int(self.headers.get("Content-Length") or 0)
                 cut = faults._take(faults.cuts, method, path)
-                if cut is not None:
-                    self.rfile.read(min(cut, length))
+                forwarded_cut = faults._take(faults.forwarded_cuts, method, path)
+                if cut is not None or forwarded_cut is not None:
+                    part = self.rfile.read(min(cut if cut is not None else forwarded_cut, length))
+                    faults.count(method, len(part))
+                    if forwarded_cut is not None:
+                        self._forward_part(part)
                     faults.seen.append((method, path, -1))
-                    self.connection.shutdown(socket.SHUT_RDWR)
-                    self.close_connection = True
+                    self._drop()
                     return
                 body = self.rfile.read(length) if length else None
+                faults.count(method, len(body or b""))
                 status = faults._take(faults.statuses, method, path)
                 if status is not None:
                     faults.seen.append((method, path, status))
@@ -80,6 +104,11 @@ class FaultProxy:
                 connection.request(method, path, body=body, headers=headers)
                 answer = connection.getresponse()
                 data = answer.read()
+                if faults._take(faults.lost_answers, method, path):
+                    faults.seen.append((method, path, -2))
+                    connection.close()
+                    self._drop()
+                    return
                 faults.seen.append((method, path, answer.status))
                 self.send_response(answer.status)
                 for key, value in answer.getheaders():
@@ -90,6 +119,21 @@ class FaultProxy:
                 if method != "HEAD":
                     self.wfile.write(data)
                 connection.close()
+
+            def _drop(self) -> None:
+                self.connection.shutdown(socket.SHUT_RDWR)
+                self.close_connection = True
+
+            def _forward_part(self, part: bytes) -> None:
+                """Send the request line, headers (the full Content-Length) and `part` upstream, then end the
+                connection there and wait until the registry has finished with it (it keeps what it received)."""
+                head = f"{self.command} {self.path} HTTP/1.1\r\n" + "".join(
+                    f"{key}: {value}\r\n" for key, value in self.headers.items() if key.lower() != "connection")
+                with socket.create_connection(("127.0.0.1", upstream), timeout=60) as raw:
+                    raw.sendall((head + "Connection: close\r\n\r\n").encode("latin-1") + part)
+                    raw.shutdown(socket.SHUT_WR)
+                    while raw.recv(65536):
+                        pass
 
             do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
 

@@ -6,7 +6,10 @@ One sequential scan records where every member's bytes are and keeps the small
 JSON members (manifests, configs, index); layers are never held in memory. The
 scan also refuses archives that could not have come from an image tool:
 absolute or `..` member names, links leading outside the archive, devices,
-duplicate names. Plain `.tar` archives are then read at offsets (in parallel);
+duplicate names, and hostile ones: more members than any image has, more
+metadata than any image has, a gzip stream that claims to inflate beyond what
+real layers compress to (a decompression bomb), JSON nested deeper than any
+manifest. Plain `.tar` archives are then read at offsets (in parallel);
 gzip-compressed ones only as a stream, in archive order.
 """
 
@@ -15,9 +18,11 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import itertools
 import json
 import os
 import posixpath
+import re
 import tarfile
 import zlib
 from dataclasses import dataclass, field
@@ -37,6 +42,13 @@ GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 SMALL_MEMBER = 4 * 1024 * 1024  # JSON documents and configs are far smaller; layers are read later
 READ_SIZE = 1024 * 1024  # bytes per read of an archive member (also the push pipeline's)
+# Bounds on what an archive may make the scan do. An image has at most 127 layers of a few members each; its
+# manifests and configs are kilobytes; image layers compress a few times, not a hundred times.
+MAX_MEMBERS = 10_000
+MAX_HELD_BYTES = 64 * 1024 * 1024  # all JSON documents kept in memory together
+MAX_JSON_DEPTH = 64
+MAX_GZIP_RATIO = 100  # tar bytes per gzip byte, checked once the tar stream passes BOMB_FLOOR
+BOMB_FLOOR = 1024 * 1024 * 1024
 
 DOCKER_MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
@@ -100,6 +112,7 @@ class Archive:
     members: dict[str, Member]
     documents: dict[str, bytes]  # small members' contents, by name
     order: list[str]  # member names in archive order
+    held: int = 0  # bytes of `documents`
 
     # --- opening ---------------------------------------------------------------------------------------------
 
@@ -122,11 +135,13 @@ class Archive:
             raise ArchiveError(f"{path} is neither a tar archive nor gzip-compressed (unknown format): give the "
                                "file `docker save`, `podman save` or `skopeo copy` wrote.")
         archive = cls(path, gzipped, {}, {}, [])
+        limit = max(BOMB_FLOOR, MAX_GZIP_RATIO * os.path.getsize(path)) if gzipped else None
         try:
             # Plain tar: headers are read by seeking past the data. Gzip: one pass through the stream.
             with archive.open_stream() as stream, tarfile.open(fileobj=stream, mode="r|" if gzipped else "r:") as tar:
                 links: dict[str, str] = {}
-                for info in tar:
+                for count, info in enumerate(tar, 1):
+                    archive._check_bounds(count, info, limit)
                     archive._add(tar, info, links, on_large_member)
                 archive._resolve_links(links)
         except (tarfile.TarError, EOFError, OSError, *DECOMPRESSION_ERRORS) as exc:
@@ -143,6 +158,18 @@ class Archive:
         if _fast_gzip is not None:
             return _fast_gzip.open(self.path, "rb")
         return gzip.open(self.path, "rb")
+
+    def _check_bounds(self, count: int, info: tarfile.TarInfo, limit: int | None) -> None:
+        """Refuse an archive before its next member when it is far beyond what an image tool writes."""
+        if count > MAX_MEMBERS:
+            raise ArchiveError(f"{self.path} has more than {MAX_MEMBERS} members, far more than an image archive "
+                               "has: refusing it (a decompression bomb?). Give the file `docker save`, `podman save` "
+                               "or `skopeo copy` wrote.")
+        if limit is not None and info.offset_data + info.size > limit:
+            raise ArchiveError(f"{self.path}: member {info.name!r} would inflate the gzip stream to more than "
+                               f"{MAX_GZIP_RATIO} times the file's size, which image layers never do: refusing a "
+                               "decompression bomb. If the archive is genuine, decompress it (gunzip) and give the "
+                               ".tar instead.")
 
     def _add(self, tar: tarfile.TarFile, info: tarfile.TarInfo, links: dict[str, str],
              on_large_member: Callable[[Member, IO[bytes]], None] | None) -> None:
@@ -163,17 +190,21 @@ class Archive:
         if is_special(info):
             raise ArchiveError(f"{self.path}: member {name!r} is a device, FIFO or other special file.")
         reader = tar.extractfile(info)
-        if info.size <= SMALL_MEMBER:
-            data = reader.read() if reader else b""
-            self.documents[name] = data
-            member = Member(name, info.offset_data, info.size, data[:4])
-        else:
-            head = reader.read(4) if reader else b""
-            member = Member(name, info.offset_data, info.size, head)
-            if on_large_member is not None and reader is not None:
-                on_large_member(member, _Prefixed(head, reader))
+        head = reader.read(4) if reader else b""
+        member = Member(name, info.offset_data, info.size, head)
+        if reader is not None and _can_be_document(name, info.size, head):
+            self._hold(name, head + reader.read(), info.size)
+        elif on_large_member is not None and reader is not None and (info.size > SMALL_MEMBER or _can_be_layer(name)):
+            on_large_member(member, _Prefixed(head, reader))
         self.members[name] = member
         self.order.append(name)
+
+    def _hold(self, name: str, data: bytes, size: int) -> None:
+        self.held += size
+        if self.held > MAX_HELD_BYTES:
+            raise ArchiveError(f"{self.path} holds more than {MAX_HELD_BYTES // 2**20} MiB of JSON documents, far "
+                               "more than an image's manifests and configs: refusing it.")
+        self.documents[name] = data
 
     def _resolve_links(self, links: dict[str, str]) -> None:
         for name, target in links.items():
@@ -193,10 +224,17 @@ class Archive:
             raise ArchiveError(f"{self.path}: {what} {name!r} is missing from the archive.")
         data = self.documents.get(name)
         if data is None:
-            raise ArchiveError(f"{self.path}: {what} {name!r} is too large to be one.")
+            raise ArchiveError(f"{self.path}: {what} {name!r} is not a JSON document (too large, or not JSON).")
+        return self._json(data, what, name)
+
+    def _json(self, data: bytes, what: str, name: str) -> Any:
+        """The document parsed, once its nesting is known to be no deeper than a manifest's could be."""
+        if json_depth(data) > MAX_JSON_DEPTH:
+            raise ArchiveError(f"{self.path}: {what} {name!r} nests JSON more than {MAX_JSON_DEPTH} levels deep, "
+                               "which no image tool writes: refusing it.")
         try:
             return json.loads(data)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise ArchiveError(f"{self.path}: {what} {name!r} is not valid JSON ({exc}).") from exc
 
     def open_member(self, member: Member) -> IO[bytes]:
@@ -206,6 +244,13 @@ class Archive:
         handle = open(self.path, "rb")
         handle.seek(member.offset)
         return _Slice(handle, member.size)
+
+    def read_again(self, member: Member) -> Iterator[bytes]:
+        """A member's bytes read afresh from the file (a gzip archive is decompressed up to it again)."""
+        with self.open_stream() as raw:
+            _skip(raw, member.offset)
+            reader = _Slice(raw, member.size, close_parent=False)
+            yield from iter(lambda: reader.read(READ_SIZE), b"")
 
     def stream(self, wanted: set[str], on_member: Callable[[Member, IO[bytes]], None]) -> None:
         """Call `on_member` for each wanted member in archive order, with a reader over its bytes."""
@@ -247,15 +292,17 @@ class Archive:
     def _config(self, name: str, expected_digest: str | None) -> tuple[bytes, str, list[str]]:
         config = self.documents.get(name)
         if config is None:
-            raise ArchiveError(f"{self.path}: image config {name!r} is missing from the archive.")
+            what = "is missing from the archive" if name not in self.members else "is not a JSON document"
+            raise ArchiveError(f"{self.path}: image config {name!r} {what}.")
         digest = "sha256:" + hashlib.sha256(config).hexdigest()
         if expected_digest and digest != expected_digest:
             raise ArchiveError(f"{self.path}: image config {name!r} does not match its digest {expected_digest}.")
-        try:
-            diff_ids = json.loads(config)["rootfs"]["diff_ids"]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ArchiveError(f"{self.path}: image config {name!r} has no rootfs.diff_ids ({exc}).") from exc
-        return config, digest, list(diff_ids)
+        parsed = self._json(config, "image config", name)
+        rootfs = parsed.get("rootfs") if isinstance(parsed, dict) else None
+        diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
+        if not isinstance(diff_ids, list) or not all(isinstance(d, str) for d in diff_ids):
+            raise ArchiveError(f"{self.path}: image config {name!r} has no rootfs.diff_ids list.")
+        return config, digest, diff_ids
 
     def _docker_images(self) -> list[Image]:
         manifest = self.document("manifest.json", "manifest")
@@ -263,10 +310,12 @@ class Archive:
             raise ArchiveError(f"{self.path}: manifest.json is not a list of images.")
         images = []
         for entry in manifest:
-            try:
-                config_name, layer_names = entry["Config"], list(entry["Layers"])
-            except (KeyError, TypeError) as exc:
-                raise ArchiveError(f"{self.path}: manifest.json entry without Config/Layers ({exc}).") from exc
+            config_name = entry.get("Config") if isinstance(entry, dict) else None
+            layer_names = entry.get("Layers") if isinstance(entry, dict) else None
+            if not isinstance(config_name, str) or not isinstance(layer_names, list) \
+                    or not all(isinstance(n, str) for n in layer_names):
+                raise ArchiveError(f"{self.path}: manifest.json has an entry without a Config name and a Layers "
+                                   "list of names.")
             expected = _digest_from_blob_path(config_name)
             config, config_digest, diff_ids = self._config(_clean_name(config_name) or "", expected)
             if len(diff_ids) != len(layer_names):
@@ -281,55 +330,90 @@ class Archive:
                     if member.compressed else None
                 layers.append(Layer(member, diff_id, member.compressed, media_type,
                                     _digest_from_blob_path(layer_name) if member.compressed else None))
-            images.append(Image(config, config_digest, layers, list(entry.get("RepoTags") or [])))
+            tags = entry.get("RepoTags") or []
+            images.append(Image(config, config_digest, layers, [t for t in tags if isinstance(t, str)]
+                                if isinstance(tags, list) else []))
         return images
 
-    def _blob(self, digest: str) -> Member:
+    def _blob(self, digest: str, what: str) -> Member:
         algorithm, hexdigest = digest.split(":", 1) if ":" in digest else ("", digest)
         member = self.members.get(f"blobs/{algorithm}/{hexdigest}")
         if member is None:
-            raise ArchiveError(f"{self.path}: blob {digest} is missing from the archive.")
+            raise ArchiveError(f"{self.path}: {what} {digest} is missing from the archive (no "
+                               f"blobs/{algorithm}/{hexdigest}).")
         return member
 
     def _oci_images(self) -> list[Image]:
         index = self.document("index.json", "OCI index")
-        images = []
-        for descriptor in _manifests(index):
-            manifest_member = self._blob(descriptor["digest"])
-            manifest = self.document(manifest_member.name, "OCI manifest")
-            if manifest.get("mediaType") == OCI_INDEX or "manifests" in manifest:
-                raise ArchiveError(f"{self.path}: multi-platform image indexes are not supported; save one "
-                                   "platform (e.g. skopeo copy --override-arch amd64).")
-            annotations = descriptor.get("annotations") or {}
-            names = [n for n in (annotations.get("io.containerd.image.name"),
-                                 annotations.get("org.opencontainers.image.ref.name")) if n]
-            config_member = self._blob(manifest["config"]["digest"])
-            config, config_digest, diff_ids = self._config(config_member.name, manifest["config"]["digest"])
-            if len(diff_ids) != len(manifest.get("layers", [])):
-                raise ArchiveError(f"{self.path}: OCI manifest lists {len(manifest.get('layers', []))} layers "
-                                   f"but the config has {len(diff_ids)} diff_ids.")
-            layers = []
-            for layer, diff_id in zip(manifest["layers"], diff_ids):
-                member = self._blob(layer["digest"])
-                if member.size != layer.get("size", member.size):
-                    raise ArchiveError(f"{self.path}: blob {layer['digest']} is {member.size} bytes, the manifest "
-                                       f"says {layer['size']}.")
-                media_type = layer.get("mediaType", OCI_LAYER)
-                compressed = media_type.endswith(("gzip", "zstd"))
-                layers.append(Layer(member, diff_id, compressed, media_type, layer["digest"]))
-            images.append(Image(config, config_digest, layers, names))
+        images = [self._oci_image(descriptor) for descriptor in _manifests(self.path, index)]
         if not images:
             raise ArchiveError(f"{self.path}: index.json lists no images.")
         return images
 
+    def _oci_image(self, descriptor: dict[str, Any]) -> Image:
+        manifest_member = self._blob(descriptor["digest"], "OCI manifest")
+        manifest = self.document(manifest_member.name, "OCI manifest")
+        if isinstance(manifest, dict) and (manifest.get("mediaType") == OCI_INDEX or "manifests" in manifest):
+            raise ArchiveError(f"{self.path}: multi-platform image indexes are not supported; save one "
+                               "platform (e.g. skopeo copy --override-arch amd64).")
+        config_digest = _descriptor_digest(manifest.get("config") if isinstance(manifest, dict) else None)
+        layer_list = manifest.get("layers", []) if isinstance(manifest, dict) else None
+        if config_digest is None or not isinstance(layer_list, list) \
+                or any(_descriptor_digest(layer) is None for layer in layer_list):
+            raise ArchiveError(f"{self.path}: OCI manifest {descriptor['digest']} has no config descriptor with a "
+                               "sha256 digest, or a layer without one: not an image manifest.")
+        annotations = descriptor.get("annotations")
+        annotations = annotations if isinstance(annotations, dict) else {}
+        names = [n for n in (annotations.get("io.containerd.image.name"),
+                             annotations.get("org.opencontainers.image.ref.name")) if isinstance(n, str) and n]
+        config, config_digest, diff_ids = self._config(self._blob(config_digest, "image config").name, config_digest)
+        if len(diff_ids) != len(layer_list):
+            raise ArchiveError(f"{self.path}: OCI manifest lists {len(layer_list)} layers "
+                               f"but the config has {len(diff_ids)} diff_ids.")
+        layers = []
+        for layer, diff_id in zip(layer_list, diff_ids):
+            member = self._blob(layer["digest"], "layer")
+            if member.size != layer.get("size", member.size):
+                raise ArchiveError(f"{self.path}: blob {layer['digest']} is {member.size} bytes, the manifest "
+                                   f"says {layer['size']}.")
+            media_type = layer.get("mediaType", OCI_LAYER)
+            media_type = media_type if isinstance(media_type, str) else OCI_LAYER
+            compressed = media_type.endswith(("gzip", "zstd"))
+            layers.append(Layer(member, diff_id, compressed, media_type, layer["digest"]))
+        return Image(config, config_digest, layers, names)
 
-def _manifests(index: Any) -> Iterator[dict[str, Any]]:
+
+def _descriptor_digest(descriptor: Any) -> str | None:
+    """The sha256 digest an OCI descriptor names, or None when it is not a descriptor."""
+    digest = descriptor.get("digest") if isinstance(descriptor, dict) else None
+    return digest if isinstance(digest, str) and re.fullmatch(r"sha256:[0-9a-f]{64}", digest) else None
+
+
+def _manifests(path: str, index: Any) -> Iterator[dict[str, Any]]:
     if not isinstance(index, dict) or not isinstance(index.get("manifests"), list):
-        raise ArchiveError("index.json has no manifests list.")
+        raise ArchiveError(f"{path}: index.json has no manifests list.")
     for descriptor in index["manifests"]:
-        if not isinstance(descriptor, dict) or not str(descriptor.get("digest", "")).startswith("sha256:"):
-            raise ArchiveError("index.json lists a manifest without a sha256 digest.")
+        if _descriptor_digest(descriptor) is None:
+            raise ArchiveError(f"{path}: index.json lists a manifest without a sha256 digest.")
         yield descriptor
+
+
+def json_depth(data: bytes) -> int:
+    """How deep arrays and objects nest in a JSON text (brackets inside strings do not count)."""
+    brackets = re.sub(rb"[^\[\]{}]", b"", re.sub(rb'"(?:[^"\\]|\\.)*"', b"", data))
+    return max(itertools.accumulate(1 if byte in b"[{" else -1 for byte in brackets), default=0)
+
+
+def _can_be_document(name: str, size: int, head: bytes) -> bool:
+    """Whether a member may be a manifest, index or config: a small JSON text named as image tools name them."""
+    if size > SMALL_MEMBER or not head.lstrip()[:1] in (b"{", b"["):
+        return False
+    return name.endswith(".json") or name.startswith("blobs/")
+
+
+def _can_be_layer(name: str) -> bool:
+    """Whether a member may be a layer (`<id>/layer.tar` in docker save, a blob in OCI archives)."""
+    return name.endswith(".tar") or name.startswith("blobs/")
 
 
 def _clean_name(name: str) -> str | None:

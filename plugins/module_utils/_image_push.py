@@ -19,7 +19,7 @@ import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import IO, Callable, Iterator, NamedTuple, TypeVar
+from typing import IO, Callable, Iterable, Iterator, NamedTuple, TypeVar
 
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._blob_compression import (
     BlobStream,
@@ -158,6 +158,7 @@ class DirectPusher:
         self.check_mode, self.on_progress = check_mode, on_progress
         self.mount_from = mount_from or []
         self._compressors: ThreadPoolExecutor | None = None
+        self._source: Archive | None = None  # the archive being pushed, to read a layer again for a new session
 
     @property
     def _repo(self) -> str:
@@ -182,6 +183,7 @@ class DirectPusher:
         return already_pushed(self.client, self.repository, self.tags, before, live_config, config_digest, blobs)
 
     def _push(self, archive_path: str, source_image: str | None) -> PushResult:
+        self._source = Archive(archive_path, _is_gzip(archive_path), {}, {}, [])
         before, live_config = tag_state(self.client, self.repository, self.tags[0])
         key = PushCache.archive_key(archive_path, source_image) if os.path.exists(archive_path) else None
         known = self.cache.data["archives"].get(key) if key else None
@@ -250,11 +252,7 @@ class DirectPusher:
             outcome.update(self._each_layer(archive, pending, self._measure))
             result.digest = self._manifest(image, outcome).digest
             return result
-        sent = self._each_layer(archive, pending, self._send)
-        committed = {diff_id: self._commit(upload) for diff_id, upload in sent.items()}
-        outcome.update(committed)
-        result.blobs_uploaded += len(committed)
-        result.bytes_uploaded += sum(blob.size for blob in committed.values())
+        outcome.update(self._commit_all(list(self._each_layer(archive, pending, self._send).values()), result))
         return self._finish(image, outcome, result)
 
     def _finish(self, image: Image, outcome: dict[str, StoredBlob], result: PushResult) -> PushResult:
@@ -315,26 +313,32 @@ class DirectPusher:
 
     def _commit_streamed(self, archive: Archive, image: Image, uploads: dict[str, OpenBlob], used: set[str],
                          result: PushResult) -> dict[str, StoredBlob]:
-        """Check every streamed layer, then commit them; send the small layers the scan kept in memory."""
-        outcome: dict[str, StoredBlob] = {}
+        """Check every layer (streamed ones, then any the scan did not stream), and only then commit them all."""
+        checked: list[CheckedBlob] = []
         small: list[Layer] = []
-        streamed_layers = []
         for layer in _unique_layers(image).values():
-            if layer.member.name not in uploads:
+            sent = uploads.get(layer.member.name)
+            if sent is None:
                 small.append(layer)
                 continue
-            _verify(layer, uploads[layer.member.name].source_digest)  # every layer checked before any commit
-            streamed_layers.append(layer)
-        for layer in streamed_layers:
-            sent = uploads[layer.member.name]
-            used.add(layer.member.name)
-            outcome[layer.diff_id] = self._commit(CheckedBlob(sent.upload, sent.blob_digest, layer))
+            _verify(layer, sent.source_digest)  # every layer checked before any commit
+            checked.append(CheckedBlob(sent.upload, sent.blob_digest, layer))
+        checked += self._each_layer(archive, small, self._send).values()
+        used.update(blob.layer.member.name for blob in checked)  # from here on _commit_all cancels what it must
+        return self._commit_all(checked, result)
+
+    def _commit_all(self, checked: list[CheckedBlob], result: PushResult) -> dict[str, StoredBlob]:
+        """Commit checked layers, by diff_id; a failed commit cancels the sessions not committed yet."""
+        outcome: dict[str, StoredBlob] = {}
+        for index, blob in enumerate(checked):
+            try:
+                outcome[blob.layer.diff_id] = self._commit(blob)
+            except BaseException:
+                for rest in checked[index:]:
+                    self.client.cancel(rest.upload)
+                raise
             result.blobs_uploaded += 1
-            result.bytes_uploaded += sent.upload.size
-        for diff_id, checked in self._each_layer(archive, small, self._send).items():
-            outcome[diff_id] = self._commit(checked)
-            result.blobs_uploaded += 1
-            result.bytes_uploaded += checked.upload.size
+            result.bytes_uploaded += blob.upload.size
         return outcome
 
     # --- per-layer work ---------------------------------------------------------------------------------------
@@ -342,8 +346,16 @@ class DirectPusher:
     def _send_unverified(self, layer: Layer, chunks: Iterator[bytes]) -> OpenBlob:
         """Compress and send a layer to a new upload session, left open."""
         blob = BlobStream(layer, self.compression, self._compressors)
-        upload = self.client.send(self._repo, rechunk(blob.pieces(chunks), CHUNK), self.on_progress)
+        upload = self.client.send(self._repo, rechunk(blob.pieces(chunks), CHUNK), self.on_progress,
+                                  replay=lambda: self._blob_again(layer))
         return OpenBlob(upload, blob.blob_digest(), blob.source_digest())
+
+    def _blob_again(self, layer: Layer) -> Iterator[bytes]:
+        """The blob's chunks once more, from the archive file (compression is deterministic: the same bytes)."""
+        if self._source is None:
+            raise ArchiveError("no archive to read the layer from again")
+        again = BlobStream(layer, self.compression, self._compressors)
+        return rechunk(again.pieces(self._source.read_again(layer.member)), CHUNK)
 
     def _send(self, layer: Layer, chunks: Iterator[bytes]) -> CheckedBlob:
         """Send a layer whose digest is known, and check it; a mismatch cancels the session."""
@@ -380,6 +392,22 @@ class DirectPusher:
         if not layers:
             return {}
         futures: dict[str, Future] = {}
+        try:
+            self._start_each(archive, layers, work, futures)
+            return {diff_id: future.result() for diff_id, future in futures.items()}
+        except BaseException:
+            self._cancel_sent(futures.values())  # the layers that did get through stay uncommitted: drop them
+            raise
+
+    def _cancel_sent(self, futures: Iterable[Future]) -> None:
+        for future in futures:
+            if future.done() and not future.cancelled() and future.exception() is None:
+                upload = getattr(future.result(), "upload", None)
+                if isinstance(upload, OpenUpload):
+                    self.client.cancel(upload)
+
+    def _start_each(self, archive: Archive, layers: list[Layer], work: Callable[[Layer, Iterator[bytes]], T],
+                    futures: dict[str, Future]) -> None:
         feeder = Feeder(self.layer_readers)
         with feeder:
             # Small layers were kept in memory by the scan: no second read of the archive for them.
@@ -398,7 +426,6 @@ class DirectPusher:
                     futures[layer.diff_id] = feeder.submit(work, layer, reader)
 
                 archive.stream(set(by_member), feed)
-        return {diff_id: future.result() for diff_id, future in futures.items()}
 
     def _manifest(self, image: Image, outcome: dict[str, StoredBlob]) -> Manifest:
         """The manifest naming `outcome`'s blobs; Docker v2 when every layer is gzip (or asked), else OCI."""

@@ -17,7 +17,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator, NamedTuple
 from urllib.parse import urlencode, urljoin, urlparse
 
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._docker_config import Credentials
@@ -64,6 +64,17 @@ class OpenUpload:
     location: str
     size: int
     scopes: tuple[str, ...]
+    restarts: int = 0  # new sessions opened after the registry dropped one
+
+
+class SessionStatus(NamedTuple):
+    """What an upload session's status answer says: bytes held, and the Location to go on with."""
+
+    held: int
+    location: str
+
+
+LOST_SESSION = SessionStatus(-1, "")  # the registry no longer knows the session (or has cancelled it)
 
 
 class RegistryClient:
@@ -258,24 +269,35 @@ class RegistryClient:
             self.cancel(pending)
             raise
 
-    def send(self, repository: str, chunks: Iterable[bytes],
-             on_progress: Callable[[int], None] | None = None) -> "OpenUpload":
+    def send(self, repository: str, chunks: Iterable[bytes], on_progress: Callable[[int], None] | None = None,
+             replay: Callable[[], Iterable[bytes]] | None = None) -> "OpenUpload":
         """Send every chunk to a new upload session and leave it open: nothing is stored until `commit`.
 
-        A dropped connection resumes at the offset the registry says it holds; a failure cancels the session.
+        A dropped connection resumes at the offset the registry says it holds. When the registry has dropped the
+        session (Docker Distribution does once its upload state and what it received disagree), the blob restarts
+        in a new session: `replay()` gives the blob's bytes again from the start, to send what the lost session
+        held. A failure cancels the session.
         """
         scopes = (f"repository:{repository}:pull,push",)
-        start = self.request("POST", f"/v2/{repository}/blobs/uploads/", scopes=scopes, expected={202})
-        upload = OpenUpload(start.headers["Location"], 0, scopes)
+        upload = OpenUpload(self._open_session(repository, scopes), 0, scopes)
         try:
             for chunk in chunks:
-                upload.location, upload.size = self._send_chunk(upload.location, chunk, upload.size, scopes)
+                self._send_chunk(upload, chunk, replay)
                 if on_progress:
                     on_progress(len(chunk))
         except BaseException:
             self.cancel(upload)
             raise
         return upload
+
+    def _open_session(self, repository: str, scopes: tuple[str, ...]) -> str:
+        start = self.request("POST", f"/v2/{repository}/blobs/uploads/", scopes=scopes, expected={202})
+        location = start.headers.get("Location")
+        if not location:
+            raise RegistryError(f"Registry {self.registry} answered 202 to POST /v2/{repository}/blobs/uploads/ "
+                                "without a Location for the upload: it does not speak the distribution API; check "
+                                "the registry host and port.")
+        return location
 
     def commit(self, upload: "OpenUpload", digest: str) -> Blob:
         separator = "&" if "?" in upload.location else "?"
@@ -286,39 +308,70 @@ class RegistryClient:
     def cancel(self, upload: "OpenUpload") -> None:
         self._cancel(upload.location, upload.scopes)
 
-    def _send_chunk(self, location: str, chunk: bytes, offset: int, scopes: tuple[str, ...]) -> tuple[str, int]:
+    def _send_chunk(self, upload: "OpenUpload", chunk: bytes, replay: Callable[[], Iterable[bytes]] | None) -> None:
+        """Append `chunk` to the session; after a failure, ask what it holds and send only the rest."""
+        offset = upload.size
         sent = 0
         for attempt in range(1, self.retries + 1):
             piece = memoryview(chunk)[sent:] if sent else chunk  # no copy of a chunk being resent
             headers = {"Content-Type": "application/octet-stream", "Content-Length": str(len(piece)),
                        "Content-Range": f"{offset + sent}-{offset + len(chunk) - 1}"}
             try:
-                answer = self.request("PATCH", location, scopes=scopes, expected={202}, headers=headers, data=piece,
-                                      retry=False)
-                return answer.headers.get("Location", location), offset + len(chunk)
+                answer = self.request("PATCH", upload.location, scopes=upload.scopes, expected={202}, headers=headers,
+                                      data=piece, retry=False)
+                upload.location, upload.size = answer.headers.get("Location", upload.location), offset + len(chunk)
+                return
             except RegistryAuthError:
                 raise
             except RegistryError:
                 if attempt == self.retries:
                     raise
                 self._sleep(attempt, None)
-                held = self._held(location, scopes)  # what the registry kept of the upload so far
-                if held is None or held < offset or held > offset + len(chunk):
+                status = self._held(upload)  # what the registry kept of the session so far
+                if status is LOST_SESSION:
+                    self._restart(upload, replay)  # a new session holding the `offset` bytes sent before
+                    offset, sent = upload.size, 0
+                    continue
+                if status is None or not offset <= status.held <= offset + len(chunk):
                     raise
-                sent = held - offset
+                upload.location = status.location  # the status answer's Location carries the current state
+                if status.held == offset + len(chunk):
+                    upload.size = status.held  # all of it arrived, only the answer was lost: nothing to resend
+                    return
+                sent = status.held - offset
         raise AssertionError("unreachable")
 
-    def _held(self, location: str, scopes: tuple[str, ...]) -> int | None:
+    def _held(self, upload: "OpenUpload") -> "SessionStatus | None":
+        """How many bytes the session holds, LOST_SESSION when the registry no longer knows it, None if unknown."""
         try:
-            answer = self.request("GET", location, scopes=scopes, expected={204})
+            answer = self.request("GET", upload.location, scopes=upload.scopes, expected={204, 404})
         except RegistryError:
             return None
+        if answer.status_code == 404:  # BLOB_UPLOAD_UNKNOWN, or BLOB_UPLOAD_INVALID (the session was cancelled)
+            return LOST_SESSION
+        location = answer.headers.get("Location", upload.location)
         match = re.match(r"^(?:bytes=)?0-(\d+)$", answer.headers.get("Range", ""))
         if not match:
-            return 0
+            return SessionStatus(0, location)
         # distribution answers "0-0" for an empty upload (and, ambiguously, for a one-byte one): read it as empty.
         end = int(match.group(1))
-        return 0 if end == 0 else end + 1
+        return SessionStatus(0 if end == 0 else end + 1, location)
+
+    def _restart(self, upload: "OpenUpload", replay: Callable[[], Iterable[bytes]] | None) -> None:
+        """Open a new session for a lost one and send again the bytes the lost one held."""
+        held = upload.size
+        if held and replay is None:
+            raise RegistryError(f"Registry {self.registry} dropped the upload session after {held} bytes, and this "
+                                "blob cannot be read again: run again.")
+        if upload.restarts >= self.retries:
+            raise RegistryError(f"Registry {self.registry} dropped the upload session {upload.restarts + 1} times: "
+                                "check the network path to the registry (a proxy cutting long requests?).")
+        upload.restarts += 1
+        repository = upload.scopes[0].split(":")[1]  # "repository:<name>:pull,push"
+        upload.location, upload.size = self._open_session(repository, upload.scopes), 0
+        if held and replay is not None:
+            for piece in _first_bytes(replay(), held):
+                self._send_chunk(upload, piece, replay)
 
     def manifest(self, repository: str, reference: str) -> tuple[str, str, bytes] | None:
         """(digest, media type, body) of a tag or digest, or None when the registry has none."""
@@ -356,6 +409,23 @@ def retry_delay(backoff: float, attempt: int, retry_after: str | None, jitter: f
     if retry_after and retry_after.isdigit():
         delay = max(delay, min(float(retry_after), 60.0))
     return delay
+
+
+def _first_bytes(pieces: Iterable[bytes], count: int) -> Iterator[bytes]:
+    """The first `count` bytes of `pieces`, in the same pieces (the last one cut); stops reading there."""
+    iterator = iter(pieces)
+    try:
+        for piece in iterator:
+            yield piece[:count] if len(piece) > count else piece
+            count -= len(piece)
+            if count <= 0:
+                return
+        if count > 0:
+            raise RegistryError(f"the blob read again is {count} bytes shorter than what was sent before.")
+    finally:
+        close = getattr(iterator, "close", None)
+        if close:
+            close()
 
 
 def _reason(exc: Exception) -> str:

@@ -114,3 +114,64 @@ def test_a_cut_in_a_later_chunk_resumes_from_the_registrys_offset(rig, proxy, tm
     assert [seen[2] for seen in sent] == [202, -1] + [202] * chunks
 
     assert_same_image(pulled_back(rig, f"{rig['RIG_INSECURE_REGISTRY']}/{repo}:1.0", tmp_path, insecure=True), facts)
+
+
+# --- the registry keeps what it received: resume within the same run -------------------------------------------
+
+def _big_layer_archive(tmp_path, chunks: int, **kwargs):
+    import os
+
+    return archive(tmp_path, layers=[{"big.bin": os.urandom(chunks * CHUNK)}], **kwargs)  # random: no compression
+
+
+def _patches(proxy):
+    return [seen for seen in proxy.faults.seen if seen[0] == "PATCH"]
+
+
+@pytest.mark.parametrize("compress", [False, True], ids=["tar", "tar.gz"])
+def test_a_cut_after_part_of_a_chunk_reached_the_registry_resumes_in_the_same_run(rig, proxy, tmp_path, compress):
+    """Docker Distribution writes what it received of a cut PATCH; the upload URL's state then no longer matches
+    and the registry drops that session at the next call: the blob restarts in a new session, in this run."""
+    facts = _big_layer_archive(tmp_path, 4, compress=compress)
+    repo = f"faults/partial-{uuid.uuid4().hex[:6]}"
+    blob = facts.path.stat().st_size  # the layer is the archive's bulk
+    proxy.faults.cut(2 * 1024 * 1024, is_patch, forward=True)
+    result = push(proxy, facts, repo)  # one run, no rerun
+    assert result.changed and result.blobs_uploaded == 2
+    assert [seen[2] for seen in _patches(proxy)][0] == -1
+    assert proxy.faults.body_bytes["PATCH"] < 1.2 * blob
+    assert tags(rig, repo) == ["1.0"]
+    assert_same_image(pulled_back(rig, f"{rig['RIG_INSECURE_REGISTRY']}/{repo}:1.0", tmp_path, insecure=True), facts)
+
+
+def test_a_cut_in_a_later_chunk_after_part_reached_the_registry_replays_the_blob(rig, proxy, tmp_path):
+    """A session lost after whole chunks: the blob's earlier bytes are read again from the archive and sent to a
+    new session, then the upload goes on; the run finishes."""
+    facts = _big_layer_archive(tmp_path, 3, compress=True)
+    repo = f"faults/replay-{uuid.uuid4().hex[:6]}"
+    patches = []
+
+    def third_patch(method, path):
+        if method != "PATCH":
+            return False
+        patches.append(path)
+        return len(patches) == 3
+
+    proxy.faults.cut(1024 * 1024, third_patch, forward=True)
+    result = push(proxy, facts, repo)
+    assert result.blobs_uploaded == 2
+    assert [seen[2] for seen in _patches(proxy)][:3] == [202, 202, -1]
+    assert sum(1 for seen in proxy.faults.seen if seen[0] == "POST") == 3  # layer, layer again, config
+    assert_same_image(pulled_back(rig, f"{rig['RIG_INSECURE_REGISTRY']}/{repo}:1.0", tmp_path, insecure=True), facts)
+
+
+def test_a_lost_answer_to_a_stored_patch_resumes_in_the_same_run(rig, proxy, tmp_path):
+    """The registry stored the whole chunk but its answer never came back: no empty PATCH (416), no failed run."""
+    facts = _big_layer_archive(tmp_path, 4)
+    repo = f"faults/lost-{uuid.uuid4().hex[:6]}"
+    proxy.faults.lose_answer(is_patch)
+    result = push(proxy, facts, repo)
+    assert result.changed and result.blobs_uploaded == 2
+    assert not [seen for seen in proxy.faults.seen if seen[2] == 416]
+    assert proxy.faults.body_bytes["PATCH"] < facts.path.stat().st_size + 1.1 * CHUNK
+    assert_same_image(pulled_back(rig, f"{rig['RIG_INSECURE_REGISTRY']}/{repo}:1.0", tmp_path, insecure=True), facts)

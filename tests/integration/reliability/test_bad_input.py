@@ -6,7 +6,11 @@ fail; say what is wrong and how to fix it (the expected fragments); show no Pyth
 changed where it would have acted:
 
 - registry cases: the tag list of the repository it was pointed at (a repository seeded once with tag `seed`;
-  every case uses its own tag, so a push that slipped through would add one);
+  every case uses its own tag, so a push that slipped through would add one), and in the registry's own storage
+  the blobs it holds, the layers linked into that repository and the upload sessions open there (a layer
+  committed or a session left open before the input was found bad would show);
+- hostile registry cases: a fake registry on a loopback port (what a real registry will not do); the real
+  registries must not be touched at all;
 - cluster and role cases: the namespace the registry stage would have created does not exist;
 - DataRobot cases: every prediction environment the fake had is still there unchanged, and none carrying this
   run's names appeared (other suites share the fake, so their new environments are ignored);
@@ -18,15 +22,18 @@ Each case records one `bad_input` line in the reliability ledger before its asse
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import random
 import socket
 import tarfile
+import threading
 import time
 import traceback
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Iterator
 
 import pytest
@@ -42,6 +49,7 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
 )
 
 PPS = "datarobot_mlops.management_agent.pps_image"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 ENVIRONMENTS = "datarobot_mlops.management_agent.prediction_environment"
 TIME_LIMIT = 60  # seconds; a bad input fails fast (retries and backoff included)
 BIG = 5 * 1024 * 1024  # above the archive reader's 4 MiB "small member" bound: streamed, not kept in memory
@@ -63,6 +71,7 @@ class Bench:
     suffix: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
     archives: dict[str, Path] = field(default_factory=dict)
     namespaces: list[str] = field(default_factory=list)
+    hostiles: dict[str, "HostileRegistry"] = field(default_factory=dict)
     _kubeconfig: Path | None = None
 
     @property
@@ -86,6 +95,12 @@ class Bench:
         if name not in self.namespaces:
             self.namespaces.append(name)
         return name
+
+    def hostile(self, behaviour: str) -> int:
+        """The port of a fake registry behaving as `behaviour` (started once, stopped with the bench)."""
+        if behaviour not in self.hostiles:
+            self.hostiles[behaviour] = HostileRegistry(behaviour)
+        return self.hostiles[behaviour].port
 
     def tag(self, case_id: str) -> str:
         return f"bad-{case_id}"[:128]
@@ -141,11 +156,13 @@ def _entries(path: Path) -> list[Entry]:
         return [(info, tar.extractfile(info).read() if info.isfile() else b"") for info in tar.getmembers()]
 
 
-def _good_archive(bench: Bench, name: str = "good.tar", big: bool = True, repo_tag: str = "") -> Path:
+def _good_archive(bench: Bench, name: str = "good.tar", big: bool = True, repo_tag: str = "",
+                  layout: str = "legacy") -> Path:
     layers = [{"opt/pps/model.bin": random.Random(name).randbytes(BIG if big else 4096)}, {"etc/pps.conf": b"x=1\n"}]
     path = bench.tmp / f"source-{name}"
     if not path.exists():
-        write_docker_archive(path, [repo_tag or "datarobot/datarobot-portable-prediction-api:9.2.0"], layers)
+        write_docker_archive(path, [repo_tag or "datarobot/datarobot-portable-prediction-api:9.2.0"], layers,
+                             layout=layout)
     return path
 
 
@@ -194,6 +211,71 @@ def _layer_name(bench: Bench, index: int = 0) -> str:
     return _manifest(_entries(_good_archive(bench)))[0]["Layers"][index]
 
 
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _oci(bench: Bench, manifest: Callable[[dict[str, Any]], Any] | None = None,
+         index: Callable[[dict[str, Any]], bytes] | None = None, compress: bool = False) -> bytes:
+    """The good image as an OCI layout alone (what skopeo's oci-archive holds), its manifest or index spoilt.
+
+    Members keep the writer's order: the big layer comes first, so a gzip archive streams it before the
+    manifest is read."""
+    entries = _without(_entries(_good_archive(bench, "oci.tar", layout="oci")), {"manifest.json"})
+    by_name = {info.name: data for info, data in entries}
+    index_doc = json.loads(by_name["index.json"])
+    old = index_doc["manifests"][0]["digest"][7:]
+    if manifest is not None:
+        body = json.dumps(manifest(json.loads(by_name[f"blobs/sha256/{old}"]))).encode()
+        index_doc["manifests"][0].update(digest=f"sha256:{_sha(body)}", size=len(body))
+        entries = _without(entries, {f"blobs/sha256/{old}", "index.json"}) + [_member(f"blobs/sha256/{_sha(body)}", body)]
+    entries = _without(entries, {"index.json"}) + [
+        _member("index.json", index(index_doc) if index else json.dumps(index_doc).encode())]
+    data = _tar(entries)
+    return gzip.compress(data, 1) if compress else data
+
+
+def _first_layer(change: Callable[[dict[str, Any]], None]) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    def spoil(manifest: dict[str, Any]) -> dict[str, Any]:
+        change(manifest["layers"][0])
+        return manifest
+
+    return spoil
+
+
+def _gzip_bomb(bench: Bench) -> bytes:
+    """A real decompression bomb: a 2 GiB member of zeros (32 gzip members of 64 MiB each, joined: one gzip
+    stream), then the good image; the file is a few MiB."""
+    zeros = gzip.compress(b"\0" * (64 * 1024 * 1024), 9)
+    header = _tar([_member("bomb/layer.tar", size=2 * 1024 ** 3)], end=False)
+    return gzip.compress(header, 1) + zeros * 32 + gzip.compress(_good_archive(bench).read_bytes(), 1)
+
+
+def _member_count_bomb(bench: Bench) -> bytes:
+    return gzip.compress(_tar([_member(f"x/{i}") for i in range(20_000)] + _entries(_good_archive(bench))), 1)
+
+
+def _json_bomb(bench: Bench) -> bytes:
+    """20 members of 4 MiB of JSON each, named like configs: 80 MiB a scan would hold, in a small gzip file."""
+    document = b"{" + b" " * (4 * 1024 * 1024 - 2) + b"}"
+    return gzip.compress(_tar([_member(f"{i:064x}.json", document) for i in range(20)]
+                              + _entries(_good_archive(bench))), 1)
+
+
+def _docker_spoiled(bench: Bench, manifest: Callable[[list[Any]], Any] | None = None,
+                    config: bytes | None = None, compress: bool = False) -> bytes:
+    entries = _entries(_good_archive(bench))
+    spoiled = []
+    for info, data in entries:
+        if info.name == "manifest.json" and manifest is not None:
+            info, data = _member(info.name, json.dumps(manifest(json.loads(data))).encode())
+        elif info.name == _manifest(entries)[0]["Config"] and config is not None:
+            info, data = _member(info.name, config)
+        spoiled.append((info, data))
+    data = _tar(spoiled)
+    return gzip.compress(data, 1) if compress else data
+
+
 ARCHIVES: dict[str, Callable[[Bench], bytes]] = {
     "good": lambda b: _good_archive(b).read_bytes(),
     "empty": lambda b: b"",
@@ -213,7 +295,133 @@ ARCHIVES: dict[str, Callable[[Bench], bytes]] = {
     "huge-declared-size": _huge_declared_size,
     "huge-declared-layer-gzip": _huge_declared_layer_gzip,
     "two-images": _two_images,
+    "gzip-bomb": _gzip_bomb,
+    "member-count-bomb": _member_count_bomb,
+    "json-bomb": _json_bomb,
+    "manifest-deep-json-gzip": lambda b: gzip.compress(_tar(_without(_entries(_good_archive(b)), {"manifest.json"})
+                                                            + [_member("manifest.json", b"[" * 200_000 + b"]" * 200_000)]), 1),
+    "manifest-entry-not-object": lambda b: _docker_spoiled(b, manifest=lambda m: ["datarobot/pps:9.2.0"]),
+    "config-without-diff-ids": lambda b: _docker_spoiled(b, config=b'{"rootfs": {"type": "layers"}}'),
+    "oci-no-config": lambda b: _oci(b, manifest=lambda m: {k: v for k, v in m.items() if k != "config"}),
+    "oci-no-config-gzip": lambda b: _oci(b, manifest=lambda m: {k: v for k, v in m.items() if k != "config"},
+                                         compress=True),
+    "oci-index-names-absent-manifest": lambda b: _oci(b, index=lambda i: json.dumps(
+        {**i, "manifests": [{**i["manifests"][0], "digest": "sha256:" + "0" * 64}]}).encode()),
+    "oci-index-deep-json": lambda b: _oci(b, index=lambda i: b'{"manifests": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"),
+    "oci-index-deep-json-gzip": lambda b: _oci(b, index=lambda i: b'{"manifests": ' + b"[" * 100_000
+                                               + b"]" * 100_000 + b"}", compress=True),
+    "oci-index-without-manifests": lambda b: _oci(b, index=lambda i: b'{"schemaVersion": 2}'),
+    "oci-manifest-not-an-object": lambda b: _oci(b, manifest=lambda m: [m]),
+    "oci-layer-size-mismatch": lambda b: _oci(b, manifest=_first_layer(lambda layer: layer.update(size=layer["size"] + 1))),
+    "oci-layer-blob-absent": lambda b: _oci(b, manifest=_first_layer(lambda layer: layer.update(digest="sha256:" + "0" * 64))),
+    "oci-layer-without-digest": lambda b: _oci(b, manifest=_first_layer(lambda layer: layer.pop("digest"))),
+    "oci-nested-index": lambda b: _oci(b, manifest=lambda m: {"schemaVersion": 2, "mediaType": OCI_INDEX,
+                                                              "manifests": [m["config"]]}),
+    "oci-more-layers-than-diff-ids": lambda b: _oci(b, manifest=lambda m: {**m, "layers": m["layers"] * 2},
+                                                    compress=True),
 }
+
+
+# --- hostile registries: what a real registry will not do -------------------------------------------------------
+
+class _Hostile(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    behaviour = ""
+
+    def log_message(self, *args: Any) -> None:  # quiet
+        pass
+
+    def _send(self, status: int, headers: dict[str, str] | None = None, body: bytes = b"") -> None:
+        self.send_response(status)
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _handle(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        answer = getattr(self, "_" + self.behaviour.replace("-", "_"))()
+        self._send(*answer)
+
+    def _always_500(self) -> tuple:
+        return 500, {"Content-Type": "application/json"}, b'{"errors":[{"code":"UNKNOWN","message":"boom"}]}'
+
+    def _not_a_registry(self) -> tuple:
+        return 404, {"Content-Type": "text/html"}, b"<html><body>Welcome to nginx!</body></html>"
+
+    def _token_realm_unreachable(self) -> tuple:
+        realm = f"http://127.0.0.1:{_free_port()}/token"
+        return 401, {"WWW-Authenticate": f'Bearer realm="{realm}",service="hostile"'}
+
+    def _token_without_token(self) -> tuple:
+        if self.path.startswith("/token"):
+            return 200, {"Content-Type": "application/json"}, b'{"expires_in": 300}'
+        realm = f"http://127.0.0.1:{self.server.server_address[1]}/token"
+        return 401, {"WWW-Authenticate": f'Bearer realm="{realm}",service="hostile"'}
+
+    def _upload_without_location(self) -> tuple:
+        if self.command == "POST":
+            return (202, {})
+        return (200, {}) if self.path == "/v2/" else (404, {})
+
+    def _manifest_digest_lie(self) -> tuple:
+        if self.path == "/v2/" or self.command in ("PATCH",):
+            return 200 if self.command == "GET" else 202, {"Location": self.path, "Range": "0-0"}
+        if self.command == "POST":
+            return 202, {"Location": self.path.split("?")[0] + "session"}
+        if self.command == "PUT":
+            return 201, {"Docker-Content-Digest": "sha256:" + "0" * 64}
+        return (404, {})
+
+    do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
+
+
+class HostileRegistry:
+    """A fake registry on a loopback port: HTTP answers no registry gives, or a socket that speaks no HTTP."""
+
+    RAW = ("garbage-not-http", "silent")
+
+    def __init__(self, behaviour: str) -> None:
+        self.behaviour, self.stop = behaviour, threading.Event()
+        if behaviour in self.RAW:
+            self.server: Any = socket.create_server(("127.0.0.1", 0))
+            self.server.settimeout(0.5)
+            target: Callable[[], None] = self._raw
+        else:
+            handler = type("Handler", (_Hostile,), {"behaviour": behaviour})
+            self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+            self.server.daemon_threads = True
+            target = self.server.serve_forever
+        self.port = self.server.getsockname()[1] if behaviour in self.RAW else self.server.server_address[1]
+        threading.Thread(target=target, daemon=True).start()
+
+    def _raw(self) -> None:
+        held = []
+        while not self.stop.is_set():
+            try:
+                connection, _address = self.server.accept()
+            except OSError:
+                continue
+            if self.behaviour == "garbage-not-http":
+                connection.sendall(b"\x00\x01SSH-2.0-hostile\r\n" * 8)
+                connection.close()
+            else:
+                held.append(connection)  # accepted, never answered
+
+    def close(self) -> None:
+        self.stop.set()
+        if self.behaviour in self.RAW:
+            self.server.close()
+        else:
+            self.server.shutdown()
+            self.server.server_close()
+
+
+def hostile(behaviour: str, **override: Any) -> "Runner":
+    """pps_image pushing the good archive to a fake registry behaving as `behaviour`."""
+    return pps(name=lambda b: f"127.0.0.1:{b.hostile(behaviour)}/{b.repo}", insecure=True, ca_path=None, **override)
 
 
 # --- how a case runs --------------------------------------------------------------------------------------------
@@ -331,11 +539,59 @@ CASES = [
     Case("archive-huge-declared-size", "registry", pps("huge-declared-size"),
          ("a truncated or corrupt tar archive", GIVE_AN_ARCHIVE)),
     Case("archive-huge-declared-layer-size-gzip", "registry", pps("huge-declared-layer-gzip"),
-         ("truncated or corrupt gzip data", GIVE_AN_ARCHIVE)),
+         ("would inflate the gzip stream to more than 100 times the file's size", "refusing a decompression bomb")),
     Case("archive-two-images-no-source-image", "registry", pps("two-images"),
          ("holds several images", "set source_image to one of them")),
     Case("archive-missing-file", "registry", pps(src="/nonexistent/datarobot-portable-prediction-api-9.2.0.tar.gz"),
          ("does not exist or is not a file",)),
+    Case("archive-gzip-bomb", "registry", pps("gzip-bomb"),
+         ("more than 100 times the file's size", "refusing a decompression bomb", "give the .tar instead")),
+    Case("archive-member-count-bomb", "registry", pps("member-count-bomb"),
+         ("has more than 10000 members, far more than an image archive has",)),
+    Case("archive-json-bomb", "registry", pps("json-bomb"), ("holds more than 64 MiB of JSON documents",)),
+    Case("archive-manifest-deep-json-gzip", "registry", pps("manifest-deep-json-gzip"),
+         ("nests JSON more than 64 levels deep, which no image tool writes",)),
+    Case("archive-manifest-entry-not-an-object", "registry", pps("manifest-entry-not-object"),
+         ("manifest.json has an entry without a Config name and a Layers list of names",)),
+    Case("archive-config-without-diff-ids", "registry", pps("config-without-diff-ids"),
+         ("has no rootfs.diff_ids list",)),
+    # OCI layouts
+    Case("oci-manifest-without-config", "registry", pps("oci-no-config"),
+         ("has no config descriptor with a sha256 digest", "not an image manifest")),
+    Case("oci-manifest-without-config-gzip", "registry", pps("oci-no-config-gzip"),
+         ("has no config descriptor with a sha256 digest", "not an image manifest")),
+    Case("oci-index-names-absent-manifest", "registry", pps("oci-index-names-absent-manifest"),
+         ("OCI manifest sha256:" + "0" * 64 + " is missing from the archive",)),
+    Case("oci-index-deep-json", "registry", pps("oci-index-deep-json"), ("nests JSON more than 64 levels deep",)),
+    Case("oci-index-deep-json-gzip", "registry", pps("oci-index-deep-json-gzip"),
+         ("nests JSON more than 64 levels deep",)),
+    Case("oci-index-without-manifests", "registry", pps("oci-index-without-manifests"),
+         ("index.json has no manifests list",)),
+    Case("oci-manifest-not-an-object", "registry", pps("oci-manifest-not-an-object"),
+         ("has no config descriptor with a sha256 digest",)),
+    Case("oci-layer-size-mismatch", "registry", pps("oci-layer-size-mismatch"), ("bytes, the manifest says",)),
+    Case("oci-layer-blob-absent", "registry", pps("oci-layer-blob-absent"),
+         ("layer sha256:" + "0" * 64 + " is missing from the archive",)),
+    Case("oci-layer-without-digest", "registry", pps("oci-layer-without-digest"),
+         ("or a layer without one: not an image manifest",)),
+    Case("oci-nested-index", "registry", pps("oci-nested-index"),
+         ("multi-platform image indexes are not supported", "save one platform")),
+    Case("oci-more-layers-than-diff-ids-gzip", "registry", pps("oci-more-layers-than-diff-ids"),
+         ("OCI manifest lists 4 layers but the config has 2 diff_ids",)),
+    # hostile registries
+    Case("registry-hostile-always-500", "nothing", hostile("always-500"), ("answered 500", "(after 2 attempts)")),
+    Case("registry-hostile-not-a-registry", "nothing", hostile("not-a-registry"),
+         ("answered 404 to GET /v2/", "Welcome to nginx")),
+    Case("registry-hostile-token-realm-unreachable", "nothing", hostile("token-realm-unreachable"),
+         ("Cannot reach the token service",)),
+    Case("registry-hostile-token-without-token", "nothing", hostile("token-without-token"), ("returned no token",)),
+    Case("registry-hostile-upload-without-location", "nothing", hostile("upload-without-location"),
+         ("answered 202 to POST", "without a Location")),
+    Case("registry-hostile-manifest-digest-lie", "nothing", hostile("manifest-digest-lie"),
+         ("a proxy or the registry changed it", "Check what the tag now points at")),
+    Case("registry-hostile-garbage-not-http", "nothing", hostile("garbage-not-http"),
+         ("Check the host, port and network",)),
+    Case("registry-hostile-silent", "nothing", hostile("silent", timeout=3), ("Read timed out", "Check the host")),
     # tags and names
     Case("tag-latest", "registry", pps(tag="latest"), ("Refusing tag 'latest'", "Use the PPS version")),
     Case("tag-invalid-characters", "registry", pps(tag="9.2.0+build!"),
@@ -459,13 +715,26 @@ def _environments(rig: dict[str, str]) -> dict[str, Any]:
     return environments
 
 
+def _stored(rig: dict[str, str], daemon: str, repo: str) -> dict[str, list[str]]:
+    """What the registry's storage holds: every blob, the layers linked into `repo`, `repo`'s open uploads.
+
+    An upload session is open while its `data` file exists: Docker Distribution's cancel removes the session and
+    then writes its hash state once more, so a cancelled session leaves a directory holding only `hashstates`."""
+    root = Path(rig["RIG_DIR"]) / "registry" / daemon / "docker" / "registry" / "v2"
+    repository = root / "repositories" / repo
+    return {"blobs": sorted(path.name for path in (root / "blobs" / "sha256").glob("*/*")),
+            "layers": sorted(path.name for path in (repository / "_layers" / "sha256").glob("*")),
+            "uploads": sorted(path.parent.name for path in (repository / "_uploads").glob("*/data"))}
+
+
 def state(bench: Bench, case: Case) -> Any:
     rig = bench.rig
     if case.watch == "registry":
-        return _tags(f"https://{rig['RIG_REGISTRY']}/v2/{bench.repo}/tags/list", auth=bench.registry_auth,
-                     verify=rig["RIG_REGISTRY_CA"])
+        return {"tags": _tags(f"https://{rig['RIG_REGISTRY']}/v2/{bench.repo}/tags/list", auth=bench.registry_auth,
+                              verify=rig["RIG_REGISTRY_CA"]), **_stored(rig, "registry-tls", bench.repo)}
     if case.watch == "insecure-registry":
-        return _tags(f"http://{rig['RIG_INSECURE_REGISTRY']}/v2/{bench.repo}/tags/list")
+        return {"tags": _tags(f"http://{rig['RIG_INSECURE_REGISTRY']}/v2/{bench.repo}/tags/list"),
+                **_stored(rig, "registry-http", bench.repo)}
     if case.watch == "namespace":
         return kubectl("get", "namespace", bench.namespace(case.id), check=False).returncode == 0
     if case.watch == "datarobot":
@@ -483,9 +752,10 @@ def change(bench: Bench, case: Case, before: Any, after: Any) -> str:
         appeared = sorted(e["name"] for key, e in after.items() if key not in before and bench.suffix in e["name"])
         altered = sorted(key for key, environment in before.items() if after.get(key) != environment)
         return f"environments appeared {appeared}, changed or gone {altered}" if appeared or altered else ""
-    if before is None or after is None:
+    if before["tags"] is None or after["tags"] is None:
         return "the registry could not be asked for the tag list"
-    return f"tags {before} -> {after}" if before != after else ""
+    return "; ".join(f"{what} {sorted(set(before[what]) ^ set(after[what]))} appeared or went"
+                     for what in before if before[what] != after[what])
 
 
 # --- the test ---------------------------------------------------------------------------------------------------
@@ -500,12 +770,14 @@ def fixture_bench(rig, tmp_path_factory) -> Iterator[Bench]:
                               "cache": ""})
     assert not seeded.failed, seeded.result.get("msg")
     yield shared
+    for fake in shared.hostiles.values():
+        fake.close()
     for name in shared.namespaces:
         kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found", check=False)
 
 
 def test_the_corpus_is_large_enough():
-    assert len(CASES) >= 30
+    assert len(CASES) >= 60
     assert len({case.id for case in CASES}) == len(CASES)
 
 

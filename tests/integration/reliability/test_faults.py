@@ -25,6 +25,7 @@ import requests
 from ansible_cli import REPO, ansible_env, run_module, run_playbook
 from conftest import dangling_tags, kubectl, no_traceback, push_outcome
 from fault_proxy import FaultProxy
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._image_push import CHUNK
 from fixtures.image_archives import write_docker_archive
 from test_agent_deployment import AGENT_IMAGE, BROKEN_TAG, CHART, helm, history
 from test_pps_image import assert_same_image, pulled_back
@@ -302,13 +303,38 @@ def test_fault_registry_connection_cut_after_n_bytes(rig, private_registry, tmp_
         proxy.stop()
     outcome = push_outcome(first, rerun, problems, private_registry.address, repo, facts,
                            lambda image: pulled_or_empty(rig, image, tmp_path))
-    held = proxy.cuts == 1 and outcome.succeeded
+    held = proxy.cuts == 1 and outcome.succeeded and not outcome.rerun_needed  # the same run resumes
     result = f"failed: {first.result.get('msg', '')[:100]}" if first.failed else "resumed and completed"
     ledger.record("fault", "registry connection cut after N bytes (TCP) mid-layer", held=held,
                   detail=f"cuts={proxy.cuts}; first run {result}; rerun "
                          f"{'needed' if outcome.rerun_needed else 'not needed'}; "
                          f"dangling={len(outcome.problems)}; pulled image verified={outcome.verified}")
     assert proxy.cuts == 1
+    assert not first.failed, f"the run did not resume by itself: {first.result.get('msg')}"
+    outcome.assert_held()
+    assert_same_image(outcome.pulled, facts)
+
+
+def test_fault_registry_keeps_part_of_a_cut_chunk(rig, tmp_path, ledger):
+    """The registry receives part of a chunk before the connection is cut (it keeps those bytes, and its upload
+    state no longer matches): the same run finishes, sending less than 1.2 times the image."""
+    facts = big_archive(tmp_path, layers=1, size=4 * CHUNK)
+    repo = unique("faults/partial")
+    upstream = int(rig["RIG_INSECURE_REGISTRY"].rsplit(":", 1)[1])
+    with FaultProxy(upstream) as proxy:
+        proxy.faults.cut(2 * 1024 * 1024, lambda method, path: method == "PATCH", forward=True)
+        first = run_module(PPS, pps_args(f"127.0.0.1:{proxy.port}", repo, facts.path, retries=3))
+        problems = dangling_tags(rig["RIG_INSECURE_REGISTRY"], repo)
+    sent, total = proxy.faults.body_bytes.get("PATCH", 0), facts.path.stat().st_size
+    outcome = push_outcome(first, None, problems, rig["RIG_INSECURE_REGISTRY"], repo, facts,
+                           lambda image: pulled_or_empty(rig, image, tmp_path))
+    cut = sum(1 for seen in proxy.faults.seen if seen[2] == -1)
+    held = cut == 1 and not first.failed and outcome.succeeded and sent < 1.2 * total
+    ledger.record("fault", "registry keeps part of a cut chunk (upload state stale): same run resumes", held=held,
+                  detail=f"cuts={cut}; run {'failed: ' + first.result.get('msg', '')[:100] if first.failed else 'completed'};"
+                         f" sent {sent}/{total} bytes ({sent / total:.2f}x); pulled image verified={outcome.verified}")
+    assert cut == 1 and not first.failed, first.result.get("msg")
+    assert sent < 1.2 * total
     outcome.assert_held()
     assert_same_image(outcome.pulled, facts)
 

@@ -1,15 +1,18 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import json
 import tarfile
+import time
 
 import pytest
 
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._image_archive import (
     Archive,
     ArchiveError,
+    json_depth,
 )
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._image_reference import (
     InvalidReference,
@@ -191,3 +194,130 @@ def test_repository_names(name, registry, path):
 def test_invalid_repository_names(name, message):
     with pytest.raises(InvalidReference, match=message):
         Repository.parse(name)
+
+
+# --- hostile and malformed archives: bounded, and a clear error -------------------------------------------------
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def oci_archive(tmp_path, manifest=None, index=None, config=None, blobs=None, name="oci.tar"):
+    """An OCI layout only (no manifest.json), whose manifest, index and config the test may spoil."""
+    layer = b"layer-bytes"
+    config = config if config is not None else json.dumps({"rootfs": {"diff_ids": ["sha256:" + sha(layer)]}}).encode()
+    if manifest is None:
+        manifest = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "config": {"digest": "sha256:" + sha(config), "size": len(config)},
+                    "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": "sha256:" + sha(layer),
+                                "size": len(layer)}]}
+    body = manifest if isinstance(manifest, bytes) else json.dumps(manifest).encode()
+    if index is None:
+        index = {"schemaVersion": 2, "manifests": [{"digest": "sha256:" + sha(body), "size": len(body)}]}
+    members = {"oci-layout": b'{"imageLayoutVersion":"1.0.0"}', "index.json": json.dumps(index).encode()}
+    for data in (layer, config, body):
+        members[f"blobs/sha256/{sha(data)}"] = data
+    members.update(blobs or {})
+    return tar_with(tmp_path / name, list(members.items()))
+
+
+def test_a_well_formed_oci_layout_is_read(tmp_path):
+    assert len(Archive.scan(oci_archive(tmp_path)).select(None).layers) == 1
+
+
+@pytest.mark.parametrize("spoil, message", [
+    (dict(manifest={"schemaVersion": 2, "layers": []}), "has no config descriptor with a sha256 digest"),
+    (dict(manifest={"schemaVersion": 2, "config": {"digest": "md5:abc"}, "layers": []}),
+     "has no config descriptor with a sha256 digest"),
+    (dict(manifest={"schemaVersion": 2, "config": {"digest": "sha256:" + "1" * 64}, "layers": [{"size": 1}]}),
+     "or a layer without one"),
+    (dict(manifest=[1, 2, 3]), "has no config descriptor"),
+    (dict(manifest={"schemaVersion": 2, "config": {"digest": "sha256:" + "1" * 64}, "layers": []}),
+     r"image config sha256:1{64} is missing from the archive"),
+    (dict(index={"manifests": [{"digest": "sha256:" + "2" * 64}]}),
+     r"OCI manifest sha256:2{64} is missing from the archive \(no blobs/sha256/2{64}\)"),
+    (dict(index={"manifests": "all of them"}), "index.json has no manifests list"),
+    (dict(index={"manifests": [{"size": 3}]}), "index.json lists a manifest without a sha256 digest"),
+    (dict(index=[]), "index.json has no manifests list"),
+    (dict(config=b'{"rootfs": {"diff_ids": 7}}'), "has no rootfs.diff_ids list"),
+    (dict(config=b'["not", "a", "config"]'), "has no rootfs.diff_ids list"),
+    (dict(manifest=b"[" * 5000 + b"]" * 5000), "nests JSON more than 64 levels deep"),
+    (dict(config=b'{"rootfs":' + b"[" * 100000 + b"]" * 100000 + b"}"), "nests JSON more than 64 levels deep"),
+])
+def test_malformed_oci_layouts_fail_clearly(tmp_path, spoil, message):
+    archive = Archive.scan(oci_archive(tmp_path, **spoil))
+    with pytest.raises(ArchiveError, match=message):
+        archive.images()
+
+
+@pytest.mark.parametrize("entry", [{"Config": 5, "Layers": []}, {"Config": "c.json", "Layers": 3},
+                                   {"Config": "c.json", "Layers": [None]}, "a string"])
+def test_malformed_docker_manifest_entries_fail_clearly(tmp_path, entry):
+    path = tar_with(tmp_path / "a.tar", [("manifest.json", json.dumps([entry]).encode())])
+    with pytest.raises(ArchiveError, match="entry without a Config name and a Layers list of names"):
+        Archive.scan(path).images()
+
+
+def test_deep_json_is_refused_before_parsing(tmp_path):
+    """Python's parser would raise RecursionError (a traceback) on this; the depth is bounded first."""
+    path = tar_with(tmp_path / "a.tar", [("manifest.json", b"[" * 200000 + b"]" * 200000)])
+    with pytest.raises(ArchiveError, match="nests JSON more than 64 levels deep, which no image tool writes"):
+        Archive.scan(path).images()
+
+
+def test_json_depth_ignores_brackets_inside_strings():
+    assert json_depth(b'{"a": "[[[[{{{", "b": [1, {"c": "\\"]]"}]}') == 3
+    assert json_depth(b"3") == 0
+
+
+def test_only_members_that_can_be_manifests_or_configs_are_held(tmp_path):
+    facts = write_docker_archive(tmp_path / "a.tar", ["a:1"], [{"f": b"1"}, {"g": b"2"}])
+    archive = Archive.scan(str(facts.path))
+    assert set(archive.documents) == {"manifest.json", f"{facts.config_digest[7:]}.json"}
+    assert archive.held == sum(len(data) for data in archive.documents.values())
+    assert archive.select(None).config_digest == facts.config_digest
+
+
+def test_a_small_layer_is_handed_to_the_single_pass_reader_not_held(tmp_path):
+    facts = write_docker_archive(tmp_path / "a.tar.gz", ["a:1"], [{"f": b"1"}], compress=True)
+    handed = []
+    archive = Archive.scan(str(facts.path), on_large_member=lambda member, reader: handed.append(
+        (member.name, reader.read())))
+    assert [name for name, _data in handed] == [layer.member.name for layer in archive.select(None).layers]
+    assert not any(name.endswith("layer.tar") for name in archive.documents)
+
+
+def test_too_many_members_are_refused_before_the_rest_is_read(tmp_path):
+    path = tar_with(tmp_path / "many.tar", [(f"m/{i}", b"") for i in range(10_001)])
+    with pytest.raises(ArchiveError, match="has more than 10000 members, far more than an image archive has"):
+        Archive.scan(path)
+
+
+def test_too_much_held_json_is_refused(tmp_path):
+    document = b"{" + b" " * (4 * 1024 * 1024 - 2) + b"}"  # the largest a document may be, 17 times: 68 MiB
+    path = tmp_path / "held.tar.gz"
+    with gzip.open(path, "wb", compresslevel=1) as out, tarfile.open(fileobj=out, mode="w|") as tar:
+        for i in range(17):
+            info = tarfile.TarInfo(f"c{i}.json")
+            info.size = len(document)
+            tar.addfile(info, io.BytesIO(document))
+    with pytest.raises(ArchiveError, match="holds more than 64 MiB of JSON documents"):
+        Archive.scan(str(path))
+
+
+def test_a_gzip_bomb_is_refused_at_the_member_header(tmp_path):
+    """2 GiB of zeros in a 2 MiB file: refused as soon as the member's header claims them, before inflating."""
+    info = tarfile.TarInfo("bomb/layer.tar")
+    info.size = 2 * 1024 ** 3
+    zeros = gzip.compress(b"\0" * (64 * 1024 * 1024), 9)
+    path = tmp_path / "bomb.tar.gz"
+    with open(path, "wb") as out:
+        out.write(gzip.compress(info.tobuf(format=tarfile.GNU_FORMAT)))
+        for _copy in range(32):
+            out.write(zeros)  # gzip members one after another are one gzip stream
+    assert path.stat().st_size < 4 * 1024 * 1024
+    streamed = []
+    started = time.monotonic()
+    with pytest.raises(ArchiveError, match="more than 100 times the file's size.*refusing a decompression bomb"):
+        Archive.scan(str(path), on_large_member=lambda member, reader: streamed.append(member))
+    assert streamed == [] and time.monotonic() - started < 5

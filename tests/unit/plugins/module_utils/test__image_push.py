@@ -34,6 +34,8 @@ class MemoryRegistry:
         self.blobs: dict[str, dict[str, bytes]] = {}
         self.manifests: dict[tuple[str, str], bytes] = {}
         self.sessions: dict[str, bytes] = {}
+        self.replays: dict = {}  # each session's way to read its blob again, as the pusher handed it
+        self.replayed: list[bool] = []  # per committed session: its replay gave exactly the bytes sent
         self.refuse_mounts = refuse_mounts
         self.calls: list[str] = []
         self._numbers = itertools.count()
@@ -50,13 +52,17 @@ class MemoryRegistry:
         self.blobs.setdefault(repository, {})[digest] = found
         return True
 
-    def send(self, repository, chunks, on_progress=None):
+    def send(self, repository, chunks, on_progress=None, replay=None):
         location = f"{repository}/session{next(self._numbers)}"
         self.sessions[location] = b"".join(chunks)
+        self.replays[location] = replay
         return OpenUpload(location, len(self.sessions[location]), ())
 
     def commit(self, upload, digest):
         data = self.sessions.pop(upload.location)
+        replay = self.replays.pop(upload.location)
+        if replay is not None:
+            self.replayed.append(b"".join(replay()) == data)
         assert "sha256:" + hashlib.sha256(data).hexdigest() == digest
         self.blobs.setdefault(upload.location.rsplit("/", 1)[0], {})[digest] = data
         self.calls.append("commit")
@@ -167,3 +173,58 @@ def test_a_gzip_archive_pushed_in_one_pass_gives_the_same_image_and_leaves_no_se
     one_pass = pusher(client, "datarobot/gz").push(str(packed.path))
     assert client.sessions == {} and one_pass.blobs_uploaded == 3
     assert one_pass.digest == pusher(MemoryRegistry()).push(str(plain.path)).digest
+
+
+@pytest.mark.parametrize("compress", [False, True], ids=["tar", "tar.gz"])
+def test_every_blob_can_be_read_again_byte_for_byte_for_a_new_session(tmp_path, compress):
+    """A registry that drops a session gets the blob again from the archive: the same bytes, compressed again."""
+    layers = [{"model.bin": os.urandom(3_000_000)}, {"etc/pps.conf": b"threads=4\n"}, {"big": os.urandom(5_000_000)}]
+    facts = write_docker_archive(tmp_path / "a.tar", ["pps:1"], layers, compress=compress)
+    client = MemoryRegistry()
+    pusher(client).push(str(facts.path))
+    assert client.replayed == [True, True, True]  # the three layers (the config is sent from memory)
+
+
+def _respelled(facts, path, corrupt: bytes, rename: dict[str, str], compress: bool):
+    """The archive with members renamed (manifest.json follows) and the layer holding `corrupt` changed."""
+    import io
+    import tarfile
+
+    members = []
+    with tarfile.open(facts.path) as src:
+        for info in src.getmembers():
+            data = src.extractfile(info).read() if info.isfile() else b""
+            if info.name == "manifest.json":
+                manifest = json.loads(data)
+                manifest[0]["Layers"] = [rename.get(name, name) for name in manifest[0]["Layers"]]
+                data = json.dumps(manifest).encode()
+            if corrupt in data and info.name.endswith("layer.tar"):
+                data = data.replace(corrupt, corrupt.upper())
+            info.name, info.size = rename.get(info.name, info.name), len(data)
+            members.append((info, data))
+    with (gzip.open(path, "wb") if compress else open(path, "wb")) as out, tarfile.open(fileobj=out, mode="w|") as tar:
+        for info, data in members:
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+@pytest.mark.parametrize("compress", [False, True], ids=["tar", "tar.gz (one pass)"])
+def test_a_corrupt_small_layer_leaves_no_blob_and_no_session(tmp_path, compress):
+    """The big layer is fine and read first; the small one, under a name the scan does not stream, is corrupt:
+    nothing may be committed, and every session opened is cancelled."""
+    layers = [{"model.bin": os.urandom(5_000_000)}, {"etc/pps.conf": b"threads=4\n"}]
+    facts = write_docker_archive(tmp_path / "a.tar", ["pps:1"], layers)
+    small = json.loads(tarfile_member(facts.path, "manifest.json"))[0]["Layers"][1]
+    path = _respelled(facts, tmp_path / ("b.tar.gz" if compress else "b.tar"), b"threads=4",
+                      {small: "zz-small-layer"}, compress)
+    client = MemoryRegistry()
+    with pytest.raises(ArchiveError, match="does not match its digest"):
+        pusher(client).push(str(path))
+    assert client.blobs == {} and client.sessions == {} and client.manifests == {}
+
+
+def tarfile_member(path, name):
+    import tarfile
+
+    with tarfile.open(path) as tar:
+        return tar.extractfile(name).read()

@@ -246,3 +246,74 @@ def test_put_manifest_fails_clearly_when_the_registry_stored_something_else():
     with pytest.raises(RegistryError, match=f"app:1.0 as sha256:0{{64}}, but the manifest sent has digest "
                                             f"{MANIFEST_DIGEST}"):
         client.put_manifest("app", "1.0", MANIFEST, "application/vnd.oci.image.manifest.v1+json")
+
+
+# --- resuming an upload ---------------------------------------------------------------------------------------------
+
+CUT = RequestsConnectionError("connection reset")
+INVALID = answer(404, {"Content-Type": "application/json"},
+                 json.dumps({"errors": [{"code": "BLOB_UPLOAD_INVALID", "message": "blob upload invalid"}]}).encode())
+
+
+def test_a_chunk_the_registry_already_holds_is_not_sent_again():
+    """The answer to a stored PATCH was lost: the status says all of it arrived; go on from its Location."""
+    client, session = client_and_session(answer(202, {"Location": "/u?s=0"}), CUT,
+                                         answer(204, {"Range": "0-2", "Location": "/u?s=3"}),
+                                         answer(202, {"Location": "/u?s=5"}), retries=3)
+    upload = client.send("app", [b"abc", b"de"])
+    assert [(call[0], call[1].split("5000")[1]) for call in session.calls] == [
+        ("POST", "/v2/app/blobs/uploads/"), ("PATCH", "/u?s=0"), ("GET", "/u?s=0"), ("PATCH", "/u?s=3")]
+    assert session.calls[3][2]["headers"]["Content-Range"] == "3-4"
+    assert (upload.location, upload.size) == ("/u?s=5", 5)
+
+
+def test_a_partly_held_chunk_resumes_at_the_held_offset_with_the_status_location():
+    client, session = client_and_session(answer(202, {"Location": "/u?s=0"}), CUT,
+                                         answer(204, {"Range": "0-1", "Location": "/u?s=2"}),
+                                         answer(202, {"Location": "/u?s=4"}), retries=3)
+    upload = client.send("app", [b"abcd"])
+    resumed = session.calls[3]
+    assert resumed[1].endswith("/u?s=2") and bytes(resumed[2]["data"]) == b"cd"
+    assert resumed[2]["headers"]["Content-Range"] == "2-3" and upload.size == 4
+
+
+def test_a_session_the_registry_dropped_restarts_with_the_bytes_it_held_read_again():
+    client, session = client_and_session(answer(202, {"Location": "/a?s=0"}), answer(202, {"Location": "/a?s=3"}),
+                                         CUT, INVALID,  # 2nd chunk cut, then the registry drops the session
+                                         answer(202, {"Location": "/b?s=0"}), answer(202, {"Location": "/b?s=2"}),
+                                         answer(202, {"Location": "/b?s=3"}), answer(202, {"Location": "/b?s=5"}),
+                                         retries=3)
+    upload = client.send("app", [b"abc", b"de"], replay=lambda: iter([b"ab", b"cde"]))
+    patches = [(call[1].split("5000")[1], bytes(call[2]["data"])) for call in session.calls if call[0] == "PATCH"]
+    # the lost session's 3 bytes again (cut where the replay's pieces reach them), then the cut chunk
+    assert patches == [("/a?s=0", b"abc"), ("/a?s=3", b"de"), ("/b?s=0", b"ab"), ("/b?s=2", b"c"), ("/b?s=3", b"de")]
+    assert (upload.location, upload.size, upload.restarts) == ("/b?s=5", 5, 1)
+
+
+def test_a_session_dropped_in_the_first_chunk_restarts_without_reading_again():
+    client, session = client_and_session(answer(202, {"Location": "/a"}), CUT, INVALID, answer(202, {"Location": "/b"}),
+                                         answer(202, {"Location": "/b?s=3"}), retries=3)
+    upload = client.send("app", [b"abc"])
+    assert [call[0] for call in session.calls] == ["POST", "PATCH", "GET", "POST", "PATCH"]
+    assert upload.size == 3 and upload.restarts == 1
+
+
+def test_a_dropped_session_that_cannot_be_replayed_fails_clearly_and_is_cancelled():
+    client, session = client_and_session(answer(202, {"Location": "/a"}), answer(202, {"Location": "/a?s=3"}), CUT,
+                                         INVALID, answer(404), retries=3)
+    with pytest.raises(RegistryError, match=r"dropped the upload session after 3 bytes.*run again"):
+        client.send("app", [b"abc", b"de"])
+    assert session.calls[-1][0] == "DELETE"
+
+
+def test_sessions_dropped_again_and_again_stop_after_the_retry_limit():
+    client = client_with(answer(202, {"Location": "/a"}), *[CUT, INVALID, answer(202, {"Location": "/n"})] * 2,
+                         CUT, INVALID, answer(404), retries=2)
+    with pytest.raises(RegistryError):
+        client.send("app", [b"abc"])
+
+
+def test_an_upload_session_without_a_location_is_a_clear_error():
+    client = client_with(answer(202))
+    with pytest.raises(RegistryError, match="answered 202 to POST /v2/app/blobs/uploads/ without a Location"):
+        client.send("app", [b"abc"])
