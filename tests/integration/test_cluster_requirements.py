@@ -130,8 +130,8 @@ def test_nodes_shaped_like_real_instance_types_are_judged_by_capacity(shaped_nod
               f"shortfalls {node['shortfalls'] or 'none'}")
         assert (not node["shortfalls"]) is fits, node
         assert node["capacity"]["cpu"] == capacity["cpu"]
-    assert sorted(outcome.result["fitting_nodes"]) == sorted(f"{shape}-{shaped_nodes}" for shape, (_, _, fits)
-                                                             in SHAPES.items() if fits)
+    assert sorted(outcome.result["fitting_nodes"]) == sorted(f"{shape}-{shaped_nodes}" for shape, figures
+                                                             in SHAPES.items() if figures[2])
 
 
 def test_a_pool_of_too_small_nodes_is_refused_naming_the_node_and_what_it_lacks(shaped_nodes):
