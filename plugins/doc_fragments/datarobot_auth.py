@@ -31,4 +31,12 @@ options:
       backoff.
     type: int
     default: 60
+  allow_insecure_http:
+    description:
+      - Accept an C(http://) I(endpoint). The API token then travels in clear text, so this is only for a test
+        endpoint on a trusted network; without it an C(http://) endpoint is refused before anything is sent.
+      - Either way, links in DataRobot's answers (the C(next) page of a list) are followed only on the
+        endpoint's own scheme, host and port, and a redirect from https to http is refused.
+    type: bool
+    default: false
 """

@@ -19,6 +19,12 @@ from ansible.module_utils.basic import env_fallback
 
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._http_retry import RETRY_STATUSES
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import MlopsError
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._url_origin import (
+    downgrade_guard,
+    downgrade_message,
+    same_origin,
+    shown,
+)
 
 # The options of the datarobot_auth doc fragment, as an argument spec.
 DATAROBOT_AUTH_ARGUMENT_SPEC: dict[str, dict[str, Any]] = dict(
@@ -27,6 +33,7 @@ DATAROBOT_AUTH_ARGUMENT_SPEC: dict[str, dict[str, Any]] = dict(
     validate_certs=dict(type="bool", default=True),
     ca_path=dict(type="path", fallback=(env_fallback, ["DATAROBOT_CA_PATH"])),
     timeout=dict(type="int", default=60),
+    allow_insecure_http=dict(type="bool", default=False),
 )
 
 try:
@@ -52,12 +59,19 @@ def _never_sent(exc: "RequestException") -> bool:
     return isinstance(exc, ConnectTimeout) or isinstance(reason, NewConnectionError)
 
 
-def api_base(endpoint: str) -> str:
-    """`https://app.datarobot.com` and `https://app.datarobot.com/api/v2[/]` both mean `.../api/v2/`."""
+def api_base(endpoint: str, allow_insecure_http: bool = False) -> str:
+    """`https://app.datarobot.com` and `https://app.datarobot.com/api/v2[/]` both mean `.../api/v2/`.
+
+    Plain http only with `allow_insecure_http`: the API token would travel in clear text.
+    """
     base = endpoint.strip().rstrip("/")
-    if not base.startswith(("http://", "https://")):
-        raise DataRobotError(f"DataRobot endpoint {endpoint!r} must start with https:// (or http://), e.g. "
+    if not base.lower().startswith(("http://", "https://")):
+        raise DataRobotError(f"DataRobot endpoint {endpoint!r} must start with https://, e.g. "
                              "https://app.datarobot.com")
+    if base.lower().startswith("http://") and not allow_insecure_http:
+        raise DataRobotError(f"DataRobot endpoint {shown(base)} is plain HTTP: the API token would travel in clear "
+                             "text, so nothing was sent. Use its https:// URL; only for a test endpoint, set "
+                             "allow_insecure_http: true (the roles' mlops_datarobot_allow_insecure_http).")
     if not base.endswith("/api/v2"):
         base += "/api/v2"
     return base + "/"
@@ -65,18 +79,28 @@ def api_base(endpoint: str) -> str:
 
 class DataRobotClient:
     def __init__(self, endpoint: str, token: str, *, verify: bool | str = True, timeout: float = 60,
-                 retries: int = 4, backoff: float = 0.5) -> None:
-        self.base = api_base(endpoint)
+                 retries: int = 4, backoff: float = 0.5, allow_insecure_http: bool = False) -> None:
+        self.base = api_base(endpoint, allow_insecure_http)
         self.token, self.verify, self.timeout = token, verify, timeout
         self.retries, self.backoff = retries, backoff
         self.session = requests.Session()
         self.session.headers.update({"Authorization": f"Bearer {token}", "Accept": "application/json",
                                      "User-Agent": "datarobot_mlops.management_agent"})
+        self.session.hooks["response"].append(downgrade_guard(
+            lambda source, target: DataRobotError(downgrade_message(f"DataRobot at {self.base}", source, target))))
 
     def request(self, method: str, path: str, *, body: Any = None, params: dict[str, Any] | None = None,
                 expected: tuple[int, ...] = (200,), idempotent: bool = True) -> Any:
-        """`idempotent=False` (a create): never sent twice once it may have reached the server."""
-        url = path if path.startswith("http") else urljoin(self.base, path)
+        """`idempotent=False` (a create): never sent twice once it may have reached the server.
+
+        `path` may be a link from an answer (`next`): followed only on the endpoint's own origin, as the session
+        carries the API token.
+        """
+        url = urljoin(self.base, path)
+        if not same_origin(url, self.base):
+            raise DataRobotError(f"DataRobot at {self.base} answered with a link to {shown(url)}, another host, port or "
+                                 "scheme: not followed, as the request would carry the API token there. Check the "
+                                 "endpoint (a proxy rewriting links?).")
         for attempt in range(1, self.retries + 1):
             try:
                 answer = self.session.request(method, url, json=body, params=params, timeout=self.timeout,

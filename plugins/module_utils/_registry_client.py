@@ -24,6 +24,15 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
 
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._http_retry import RETRY_STATUSES
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import MlopsError
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._url_origin import (
+    downgrade_guard,
+    downgrade_message,
+    downgrades,
+    realm_refusal,
+    relative_to,
+    same_origin,
+    shown,
+)
 
 try:
     import requests
@@ -100,6 +109,7 @@ class RegistryClient:
         if session is None:
             session = requests.Session()
             session.headers["User-Agent"] = "datarobot_mlops.management_agent"
+            session.hooks["response"].append(downgrade_guard(self._downgrade_error))
             self._local.session = session
         return session
 
@@ -155,33 +165,61 @@ class RegistryClient:
         scheme = header.split(" ", 1)[0].lower()
         with self._lock:
             if scheme == "bearer" and self._challenge is None:
-                self._challenge = dict(_CHALLENGE.findall(header))
+                challenge = dict(_CHALLENGE.findall(header))
+                self._check_realm(challenge.get("realm", ""))
+                self._challenge = challenge
                 return True
             if scheme == "basic" and not self._basic and self.credentials:
                 self._basic = True
                 return True
         return False
 
+    def _check_realm(self, realm: str) -> None:
+        refusal = realm_refusal(realm, plain_http=self.base.startswith("http://"))
+        if refusal:
+            raise RegistryError(f"Registry {self.registry} asks for tokens from {refusal}, so the credentials are not "
+                                "sent. Give its token service an https:// realm (a plain-HTTP test registry: insecure: "
+                                "true).")
+
+    def _downgrade_error(self, source: str, target: str) -> RegistryError:
+        return RegistryError(downgrade_message(f"Registry {self.registry}", source, target))
+
+    def _resolve(self, url: str) -> str:
+        """`url` (a path or a Location, as given) as an absolute URL; a step down from https is refused."""
+        absolute = urljoin(self.base + "/", url)
+        if downgrades(self.base, absolute):
+            raise self._downgrade_error(self.base, absolute)
+        return absolute
+
     def request(self, method: str, url: str, *, scopes: tuple[str, ...], expected: Iterable[int],
                 headers: dict[str, str] | None = None, data: Any = None, retry: bool = True) -> "requests.Response":
-        """One registry call: retried while transient, re-authenticated once on a 401, else a RegistryError."""
-        url = url if url.startswith("http") else urljoin(self.base, url)
+        """One registry call: retried while transient, re-authenticated once on a 401, else a RegistryError.
+
+        Credentials go only to the registry's own origin: a Location elsewhere (blob storage) gets the request
+        without Authorization, and a 401 from there teaches nothing about how to authenticate.
+        """
+        url = self._resolve(url)
+        own = same_origin(url, self.base)
         expected = frozenset(expected)
         attempts = self.retries if retry else 1
-        answer, attempt = self._retrying(method, url, scopes, expected, headers, data, attempts)
+        answer, attempt = self._retrying(method, url, scopes, expected, headers, data, attempts, own)
         # First contact tells us the scheme; later, a Bearer token may simply have expired mid-push.
-        if answer.status_code == 401 and self._renew_auth(answer):
-            answer, attempt = self._retrying(method, url, scopes, expected, headers, data, attempts)
+        if answer.status_code == 401 and own and same_origin(answer.url or url, self.base) and self._renew_auth(answer):
+            answer, attempt = self._retrying(method, url, scopes, expected, headers, data, attempts, own)
+        if answer.headers.get("Location"):  # resolved against the URL that answered; a path on the registry
+            answer.headers["Location"] = relative_to(urljoin(answer.url or url, answer.headers["Location"]), self.base)
         if answer.status_code in expected:
             return answer
         raise self._status_error(answer, method, url, attempt)
 
     def _retrying(self, method: str, url: str, scopes: tuple[str, ...], expected: frozenset[int],
-                  headers: dict[str, str] | None, data: Any, attempts: int) -> tuple["requests.Response", int]:
+                  headers: dict[str, str] | None, data: Any, attempts: int,
+                  own: bool = True) -> tuple["requests.Response", int]:
         """Send until the answer is final (expected, not transient, or the last attempt's) and say which try it was."""
         for attempt in range(1, attempts + 1):
+            auth = self._authorization(scopes) if own else {}
             try:
-                answer = self._session.request(method, url, headers={**(headers or {}), **self._authorization(scopes)},
+                answer = self._session.request(method, url, headers={**(headers or {}), **auth},
                                                data=data, timeout=self._timeouts, allow_redirects=True,
                                                verify=self.verify)
             except RequestException as exc:
@@ -212,6 +250,10 @@ class RegistryClient:
 
     def _status_error(self, answer: "requests.Response", method: str, url: str, attempt: int) -> RegistryError:
         """What to tell the user about an answer we did not expect: rejected credentials, or the registry's errors."""
+        if answer.status_code in (401, 403) and not same_origin(answer.url or url, self.base):
+            return RegistryError(f"{shown(answer.url or url)}, where registry {self.registry} sent the client, answered "
+                                 f"{answer.status_code} to {method}: the registry's credentials are sent only to the "
+                                 "registry itself. Check the registry's storage redirect settings.")
         if answer.status_code in (401, 403):
             return RegistryAuthError(self._rejected())
         return RegistryError(f"Registry {self.registry} answered {answer.status_code} to {method} "

@@ -140,7 +140,8 @@ def manage(module: AnsibleModule) -> dict:
     if params["state"] == "present":
         check_formats(params["supported_model_formats"])  # before any call
     verify = (params["ca_path"] or True) if params["validate_certs"] else False
-    client = DataRobotClient(params["endpoint"], params["api_token"], verify=verify, timeout=params["timeout"])
+    client = DataRobotClient(params["endpoint"], params["api_token"], verify=verify, timeout=params["timeout"],
+                             allow_insecure_http=params["allow_insecure_http"])
     environments = PredictionEnvironments(client, module.check_mode)
     if params["state"] == "present":
         name = params["name"] or environments.find(None, params["id"])["name"]

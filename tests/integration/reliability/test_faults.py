@@ -632,7 +632,7 @@ def datarobot(rig, tmp_path):
 
 
 def dead_endpoint() -> str:
-    return f"http://127.0.0.1:{free_port()}/api/v2"  # nothing listens there
+    return f"https://127.0.0.1:{free_port()}/api/v2"  # nothing listens there
 
 
 @pytest.mark.parametrize("fault", ["500-burst", "slow", "down"])
@@ -643,7 +643,7 @@ def test_fault_datarobot_failing_fails_clearly_and_changes_nothing(rig, datarobo
     endpoint = dead_endpoint() if fault == "down" else api.endpoint
     started = time.monotonic()
     outcome = run_module(ENVIRONMENT, {"name": unique("env-fault"), "endpoint": endpoint, "api_token": api.token,
-                                       "timeout": 1})
+                                       "timeout": 1, "allow_insecure_http": True})  # the private API is plain HTTP
     elapsed = time.monotonic() - started
     message = outcome.result.get("msg", "")
     expected = {"500-burst": "answered 500 to GET predictionEnvironments/ after 4 attempts",
@@ -663,7 +663,7 @@ def test_fault_datarobot_slow_to_create_leaves_no_duplicate(rig, datarobot, ledg
     """A create that the server carries out but answers after the client's timeout: no second environment."""
     api = datarobot(slow_creates=2.5)
     name = unique("env-slow-create")
-    args = {"name": name, "endpoint": api.endpoint, "api_token": api.token, "timeout": 1}
+    args = {"name": name, "endpoint": api.endpoint, "api_token": api.token, "timeout": 1, "allow_insecure_http": True}
     first = run_module(ENVIRONMENT, args)
     time.sleep(3)  # let the server finish what it was asked
     after_first = api.names().count(name)

@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
@@ -31,8 +32,7 @@ class Api:
                               for status, body in answers]
 
 
-@pytest.fixture
-def api():
+def serve() -> Iterator[Api]:
     state = Api()
 
     class Handler(BaseHTTPRequestHandler):
@@ -63,8 +63,13 @@ def api():
     server.server_close()
 
 
+api = pytest.fixture(serve)
+elsewhere = pytest.fixture(serve)  # another loopback port: another origin
+
+
 def client(api, **kwargs) -> DataRobotClient:
-    return DataRobotClient(api.url, TOKEN, backoff=0, timeout=5, **kwargs)
+    """The stand-in speaks plain HTTP, as a test endpoint may with the opt-out."""
+    return DataRobotClient(api.url, TOKEN, backoff=0, timeout=5, allow_insecure_http=True, **kwargs)
 
 
 @pytest.mark.parametrize("endpoint", ["https://app.example.com", "https://app.example.com/",
@@ -76,6 +81,41 @@ def test_api_base_accepts_the_host_or_the_api_root(endpoint):
 def test_api_base_wants_a_scheme():
     with pytest.raises(DataRobotError, match="must start with https://"):
         api_base("app.example.com")
+
+
+@pytest.mark.parametrize("endpoint", ["http://app.example.com", "HTTP://app.example.com/api/v2"])
+def test_a_plain_http_endpoint_needs_the_opt_out(endpoint):
+    with pytest.raises(DataRobotError, match="is plain HTTP: the API token would travel in clear text.*"
+                                             "allow_insecure_http: true"):
+        api_base(endpoint)
+    assert api_base(endpoint, allow_insecure_http=True).endswith("app.example.com/api/v2/")
+
+
+def test_a_plain_http_endpoint_is_refused_before_anything_is_sent(api):
+    with pytest.raises(DataRobotError, match="plain HTTP"):
+        DataRobotClient(api.url, TOKEN).version()
+    assert api.seen == []
+
+
+@pytest.mark.parametrize("where", ["elsewhere", "https"])
+def test_a_next_link_to_another_origin_is_not_followed(api, elsewhere, where):
+    """Another port on the same host, or the same host and port over https: either would get the token."""
+    target = elsewhere.url if where == "elsewhere" else api.url.replace("http://", "https://")
+    api.answer("/api/v2/predictionEnvironments/", (200, {"data": [{"id": "1"}],
+                                                         "next": f"{target}/api/v2/predictionEnvironments/p2/?x=s3"}))
+    elsewhere.answer("/api/v2/predictionEnvironments/p2/", (200, {"data": [], "next": None}))
+    with pytest.raises(DataRobotError, match=r"a link to http.*/p2/, another host, port or scheme: not followed") \
+            as caught:
+        client(api).prediction_environments()
+    assert elsewhere.seen == [] and len(api.seen) == 1
+    assert "x=s3" not in str(caught.value) and TOKEN not in str(caught.value)
+
+
+def test_a_relative_next_link_is_followed(api):
+    api.answer("/api/v2/predictionEnvironments/", (200, {"data": [{"id": "1"}],
+                                                         "next": "/api/v2/predictionEnvironments/p2/"}))
+    api.answer("/api/v2/predictionEnvironments/p2/", (200, {"data": [{"id": "2"}], "next": None}))
+    assert [e["id"] for e in client(api).prediction_environments()] == ["1", "2"]
 
 
 def test_pages_follow_next_links_to_the_end(api):
@@ -134,6 +174,7 @@ def test_an_unreachable_endpoint_is_tried_then_named():
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    unreachable = DataRobotClient(f"http://127.0.0.1:{port}", TOKEN, backoff=0, timeout=2, retries=2)
+    unreachable = DataRobotClient(f"http://127.0.0.1:{port}", TOKEN, backoff=0, timeout=2, retries=2,
+                                  allow_insecure_http=True)
     with pytest.raises(DataRobotError, match="Cannot reach DataRobot .* \\(tried 2 times\\)"):
         unreachable.version()

@@ -205,19 +205,109 @@ def test_token_service_refusal_and_emptiness_are_clear():
         client.request("GET", "/v2/", scopes=("s",), expected={200})
 
 
-# --- Location resolution, as it is today ----------------------------------------------------------------------------
+# --- Location resolution and where credentials go ------------------------------------------------------------------
 
-def test_relative_locations_resolve_against_the_registry_and_absolute_ones_are_kept():
-    client, session = client_and_session(answer(202, {"Location": "/v2/app/blobs/uploads/u1?state=s"}), answer(201),
-                                         answer(202, {"Location": "https://elsewhere.example/upload/u2"}), answer(201),
+def test_locations_resolve_against_the_answering_url_and_stay_paths_on_the_registry():
+    client, session = client_and_session(answer(202, {"Location": "/v2/app/blobs/uploads/u1?state=s"}),
+                                         answer(202, {"Location": "u2?state=t"}),
+                                         answer(202, {"Location": "https://registry.example:5000/v2/app/blobs/uploads/u3"}),
+                                         answer(201))
+    uploads = [client.send("app", []), client.send("app", []), client.send("app", [])]
+    assert [upload.location for upload in uploads] == ["/v2/app/blobs/uploads/u1?state=s",
+                                                       "/v2/app/blobs/uploads/u2?state=t",
+                                                       "/v2/app/blobs/uploads/u3"]
+    client.commit(uploads[1], "sha256:abc")
+    assert session.calls[-1][1] == "https://registry.example:5000/v2/app/blobs/uploads/u2?state=t&digest=sha256%3Aabc"
+
+
+BASIC = Credentials("u", "p")
+
+
+def basic_client(*answers, **kwargs) -> tuple[RegistryClient, FakeSession]:
+    """A client that has learnt Basic auth from the registry's 401 (first two answers are spent on that)."""
+    client, session = client_and_session(answer(401, {"WWW-Authenticate": 'Basic realm="r"'}), answer(200), *answers,
+                                         credentials=BASIC, **kwargs)
+    client.check_access("app")
+    assert session.calls[1][2]["headers"]["Authorization"] == "Basic dTpw"
+    return client, session
+
+
+@pytest.mark.parametrize("location", ["https://storage.example/upload/u2?sig=x", "https://registry.example/u",
+                                      "https://registry.example:5001/u", "//storage.example/u"])
+def test_an_upload_location_on_another_origin_gets_no_credentials(location):
+    client, session = basic_client(answer(202, {"Location": location}), answer(202, {"Location": location}),
+                                   answer(201))
+    client.commit(client.send("app", [b"abc"]), "sha256:abc")
+    post, patch, put = session.calls[2:]
+    assert post[2]["headers"]["Authorization"] == "Basic dTpw"
+    assert "Authorization" not in patch[2]["headers"] and "Authorization" not in put[2]["headers"]
+    assert patch[1].startswith("https://") and patch[1].split("//")[1].split("/")[0] != REGISTRY
+
+
+def test_a_bearer_token_never_follows_a_location_to_another_origin():
+    token = answer(200, body=json.dumps({"token": "t0k"}).encode())
+    client, session = client_and_session(answer(401, {"WWW-Authenticate": BEARER}), token, answer(202, {
+        "Location": "https://storage.example/u"}), answer(202), credentials=BASIC)
+    client.send("app", [b"abc"])
+    assert session.calls[2][2]["headers"]["Authorization"] == "Bearer t0k"
+    assert "Authorization" not in session.calls[3][2]["headers"]
+
+
+@pytest.mark.parametrize("location", ["http://registry.example:5000/v2/app/blobs/uploads/u1",
+                                      "http://storage.example/u"])
+def test_a_step_down_to_plain_http_is_refused_before_anything_is_sent(location):
+    client, session = basic_client(answer(202, {"Location": location}))
+    with pytest.raises(RegistryError, match=r"from HTTPS to plain HTTP: refused.*clear text") as raised:
+        client.send("app", [b"abc"])
+    assert [call[0] for call in session.calls[2:]] == ["POST"]  # nor the cancel: it would go there too
+    assert "dTpw" not in str(raised.value)
+
+
+def test_a_plain_http_registry_may_use_plain_http_locations():
+    client, session = client_and_session(answer(202, {"Location": "http://registry.example:5000/u"}), answer(202),
                                          insecure=True)
-    client.commit(client.send("app", []), "sha256:abc")
-    client.commit(client.send("app", []), "sha256:abc")
-    urls = [call[1] for call in session.calls]
-    assert urls == ["http://registry.example:5000/v2/app/blobs/uploads/",
-                    "http://registry.example:5000/v2/app/blobs/uploads/u1?state=s&digest=sha256%3Aabc",
-                    "http://registry.example:5000/v2/app/blobs/uploads/",
-                    "https://elsewhere.example/upload/u2?digest=sha256%3Aabc"]
+    client.send("app", [b"abc"])
+    assert session.calls[1][1] == "http://registry.example:5000/u"
+
+
+def test_a_401_from_another_origin_teaches_nothing_and_names_where_it_came_from():
+    evil = 'Bearer realm="https://evil.example/token",service="x"'
+    client, session = basic_client(answer(202, {"Location": "https://storage.example/u?sig=secret"}),
+                                   answer(401, {"WWW-Authenticate": evil}), answer(404), answer(204))
+    with pytest.raises(RegistryError, match=r"https://storage.example/u, where registry .* answered 401 to PATCH"
+                                            r".*sent only to the registry itself") as raised:
+        client.send("app", [b"abc"])
+    assert client._challenge is None  # pylint: disable=protected-access
+    assert not any("evil.example" in call[1] for call in session.calls)
+    assert [call[0] for call in session.calls[3:]] == ["PATCH", "GET", "DELETE"]  # status and cancel: storage too
+    assert all("Authorization" not in call[2]["headers"] for call in session.calls[3:])
+    assert "sig=secret" not in str(raised.value)
+
+
+@pytest.mark.parametrize("realm", ["http://auth.example/token", "http://registry.example:5000/token"])
+def test_a_plain_http_realm_of_a_tls_registry_never_gets_the_credentials(realm):
+    client, session = client_and_session(answer(401, {"WWW-Authenticate": f'Bearer realm="{realm}",service="s"'}),
+                                         credentials=BASIC)
+    with pytest.raises(RegistryError, match=r"asks for tokens from http://.*plain HTTP.*https:// realm"):
+        client.request("GET", "/v2/", scopes=("s",), expected={200})
+    assert len(session.calls) == 1
+
+
+@pytest.mark.parametrize("realm", ["", "/token", "ftp://auth.example/token", "https:///token"])
+def test_a_realm_that_is_no_https_url_is_refused(realm):
+    client, session = client_and_session(answer(401, {"WWW-Authenticate": f'Bearer realm="{realm}"'}),
+                                         credentials=BASIC)
+    with pytest.raises(RegistryError, match="which is not an https:// URL"):
+        client.request("GET", "/v2/", scopes=("s",), expected={200})
+    assert len(session.calls) == 1
+
+
+def test_a_plain_http_registry_may_name_a_plain_http_realm():
+    token = answer(200, body=b'{"token": "t"}')
+    client, session = client_and_session(answer(401, {"WWW-Authenticate": 'Bearer realm="http://auth.example/t"'}),
+                                         token, answer(200), credentials=BASIC, insecure=True)
+    client.request("GET", "/v2/", scopes=("s",), expected={200})
+    assert session.calls[1][1].startswith("http://auth.example/t?") and session.calls[1][2]["auth"] == ("u", "p")
 
 
 def test_a_chunk_answer_moves_the_location():
