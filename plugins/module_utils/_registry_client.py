@@ -22,7 +22,10 @@ from urllib.parse import urlencode, urljoin, urlparse
 
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._docker_config import Credentials
 
-from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._http_retry import RETRY_STATUSES
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._http_retry import (
+    retry_delay,
+    should_retry,
+)
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import MlopsError
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._url_origin import (
     downgrade_guard,
@@ -438,19 +441,6 @@ class RegistryClient:
                                 f"{theirs}, but the manifest sent has digest {ours}: a proxy or the registry changed it. "
                                 "Check what the tag now points at before using it.")
         return ours
-
-
-def should_retry(status: int, attempt: int, attempts: int) -> bool:
-    """A transient answer is worth another try while attempts remain."""
-    return status in RETRY_STATUSES and attempt < attempts
-
-
-def retry_delay(backoff: float, attempt: int, retry_after: str | None, jitter: float) -> float:
-    """Exponential backoff with up to 50% jitter (`jitter` in [0, 1)); a Retry-After in seconds, up to 60, wins."""
-    delay = backoff * 2 ** (attempt - 1) * (1 + jitter / 2)
-    if retry_after and retry_after.isdigit():
-        delay = max(delay, min(float(retry_after), 60.0))
-    return delay
 
 
 def _first_bytes(pieces: Iterable[bytes], count: int) -> Iterator[bytes]:
