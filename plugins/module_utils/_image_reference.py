@@ -34,6 +34,14 @@ def validate_tag(tag: str) -> str:
     return tag
 
 
+def validate_registry(host: str) -> str:
+    """A registry as host[:port], the way image names and docker login write it."""
+    if not _HOST.match(host or ""):
+        raise InvalidReference(
+            f"Invalid registry {host!r}: give host[:port] without a scheme or path, e.g. registry.example.com:5000.")
+    return host
+
+
 @dataclass(frozen=True)
 class Repository:
     registry: str  # host[:port]

@@ -131,8 +131,9 @@ class ReadOnlyCluster:
         denied = []
         for wanted in permissions:
             attributes = {"verb": wanted["verb"], "resource": wanted["resource"], "group": wanted.get("group") or ""}
-            if wanted.get("namespace"):
-                attributes["namespace"] = wanted["namespace"]
+            for optional in ("subresource", "namespace"):
+                if wanted.get(optional):
+                    attributes[optional] = wanted[optional]
             review = {
                 "apiVersion": "authorization.k8s.io/v1",
                 "kind": "SelfSubjectAccessReview",
@@ -148,7 +149,8 @@ class ReadOnlyCluster:
             if not status.get("allowed"):
                 group = attributes["group"] or "core"
                 where = f" in namespace {attributes['namespace']}" if "namespace" in attributes else " cluster-wide"
+                resource = "/".join(filter(None, (attributes["resource"], attributes.get("subresource"))))
                 denied.append(
-                    f"Not allowed to {attributes['verb']} {attributes['resource']} ({group} API group){where}: "
+                    f"Not allowed to {attributes['verb']} {resource} ({group} API group){where}: "
                     "bind the user to a role that grants it.")
         return denied

@@ -277,6 +277,15 @@ class RegistryClient:
         """Fails with a clear error unless we may push to `repository`."""
         self.request("GET", "/v2/", scopes=(f"repository:{repository}:pull,push",), expected={200})
 
+    def check_login(self) -> str:
+        """Fails with a clear error unless the registry answers and accepts our login; the scheme it asked for.
+
+        What `docker login` does: GET /v2/, answering the challenge the registry sends (Basic, or a token asked
+        for no repository), so no repository is read and nothing is written.
+        """
+        self.request("GET", "/v2/", scopes=(), expected={200})
+        return "bearer" if self._challenge is not None else "basic" if self._basic else "none"
+
     def blob_size(self, repository: str, digest: str) -> int | None:
         answer = self.request("HEAD", f"/v2/{repository}/blobs/{digest}", scopes=(f"repository:{repository}:pull",),
                               expected={200, 404})

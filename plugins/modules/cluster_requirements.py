@@ -72,6 +72,9 @@ options:
         description: API group; empty for the core group.
         type: str
         default: ""
+      subresource:
+        description: Subresource such as C(token) (with I(resource=serviceaccounts), the TokenRequest API) or C(status).
+        type: str
       namespace:
         description: Namespace; omit for cluster-scoped checks.
         type: str
@@ -161,6 +164,7 @@ PERMISSION_SPEC = dict(
     verb=dict(type="str", required=True),
     resource=dict(type="str", required=True),
     group=dict(type="str", default=""),
+    subresource=dict(type="str"),
     namespace=dict(type="str"),
 )
 

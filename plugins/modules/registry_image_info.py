@@ -7,13 +7,18 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 ---
 module: registry_image_info
-short_description: Whether a tag exists in a Docker v2 / OCI registry, and its manifest digest
+short_description: Whether a tag exists in a Docker v2 / OCI registry, and its manifest digest; or whether a login works
 version_added: 0.1.0
 description:
   - Asks the registry for the manifest of I(name):I(tag) (C(GET /v2/<path>/manifests/<tag>)) with the same
     authentication as M(datarobot_mlops.management_agent.pps_image) (Basic, Docker token/Bearer, docker
     C(config.json)), and returns whether it exists and its digest. No Docker daemon is needed.
-  - The C(agent_images) role uses it to skip building images that are already pushed, and to verify them.
+  - With I(registry) instead of I(name) and I(tag), only checks that the registry answers and accepts the login,
+    the way C(docker login) does (C(GET /v2/), answering the registry's challenge with Basic auth, or with a token asked
+    for no repository). It fails, saying why, when the registry is unreachable, its certificate is not trusted or it
+    rejects the login. Nothing is read from any repository.
+  - The C(agent_images) role uses it to skip building images that are already pushed, and to verify them; the
+    C(preflight) role checks the registry login with I(registry).
 author:
   - DataRobot MLOps collection maintainers (@datarobot-community)
 extends_documentation_fragment:
@@ -22,13 +27,18 @@ extends_documentation_fragment:
   - datarobot_mlops.management_agent.read_only
 options:
   name:
-    description: Repository with registry host and optional port, e.g. C(registry.example.com/datarobot/mlops-management-agent).
+    description:
+      - Repository with registry host and optional port, e.g. C(registry.example.com/datarobot/mlops-management-agent).
+      - Required unless I(registry) is given; needs I(tag).
     type: str
-    required: true
   tag:
     description: Tag (or C(sha256:) digest) to look up.
     type: str
-    required: true
+  registry:
+    description:
+      - Registry host and optional port, e.g. C(registry.example.com) or C(registry-1.docker.io), to check the login
+        of, instead of looking up I(name):I(tag).
+    type: str
   retries:
     description: Attempts on connection errors, 5xx and 429 answers, with exponential backoff.
     type: int
@@ -53,27 +63,44 @@ EXAMPLES = r"""
 - name: Say so
   ansible.builtin.debug:
     msg: "{{ agent_image.image }} is {{ agent_image.digest if agent_image.exists else 'missing' }}"
+
+- name: Does the registry accept the login? (fails saying why when it does not)
+  datarobot_mlops.management_agent.registry_image_info:
+    registry: registry.example.com
+    username: "{{ mlops_registry_username }}"
+    password: "{{ mlops_registry_password }}"
 """
 
 RETURN = r"""
 exists:
   description: Whether the registry has the tag.
-  returned: always
+  returned: with I(name)
   type: bool
 image:
   description: The full reference looked up.
-  returned: always
+  returned: with I(name)
   type: str
   sample: registry.example.com/datarobot/mlops-management-agent:9.2.0
 digest:
   description: Manifest digest of the tag; empty when it does not exist.
-  returned: always
+  returned: with I(name)
   type: str
   sample: sha256:5b0bcabd1ed22e9fb1310cf6c2dec7cdef19f0ad69efa1f392e94a4333501270
 media_type:
   description: Media type of the manifest (image manifest or index); empty when the tag does not exist.
-  returned: always
+  returned: with I(name)
   type: str
+registry:
+  description: The registry whose login was checked.
+  returned: with I(registry)
+  type: str
+  sample: registry.example.com
+auth:
+  description: How the registry asked to be logged in to; C(none) when it asked for nothing.
+  returned: with I(registry)
+  type: str
+  sample: bearer
+  choices: [none, basic, bearer]
 """
 
 import hashlib
@@ -81,6 +108,7 @@ import re
 
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._image_reference import (
     Repository,
+    validate_registry,
     validate_tag,
 )
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._registry_module import RegistryModule
@@ -88,8 +116,9 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 ARGUMENT_SPEC = dict(
-    name=dict(type="str", required=True),
-    tag=dict(type="str", required=True),
+    name=dict(type="str"),
+    tag=dict(type="str"),
+    registry=dict(type="str"),
     retries=dict(type="int", default=3),
     timeout=dict(type="int", default=60),
 )
@@ -113,9 +142,18 @@ def look_up(module: RegistryModule) -> dict:
     return result
 
 
+def check_login(module: RegistryModule) -> dict:
+    """Whether the registry answers and accepts the login (read-only: no repository is named)."""
+    registry = validate_registry(module.params["registry"])
+    scheme = module.registry_client(registry)[0].check_login()
+    return dict(changed=False, registry=registry, auth=scheme)
+
+
 def main() -> None:
-    module = RegistryModule(ARGUMENT_SPEC, supports_check_mode=True)
-    module.run(lambda: look_up(module))
+    module = RegistryModule(ARGUMENT_SPEC, supports_check_mode=True, mutually_exclusive=[("registry", "name"),
+                                                                                         ("registry", "tag")],
+                            required_one_of=[("registry", "name")], required_by={"name": "tag"})
+    module.run(lambda: check_login(module) if module.params["registry"] else look_up(module))
 
 
 if __name__ == "__main__":

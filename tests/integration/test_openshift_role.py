@@ -14,8 +14,9 @@ import threading
 
 import pytest
 
-from ansible_cli import run_module, run_playbook
+from ansible_cli import ansible_env, run_module, run_playbook
 from conftest import kubectl
+from test_preflight import SURVEY_GRANTS, grant, kubeconfig_of, role_defaults
 
 PLAYBOOK = "tests/integration/playbooks/registry_and_openshift.yml"
 SA = "datarobot-management-agent-image-builder"
@@ -104,7 +105,18 @@ def test_openshift_registry_secret_scc_and_route(target, registry_operator, tmp_
     builder = facts["image_builder"]
     assert builder["secretName"] == "registry-creds"
     assert builder["serviceAccount"] == {"create": False, "name": SA, "annotations": {}}
-    assert builder["skipSslVerifyRegistries"] == [INTERNAL] and builder["extraArgs"] == []
+    # Kaniko verifies the registry by default, with OpenShift's service CA (filled in by its operator)
+    assert builder["skipSslVerifyRegistries"] == []
+    assert builder["extraVolumes"] == [{"name": "registry-ca", "configMap": {
+        "name": "registry-ca", "items": [{"key": "service-ca.crt", "path": "ca.crt"}]}}]
+    assert builder["extraVolumeMounts"] == [{"name": "registry-ca", "mountPath": f"/certs/{INTERNAL}",
+                                             "readOnly": True}]
+    assert builder["extraArgs"] == [f"--registry-certificate={INTERNAL}=/certs/{INTERNAL}/ca.crt"]
+    ca_map = json.loads(kubectl("-n", target, "get", "configmap", "registry-ca", "-o", "json").stdout)
+    assert ca_map["metadata"]["annotations"]["service.beta.openshift.io/inject-cabundle"] == "true"
+    assert not any("WARNING" in str(task) for play in first.document["plays"] for task in play["tasks"]
+                   if task["task"]["name"].startswith("Warn"))
+    assert "skips" not in first.stdout and "does not verify" not in first.stdout
     # a re-run keeps the token
     again = run_playbook(PLAYBOOK, extra_vars=ocp_vars(target))
     assert again.returncode == 0 and again.changed == 0, again.stdout[-3000:]
@@ -150,6 +162,20 @@ def test_ca_file_mounts_the_given_ca(target, tmp_path):
     assert kubectl("get", "namespace", f"{target}-x", check=False).returncode != 0
 
 
+def test_skip_is_an_explicit_opt_in_with_a_warning(target, tmp_path):
+    out = tmp_path / "facts.json"
+    run = run_playbook(PLAYBOOK, extra_vars=ocp_vars(target, mlops_registry_host="registry.apps.example.test",
+                                                     mlops_openshift_registry_tls="skip", facts_out=str(out)))
+    assert run.returncode == 0, run.failure()
+    builder = json.loads(out.read_text())["image_builder"]
+    assert builder["skipSslVerifyRegistries"] == [INTERNAL]
+    assert builder["extraVolumes"] == [] and builder["extraArgs"] == []
+    warning = run.task("Warn that Kaniko will not verify the integrated registry's certificate")["msg"]
+    assert warning.startswith("WARNING: mlops_openshift_registry_tls is skip") and INTERNAL in warning
+    assert "ServiceAccount token" in warning
+    assert kubectl("-n", target, "get", "configmap", "registry-ca", check=False).returncode != 0
+
+
 def test_check_mode_changes_nothing(target):
     checked = run_playbook(PLAYBOOK, extra_vars=ocp_vars(target, mlops_registry_host="registry.apps.example.test"),
                            check=True, diff=True)
@@ -189,3 +215,34 @@ def test_missing_service_account_is_a_clear_error(target):
         "namespace": target, "service_account": "nobody", "registries": [INTERNAL]})
     assert result.failed and result.result["msg"].startswith(f"ServiceAccount {target}/nobody does not exist")
     assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_preflight_asks_for_the_token_calls_on_openshift(openshift_rig, namespace, tmp_path):
+    """registry-creds comes from a TokenRequest (serviceaccounts/token) checked by a TokenReview: a user who may
+    do neither is stopped by preflight, not by the openshift stage halfway through."""
+    path = kubeconfig_of(namespace, "installer", tmp_path / "kubeconfig")[0]
+    name = f"{namespace}-installer"
+    token_calls = [{"verb": "create", "resource": "serviceaccounts", "subresource": "token", "namespace": namespace},
+                   {"verb": "create", "group": "authentication.k8s.io", "resource": "tokenreviews"}]
+    wanted = role_defaults(namespace, "openshift")
+    assert all(call in wanted for call in token_calls)
+    try:
+        grant(name, namespace, "installer", [entry for entry in wanted if entry not in token_calls] + SURVEY_GRANTS)
+        run = run_playbook("playbooks/preflight.yml", extra_vars={"mlops_namespace": namespace},
+                           env=ansible_env(KUBECONFIG=str(path)), check=True)
+        assert run.returncode != 0
+        lines = run.failure().split("\n- ")[1:]
+        assert lines == [
+            f"Not allowed to create serviceaccounts/token (core API group) in namespace {namespace}: bind the user "
+            "to a role that grants it.",
+            "Not allowed to create tokenreviews (authentication.k8s.io API group) cluster-wide: bind the user to a "
+            "role that grants it."], lines
+        kubectl("delete", "clusterrole,clusterrolebinding", name)
+        grant(name, namespace, "installer", wanted + SURVEY_GRANTS)
+        enough = run_playbook("playbooks/preflight.yml", extra_vars={"mlops_namespace": namespace},
+                              env=ansible_env(KUBECONFIG=str(path)), check=True)
+        assert enough.returncode == 0, enough.failure()
+        assert enough.task("Publish what later stages need")["ansible_facts"]["__preflight_published"][
+            "platform"] == "openshift"
+    finally:
+        kubectl("delete", "clusterrole,clusterrolebinding", name, "--ignore-not-found", check=False)

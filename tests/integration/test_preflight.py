@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
+
+import yaml
 
 from ansible_cli import ansible_env, run_playbook
-from conftest import _up, kubectl
+from conftest import REPO, _up, kubectl
+from token_registry import TokenRegistry
 
 PLAYBOOK = "playbooks/preflight.yml"
 
@@ -39,7 +43,8 @@ def test_every_problem_is_listed_in_one_failure(rig):
     assert lines[0] == "The cluster is not ready for the management agent:"
     assert any("memory capacity 6.0Gi (6.0Gi allocatable) < 64Gi" in line for line in lines)
     assert "helm (/nonexistent/helm) was not found or did not run: install helm >= 3.8.0" in message
-    assert f"Registry {rig['RIG_REGISTRY']} rejected the credentials (HTTP 401)" in message
+    assert (f"Registry {rig['RIG_REGISTRY']} rejected the credentials for user '{rig['RIG_REGISTRY_USER']}': check "
+            "username/password") in message
     assert "No ingress class absent-class exists and ingress_nginx will not install one" in message
     assert len(lines) == 5
     assert "wrong-password" not in run.stdout + run.stderr
@@ -52,7 +57,9 @@ def test_an_old_helm_is_refused_with_the_version_message(rig):
 
 def test_an_unreachable_registry_is_named(rig):
     run = run_playbook(PLAYBOOK, extra_vars={"mlops_preflight_registry": _registry(rig, host="127.0.0.1:9")})
-    assert "Registry 127.0.0.1:9 is unreachable" in run.failure()
+    message = run.failure()
+    assert "Cannot reach registry 127.0.0.1:9 (GET /v2/): [Errno 111] Connection refused" in message, message
+    assert "Check the host, port and network" in message
 
 
 def test_only_small_nodes(rig):
@@ -75,18 +82,23 @@ def test_only_small_nodes(rig):
         _up("kubernetes")  # puts the rig's three nodes back
 
 
-def test_a_kubeconfig_without_rights(rig, namespace, tmp_path):
-    kubectl("-n", namespace, "create", "serviceaccount", "nobody")
-    token = kubectl("-n", namespace, "create", "token", "nobody").stdout.strip()
+def kubeconfig_of(namespace: str, account: str, path: Path) -> tuple[Path, str]:
+    """A kubeconfig that acts as ServiceAccount `account` of `namespace` (created here), and its token."""
+    kubectl("-n", namespace, "create", "serviceaccount", account)
+    token = kubectl("-n", namespace, "create", "token", account).stdout.strip()
     admin = json.loads(kubectl("config", "view", "--raw", "-o", "json").stdout)
     kubeconfig = {
-        "apiVersion": "v1", "kind": "Config", "current-context": "nobody",
+        "apiVersion": "v1", "kind": "Config", "current-context": account,
         "clusters": [{"name": "rig", "cluster": admin["clusters"][0]["cluster"]}],
-        "users": [{"name": "nobody", "user": {"token": token}}],
-        "contexts": [{"name": "nobody", "context": {"cluster": "rig", "user": "nobody"}}],
+        "users": [{"name": account, "user": {"token": token}}],
+        "contexts": [{"name": account, "context": {"cluster": "rig", "user": account}}],
     }
-    path = tmp_path / "kubeconfig"
     path.write_text(json.dumps(kubeconfig))
+    return path, token
+
+
+def test_a_kubeconfig_without_rights(rig, namespace, tmp_path):
+    path, token = kubeconfig_of(namespace, "nobody", tmp_path / "kubeconfig")
     run = run_playbook(PLAYBOOK, env=ansible_env(KUBECONFIG=str(path)))
     assert run.returncode != 0
     assert "forbids it: grant the user read access, or run as a cluster administrator." in run.failure()
@@ -105,3 +117,99 @@ def test_bad_variables_fail_before_anything_runs(rig):
     run = run_playbook(PLAYBOOK, extra_vars={"mlops_preflight_registry": "not-a-dict"})
     assert run.returncode != 0
     assert "mlops_preflight_registry" in run.failure()
+
+
+def test_a_token_auth_registry_is_probed_through_the_pushing_client(rig, tmp_path):
+    """Docker Hub, GitLab and ACR want a Bearer token from their token service: Basic auth on /v2/ is always
+    answered 401, so a probe that sends Basic would call correct credentials rejected."""
+    with TokenRegistry(tmp_path) as registry:
+        login = {"host": registry.address, "username": registry.username, "password": registry.password,
+                 "insecure": True}
+        run = run_playbook(PLAYBOOK, extra_vars={"mlops_preflight_registry": login}, check=True)
+        assert run.returncode == 0, run.failure()
+        assert run.changed == 0
+        assert registry.requests and all(request["authorized"] for request in registry.requests)
+        assert all(request["scopes"] == [] for request in registry.requests)  # a login check reads no repository
+        assert registry.password not in run.stdout + run.stderr
+        wrong = run_playbook(PLAYBOOK, extra_vars={"mlops_preflight_registry": {**login, "password": "wrong-one"}})
+        assert wrong.returncode != 0
+        assert (f"Registry {registry.address} rejected the credentials for user 'tokenuser'"
+                in wrong.failure()), wrong.failure()
+        assert "wrong-one" not in wrong.stdout + wrong.stderr
+
+
+# What the checked list asked for before it covered the run's real calls: a user holding exactly this passed.
+EARLIER_GRANTS = [
+    {"verb": "create", "resource": "namespaces"},
+    {"verb": "create", "resource": "secrets", "namespaced": True},
+    {"verb": "create", "resource": "configmaps", "namespaced": True},
+    {"verb": "create", "resource": "serviceaccounts", "namespaced": True},
+    {"verb": "create", "group": "apps", "resource": "deployments", "namespaced": True},
+    {"verb": "create", "group": "rbac.authorization.k8s.io", "resource": "roles", "namespaced": True},
+    {"verb": "create", "group": "rbac.authorization.k8s.io", "resource": "rolebindings", "namespaced": True},
+    {"verb": "update", "group": "coordination.k8s.io", "resource": "leases", "namespaced": True},
+    {"verb": "create", "group": "networking.k8s.io", "resource": "ingressclasses"},
+]
+# What cluster_requirements itself reads (nodes, ingress classes).
+SURVEY_GRANTS = [
+    {"verb": "list", "resource": "nodes"},
+    {"verb": "list", "group": "networking.k8s.io", "resource": "ingressclasses"},
+]
+
+
+def role_defaults(namespace: str, platform: str = "kubernetes") -> list[dict]:
+    """The role's own permission lists for `platform` (defaults/main.yml), its namespace template filled in."""
+    text = (REPO / "roles/preflight/defaults/main.yml").read_text().replace("{{ mlops_namespace }}", namespace)
+    defaults = yaml.safe_load(text)
+    return defaults["mlops_preflight_permissions"] + defaults[f"mlops_preflight_{platform}_permissions"]
+
+
+def grant(name: str, namespace: str, account: str, permissions: list[dict]) -> None:
+    """A ClusterRole for the cluster-wide actions and a Role for the namespaced ones, bound to the account."""
+    def rules(entries):
+        return [{"apiGroups": [entry.get("group", "")],
+                 "resources": [entry["resource"] + (f"/{entry['subresource']}" if entry.get("subresource") else "")],
+                 "verbs": [entry["verb"]]} for entry in entries]
+
+    namespaced = [entry for entry in permissions if entry.get("namespace") or entry.get("namespaced")]
+    cluster_wide = [entry for entry in permissions if entry not in namespaced]
+    subject = [{"kind": "ServiceAccount", "name": account, "namespace": namespace}]
+    objects = [
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": name},
+         "rules": rules(cluster_wide)},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": name},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+         "subjects": subject},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+         "metadata": {"name": name, "namespace": namespace}, "rules": rules(namespaced)},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+         "metadata": {"name": name, "namespace": namespace},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name}, "subjects": subject},
+    ]
+    kubectl("apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}))
+
+
+def test_permissions_cover_what_the_run_does(rig, namespace, tmp_path):
+    """Helm's release storage (secrets get/list/update/delete), drift repair (patch) and the release Lease
+    (get/create/update/delete) are asked for before anything changes; the role's list is exactly enough."""
+    path = kubeconfig_of(namespace, "installer", tmp_path / "kubeconfig")[0]
+    name = f"{namespace}-installer"
+    settings = {"mlops_namespace": namespace}
+    try:
+        grant(name, namespace, "installer", EARLIER_GRANTS + SURVEY_GRANTS)
+        earlier = run_playbook(PLAYBOOK, extra_vars=settings, env=ansible_env(KUBECONFIG=str(path)))
+        assert earlier.returncode != 0, "a user who may not manage helm's release secrets passed preflight"
+        message = earlier.failure()
+        for missing in ("get secrets (core API group)", "list secrets (core API group)",
+                        "update secrets (core API group)", "delete secrets (core API group)",
+                        "patch deployments (apps API group)", "patch configmaps (core API group)",
+                        "patch secrets (core API group)", "get leases (coordination.k8s.io API group)",
+                        "create leases (coordination.k8s.io API group)",
+                        "delete leases (coordination.k8s.io API group)"):
+            assert f"Not allowed to {missing} in namespace {namespace}" in message, message
+        kubectl("delete", "clusterrole,clusterrolebinding", name)
+        grant(name, namespace, "installer", role_defaults(namespace) + SURVEY_GRANTS)
+        enough = run_playbook(PLAYBOOK, extra_vars=settings, env=ansible_env(KUBECONFIG=str(path)), check=True)
+        assert enough.returncode == 0, enough.failure()
+    finally:
+        kubectl("delete", "clusterrole,clusterrolebinding", name, "--ignore-not-found", check=False)

@@ -101,3 +101,34 @@ def test_module_defaults_of_the_registry_group_reach_both_modules(rig, tmp_path)
     # without it, it stops at the login.
     assert "missing.tar does not exist" in run.task("push")["msg"]
     assert "credentials" in run.task("push without defaults")["msg"].lower()
+
+
+def test_registry_checks_only_the_login_and_says_why_it_fails(rig):
+    """registry_image_info's `registry` mode (the preflight's probe): the TLS+htpasswd registry answers Basic."""
+    args = {"registry": rig["RIG_REGISTRY"], "username": rig["RIG_REGISTRY_USER"],
+            "password": rig["RIG_REGISTRY_PASSWORD"], "ca_path": rig["RIG_REGISTRY_CA"]}
+    accepted = run_module(INFO, args, check=True, env=ansible_env(without=LOGIN_VARS))
+    assert not accepted.failed, accepted.result.get("msg")
+    assert accepted.result["changed"] is False
+    assert accepted.result["registry"] == rig["RIG_REGISTRY"] and accepted.result["auth"] == "basic"
+    assert "exists" not in accepted.result
+    refused = run_module(INFO, {**args, "password": "not-the-password"}, env=ansible_env(without=LOGIN_VARS))
+    assert refused.failed
+    assert refused.result["msg"].startswith(f"Registry {rig['RIG_REGISTRY']} rejected the credentials for user "
+                                            f"'{rig['RIG_REGISTRY_USER']}'")
+    assert "not-the-password" not in refused.stdout + refused.stderr
+    untrusted = run_module(INFO, {**args, "ca_path": None}, env=ansible_env(without=LOGIN_VARS))
+    assert untrusted.failed and "Is its CA trusted? Pass ca_path" in untrusted.result["msg"]
+
+
+@pytest.mark.parametrize("args, message", [
+    ({"registry": "https://registry.example.com"}, "give host[:port] without a scheme or path"),
+    ({"registry": "registry.example.com", "name": "registry.example.com/a"}, "mutually exclusive: registry|name"),
+    ({"registry": "registry.example.com", "tag": "1.0"}, "mutually exclusive: registry|tag"),
+    ({"name": "registry.example.com/a"}, "missing parameter(s) required by 'name': tag"),
+    ({"tag": "1.0"}, "one of the following is required: registry, name"),
+])
+def test_registry_mode_refuses_what_it_cannot_mean(rig, args, message):
+    outcome = run_module(INFO, args, env=ansible_env(without=LOGIN_VARS))
+    assert outcome.failed and message in outcome.result["msg"], outcome.result["msg"]
+    assert "Traceback" not in outcome.stdout + outcome.stderr

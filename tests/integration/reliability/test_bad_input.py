@@ -611,6 +611,11 @@ CASES = [
          ("Connection refused. Check the host, port and network",)),
     Case("registry-wrong-password", "registry", pps(password="not-the-password"),
          ("rejected the credentials for user", "check username/password")),
+    Case("preflight-registry-wrong-password", "namespace",
+         playbook("site.yml", lambda b, case_id: {"mlops_namespace": b.namespace(case_id), "mlops_preflight_registry": {
+             "host": b.rig["RIG_REGISTRY"], "username": b.rig["RIG_REGISTRY_USER"], "password": "not-the-password",
+             "ca_path": b.rig["RIG_REGISTRY_CA"]}}, tags="preflight,registry"),
+         ("The cluster is not ready", "rejected the credentials for user", "check username/password")),
     Case("registry-tls-unknown-ca", "registry",
          pps(ca_path=None, env=lambda b: ansible_env(without=("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"))),
          ("certificate verify failed", "Pass ca_path")),

@@ -410,3 +410,35 @@ def test_an_upload_session_without_a_location_is_a_clear_error():
     client = client_with(answer(202))
     with pytest.raises(RegistryError, match="answered 202 to POST /v2/app/blobs/uploads/ without a Location"):
         client.send("app", [b"abc"])
+
+
+# --- check_login: what `docker login` does ---------------------------------------------------------------------------
+
+def test_check_login_asks_a_token_for_no_repository_as_docker_login_does():
+    token = answer(200, body=json.dumps({"token": "t0k"}).encode())
+    client, session = client_and_session(answer(401, {"WWW-Authenticate": BEARER}), token, answer(200),
+                                         credentials=Credentials("u", "p"))
+    assert client.check_login() == "bearer"
+    assert [call[0] for call in session.calls] == ["GET", "GET", "GET"]
+    assert session.calls[1][1] == "https://auth.example/token?service=registry.example"  # no scope: nothing read
+    assert session.calls[1][2]["auth"] == ("u", "p")
+    assert session.calls[2][2]["headers"]["Authorization"] == "Bearer t0k"
+
+
+def test_check_login_answers_basic_and_open_registries():
+    basic, session = client_and_session(answer(401, {"WWW-Authenticate": 'Basic realm="r"'}), answer(200),
+                                        credentials=Credentials("u", "p"))
+    assert basic.check_login() == "basic" and session.calls[1][2]["headers"]["Authorization"] == "Basic dTpw"
+    assert client_with(answer(200)).check_login() == "none"
+
+
+def test_check_login_names_a_rejected_login_without_the_password():
+    token_refused = client_with(answer(401, {"WWW-Authenticate": BEARER}), answer(401),
+                                credentials=Credentials("u", "s3cret-pass"))
+    with pytest.raises(RegistryAuthError, match="rejected the credentials for user 'u'") as refused:
+        token_refused.check_login()
+    assert "s3cret-pass" not in str(refused.value)
+    basic_refused = client_with(answer(401, {"WWW-Authenticate": 'Basic realm="r"'}),
+                                answer(401, {"WWW-Authenticate": 'Basic realm="r"'}), credentials=Credentials("u", "p"))
+    with pytest.raises(RegistryAuthError, match="rejected the credentials for user 'u'"):
+        basic_refused.check_login()
