@@ -161,6 +161,24 @@ def ledger(request) -> Ledger:
 MANIFEST_TYPES = "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json"
 
 
+def descendants(root: int) -> list[int]:
+    """Every process below `root` (children, theirs, ...), from /proc's parent pids."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", encoding="ascii") as stat:
+                    parents[int(entry)] = int(stat.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+    found, frontier = [], [root]
+    while frontier:
+        children = [pid for pid, parent in parents.items() if parent in frontier]
+        found += children
+        frontier = children
+    return found
+
+
 def no_traceback(*outputs: str) -> bool:
     return not any("Traceback (most recent call last)" in text for text in outputs)
 

@@ -92,19 +92,24 @@ def test_a_failed_run_leaves_no_tag_and_the_next_run_completes(rig, proxy, tmp_p
     assert_same_image(pulled_back(rig, f"{rig['RIG_INSECURE_REGISTRY']}/{repo}:1.0", tmp_path, insecure=True), facts)
 
 
+def nth_patch(n: int, patches: list[str]):
+    """A fault matcher for the n-th PATCH; the paths of the PATCHes seen go into `patches`."""
+    def matches(method: str, path: str) -> bool:
+        if method != "PATCH":
+            return False
+        patches.append(path)
+        return len(patches) == n
+
+    return matches
+
+
 def test_a_cut_in_a_later_chunk_resumes_from_the_registrys_offset(rig, proxy, tmp_path):
     import os
 
     facts = archive(tmp_path, layers=[{"big.bin": os.urandom(5 * CHUNK)}])  # random: does not compress
     repo = f"faults/later-{uuid.uuid4().hex[:6]}"
-    patches = []
-
-    def second_patch(method, path):
-        if method != "PATCH":
-            return False
-        patches.append(path)
-        return len(patches) == 2
-
+    patches: list[str] = []
+    second_patch = nth_patch(2, patches)
     proxy.faults.cut(1024 * 1024, second_patch)
     result = push(proxy, facts, repo)
     assert result.blobs_uploaded == 2
@@ -149,14 +154,8 @@ def test_a_cut_in_a_later_chunk_after_part_reached_the_registry_replays_the_blob
     new session, then the upload goes on; the run finishes."""
     facts = _big_layer_archive(tmp_path, 3, compress=True)
     repo = f"faults/replay-{uuid.uuid4().hex[:6]}"
-    patches = []
-
-    def third_patch(method, path):
-        if method != "PATCH":
-            return False
-        patches.append(path)
-        return len(patches) == 3
-
+    patches: list[str] = []
+    third_patch = nth_patch(3, patches)
     proxy.faults.cut(1024 * 1024, third_patch, forward=True)
     result = push(proxy, facts, repo)
     assert result.blobs_uploaded == 2

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from ansible_cli import ansible_env, module_argv, run_module
-from conftest import kubectl
+from conftest import descendants, kubectl
 from test_agent_deployment import (  # noqa: F401 pylint: disable=unused-import
     BROKEN_TAG, CHART, agent_values, helm, history, release)
 
@@ -57,22 +57,6 @@ def other_client_argv(name: str, namespace: str) -> list[str]:
     """helm by hand: an upgrade to an image that never becomes ready, waiting OTHER_WAIT seconds."""
     return [os.environ["HELM"], "upgrade", name, CHART, "-n", namespace, "--reuse-values", "--set",
             f"managementAgent.tag={BROKEN_TAG}", "--wait", "--timeout", f"{OTHER_WAIT}s"]
-
-
-def descendants(root: int) -> list[int]:
-    parents: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat", encoding="ascii") as stat:
-                    parents[int(entry)] = int(stat.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-    found, frontier = [], [root]
-    while frontier:
-        frontier = [pid for pid, parent in parents.items() if parent in frontier]
-        found += frontier
-    return found
 
 
 def kill_tree(proc: subprocess.Popen) -> None:

@@ -183,6 +183,14 @@ def record(ledger, case: str, held: bool, outcome, *places: Server) -> None:
                          f"credentials arriving elsewhere: {len(arrived)}")
 
 
+def refused_untouched(ledger, case: str, outcome, refused: bool, untouched: Server) -> None:
+    """A refusal where nothing at all reached `untouched`, not even without credentials: recorded, then asserted."""
+    record(ledger, case, refused and not untouched.seen, outcome, untouched)
+    assert refused, outcome.result.get("msg", "")
+    assert untouched.seen == []
+    assert_clean(outcome, untouched)
+
+
 def assert_clean(outcome, *places: Server) -> None:
     for place in places:
         assert place.credentials_seen() == [], f"credentials arrived at {place.url}"
@@ -236,10 +244,7 @@ def test_a_plain_http_token_realm_of_a_tls_registry_never_gets_the_login(rig, se
                                 "password": PASSWORD, "ca_path": servers.ca_path})
     message = outcome.result.get("msg", "")
     refused = outcome.failed and "plain HTTP" in message and "https:// realm" in message
-    record(ledger, "registry: Bearer realm on plain http", refused and not plain.seen, outcome, plain)
-    assert refused, message
-    assert plain.seen == []
-    assert_clean(outcome, plain)
+    refused_untouched(ledger, "registry: Bearer realm on plain http", outcome, refused, plain)
 
 
 def test_a_challenge_from_another_origin_teaches_nothing(rig, servers, tmp_path, ledger):
@@ -268,10 +273,7 @@ def test_a_redirect_stepping_down_to_plain_http_is_refused(rig, servers, ledger)
                                 "password": PASSWORD, "ca_path": servers.ca_path})
     message = outcome.result.get("msg", "")
     refused = outcome.failed and "from HTTPS to plain HTTP: refused" in message
-    record(ledger, "registry: 307 redirect to plain http", refused and not plain.seen, outcome, plain)
-    assert refused, message
-    assert plain.seen == []
-    assert_clean(outcome, plain)
+    refused_untouched(ledger, "registry: 307 redirect to plain http", outcome, refused, plain)
 
 
 # --- the DataRobot side --------------------------------------------------------------------------------------------
@@ -303,10 +305,7 @@ def test_a_next_link_to_another_origin_never_gets_the_api_token(rig, servers, le
     outcome = run_module(ENVIRONMENT, environment_args(hostile, servers))
     message = outcome.result.get("msg", "")
     refused = outcome.failed and "another host, port or scheme: not followed" in message
-    record(ledger, "DataRobot: next link to another origin", refused and not elsewhere.seen, outcome, elsewhere)
-    assert refused, message
-    assert elsewhere.seen == []
-    assert_clean(outcome, elsewhere)
+    refused_untouched(ledger, "DataRobot: next link to another origin", outcome, refused, elsewhere)
 
 
 def test_a_plain_http_endpoint_is_refused_unless_allowed(rig, servers, ledger):
@@ -314,10 +313,7 @@ def test_a_plain_http_endpoint_is_refused_unless_allowed(rig, servers, ledger):
     refused = run_module(ENVIRONMENT, environment_args(plain, servers))
     message = refused.result.get("msg", "")
     held = refused.failed and "is plain HTTP" in message and "allow_insecure_http: true" in message
-    record(ledger, "DataRobot: http:// endpoint without the opt-out", held and not plain.seen, refused, plain)
-    assert held, message
-    assert plain.seen == []
-    assert_clean(refused, plain)
+    refused_untouched(ledger, "DataRobot: http:// endpoint without the opt-out", refused, held, plain)
     allowed = run_module(ENVIRONMENT, environment_args(plain, servers, allow_insecure_http=True))
     assert not allowed.failed, allowed.result.get("msg")
     assert allowed.result["id"] == "65f1c2a9e4b0a1b2c3d4e5f6" and allowed.result["changed"] is False

@@ -15,7 +15,7 @@ import subprocess
 import sys
 
 from ansible_cli import REPO, ansible_env, module_argv, run_module, run_playbook
-from conftest import kubectl
+from conftest import descendants, kubectl
 from snapshot import datarobot
 from test_faults import (  # noqa: F401 pylint: disable=unused-import
     AGENT,
@@ -107,24 +107,6 @@ def kill_when_pending(proc: subprocess.Popen, name: str, namespace: str) -> list
     proc.wait(timeout=30)
     wait_for("the killed processes to be gone", lambda: not any(alive(pid) for pid in pids), 30, every=0.1)
     return revisions(name, namespace)
-
-
-def descendants(root: int) -> list[int]:
-    """Every process below `root` (children, theirs, ...), from /proc's parent pids."""
-    parents: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat", encoding="ascii") as stat:
-                    parents[int(entry)] = int(stat.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-    found, frontier = [], [root]
-    while frontier:
-        children = [pid for pid, parent in parents.items() if parent in frontier]
-        found += children
-        frontier = children
-    return found
 
 
 def alive(pid: int) -> bool:
