@@ -495,7 +495,9 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-FITTING_NODE = NodeCapacity("node-1", cpu=4, memory=16 * 2**30, ephemeral_storage=100 * 2**30)
+FITTING_NODE = NodeCapacity.from_node({"metadata": {"name": "node-1"}, "status": {
+    "capacity": {"cpu": "4", "memory": "16Gi", "ephemeral-storage": "100Gi"},
+    "conditions": [{"type": "Ready", "status": "True"}]}})
 
 
 def _no_kubeconfig(bench: Bench) -> dict[str, str]:
