@@ -1,4 +1,5 @@
-"""The registry role, generic vendor, on the rig's TLS and HTTP registries."""
+"""The registry role on the rig: generic vendor on its TLS and HTTP registries, acr, and gar (Artifact Registry)
+with inventories/gcp's own values and a local Google token endpoint."""
 
 from __future__ import annotations
 
@@ -7,12 +8,16 @@ import json
 import uuid
 
 import pytest
+import yaml
 
-from ansible_cli import run_module, run_playbook
+from ansible_cli import REPO, ansible_env, run_module, run_playbook
 from conftest import kubectl
+from google_token_endpoint import TokenEndpoint
 from test_pps_image import archive
 
 PLAYBOOK = "playbooks/registry.yml"
+FACTS_PLAYBOOK = "tests/integration/playbooks/registry_facts.yml"
+SERVICE_ACCOUNT = "gar-push@my-project.iam.gserviceaccount.com"
 FACTS = "Publish the chart's imageBuilder values and the repository paths"
 
 
@@ -114,24 +119,69 @@ def test_acr_secret_for_the_named_registry(rig, target):
     assert secret_login(target, "mlopsdemo.azurecr.io") == ("mlopsdemo", "acr-admin-password")
 
 
-def test_gcr_workload_identity_annotation_and_no_secret(rig, target):
-    gcr = {"mlops_namespace": target, "mlops_registry_vendor": "gcr", "mlops_registry_host": "gcr.io",
-           "mlops_registry_path_prefix": "my-project/", "mlops_registry_gcp_project": "my-project",
-           "mlops_registry_gcp_service_account": "gcr-push-user", "mlops_registry_username": "", "mlops_registry_password": "",
-           "mlops_registry_ca_path": ""}
-    run = run_playbook(PLAYBOOK, extra_vars=gcr)
-    assert run.returncode == 0, run.failure()
-    published = run.task(FACTS)["ansible_facts"]
-    builder = published["__registry_published"]["image_builder"]
-    assert builder["serviceAccount"] == {
-        "create": True, "name": "datarobot-management-agent-image-builder",
-        "annotations": {"iam.gke.io/gcp-service-account": "gcr-push-user@my-project.iam.gserviceaccount.com"}}
-    assert builder["secretName"] == ""
-    assert published["__registry_published"]["repositories"]["pps"] == \
-        "my-project/datarobot/datarobot-portable-prediction-api"
-    assert kubectl("-n", target, "get", "secret", "registry-creds", check=False).returncode != 0
-    again = run_playbook(PLAYBOOK, extra_vars=gcr)
-    assert again.returncode == 0 and again.changed == 0
-    missing = run_playbook(PLAYBOOK, extra_vars={"mlops_namespace": target, "mlops_registry_vendor": "gcr",
-                                                 "mlops_registry_host": "gcr.io"})
-    assert "mlops_registry_vendor gcr needs mlops_registry_gcp_project and mlops_registry_gcp_service_account" in missing.failure()
+def gcp_inventory_run(rig, target, tmp_path, endpoint, playbook=FACTS_PLAYBOOK, **extra):
+    """inventories/gcp as shipped: only the namespace and the cluster (the rig, not a GKE context) are changed, and
+    Application Default Credentials name a service-account key whose token_uri is the local token endpoint."""
+    key = tmp_path / "key.json"
+    if not key.exists():  # one key per test: the endpoint may be told to forget it
+        endpoint.write_key(tmp_path, endpoint.account(SERVICE_ACCOUNT))
+    facts = tmp_path / "facts.json"
+    facts.unlink(missing_ok=True)
+    run = run_playbook(playbook, inventory="inventories/gcp", env=ansible_env(GOOGLE_APPLICATION_CREDENTIALS=str(key)),
+                       extra_vars={"mlops_namespace": target, "mlops_cluster_env": {"K8S_AUTH_KUBECONFIG": rig["KUBECONFIG"]},
+                                   "facts_out": str(facts), **extra})
+    return run, (json.loads(facts.read_text()) if facts.exists() else {})
+
+
+def test_gar_inventory_mints_the_push_token_and_points_kaniko_at_no_secret(rig, target, tmp_path):
+    inventory = yaml.safe_load((REPO / "inventories/gcp/group_vars/clusters/main.yml").read_text())
+    assert inventory["mlops_registry_vendor"] == "gar" and inventory["mlops_registry_host"].endswith("-docker.pkg.dev")
+    assert "mlops_registry_password" not in inventory and "mlops_registry_username" not in inventory
+    with TokenEndpoint() as endpoint:
+        first, published = gcp_inventory_run(rig, target, tmp_path, endpoint)
+        assert first.returncode == 0, first.failure() + first.stderr[-2000:]
+        # our pushes: user oauth2accesstoken and the token the endpoint just issued for the key's signed JWT
+        assert len(endpoint.issued) == 1 and endpoint.issued[0]["claims"]["iss"] == SERVICE_ACCOUNT
+        token = endpoint.issued[0]["token"]
+        registry = published["registry"]
+        assert (registry["host"], registry["username"], registry["password"]) == (
+            inventory["mlops_registry_host"], "oauth2accesstoken", token)
+        assert registry["repositories"]["pps"] == \
+            f"{inventory['mlops_registry_path_prefix']}datarobot/datarobot-portable-prediction-api"
+        assert token not in first.stdout + first.stderr
+        # Kaniko: Workload Identity on the chart's ServiceAccount, and no secret named that does not exist
+        builder = published["image_builder"]
+        assert builder["secretName"] == "" and builder["configMap"] == ""
+        assert builder["serviceAccount"] == {
+            "create": True, "name": "datarobot-management-agent-image-builder",
+            "annotations": {"iam.gke.io/gcp-service-account": "gar-push@my-project.iam.gserviceaccount.com"}}
+        assert kubectl("-n", target, "get", "secrets", "-o", "name").stdout.split() == []
+        # a scheduled run later mints a new token: nothing kept, nothing changed
+        again, republished = gcp_inventory_run(rig, target, tmp_path, endpoint)
+        assert again.returncode == 0, again.failure()
+        assert [task["task"]["name"] for play in again.document["plays"] for task in play["tasks"]
+                if any(host.get("changed") for host in task["hosts"].values())] == ["Save the facts"]
+        assert len(endpoint.issued) == 2 and republished["registry"]["password"] == endpoint.issued[1]["token"] != token
+        # a deleted key: the run stops at the token and says why
+        endpoint.accounts.clear()
+        revoked, _facts = gcp_inventory_run(rig, target, tmp_path, endpoint, playbook=PLAYBOOK)
+        assert revoked.returncode != 0
+        assert revoked.failure().startswith(f"Google refused to issue an access token for service account {SERVICE_ACCOUNT}")
+
+
+def test_gcr_alias_with_a_given_token_mints_none(rig, target, tmp_path):
+    with TokenEndpoint() as endpoint:
+        run, published = gcp_inventory_run(rig, target, tmp_path, endpoint, mlops_registry_vendor="gcr",
+                                           mlops_registry_host="gcr.io", mlops_registry_path_prefix="my-project/",
+                                           mlops_registry_password="given-access-token")
+        assert run.returncode == 0, run.failure()
+        assert endpoint.issued == []
+        assert (published["registry"]["username"], published["registry"]["password"]) == (
+            "oauth2accesstoken", "given-access-token")
+        assert published["image_builder"]["secretName"] == ""
+        assert published["image_builder"]["serviceAccount"]["annotations"] == {
+            "iam.gke.io/gcp-service-account": "gar-push@my-project.iam.gserviceaccount.com"}
+        assert "given-access-token" not in run.stdout + run.stderr
+    missing = run_playbook(PLAYBOOK, extra_vars={"mlops_namespace": target, "mlops_registry_vendor": "gar",
+                                                 "mlops_registry_host": "us-central1-docker.pkg.dev"})
+    assert "mlops_registry_vendor gar needs mlops_registry_gcp_project and mlops_registry_gcp_service_account" in missing.failure()

@@ -51,6 +51,7 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
 PPS = "datarobot_mlops.management_agent.pps_image"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 ENVIRONMENTS = "datarobot_mlops.management_agent.prediction_environment"
+GAR = "datarobot_mlops.management_agent.gar_push_credentials"
 TIME_LIMIT = 60  # seconds; a bad input fails fast (retries and backoff included)
 BIG = 5 * 1024 * 1024  # above the archive reader's 4 MiB "small member" bound: streamed, not kept in memory
 
@@ -476,6 +477,13 @@ def datarobot(**args: Any) -> Runner:
     return run
 
 
+def gar(env: Callable[[Bench], dict[str, str]] | None = None, **args: Any) -> Runner:
+    def run(bench: Bench, _case_id: str) -> Result:
+        return _module(GAR, args, env(bench) if env else None)
+
+    return run
+
+
 def unit(call: Callable[[], list[str]]) -> Runner:
     """Decision logic called directly; a finding list is the failure, an exception a traceback."""
 
@@ -646,7 +654,7 @@ CASES = [
          ("OpenShift 4.5 is older than the supported 4.6: upgrade the cluster.",)),
     # variables
     Case("vars-unknown-vendor", "namespace", registry_role(mlops_registry_vendor="quay"),
-         ("value of mlops_registry_vendor must be one of: generic, ecr, acr, gcr, openshift, got: quay",)),
+         ("value of mlops_registry_vendor must be one of: generic, ecr, acr, gar, gcr, openshift, got: quay",)),
     Case("vars-gcr-without-project", "namespace", registry_role(mlops_registry_vendor="gcr", mlops_registry_host="gcr.io"),
          ("mlops_registry_vendor gcr needs mlops_registry_gcp_project and mlops_registry_gcp_service_account",)),
     Case("vars-ecr-without-oidc-issuer", "namespace", registry_role(mlops_registry_vendor="ecr"),
@@ -666,6 +674,16 @@ CASES = [
              "mlops_pps_image_registry": {"host": b.rig["RIG_REGISTRY"], "username": b.rig["RIG_REGISTRY_USER"],
                                           "password": b.rig["RIG_REGISTRY_PASSWORD"], "ca_path": b.rig["RIG_REGISTRY_CA"]}}),
          ("mlops_pps_image_workers", "unable to convert to int")),
+    # Google push credentials (gar): bad keys are refused before any token endpoint is asked
+    Case("gar-key-not-json", "nothing", gar(credentials="{not a key"),
+         ("credentials is not JSON", "give the service-account key as Google's console")),
+    Case("gar-key-of-a-user", "nothing", gar(credentials='{"type": "authorized_user", "client_id": "x"}'),
+         ("is of type 'authorized_user', not 'service_account'", "Application Default Credentials are used")),
+    Case("gar-key-file-missing", "nothing", gar(credentials_file="/nonexistent/gar-key.json"),
+         ("Cannot read the service-account key file /nonexistent/gar-key.json", "check credentials_file")),
+    Case("gar-no-application-default-credentials", "nothing",
+         gar(env=lambda b: ansible_env(GOOGLE_APPLICATION_CREDENTIALS=str(b.tmp / "absent-adc.json"))),
+         ("No Google credentials found", "set GOOGLE_APPLICATION_CREDENTIALS")),
     # DataRobot
     Case("datarobot-bad-token", "datarobot", datarobot(api_token="not-the-token-at-all"),
          ("answered 401", "check api_token (DATAROBOT_API_TOKEN)")),
