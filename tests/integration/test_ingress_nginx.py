@@ -113,12 +113,13 @@ def test_a_controller_installed_by_someone_else_is_left_alone(rig):
 
 
 def test_a_controller_that_never_becomes_ready_fails_with_diagnostics(rig):
+    """Also: an integer wait timeout (seconds; the default is the duration 5m) reaches helm as a duration."""
     values = {"controller": {"admissionWebhooks": {"enabled": False}, "service": {"type": "ClusterIP"},
                              "nodeSelector": {"pool": "does-not-exist"}}}
     try:
         run = run_playbook("playbooks/ingress.yml", extra_vars={
             "mlops_ingress_nginx_namespace": "t-stuck", "mlops_ingress_nginx_class": "mlops-stuck", "mlops_ingress_nginx_release": "t-stuck",
-            "mlops_ingress_nginx_values": values, "mlops_ingress_nginx_wait_timeout": "15s"})
+            "mlops_ingress_nginx_values": values, "mlops_ingress_nginx_wait_timeout": 15})
         assert run.returncode != 0
         message = run.failure()
         assert message.startswith("ingress_nginx failed:")
