@@ -27,9 +27,12 @@ options:
       C(DATAROBOT_CA_PATH).
     type: path
   timeout:
-    description: Seconds to wait for one answer; 408, 429 and 5xx answers and connection errors are retried with
-      backoff.
-    type: int
+    description:
+      - How long to wait for one answer; 408, 429 and 5xx answers and connection errors are retried with backoff.
+      - Whole seconds (C(600)) or a duration string as kubernetes.core's C(helm) module and helm's C(--timeout)
+        take it, such as C(90s), C(10m), C(1h30m), C(1.5h) (units C(h), C(m), C(s), C(ms), C(us), C(ns); a fraction
+        of a second is rounded up).
+    type: raw
     default: 60
   allow_insecure_http:
     description:

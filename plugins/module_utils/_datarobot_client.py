@@ -32,7 +32,7 @@ DATAROBOT_AUTH_ARGUMENT_SPEC: dict[str, dict[str, Any]] = dict(
     api_token=dict(type="str", no_log=True, fallback=(env_fallback, ["DATAROBOT_API_TOKEN"])),
     validate_certs=dict(type="bool", default=True),
     ca_path=dict(type="path", fallback=(env_fallback, ["DATAROBOT_CA_PATH"])),
-    timeout=dict(type="int", default=60),
+    timeout=dict(type="raw", default=60),
     allow_insecure_http=dict(type="bool", default=False),
 )
 

@@ -18,6 +18,7 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
     DockerConfigError,
     credentials_from_docker_config,
 )
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._duration import to_seconds
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import exit_with
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._registry_client import (
     HAS_REQUESTS,
@@ -62,7 +63,8 @@ def client_from_params(registry: str, params: Mapping[str, Any]) -> tuple[Regist
     """The client a module's registry_auth options (plus retries and timeout) describe, its login and any warning."""
     credentials, warning = login_for(registry, params)
     client = RegistryClient(registry, credentials, ca_path=params["ca_path"], validate_certs=params["validate_certs"],
-                            insecure=params["insecure"], retries=params["retries"], timeout=params["timeout"])
+                            insecure=params["insecure"], retries=params["retries"],
+                            timeout=to_seconds(params["timeout"], "timeout"))
     return client, credentials, warning
 
 

@@ -22,6 +22,7 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
     resolve_chart,
 )
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import MlopsError
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._duration import to_seconds
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._k8s_module import MlopsK8sModule
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._masking import Masker
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._release_cluster import ReleaseCluster
@@ -77,10 +78,10 @@ def _result(module: MlopsK8sModule, outcome: Outcome) -> dict[str, Any]:
 
 def _reconcile(module: MlopsK8sModule, masker: Masker) -> Outcome:
     params = module.params
+    params["wait_timeout"] = to_seconds(params["wait_timeout"], "wait_timeout")
+    params["stuck_timeout"] = to_seconds(params["stuck_timeout"], "stuck_timeout")
     if params["wait_timeout"] <= 0:
-        raise InvalidReleaseRequest("wait_timeout must be a positive number of seconds.")
-    if params["stuck_timeout"] < 0:
-        raise InvalidReleaseRequest("stuck_timeout must be 0 (wait the whole wait_timeout) or a number of seconds.")
+        raise InvalidReleaseRequest("wait_timeout must be longer than 0: give seconds (600) or a duration such as 10m.")
     values = compose_values([load_values_file(path) for path in params["values_files"]], params["values"])
     masker.collect_values(values)
     params["binary_path"] = _helm_binary(module)

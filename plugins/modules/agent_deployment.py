@@ -107,8 +107,12 @@ options:
     type: bool
     default: true
   wait_timeout:
-    description: Seconds to wait for the Deployments (and for a rollback or uninstall).
-    type: int
+    description:
+      - How long to wait for the Deployments (and for a rollback or uninstall).
+      - Whole seconds (C(600)) or a duration string as kubernetes.core's C(helm) module and helm's C(--timeout)
+        take it, such as C(90s), C(10m), C(1h30m), C(1.5h) (units C(h), C(m), C(s), C(ms), C(us), C(ns); a fraction
+        of a second is rounded up).
+    type: raw
     default: 300
   stuck_timeout:
     description:
@@ -118,7 +122,10 @@ options:
         revision failed - and fails (rolling back when I(atomic)) with the diagnostics, instead of waiting out
         I(wait_timeout).
       - C(0) waits the whole I(wait_timeout), as helm alone does. Only used with I(wait=true).
-    type: int
+      - Whole seconds (C(600)) or a duration string as kubernetes.core's C(helm) module and helm's C(--timeout)
+        take it, such as C(90s), C(10m), C(1h30m), C(1.5h) (units C(h), C(m), C(s), C(ms), C(us), C(ns); a fraction
+        of a second is rounded up).
+    type: raw
     default: 60
   atomic:
     description:
@@ -283,8 +290,8 @@ ARGUMENT_SPEC = dict(
     secret_value_paths=dict(type="list", elements="str", default=[], no_log=False),
     state=dict(type="str", choices=["present", "absent"], default="present"),
     wait=dict(type="bool", default=True),
-    wait_timeout=dict(type="int", default=300),
-    stuck_timeout=dict(type="int", default=60),
+    wait_timeout=dict(type="raw", default=300),
+    stuck_timeout=dict(type="raw", default=60),
     atomic=dict(type="bool", default=True, aliases=["rollback_on_failure"]),
     force=dict(type="bool", default=False),
 )

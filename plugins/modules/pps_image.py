@@ -103,8 +103,12 @@ options:
     type: int
     default: 5
   timeout:
-    description: Seconds to wait for one registry or Docker API answer (uploads are sent in 16 MiB pieces).
-    type: int
+    description:
+      - How long to wait for one registry or Docker API answer (uploads are sent in 16 MiB pieces).
+      - Whole seconds (C(600)) or a duration string as kubernetes.core's C(helm) module and helm's C(--timeout)
+        take it, such as C(90s), C(10m), C(1h30m), C(1.5h) (units C(h), C(m), C(s), C(ms), C(us), C(ns); a fraction
+        of a second is rounded up).
+    type: raw
     default: 300
 attributes:
   check_mode:
@@ -197,6 +201,7 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
     HAS_DOCKER,
     DaemonPusher,
 )
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._duration import to_seconds
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._image_archive import ArchiveError
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._image_push import (
     DirectPusher,
@@ -227,7 +232,7 @@ ARGUMENT_SPEC = dict(
     mount_from=dict(type="list", elements="str", default=[]),
     cache=dict(type="str"),
     retries=dict(type="int", default=5),
-    timeout=dict(type="int", default=300),
+    timeout=dict(type="raw", default=300),
 )
 
 
@@ -242,7 +247,7 @@ def _pusher(module: RegistryModule) -> DirectPusher | DaemonPusher:
         if not HAS_DOCKER:
             module.fail_json(msg=missing_required_lib("docker", reason="for method=daemon"))
         return DaemonPusher(client, repository, tags, credentials=credentials, docker_host=params["docker_host"],
-                            timeout=params["timeout"], check_mode=module.check_mode)
+                            timeout=to_seconds(params["timeout"], "timeout"), check_mode=module.check_mode)
     cache_path = default_cache_path() if params["cache"] is None else (params["cache"] or None)
     return DirectPusher(
         client, repository, tags, compression=Compression(params["compression"], params["compression_level"]),

@@ -107,6 +107,7 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
     HAS_REQUESTS,
     DataRobotClient,
 )
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._duration import to_seconds
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import exit_with
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._prediction_environment import (
     Desired,
@@ -140,7 +141,8 @@ def manage(module: AnsibleModule) -> dict:
     if params["state"] == "present":
         check_formats(params["supported_model_formats"])  # before any call
     verify = (params["ca_path"] or True) if params["validate_certs"] else False
-    client = DataRobotClient(params["endpoint"], params["api_token"], verify=verify, timeout=params["timeout"],
+    client = DataRobotClient(params["endpoint"], params["api_token"], verify=verify,
+                             timeout=to_seconds(params["timeout"], "timeout"),
                              allow_insecure_http=params["allow_insecure_http"])
     environments = PredictionEnvironments(client, module.check_mode)
     if params["state"] == "present":

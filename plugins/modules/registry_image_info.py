@@ -44,8 +44,12 @@ options:
     type: int
     default: 3
   timeout:
-    description: Seconds to wait for an answer.
-    type: int
+    description:
+      - How long to wait for an answer.
+      - Whole seconds (C(600)) or a duration string as kubernetes.core's C(helm) module and helm's C(--timeout)
+        take it, such as C(90s), C(10m), C(1h30m), C(1.5h) (units C(h), C(m), C(s), C(ms), C(us), C(ns); a fraction
+        of a second is rounded up).
+    type: raw
     default: 60
 requirements:
   - requests
@@ -120,7 +124,7 @@ ARGUMENT_SPEC = dict(
     tag=dict(type="str"),
     registry=dict(type="str"),
     retries=dict(type="int", default=3),
-    timeout=dict(type="int", default=60),
+    timeout=dict(type="raw", default=60),
 )
 
 

@@ -276,3 +276,27 @@ def test_errors_say_what_to_fix(release, namespace, tmp_path):
     for outcome in (missing, no_helm, bad_values, unreachable):
         assert "Traceback" not in outcome.stdout + outcome.stderr
     assert history(name, namespace) == []
+
+
+def test_timeouts_take_duration_strings_as_helm_does(release, namespace):
+    """wait_timeout/stuck_timeout accept "15s"/"0s" like kubernetes.core's helm; a bad one is refused before helm."""
+    name, args = release
+    unreadable = run_module(MODULE, args(wait_timeout="ten minutes"))
+    assert unreadable.failed and unreadable.result["changed"] is False
+    assert "wait_timeout: 'ten minutes' is not a timeout" in unreadable.result["msg"], unreadable.result
+    assert "90s, 10m or 1h30m" in unreadable.result["msg"]
+    negative = run_module(MODULE, args(stuck_timeout="-1m"))
+    assert negative.failed and "stuck_timeout: '-1m' is not a timeout (a timeout cannot be negative)" \
+        in negative.result["msg"]
+    assert history(name, namespace) == []
+
+    started = time.monotonic()
+    broken = run_module(MODULE, args(values=agent_values(tag=BROKEN_TAG), wait_timeout="0m15s", stuck_timeout="0s"))
+    waited = time.monotonic() - started
+    assert broken.failed and "ImagePullBackOff" in broken.result["msg"], broken.result
+    assert "context deadline exceeded" in broken.result["msg"], broken.result["msg"]  # helm's own --timeout 15s
+    assert 15 <= waited < 90, waited  # helm waited the 15 s (no early stop: stuck_timeout 0 s), not the 90 s default
+    for outcome in (unreadable, negative, broken):
+        assert "Traceback" not in outcome.stdout + outcome.stderr
+    installed = run_module(MODULE, args(wait_timeout="1m30s"))
+    assert installed.result["changed"] is True and installed.result["status"]["status"] == "deployed", installed.result

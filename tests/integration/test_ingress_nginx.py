@@ -113,12 +113,13 @@ def test_a_controller_installed_by_someone_else_is_left_alone(rig):
 
 
 def test_a_controller_that_never_becomes_ready_fails_with_diagnostics(rig):
+    """Also: an integer wait timeout (seconds; the default is the duration 5m) reaches helm as a duration."""
     values = {"controller": {"admissionWebhooks": {"enabled": False}, "service": {"type": "ClusterIP"},
                              "nodeSelector": {"pool": "does-not-exist"}}}
     try:
         run = run_playbook("playbooks/ingress.yml", extra_vars={
             "mlops_ingress_nginx_namespace": "t-stuck", "mlops_ingress_nginx_class": "mlops-stuck", "mlops_ingress_nginx_release": "t-stuck",
-            "mlops_ingress_nginx_values": values, "mlops_ingress_nginx_wait_timeout": "15s"})
+            "mlops_ingress_nginx_values": values, "mlops_ingress_nginx_wait_timeout": 15})
         assert run.returncode != 0
         message = run.failure()
         assert message.startswith("ingress_nginx failed:")
@@ -135,3 +136,33 @@ def test_skipped_on_openshift_with_the_reason(openshift_rig):
     assert "OpenShift routes traffic through its built-in router" in run.task("Say why ingress is skipped")["msg"]
     assert run.task("Install or upgrade the chart and wait for the controller").get("skipped") is True
     assert kubectl("get", "namespace", "t-openshift", check=False).returncode != 0
+
+
+def test_a_local_chart_archive_older_than_4_is_refused_before_anything_changes(rig, tmp_path):
+    """The >= 4.0.0 floor holds for a local .tgz too (its Chart.yaml), not only for a repository chart's version."""
+    chart = tmp_path / "ingress-nginx"
+    (chart / "templates").mkdir(parents=True)
+    (chart / "Chart.yaml").write_text("apiVersion: v2\nname: ingress-nginx\nversion: 3.41.0\nappVersion: 0.51.0\n")
+    (chart / "templates" / "configmap.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-old\n")
+    subprocess.run([os.environ["HELM"], "package", str(chart), "-d", str(tmp_path)], check=True, capture_output=True)
+    archive = tmp_path / "ingress-nginx-3.41.0.tgz"
+    names = {"mlops_ingress_nginx_namespace": "t-old-chart", "mlops_ingress_nginx_class": "mlops-old",
+             "mlops_ingress_nginx_release": "t-old-chart", "mlops_ingress_nginx_chart_repo_url": ""}
+    try:
+        old = run_playbook("playbooks/ingress.yml", extra_vars={**names, "mlops_ingress_nginx_chart_ref": str(archive)})
+        assert old.returncode != 0
+        message = old.failure()
+        assert f"The chart {archive} is ingress-nginx 3.41.0, not ingress-nginx 4.0.0 or later" in message, message
+        missing = run_playbook("playbooks/ingress.yml",
+                               extra_vars={**names, "mlops_ingress_nginx_chart_ref": str(tmp_path / "none.tgz")})
+        assert missing.returncode != 0
+        assert f"Cannot read the chart {tmp_path / 'none.tgz'}" in missing.failure(), missing.failure()
+        for run in (old, missing):
+            ran = [task["task"]["name"] for play in run.document["plays"] for task in play["tasks"]]
+            assert not any(name.endswith("Install or upgrade the chart and wait for the controller") for name in ran)
+        assert kubectl("get", "namespace", "t-old-chart", check=False).returncode != 0
+    finally:
+        subprocess.run([os.environ["HELM"], "uninstall", "t-old-chart", "-n", "t-old-chart"], check=False,
+                       capture_output=True)
+        kubectl("delete", "namespace", "t-old-chart", "--wait=false", check=False)

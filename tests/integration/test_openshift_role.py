@@ -105,6 +105,7 @@ def test_openshift_registry_secret_scc_and_route(target, registry_operator, tmp_
     builder = facts["image_builder"]
     assert builder["secretName"] == "registry-creds"
     assert builder["serviceAccount"] == {"create": False, "name": SA, "annotations": {}}
+    assert builder["rbac"] == {"create": False}  # the page's second `create: false`: the role made the bindings
     # Kaniko verifies the registry by default, with OpenShift's service CA (filled in by its operator)
     assert builder["skipSslVerifyRegistries"] == []
     assert builder["extraVolumes"] == [{"name": "registry-ca", "configMap": {
@@ -151,7 +152,9 @@ def test_ca_file_mounts_the_given_ca(target, tmp_path):
                                                      mlops_openshift_registry_ca_path=os.environ["RIG_CA"],
                                                      facts_out=str(out)))
     assert run.returncode == 0, run.failure()
-    builder = json.loads(out.read_text())["image_builder"]
+    facts = json.loads(out.read_text())
+    builder = facts["image_builder"]
+    assert facts["registry"]["ca_path"] == os.environ["RIG_CA"]  # our pushes trust the same CA as Kaniko
     assert builder["extraVolumes"] == [{"name": "registry-ca", "configMap": {"name": "registry-ca"}}]
     assert builder["extraVolumeMounts"] == [{"name": "registry-ca", "mountPath": f"/certs/{INTERNAL}",
                                              "readOnly": True}]

@@ -698,7 +698,7 @@ def test_job_template_extra_vars_are_role_options_with_valid_values(template):
 @pytest.mark.parametrize("extra_vars, problem", [
     ({"mlops_pps_image_methods": "direct"}, "not an option of any role"),
     ({"mlops_pps_image_method": "docker"}, "must be one of"),
-    ({"mlops_management_agent_wait_timeout": "soon"}, "cannot be converted to an int"),
+    ({"mlops_pps_image_workers": "many"}, "cannot be converted to an int"),
 ])
 def test_extra_var_rules_catch_each_broken_value(extra_vars, problem):
     assert problem in " ".join(extra_var_problems(extra_vars))
