@@ -14,6 +14,9 @@ import os
 import subprocess
 from dataclasses import dataclass, field
 
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._child_env import (
+    credential_helper_environment,
+)
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import MlopsError
 
 
@@ -68,10 +71,13 @@ def _from_auths(auths: dict, registry: str) -> Credentials | None:
 
 
 def _from_helper(helper: str, registry: str) -> Credentials | None:
-    """Ask `docker-credential-<helper> get`, as docker does; None when it has no login for `registry`."""
+    """Ask `docker-credential-<helper> get`, as docker does; None when it has no login for `registry`.
+
+    The helper gets the environment a credential helper needs (_child_env), not ours: the registry password and
+    DataRobot token a run was given are none of its business."""
     try:
         proc = subprocess.run([f"docker-credential-{helper}", "get"], input=registry, capture_output=True,
-                              text=True, timeout=60, check=False)
+                              text=True, timeout=60, check=False, env=credential_helper_environment())
     except OSError as exc:
         raise DockerConfigError(f"docker config names credential helper {helper!r}, but docker-credential-{helper} "
                                 "cannot be run: install it or pass username/password.") from exc

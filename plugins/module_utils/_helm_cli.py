@@ -2,10 +2,14 @@
 # Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
 """The helm commands one release needs, as argv lists, with errors a user can act on.
 
-Commands are never built as shell strings (chart paths and values files may hold spaces). The
-runner is injected: AnsibleModule.run_command in the module, a fake in unit tests. An upgrade that
-waits can instead be started in the background (a Spawner) and watched: when the watch finds the
-rollout hopeless, helm is sent SIGTERM, which makes it cancel and mark the revision failed.
+Commands are never built as shell strings (chart paths may hold spaces). The runner is injected:
+`run_child` with the environment helm is given (_child_env, _helm_env) in the module, a fake in unit
+tests. An upgrade that waits can instead be started in the background (a Spawner) and watched: when
+the watch finds the rollout hopeless, helm is sent SIGTERM, which makes it cancel and mark the
+revision failed.
+
+The chart values hold the API key and registry credentials, so they never rest in a file or in argv:
+helm reads them from its standard input (`--values -`), for a foreground run and a background one alike.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import re
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Protocol, Sequence
@@ -23,7 +28,9 @@ from typing import Any, Callable, Mapping, Protocol, Sequence
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import MlopsError
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._release_errors import InvalidReleaseRequest
 
-Runner = Callable[[Sequence[str]], "tuple[int, str, str]"]
+# argv, and what helm reads on its standard input (only given when there is some)
+Runner = Callable[..., "tuple[int, str, str]"]
+STDIN = "-"  # `--values -`: helm reads the values document from its standard input
 
 MIN_HELM = (3, 8, 0)
 SERVER_DRY_RUN = (3, 13, 0)  # `--dry-run=server`: render with the cluster's capabilities and lookups
@@ -57,17 +64,53 @@ class Running(Protocol):
         ...
 
 
-Spawner = Callable[[Sequence[str]], Running]
+Spawner = Callable[[Sequence[str], "str | None"], Running]
+
+
+@dataclass(frozen=True)
+class Child:
+    """How helm is started: its whole environment (not added to ours) and the descriptors it inherits."""
+    env: Mapping[str, str]
+    pass_fds: tuple[int, ...] = ()
+
+
+def _start(argv: Sequence[str], child: Child, stdin: str | None, **streams: Any) -> subprocess.Popen:
+    try:
+        return subprocess.Popen(list(argv), stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+                                env=dict(child.env), pass_fds=child.pass_fds, text=True, **streams)
+    except OSError as exc:
+        raise HelmError(f"helm cannot be run ({argv[0]}): {exc.strerror}. Install helm >= 3.8 or fix binary_path.") \
+            from exc
+
+
+def run_child(argv: Sequence[str], stdin: str | None, child: Child) -> tuple[int, str, str]:
+    """Run helm to its end; `stdin` is written to it and closed (helm reads `--values -` from there)."""
+    proc = _start(argv, child, stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = proc.communicate(stdin)
+    return proc.returncode, out, err
+
+
+def _feed(stream: Any, data: str) -> None:
+    """Write `data` and close: helm waits for the end of its input before it reads the chart."""
+    try:
+        stream.write(data)
+        stream.close()
+    except (BrokenPipeError, ValueError):  # helm exited before reading it: its own error says why
+        pass
 
 
 class BackgroundCommand:
-    """A command started now and collected later; its output goes to files (a full pipe would block it)."""
+    """A command started now and collected later; its output goes to unnamed files (a full pipe would block it)."""
 
-    def __init__(self, argv: Sequence[str], env: Mapping[str, str], directory: str | None = None) -> None:
+    def __init__(self, argv: Sequence[str], child: Child, stdin: str | None = None,
+                 directory: str | None = None) -> None:
         self._out = tempfile.TemporaryFile(mode="w+", dir=directory)
         self._err = tempfile.TemporaryFile(mode="w+", dir=directory)
-        self._proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=self._out, stderr=self._err,
-                                      env=dict(env), text=True)
+        self._proc = _start(argv, child, stdin, stdout=self._out, stderr=self._err)
+        self._feeder = None
+        if stdin is not None:  # from a thread: helm may read it only after it reached the cluster
+            self._feeder = threading.Thread(target=_feed, args=(self._proc.stdin, stdin), daemon=True)
+            self._feeder.start()
 
     def poll(self) -> int | None:
         return self._proc.poll()
@@ -82,6 +125,8 @@ class BackgroundCommand:
         except subprocess.TimeoutExpired:
             self._proc.kill()
             code = self._proc.wait()
+        if self._feeder:
+            self._feeder.join(timeout=5)
         texts = []
         for stream in (self._out, self._err):
             stream.seek(0)
@@ -90,9 +135,9 @@ class BackgroundCommand:
         return code, texts[0], texts[1]
 
 
-def background_spawner(env_update: Mapping[str, str], directory: str | None = None) -> Spawner:
-    def spawn(argv: Sequence[str]) -> Running:
-        return BackgroundCommand(argv, {**os.environ, **env_update}, directory)
+def background_spawner(child: Child, directory: str | None = None) -> Spawner:
+    def spawn(argv: Sequence[str], stdin: str | None) -> Running:
+        return BackgroundCommand(argv, child, stdin, directory)
 
     return spawn
 
@@ -205,8 +250,9 @@ class Helm:
     version: tuple[int, int, int] = field(default=(0, 0, 0))
     spawn: Spawner | None = None
 
-    def _helm(self, args: Sequence[str], what: str) -> str:
-        return self._checked(*self.run([self.binary, *args]), what)
+    def _helm(self, args: Sequence[str], what: str, stdin: str | None = None) -> str:
+        argv = [self.binary, *args]
+        return self._checked(*(self.run(argv) if stdin is None else self.run(argv, stdin)), what)
 
     @staticmethod
     def _checked(rc: int, out: str, err: str, what: str) -> str:
@@ -261,14 +307,15 @@ class Helm:
         found = [entry for entry in json.loads(out or "[]") if entry.get("name") == release]
         return int(found[0]["revision"]) if found else None
 
-    def _upgrade_argv(self, release: str, namespace: str, chart: ChartSource, values_file: str) -> list[str]:
-        return ["upgrade", release, *chart.argv(), "--install", "-n", namespace, "--reset-values",
-                "--values", values_file]
+    @staticmethod
+    def _upgrade_argv(release: str, namespace: str, chart: ChartSource) -> list[str]:
+        return ["upgrade", release, *chart.argv(), "--install", "-n", namespace, "--reset-values", "--values", STDIN]
 
-    def render(self, release: str, namespace: str, chart: ChartSource, values_file: str) -> Rendered:
+    def render(self, release: str, namespace: str, chart: ChartSource, values: str) -> Rendered:
+        """`values`: the values document (JSON), which helm reads from its standard input."""
         dry_run = "--dry-run=server" if self.version >= SERVER_DRY_RUN else "--dry-run"
-        out = self._helm([*self._upgrade_argv(release, namespace, chart, values_file), dry_run, "-o", "json"],
-                         f"Rendering chart {chart.ref} (helm upgrade --dry-run)")
+        out = self._helm([*self._upgrade_argv(release, namespace, chart), dry_run, "-o", "json"],
+                         f"Rendering chart {chart.ref} (helm upgrade --dry-run)", values)
         document = json.loads(out)
         metadata = (document.get("chart") or {}).get("metadata") or {}
         return Rendered(str(metadata.get("name", "")), str(metadata.get("version", "")),
@@ -283,13 +330,13 @@ class Helm:
             raise HelmError(f"helm show chart {chart.ref} gave no chart name: is chart_ref a chart?", out)
         return found.group(1)
 
-    def upgrade(self, release: str, namespace: str, chart: ChartSource, values_file: str, *, wait: bool,
+    def upgrade(self, release: str, namespace: str, chart: ChartSource, values: str, *, wait: bool,
                 timeout: int, create_namespace: bool, description: str,
                 watch: Callable[[], str | None] | None = None, poll: float = 2.0,
                 sleep: Callable[[float], None] = time.sleep, labels: Mapping[str, str] | None = None) -> None:
-        """`watch`, called every `poll` seconds while helm waits, returns why waiting is pointless, or None.
-        `labels` become release labels of the new revision (helm >= 3.13)."""
-        argv = self._upgrade_argv(release, namespace, chart, values_file)
+        """`values` as for render. `watch`, called every `poll` seconds while helm waits, returns why waiting is
+        pointless, or None. `labels` become release labels of the new revision (helm >= 3.13)."""
+        argv = self._upgrade_argv(release, namespace, chart)
         if wait:
             argv += ["--wait", "--timeout", f"{timeout}s"]
         if create_namespace:
@@ -299,9 +346,9 @@ class Helm:
             argv += ["--labels", ",".join(f"{key}={value}" for key, value in sorted(labels.items()))]
         what = f"helm upgrade --install {release}"
         if not (wait and watch and self.spawn):
-            self._helm(argv, what)
+            self._helm(argv, what, values)
             return
-        running = self.spawn([self.binary, *argv])
+        running = self.spawn([self.binary, *argv], values)
         reason = None
         try:
             while running.poll() is None:

@@ -14,6 +14,9 @@ from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._http_retry import RETRY_STATUSES
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import MlopsError
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._memory_files import (
+    keep_kube_credentials_in_memory,
+)
 
 try:
     from kubernetes.dynamic.exceptions import DynamicApiError, NotFoundError, ResourceNotFoundError
@@ -65,6 +68,7 @@ class ReadOnlyCluster:
             raise KubernetesAccessError(
                 "The kubeconfig file given does not exist (its path is not shown: kubeconfig is no_log): pass an existing "
                 "file (kubeconfig, K8S_AUTH_KUBECONFIG or KUBECONFIG).")
+        keep_kube_credentials_in_memory()  # a killed run leaves no file with the kubeconfig's key behind
         try:
             return cls(get_api_client(module=module))
         except (TransportError, OSError) as exc:  # the client asks for /version while it is built

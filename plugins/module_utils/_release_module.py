@@ -5,22 +5,28 @@
 The module keeps the argument handling; this file turns the parameters into a ReleaseSpec, a Helm and a
 cluster client, runs the Reconciler and turns its Outcome (or failure) into the module's result, with
 every secret the Masker learned hidden from Ansible's output, invocation included.
+
+The chart values reach helm on its standard input only (never a file: a killed run would leave it behind), and
+helm runs with an allow-listed environment (_child_env, _helm_env), not the module's.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
 from typing import Any, Callable
 
 from ansible.module_utils.basic import missing_required_lib
 
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._child_env import helm_environment
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._helm_cli import (
+    Child,
     Helm,
     background_spawner,
     resolve_chart,
+    run_child,
 )
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._helm_env import helm_connection
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import MlopsError
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._duration import to_seconds
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._k8s_module import MlopsK8sModule
@@ -40,7 +46,6 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
     compose_values,
     load_values_file,
 )
-from ansible_collections.kubernetes.core.plugins.module_utils.helm import AnsibleHelmModule
 
 
 def run_agent_deployment(module: MlopsK8sModule) -> None:
@@ -88,7 +93,7 @@ def _reconcile(module: MlopsK8sModule, masker: Masker) -> Outcome:
     chart = resolve_chart(params["chart_ref"], params["chart_version"], params["chart_repo_url"]) \
         if params["state"] == "present" or params["chart_ref"] else None
     cluster = ReleaseCluster.connect(module)  # also says so when the kubeconfig file does not exist
-    reconciler = Reconciler(_helm(module), cluster, masker, _values_writer(module), check_mode=module.check_mode,
+    reconciler = Reconciler(_helm(module, masker), cluster, masker, values_document, check_mode=module.check_mode,
                             leases=cluster)
     spec = ReleaseSpec(params["release_name"], params["release_namespace"], chart, values, wait=params["wait"],
                        wait_timeout=params["wait_timeout"], atomic=params["atomic"],
@@ -107,24 +112,22 @@ def _helm_binary(module: MlopsK8sModule) -> str:
     return binary
 
 
-def _helm(module: MlopsK8sModule) -> Helm:
-    """helm with kubernetes.core's kubeconfig/context/host/CA settings in its environment."""
-    environment = AnsibleHelmModule(module=module).env_update
-
-    def run(argv: Any) -> tuple[int, str, str]:
-        return module.run_command(list(argv), environ_update=environment)
-
-    helm = Helm(module.params["binary_path"], run, spawn=background_spawner(environment, module.tmpdir))
+def _helm(module: MlopsK8sModule, masker: Masker) -> Helm:
+    """helm with kubernetes.core's kubeconfig/context/host/CA settings in an environment of its own."""
+    helm = Helm(module.params["binary_path"], _runner(Child(helm_environment(withhold=masker.secrets))))
     helm.check_version()
+    child = helm_connection(module.params, helm.version, withhold=masker.secrets)
+    helm.run, helm.spawn = _runner(child), background_spawner(child, module.tmpdir)
     return helm
 
 
-def _values_writer(module: MlopsK8sModule) -> Callable[[dict[str, Any]], str]:
-    def write_values(values: dict[str, Any]) -> str:
-        handle, path = tempfile.mkstemp(prefix="agent-values-", suffix=".json", dir=module.tmpdir)  # mode 0600
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            json.dump(values, stream, default=str)
-        module.add_cleanup_file(path)
-        return path
+def _runner(child: Child) -> Callable[..., tuple[int, str, str]]:
+    def run(argv: Any, stdin: str | None = None) -> tuple[int, str, str]:
+        return run_child(argv, stdin, child)
 
-    return write_values
+    return run
+
+
+def values_document(values: dict[str, Any]) -> str:
+    """The values as the JSON document helm reads from its standard input: in memory, never in a file."""
+    return json.dumps(values, default=str)

@@ -39,8 +39,16 @@ description:
     C(--wait) never looks dead. A pending revision written by any other client (helm by hand, another tool) is
     never touched; the run fails with the command that recovers it.
   - A release named I(release_name) that holds another chart is neither upgraded nor uninstalled unless I(force).
-  - Values are composed as helm does (I(values_files) in order, then I(values)) and handed to helm as one file, so
-    what is compared is what is applied. Upgrades always pass C(--reset-values).
+  - Values are composed as helm does (I(values_files) in order, then I(values)) and handed to helm as one document
+    on its standard input (C(--values -)), so what is compared is what is applied, and no file holding them is
+    written (a killed run leaves none behind). Upgrades always pass C(--reset-values).
+  - helm runs with only the environment it needs - C(PATH), C(HOME), locale, C(TMPDIR), proxies, C(SSL_CERT_*),
+    C(XDG_*), C(HELM_*), C(KUBECONFIG), C(KUBECACHEDIR), the C(AWS_*), C(GOOGLE_*), C(CLOUDSDK_*), C(AZURE_*) and
+    C(AAD_*) variables kubeconfig credential plugins read - and the connection options as helm's variables
+    (I(api_key) as C(HELM_KUBETOKEN), readable only by the same user; helm's only other ways to take a token are its
+    command line, readable by all, or a file). Other variables, and any whose value holds a secret of the values,
+    are not passed. I(kubeconfig) is never copied to a file; given as a dictionary, it reaches helm in memory
+    (Linux). I(validate_certs=false) needs helm 3.10 or newer.
   - Secrets are masked as C(********) in C(values), C(diff), C(drift), C(diagnostics) and messages - values under
     keys that look like a token, password, secret, API key or credential (not their C(...Name)/C(...Ref) siblings),
     under I(secret_value_paths), Secret data in manifests and env vars with such names - and their strings are

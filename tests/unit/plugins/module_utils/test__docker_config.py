@@ -94,3 +94,14 @@ def test_a_helper_that_cannot_run_is_a_clear_error(tmp_path, monkeypatch):
 
 def test_password_is_not_in_the_repr():
     assert "secret" not in repr(Credentials("u", "secret"))
+
+
+def test_a_credential_helper_does_not_inherit_the_runs_secrets(tmp_path, monkeypatch):
+    """It answers with what it found in its environment: none of the run's secrets may be there."""
+    helper_on_path(tmp_path, monkeypatch, "env", 'printf \'{"Username":"u","Secret":"%s|%s|%s"}\' '
+                   '"$DATAROBOT_API_TOKEN" "$REGISTRY_PASSWORD" "$SITE_NOTE"\n')
+    monkeypatch.setenv("DATAROBOT_API_TOKEN", "dr-token")
+    monkeypatch.setenv("REGISTRY_PASSWORD", "registry-password")
+    monkeypatch.setenv("SITE_NOTE", "neutral-canary")
+    found = credentials_from_docker_config(REGISTRY, write_config(tmp_path, {"credsStore": "env"}))
+    assert found == Credentials("u", "||")

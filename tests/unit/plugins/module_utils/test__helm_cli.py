@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 
 import pytest
 
@@ -10,8 +12,11 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
     HelmError,
     ReleaseNotFound,
     StoppedWaiting,
+    BackgroundCommand,
+    Child,
     parse_helm_version,
     resolve_chart,
+    run_child,
 )
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._release_errors import InvalidReleaseRequest
 
@@ -22,9 +27,11 @@ class Recorder:
     def __init__(self, *answers: tuple[int, str, str]) -> None:
         self.answers = list(answers) or [(0, "", "")]
         self.calls: list[list[str]] = []
+        self.stdins: list[str | None] = []
 
-    def __call__(self, argv):
+    def __call__(self, argv, stdin=None):
         self.calls.append(list(argv))
+        self.stdins.append(stdin)
         return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
 
 
@@ -97,11 +104,12 @@ def test_resolve_chart_tells_paths_repos_and_oci_apart(tmp_path):
 
 def test_upgrade_argv_is_a_list_with_every_option():
     run = Recorder()
-    Helm("helm", run).upgrade("bosun", "ns", ChartSource("/c hart", "1.0"), "/tmp/v s.yaml", wait=True, timeout=300,
-                              create_namespace=True, description="by ansible")
+    Helm("helm", run).upgrade("bosun", "ns", ChartSource("/c hart", "1.0"), '{"apiToken": "s3cret"}', wait=True,
+                              timeout=300, create_namespace=True, description="by ansible")
     assert run.calls == [["helm", "upgrade", "bosun", "/c hart", "--version", "1.0", "--install", "-n", "ns",
-                          "--reset-values", "--values", "/tmp/v s.yaml", "--wait", "--timeout", "300s",
+                          "--reset-values", "--values", "-", "--wait", "--timeout", "300s",
                           "--create-namespace", "--description", "by ansible"]]
+    assert run.stdins == ['{"apiToken": "s3cret"}']  # the values go to helm's standard input, not into argv
 
 
 @pytest.mark.parametrize("version, flag", [((3, 12, 0), "--dry-run"), ((3, 13, 0), "--dry-run=server")])
@@ -109,8 +117,8 @@ def test_render_uses_server_dry_run_when_helm_has_it(version, flag):
     document = {"chart": {"metadata": {"name": "bosun", "version": "1.2", "appVersion": "9.1"}},
                 "manifest": "kind: X\n", "config": {"a": 1}}
     run = Recorder((0, json.dumps(document), ""))
-    rendered = Helm("helm", run, version).render("bosun", "ns", ChartSource("/c"), "/v.yaml")
-    assert run.calls[0][-3:] == [flag, "-o", "json"]
+    rendered = Helm("helm", run, version).render("bosun", "ns", ChartSource("/c"), '{"a": 1}')
+    assert run.calls[0][-5:] == ["--values", "-", flag, "-o", "json"] and run.stdins == ['{"a": 1}']
     assert (rendered.chart, rendered.app_version, rendered.values) == ("bosun-1.2", "9.1", {"a": 1})
 
 
@@ -131,7 +139,7 @@ def test_errors_carry_a_hint_and_release_not_found_is_its_own_class():
 
 def test_a_hopeless_wait_stops_helm_and_says_why():
     running = Background(polls=5, answer=(0, "", ""))
-    helm = Helm("helm", Recorder(), spawn=lambda argv: running)
+    helm = Helm("helm", Recorder(), spawn=lambda argv, stdin: running)
     reasons = iter([None, "ImagePullBackOff on bosun"])
     with pytest.raises(StoppedWaiting, match="ImagePullBackOff"):
         helm.upgrade("b", "ns", ChartSource("/c"), "/v", wait=True, timeout=60, create_namespace=False,
@@ -141,7 +149,7 @@ def test_a_hopeless_wait_stops_helm_and_says_why():
 
 def test_a_wait_that_finishes_is_checked_like_any_run():
     running = Background(polls=2, answer=(1, "", "Error: timed out waiting for the condition"))
-    helm = Helm("helm", Recorder(), spawn=lambda argv: running)
+    helm = Helm("helm", Recorder(), spawn=lambda argv, stdin: running)
     with pytest.raises(HelmError, match="did not become ready within wait_timeout"):
         helm.upgrade("b", "ns", ChartSource("/c"), "/v", wait=True, timeout=60, create_namespace=False,
                      description="d", watch=lambda: None, sleep=lambda _: None)
@@ -153,7 +161,7 @@ def test_release_labels_mark_an_upgrade_and_find_the_latest_revision_that_carrie
     runner = Recorder((0, "", ""), (0, listed, ""), (0, "[]", ""))
     helm = Helm("helm", runner, version=(3, 13, 0))
     assert helm.labels_supported and not Helm("helm", runner, version=(3, 12, 3)).labels_supported
-    helm.upgrade("bosun", "ns", ChartSource("/chart"), "/v.json", wait=False, timeout=5, create_namespace=False,
+    helm.upgrade("bosun", "ns", ChartSource("/chart"), "{}", wait=False, timeout=5, create_namespace=False,
                  description="d", labels={"mlops.datarobot.com/write": "abc"})
     assert runner.calls[0][-2:] == ["--labels", "mlops.datarobot.com/write=abc"]
     assert helm.labelled_revision("bosun", "ns", "mlops.datarobot.com/write", "abc") == 4
@@ -173,3 +181,35 @@ def test_when_an_uninstall_started_and_a_charts_own_name():
     assert runner.calls[2][1:] == ["show", "chart", "/chart", "--version", "1.2.0"]
     with pytest.raises(HelmError, match="gave no chart name"):
         helm.chart_name(ChartSource("/chart"))
+
+
+# A real child: prints what it read on stdin, then its environment as JSON; stands in for helm.
+ECHO = [sys.executable, "-c", "import json, os, sys; print(json.dumps({'stdin': sys.stdin.read(), 'env': dict(os.environ)}))"]
+
+
+def test_a_foreground_child_reads_the_values_on_stdin_and_gets_only_its_environment():
+    rc, out, err = run_child(ECHO, '{"apiToken": "s3cret"}', Child({"PATH": os.environ["PATH"], "HELM_X": "1"}))
+    seen = json.loads(out)
+    assert rc == 0 and seen["stdin"] == '{"apiToken": "s3cret"}', err
+    assert {key: value for key, value in seen["env"].items() if key != "LC_CTYPE"} == {"PATH": os.environ["PATH"],
+                                                                                       "HELM_X": "1"}
+
+
+def test_a_background_child_reads_the_values_on_stdin_and_gets_only_its_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("DATAROBOT_API_TOKEN", "not-for-helm")
+    running = BackgroundCommand(ECHO, Child({"PATH": os.environ["PATH"]}), '{"a": 1}' * 20000, str(tmp_path))
+    rc, out, err = running.result()
+    seen = json.loads(out)
+    assert rc == 0 and seen["stdin"] == '{"a": 1}' * 20000, err  # more than a pipe holds: written from a thread
+    assert "DATAROBOT_API_TOKEN" not in seen["env"]
+    assert not list(tmp_path.iterdir())  # its output went to unnamed files
+
+
+def test_a_background_child_that_never_reads_stdin_does_not_hang():
+    running = BackgroundCommand([sys.executable, "-c", "pass"], Child({"PATH": os.environ["PATH"]}), "x" * 200000)
+    assert running.result()[0] == 0
+
+
+def test_a_missing_binary_is_a_helm_error():
+    with pytest.raises(HelmError, match="helm cannot be run"):
+        run_child(["/nonexistent/helm", "version"], None, Child({}))

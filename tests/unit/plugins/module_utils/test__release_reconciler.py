@@ -307,7 +307,7 @@ def test_helm_version_gate_message():
 def test_helm_errors_carry_a_hint_and_commands_are_argv_lists():
     seen = []
 
-    def run(argv):
+    def run(argv, stdin=None):
         seen.append(argv)
         return 1, "", "Error: Kubernetes cluster unreachable: Get \"https://x\": dial tcp: connection refused"
 
@@ -594,7 +594,7 @@ class FakeRunning:
 
 
 def background_helm(running: FakeRunning) -> Helm:
-    return Helm("helm", run=lambda argv: (0, "", ""), spawn=lambda argv: running)
+    return Helm("helm", run=lambda argv: (0, "", ""), spawn=lambda argv, stdin: running)
 
 
 def upgrade_with(helm: Helm, watch) -> None:

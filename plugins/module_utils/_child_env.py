@@ -1,0 +1,66 @@
+# Copyright: DataRobot MLOps collection maintainers
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+"""The environment a child process (helm, a docker credential helper) is given: what it needs, nothing else.
+
+A module runs with the whole environment of ansible-playbook (or of the AWX job), and that often holds secrets of
+other tools: DATAROBOT_API_TOKEN, REGISTRY_PASSWORD, cloud keys, anything a user exported under any name. A child
+inherits all of it by default, and any process of the same user can read it in /proc/<pid>/environ while the child
+runs. So a child gets an allow-list instead: the variables every program needs (PATH, HOME, locale, temporary
+directory, proxies, TLS trust, XDG directories) plus those of its own kind (helm's HELM_* and KUBECONFIG; the
+variables of the kubeconfig credential plugins and credential helpers of the clouds: AWS_*, GOOGLE_*, CLOUDSDK_*,
+AZURE_*, AAD_*). A variable is also withheld when its value holds a secret the module learned (a chart value, say),
+whatever its name.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Iterable, Mapping
+
+# What any program may need: where to find programs and home, locale, temporary files, proxies and TLS trust.
+COMMON_NAMES = frozenset({
+    "PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TERM",
+    "http_proxy", "https_proxy", "no_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY",
+    "SSL_CERT_FILE", "SSL_CERT_DIR",
+})
+COMMON_PREFIXES = ("LC_", "XDG_")
+# The clouds' own credential plugins (aws eks get-token, gke-gcloud-auth-plugin, kubelogin, docker-credential-ecr-
+# login / -gcr / -acr-env) read these; a kubeconfig or a docker config can name such a plugin.
+CLOUD_PREFIXES = ("AWS_", "GOOGLE_", "CLOUDSDK_", "AZURE_", "AAD_")
+
+HELM_NAMES = frozenset({"KUBECONFIG", "KUBECACHEDIR"})
+HELM_PREFIXES = ("HELM_",) + CLOUD_PREFIXES
+# pass (GnuPG), secretservice (D-Bus) and the clouds' helpers.
+CREDENTIAL_HELPER_NAMES = frozenset({"DBUS_SESSION_BUS_ADDRESS", "GNUPGHOME", "GPG_AGENT_INFO", "GPG_TTY", "DISPLAY"})
+CREDENTIAL_HELPER_PREFIXES = ("PASSWORD_STORE_",) + CLOUD_PREFIXES
+MIN_WITHHELD = 8
+
+
+def child_environment(names: Iterable[str] = (), prefixes: Iterable[str] = (), *,
+                      update: Mapping[str, str] | None = None, source: Mapping[str, str] | None = None,
+                      withhold: Iterable[str] = ()) -> dict[str, str]:
+    """The allowed part of `source` (default: this process's environment), then `update` on top.
+
+    `withhold`: secret strings; a variable from `source` whose value contains one (of MIN_WITHHELD characters or
+    more: a shorter one would take PATH away) is left out whatever its name. `update` is what the caller means to
+    give, and is never filtered."""
+    source = os.environ if source is None else source
+    allowed_names = COMMON_NAMES | frozenset(names)
+    allowed_prefixes = COMMON_PREFIXES + tuple(prefixes)
+    secrets = [secret for secret in withhold if len(secret or "") >= MIN_WITHHELD]
+    env = {key: value for key, value in source.items()
+           if (key in allowed_names or key.startswith(allowed_prefixes))
+           and not any(secret in value for secret in secrets)}
+    env.update(update or {})
+    return env
+
+
+def helm_environment(update: Mapping[str, str] | None = None, *, source: Mapping[str, str] | None = None,
+                     withhold: Iterable[str] = ()) -> dict[str, str]:
+    """What helm is run with: the common variables, helm's and kubeconfig's, and `update` (the module's settings)."""
+    return child_environment(HELM_NAMES, HELM_PREFIXES, update=update, source=source, withhold=withhold)
+
+
+def credential_helper_environment(source: Mapping[str, str] | None = None) -> dict[str, str]:
+    """What a docker credential helper (docker-credential-<name> get) is run with."""
+    return child_environment(CREDENTIAL_HELPER_NAMES, CREDENTIAL_HELPER_PREFIXES, source=source)
