@@ -6,16 +6,24 @@ values, looked for as canaries: DATAROBOT_API_TOKEN, RIG_REGISTRY_PASSWORD, the 
 writes into registry-creds (OpenShift flavour), and canaries made here: a rotated API key (mlops_datarobot_api_token,
 with the prediction environment's id given so that only the management_agent stage uses it: the fake DataRobot refuses
 unknown tokens), a rotated registry password (registry stage only: the registry refuses it) and a secret inside the
-chart's values (mlops_management_agent_extra_values).
+chart's values (mlops_management_agent_extra_values). Every run also has a canary under a neutral name in its
+environment (SITE_NOTE): only an allow-list keeps it from the programs the run starts.
 Every run is at -vvv with --diff, ANSIBLE_LOG_PATH and ANSIBLE_KEEP_REMOTE_FILES=0, with TMPDIR a fresh directory (and
 Ansible's remote_tmp and local_tmp under it, so that what a run leaves is known to be its own), and is scanned in:
 stdout, stderr, the log, the json callback's document (returned values, diffs), every file left in the fresh TMPDIR,
-files written to ~/.ansible/tmp and ~/.ansible_async during the run, the usual credential stores, and the repository's
+files written to ~/.ansible, ~/.ansible_async and ~/.cache during the run, files written in /tmp (directly, or in its
+entries changed during the run; pytest's own directory apart), the usual credential stores, and the repository's
 untracked files plus ignored files written during the run. Each canary is looked for as is, base64 encoded, as a docker
 `user:password` auth, and inside any base64 blob (a dockerconfigjson). Excluded: `.rig/` (its env file and password
 file hold the rig's registry password by design), `.venv/` and `.git/`, and `~/.ansible/tmp/molecule.*` (other
 sessions' Molecule scenarios on the shared rig). A watcher also records every file that holds a canary while the run is
 going, with its mode: 0600 (Ansible's own module payloads, AnsiballZ_*: in a 0700 directory), and gone afterwards.
+A sampler (child_processes.py) reads /proc/<pid>/cmdline and /proc/<pid>/environ of the programs the modules start
+(helm, make, docker ...) every 50 ms while the run goes: no canary may be there. Programs started by another
+collection's module (kubernetes.core.helm in the ingress_nginx role) are named in the ledger's detail, not counted.
+A killed run: management_agent.yml killed with SIGKILL (every process, no cleanup) while helm waits for the rollout,
+with a secret under a neutral key of the chart values and a kubeconfig whose client key is inline; nothing it leaves
+on disk may hold a canary.
 
 Check mode. Snapshots (tests/snapshot.py) before and after `site.yml --check --diff` on a namespace that does not
 exist (the module fixture's first step) and on a converged one must be equal. The rig is shared, so a difference that
@@ -36,9 +44,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import getpass
 import json
 import os
 import re
+import signal
 import stat
 import subprocess
 import tempfile
@@ -51,7 +61,8 @@ from typing import Any
 
 import pytest
 
-from ansible_cli import REPO, PlaybookRun, ansible_env, run_playbook
+from ansible_cli import BIN, REPO, PlaybookRun, ansible_env, run_playbook
+from child_processes import ChildSampler, Sampled, below
 from conftest import kubectl
 from snapshot import differences, site_could_touch, snapshot
 from test_agent_images_role import Scenario
@@ -63,8 +74,16 @@ REGISTRY = "playbooks/registry.yml"
 PLAYBOOKS = [SITE] + [f"playbooks/{stage}.yml" for stage in STAGES + ["summary"]]
 INGRESS_NAMESPACE = "ingress-mlops"
 HOME = Path.home()
-ANSIBLE_TMP = HOME / ".ansible" / "tmp"
+ANSIBLE_DIR = HOME / ".ansible"
+ANSIBLE_TMP = ANSIBLE_DIR / "tmp"
 ASYNC_DIR = HOME / ".ansible_async"
+CACHE_DIR = HOME / ".cache"
+SYSTEM_TMP = Path("/tmp")
+PYTEST_TMP = SYSTEM_TMP / f"pytest-of-{getpass.getuser()}"
+# A secret under a name no filter would guess, in the environment of every run: only an allow-list keeps it from
+# the programs a run starts.
+NEUTRAL_ENV = "SITE_NOTE"
+NEUTRAL_ENV_VALUE = f"canary{uuid.uuid4().hex}"
 CREDENTIAL_STORES = [HOME / ".docker" / "config.json", HOME / ".config" / "containers" / "auth.json",
                      HOME / ".config" / "helm" / "registry" / "config.json", Path("/run/containers/0/auth.json")]
 REPO_EXCLUDED = (".git", ".venv", ".rig")  # .rig/env and .rig/registry/password hold the registry password by design
@@ -108,7 +127,8 @@ class Canary:
 
 def real_canaries(rig: dict[str, str]) -> list[Canary]:
     return [Canary("DATAROBOT_API_TOKEN", rig["DATAROBOT_API_TOKEN"]),
-            Canary("RIG_REGISTRY_PASSWORD", rig["RIG_REGISTRY_PASSWORD"], rig["RIG_REGISTRY_USER"])]
+            Canary("RIG_REGISTRY_PASSWORD", rig["RIG_REGISTRY_PASSWORD"], rig["RIG_REGISTRY_USER"]),
+            Canary(f"{NEUTRAL_ENV} (a neutral-named environment variable)", NEUTRAL_ENV_VALUE)]
 
 
 def made_canary(name: str, user: str = "") -> Canary:
@@ -135,6 +155,20 @@ def _walk(root: Path, since: float | None = None) -> list[Path]:
                     found.append(path)
             except OSError:
                 continue
+    return found
+
+
+def _system_tmp_files(since: float, skip: Path) -> list[Path]:
+    """Files written since `since` directly in /tmp or in its entries changed since then (a program that ignores
+    TMPDIR), apart from `skip` (pytest's own directory, where the tests keep their inputs)."""
+    found = []
+    for entry in SYSTEM_TMP.iterdir():
+        try:
+            if entry == skip or entry.is_symlink() or entry.lstat().st_mtime < since:
+                continue
+        except OSError:
+            continue
+        found += _walk(entry, since) if entry.is_dir() else [entry]
     return found
 
 
@@ -220,6 +254,9 @@ class Probe:
     started: float
     exposures: list[Exposure] = field(default_factory=list)
     found: dict[str, dict[str, int]] | None = None  # the scan, when it was made right after the run (see `scan`)
+    children: dict[str, dict[str, int]] = field(default_factory=dict)  # canary -> "<program> environ" -> hits
+    programs: set[str] = field(default_factory=set)  # the child processes the sampler looked at
+    others: set[str] = field(default_factory=set)  # started by another collection's module: not scanned
 
     @property
     def changed(self) -> int:
@@ -241,9 +278,11 @@ class Probe:
                  "document": json.dumps(self.run.document, ensure_ascii=False).encode()}
         for path in _walk(self.tmpdir):
             texts[f"TMPDIR/{path.relative_to(self.tmpdir)}"] = _read(path) or b""
-        for root, label in ((ANSIBLE_TMP, "~/.ansible/tmp"), (ASYNC_DIR, "~/.ansible_async")):
+        for root, label in ((ANSIBLE_DIR, "~/.ansible"), (ASYNC_DIR, "~/.ansible_async"), (CACHE_DIR, "~/.cache")):
             for path in _walk(root, since=self.started):
                 texts[f"{label}/{path.relative_to(root)}"] = _read(path) or b""
+        for path in _system_tmp_files(self.started, skip=PYTEST_TMP):
+            texts[str(path)] = _read(path) or b""
         for path in CREDENTIAL_STORES:
             if path.exists():
                 texts[str(path)] = _read(path) or b""
@@ -267,30 +306,41 @@ class Probe:
         return found
 
 
+def probe_env(tmpdir: Path, log: Path, callback: str = "json") -> dict[str, str]:
+    """A run's environment: -vvv traces to `log`, no kept remote files, every temporary directory under `tmpdir`, and
+    the neutral-named canary."""
+    return ansible_env(ANSIBLE_LOG_PATH=str(log), ANSIBLE_KEEP_REMOTE_FILES="0", TMPDIR=str(tmpdir),
+                       ANSIBLE_REMOTE_TMP=str(tmpdir / "ansible-remote"),
+                       ANSIBLE_LOCAL_TEMP=str(tmpdir / "ansible-local"), **{NEUTRAL_ENV: NEUTRAL_ENV_VALUE},
+                       **({"ANSIBLE_STDOUT_CALLBACK": "default"} if callback == "default" else {}))
+
+
 def probe(label: str, playbook: str, base: Path, canaries: list[Canary], *, extra_vars: dict[str, Any],
           check: bool = False, callback: str = "json", inventory: str = "inventories/local") -> Probe:
-    """`playbook` at -vvv with --diff, a fresh TMPDIR, a log file and no kept remote files, watched for canaries.
+    """`playbook` at -vvv with --diff, a fresh TMPDIR, a log file and no kept remote files, watched for canaries in
+    files and in the command lines and environments of the programs it starts.
 
-    Ansible's own temporary directories (remote_tmp, where module payloads and agent_deployment's values file go, and
-    local_tmp) are put under the fresh TMPDIR too: ~/.ansible/tmp is shared with other sessions on this machine, so
-    only there can a file be told to be this run's."""
+    Ansible's own temporary directories (remote_tmp, where module payloads go unless pipelined, and local_tmp) are put
+    under the fresh TMPDIR too: ~/.ansible/tmp is shared with other sessions on this machine, so only there can a file
+    be told to be this run's."""
     work = Path(tempfile.mkdtemp(prefix=re.sub(r"[^a-z0-9]+", "-", label.lower())[:40] + "-", dir=base))
     tmpdir, log = work / "tmp", work / "ansible.log"
     tmpdir.mkdir()
-    env = ansible_env(ANSIBLE_LOG_PATH=str(log), ANSIBLE_KEEP_REMOTE_FILES="0", TMPDIR=str(tmpdir),
-                      ANSIBLE_REMOTE_TMP=str(tmpdir / "ansible-remote"),
-                      ANSIBLE_LOCAL_TEMP=str(tmpdir / "ansible-local"),
-                      **({"ANSIBLE_STDOUT_CALLBACK": "default"} if callback == "default" else {}))
     watcher = Watcher([tmpdir, ANSIBLE_TMP], canaries)
+    sampler = ChildSampler(canaries, log)
     started = time.time() - 1  # file times have a coarse clock on some file systems
     watcher.start()
+    sampler.start()
     try:
         run = run_playbook(playbook, inventory=inventory, extra_vars=extra_vars, check=check, diff=True, verbosity=3,
-                           env=env)
+                           env=probe_env(tmpdir, log, callback))
     finally:
         watcher.halt.set()
+        sampler.halt.set()
         watcher.join(timeout=60)
-    return Probe(label, run, tmpdir, log, started, list(watcher.exposures.values()))
+        sampler.join(timeout=60)
+    return Probe(label, run, tmpdir, log, started, list(watcher.exposures.values()), children=sampler.hits,
+                 programs=sampler.seen, others=sampler.others)
 
 
 def record_secrets(ledger, probe_: Probe, canaries: list[Canary]) -> list[str]:
@@ -312,6 +362,15 @@ def record_secrets(ledger, probe_: Probe, canaries: list[Canary]) -> list[str]:
                   held=not exposed, detail=detail, count=len(exposed))
     if exposed:
         leaks.append(f"files readable by others while running: {[(e.path, oct(e.mode)) for e in exposed]}")
+    in_children = {name: where for name, where in probe_.children.items() if where}
+    detail = "; ".join(f"{name}: {', '.join(f'{place} x{count}' for place, count in sorted(where.items()))}"
+                       for name, where in sorted(in_children.items()))
+    ledger.record("secret", f"{probe_.label}: argv and environment of the programs it started",
+                  held=not in_children, detail=f"{detail or 'no hit'}; sampled: {', '.join(sorted(probe_.programs))}; "
+                                               f"not ours: {', '.join(sorted(probe_.others)) or 'none'}"[:600],
+                  count=sum(sum(where.values()) for where in in_children.values()))
+    if in_children:
+        leaks.append(f"child processes' argv/environment: {detail}")
     return leaks
 
 
@@ -441,6 +500,100 @@ def test_default_callback_diffs_as_text_leak_no_secret(site, ledger):
     secret = json.loads(kubectl("-n", site.namespace, "get", "secret", "mlops-api-key", "-o", "json").stdout)
     went_through = base64.b64decode(secret["data"]["secret"]).decode() == api_key.value
     assert went_through, "the rotated API key is not in the mlops-api-key Secret"
+
+
+def inline_kubeconfig(path: Path) -> tuple[Path, Canary]:
+    """The rig's kubeconfig with its client key inline (client-key-data), as many kubeconfigs are; the key is a canary:
+    a copy of the kubeconfig written anywhere would hold it."""
+    config = json.loads(Path(os.environ["KUBECONFIG"]).read_text())
+    user = config["users"][0]["user"]
+    key = Path(user.pop("client-key")).read_text()
+    user["client-certificate-data"] = base64.b64encode(Path(user.pop("client-certificate")).read_bytes()).decode()
+    user["client-key-data"] = base64.b64encode(key.encode()).decode()
+    path.write_text(json.dumps(config))
+    path.chmod(0o600)
+    return path, Canary("kubeconfig client key (client-key-data)", key)
+
+
+def kill_tree(proc: subprocess.Popen) -> None:
+    """What a lost runner or a cancelled AWX job does: every process of the run gone at once, no cleanup at all.
+    Frozen first (SIGSTOP), so that none starts another process between the listing and the kill."""
+    pids = [proc.pid, *below(proc.pid)]
+    for signal_ in (signal.SIGSTOP, signal.SIGKILL):
+        pids = list(dict.fromkeys([*pids, *below(proc.pid)]))
+        for pid in pids:
+            try:
+                os.kill(pid, signal_)
+            except ProcessLookupError:
+                pass
+    proc.wait(timeout=60)
+
+
+def helm_waiting(sampled: list[Sampled]) -> bool:
+    return any(process.name == "helm upgrade" and "--wait" in process.argv
+               and not any(arg.startswith("--dry-run") for arg in process.argv) for process in sampled)
+
+
+def killed_probe(label: str, playbook: str, base: Path, canaries: list[Canary], *, extra_vars: dict[str, Any],
+                 published: dict[str, Any], env: dict[str, str]) -> tuple[Probe, bool]:
+    """`playbook` as `probe` runs it, killed (kill_tree) as soon as helm waits for the rollout; (the probe, whether
+    it was killed while helm waited)."""
+    work = Path(tempfile.mkdtemp(prefix="killed-", dir=base))
+    tmpdir, log, out = work / "tmp", work / "ansible.log", work / "stdout"
+    tmpdir.mkdir()
+    inventory = base / f"published-{work.name}.json"  # pytest's directory: the test's input, not the run's output
+    inventory.write_text(json.dumps({"all": {"vars": {"_mlops": published}}}))
+    argv = [str(BIN / "ansible-playbook"), "-i", str(REPO / "inventories/local"), "-i", str(inventory),
+            str(REPO / playbook), "-e", json.dumps(extra_vars), "--diff", "-vvv"]
+    waiting = threading.Event()
+    watcher = Watcher([tmpdir, ANSIBLE_TMP], canaries)
+    sampler = ChildSampler(canaries, log, every=0.02,
+                           on_sample=lambda sampled: helm_waiting(sampled) and waiting.set())
+    started = time.time() - 1
+    watcher.start()
+    with out.open("wb") as stream:
+        proc = subprocess.Popen(argv, env={**probe_env(tmpdir, log, "default"), **env}, cwd=REPO, stdout=stream,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        sampler.root = proc.pid
+        sampler.start()
+        try:
+            deadline = time.monotonic() + 600
+            while not waiting.is_set() and proc.poll() is None and time.monotonic() < deadline:
+                waiting.wait(0.05)
+            killed = waiting.is_set()
+        finally:
+            kill_tree(proc)
+            for thread in (sampler, watcher):
+                thread.halt.set()
+                thread.join(timeout=60)
+    run = PlaybookRun({}, out.read_text(errors="replace"), "", proc.returncode)
+    return Probe(label, run, tmpdir, log, started, list(watcher.exposures.values()), children=sampler.hits,
+                 programs=sampler.seen, others=sampler.others), killed
+
+
+def test_a_run_killed_while_helm_waits_leaves_no_secret_behind(site, ledger, tmp_path):
+    """management_agent.yml into a namespace of its own, killed (SIGKILL, every process) while helm waits for the
+    rollout: nothing may be left on disk that holds a secret, and helm's argv and environment hold none either.
+    Canaries besides the site's: a secret under a neutral key of the chart values (no key name gives it away), and
+    the client key of a kubeconfig that holds it inline (K8S_AUTH_KUBECONFIG, KUBECONFIG)."""
+    namespace = fresh_namespace("secrets-killed")
+    neutral = made_canary("secret under a neutral chart value key (siteNotes.text)")
+    kubeconfig, client_key = inline_kubeconfig(tmp_path / "inline-kubeconfig.json")
+    canaries = [*site.canaries, neutral, client_key]
+    values = {**site.inputs.get("mlops_management_agent_extra_values", {}), "siteNotes": {"text": neutral.value}}
+    extra = {**site.inputs, "mlops_namespace": namespace, "mlops_management_agent_extra_values": values}
+    try:
+        run, killed = killed_probe("management_agent.yml killed while helm waits", "playbooks/management_agent.yml",
+                                   tmp_path, canaries, extra_vars=extra, published=dict(site.facts),
+                                   env={"K8S_AUTH_KUBECONFIG": str(kubeconfig), "KUBECONFIG": str(kubeconfig)})
+        run.found = run.scan(canaries)
+        ledger.record("secret", f"{run.label}: the run was killed while helm waited", held=killed,
+                      detail=f"rc={run.run.returncode}; sampled: {', '.join(sorted(run.programs))}", count=0)
+        leaks = record_secrets(ledger, run, canaries)
+    finally:
+        cleanup(namespace)
+    assert killed, f"helm never waited before the run ended: {run.run.stdout[-3000:]}"
+    assert not leaks, leaks
 
 
 def test_agent_images_build_leaves_no_docker_login_behind(rig, ledger, tmp_path):
