@@ -6,9 +6,11 @@ module's Python among its ancestors) are the collection's children. Ansible's ow
 interpreters (ansible-playbook, its workers, each module), the `/bin/sh -c` that starts a module, and the commands
 ansible-playbook runs itself (mkdir, chmod, rm of its temporary directories). They hold the environment
 ansible-playbook was started with, which the user gave it; what the collection controls is what it passes on.
-The programs started while another collection's module runs (the ingress_nginx role's kubernetes.core.helm, which
-runs helm with its whole environment) are listed apart in `others`, by the module the run's -vvv log last named
-("Using module file ..."): the collection cannot give them a narrower environment. The agent_images role's trampoline,
+Scanned are the programs started by this collection's modules and by ansible.builtin.command, whose argv and
+environment its roles choose. The programs other modules start are listed apart in `others` (another collection's,
+such as the ingress_nginx role's kubernetes.core.helm, which runs helm with its whole environment; or Ansible's own,
+such as `file --mime-type` run by ansible.builtin.stat): the collection cannot give them a narrower environment.
+Which module runs is the one the run's -vvv log last named ("Using module file ...") The agent_images role's trampoline,
 `sh -c 'exec env -i NAME=... "$@"' sh PROGRAM ...` (one process that becomes sh, then env, then PROGRAM), is skipped
 likewise while it is sh or env: for that moment it holds the environment of the command module that started it (one
 of Ansible's Python processes, skipped too), and the program it becomes is sampled with its clean environment.
@@ -24,6 +26,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 MODULE_FILE = re.compile(rb"Using module file (\S+)")
+COMMAND_MODULE = b"/ansible/modules/command.py"
 
 
 def parents() -> dict[int, int]:
@@ -153,7 +156,7 @@ class ChildSampler(threading.Thread):
         sampled = sample(self.root)
         if self._current_module() != module:  # a task started meanwhile: whose processes these are is not known
             return
-        foreign = b"/ansible_collections/" in module and b"/datarobot_mlops/" not in module
+        foreign = not (b"/ansible_collections/datarobot_mlops/" in module or module.endswith(COMMAND_MODULE))
         for process in sampled:
             if foreign:
                 self.others.add(f"{process.name} ({module.decode(errors='replace').rsplit('/', 1)[-1]})")

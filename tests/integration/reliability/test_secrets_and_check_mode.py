@@ -19,8 +19,9 @@ file hold the rig's registry password by design), `.venv/` and `.git/`, and `~/.
 sessions' Molecule scenarios on the shared rig). A watcher also records every file that holds a canary while the run is
 going, with its mode: 0600 (Ansible's own module payloads, AnsiballZ_*: in a 0700 directory), and gone afterwards.
 A sampler (child_processes.py) reads /proc/<pid>/cmdline and /proc/<pid>/environ of the programs the modules start
-(helm, make, docker ...) every 50 ms while the run goes: no canary may be there. Programs started by another
-collection's module (kubernetes.core.helm in the ingress_nginx role) are named in the ledger's detail, not counted.
+(helm, make, docker ...: those of this collection's modules and of ansible.builtin.command) every 50 ms while the
+run goes: no canary may be there. Programs other modules start (kubernetes.core.helm in the ingress_nginx role,
+ansible.builtin.stat's `file`) are named in the ledger's detail, not counted.
 A killed run: management_agent.yml killed with SIGKILL (every process, no cleanup) while helm waits for the rollout,
 with a secret under a neutral key of the chart values and a kubeconfig whose client key is inline; nothing it leaves
 on disk may hold a canary.
