@@ -161,16 +161,22 @@ def ledger(request) -> Ledger:
 MANIFEST_TYPES = "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json"
 
 
-def descendants(root: int) -> list[int]:
-    """Every process below `root` (children, theirs, ...), from /proc's parent pids."""
+def process_parents() -> dict[int, int]:
+    """pid -> parent pid of every process, from /proc."""
     parents: dict[int, int] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
-                with open(f"/proc/{entry}/stat", encoding="ascii") as stat:
+                with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as stat:
                     parents[int(entry)] = int(stat.read().rsplit(")", 1)[1].split()[1])
             except (OSError, ValueError, IndexError):
                 continue
+    return parents
+
+
+def descendants(root: int, parents: dict[int, int] | None = None) -> list[int]:
+    """Every process below `root` (children, theirs, ...), from /proc's parent pids (or the `parents` given)."""
+    parents = process_parents() if parents is None else parents
     found, frontier = [], [root]
     while frontier:
         children = [pid for pid, parent in parents.items() if parent in frontier]

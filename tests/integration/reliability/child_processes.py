@@ -25,31 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from conftest import descendants, process_parents
+
 MODULE_FILE = re.compile(rb"Using module file (\S+)")
 COMMAND_MODULE = b"/ansible/modules/command.py"
-
-
-def parents() -> dict[int, int]:
-    """pid -> parent pid, from /proc."""
-    found: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as stat:
-                    found[int(entry)] = int(stat.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-    return found
-
-
-def below(root: int) -> list[int]:
-    """Every process below `root` (children, theirs, ...)."""
-    table, found, frontier = parents(), [], {root}
-    while frontier:
-        children = {pid for pid, parent in table.items() if parent in frontier}
-        found += sorted(children)
-        frontier = children
-    return found
 
 
 def _read(path: str) -> bytes:
@@ -90,7 +69,7 @@ def _is_module(argv: list[str], exe: str) -> bool:
 
 def sample(root: int) -> list[Sampled]:
     """The processes below `root` that a module started (directly or not), apart from the env -i trampoline."""
-    table, found = parents(), []
+    table, found = process_parents(), []
     exes: dict[int, tuple[str, list[str]]] = {}
 
     def describe(pid: int) -> tuple[str, list[str]]:
@@ -103,7 +82,7 @@ def sample(root: int) -> list[Sampled]:
                               if part]
         return exes[pid]
 
-    for pid in below(root):
+    for pid in descendants(root, table):
         exe, argv = describe(pid)
         if not exe or not argv or ansibles_own(exe, argv):
             continue

@@ -63,8 +63,8 @@ from typing import Any
 import pytest
 
 from ansible_cli import BIN, REPO, PlaybookRun, ansible_env, run_playbook
-from child_processes import ChildSampler, Sampled, below
-from conftest import kubectl
+from child_processes import ChildSampler, Sampled
+from conftest import descendants, kubectl
 from snapshot import differences, site_could_touch, snapshot
 from test_agent_images_role import Scenario
 from test_openshift_role import INTERNAL, login, ocp_vars
@@ -519,9 +519,9 @@ def inline_kubeconfig(path: Path) -> tuple[Path, Canary]:
 def kill_tree(proc: subprocess.Popen) -> None:
     """What a lost runner or a cancelled AWX job does: every process of the run gone at once, no cleanup at all.
     Frozen first (SIGSTOP), so that none starts another process between the listing and the kill."""
-    pids = [proc.pid, *below(proc.pid)]
+    pids = [proc.pid, *descendants(proc.pid)]
     for signal_ in (signal.SIGSTOP, signal.SIGKILL):
-        pids = list(dict.fromkeys([*pids, *below(proc.pid)]))
+        pids = list(dict.fromkeys([*pids, *descendants(proc.pid)]))
         for pid in pids:
             try:
                 os.kill(pid, signal_)
