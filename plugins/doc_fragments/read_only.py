@@ -19,3 +19,17 @@ attributes:
     support: full
     description: Reads only; always returns C(changed=false).
 """
+
+    # Modules that only fetch a registry push token: check mode fetches it too, so later tasks can check a push.
+    TOKEN = r"""
+attributes:
+  check_mode:
+    support: full
+    description: Only reads; the token is fetched in check mode too, so later tasks can check a push.
+  diff_mode:
+    support: none
+    description: Nothing is changed.
+  idempotent:
+    support: full
+    description: Never changes anything (C(changed=false)).
+"""

@@ -22,19 +22,11 @@ options:
     description: AWS account id of the registry; the caller's account when not given.
     type: str
 extends_documentation_fragment:
+  - datarobot_mlops.management_agent.read_only.token
   - amazon.aws.common.modules
   - amazon.aws.region.modules
   - amazon.aws.boto3
 attributes:
-  check_mode:
-    support: full
-    description: Only reads; the token is fetched in check mode too, so later tasks can check a push.
-  diff_mode:
-    support: none
-    description: Nothing is changed.
-  idempotent:
-    support: full
-    description: Never changes anything (C(changed=false)).
   action_group:
     support: full
     description: Use C(group/datarobot_mlops.management_agent.aws) in C(module_defaults) to set defaults for this

@@ -42,16 +42,9 @@ options:
     type: list
     elements: str
     default: [https://www.googleapis.com/auth/cloud-platform]
+extends_documentation_fragment:
+  - datarobot_mlops.management_agent.read_only.token
 attributes:
-  check_mode:
-    support: full
-    description: Only reads; the token is minted in check mode too, so later tasks can check a push.
-  diff_mode:
-    support: none
-    description: Nothing is changed.
-  idempotent:
-    support: full
-    description: Never changes anything (C(changed=false)).
   action_group:
     support: full
     description: Use C(group/datarobot_mlops.management_agent.gcp) in C(module_defaults) to set defaults for this module.

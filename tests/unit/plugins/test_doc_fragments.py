@@ -33,7 +33,7 @@ def test_fragment_and_argument_spec_agree(name):
 
 
 @pytest.mark.parametrize(("name", "part"), [("action_group", "K8S"), ("action_group", "REGISTRY"),
-                                            ("read_only", "DOCUMENTATION")])
+                                            ("read_only", "DOCUMENTATION"), ("read_only", "TOKEN")])
 def test_the_other_fragments_carry_no_options(name, part):
     assert fragment_options(name, part) == {}
 
