@@ -201,7 +201,6 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
     HAS_DOCKER,
     DaemonPusher,
 )
-from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._duration import to_seconds
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._image_archive import ArchiveError
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._image_push import (
     DirectPusher,
@@ -247,7 +246,7 @@ def _pusher(module: RegistryModule) -> DirectPusher | DaemonPusher:
         if not HAS_DOCKER:
             module.fail_json(msg=missing_required_lib("docker", reason="for method=daemon"))
         return DaemonPusher(client, repository, tags, credentials=credentials, docker_host=params["docker_host"],
-                            timeout=to_seconds(params["timeout"], "timeout"), check_mode=module.check_mode)
+                            timeout=client.timeout, check_mode=module.check_mode)
     cache_path = default_cache_path() if params["cache"] is None else (params["cache"] or None)
     return DirectPusher(
         client, repository, tags, compression=Compression(params["compression"], params["compression_level"]),

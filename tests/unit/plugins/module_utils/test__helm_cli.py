@@ -90,6 +90,10 @@ def test_resolve_chart_tells_paths_repos_and_oci_apart(tmp_path):
     chart.mkdir()
     (chart / "Chart.yaml").write_text("name: c\n")
     assert resolve_chart(str(chart)).ref == str(chart)
+    assert resolve_chart(str(chart)).argv() == [str(chart)]
+    assert resolve_chart("datarobot/agent", "1.2.0").argv() == ["datarobot/agent", "--version", "1.2.0"]
+    assert resolve_chart("agent", "1.2.0", "https://charts.example.com").argv() == [
+        "agent", "--repo", "https://charts.example.com", "--version", "1.2.0"]
     oci = "oci://r.example/charts/bosun"
     assert resolve_chart(oci, "1.0").argv() == [oci, "--version", "1.0"]
     assert resolve_chart("bosun", repo_url="https://x").repo_url == "https://x"

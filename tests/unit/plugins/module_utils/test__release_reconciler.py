@@ -40,7 +40,6 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
     pod_problems,
     related_events,
     repair_operations,
-    resolve_chart,
     rollout_state,
     values_equal,
 )
@@ -90,22 +89,6 @@ def test_values_file_errors_name_the_file(tmp_path):
     empty = tmp_path / "empty.yaml"
     empty.write_text("")
     assert load_values_file(str(empty)) == {}
-
-
-def test_chart_refs(tmp_path):
-    chart = tmp_path / "chart"
-    chart.mkdir()
-    (chart / "Chart.yaml").write_text("name: x\nversion: 1.0.0\n")
-    assert resolve_chart(str(chart)).argv() == [str(chart)]
-    assert resolve_chart("datarobot/agent", "1.2.0").argv() == ["datarobot/agent", "--version", "1.2.0"]
-    assert resolve_chart("agent", "1.2.0", "https://charts.example.com").argv() == [
-        "agent", "--repo", "https://charts.example.com", "--version", "1.2.0"]
-    with pytest.raises(InvalidReleaseRequest, match="does not exist"):
-        resolve_chart(str(tmp_path / "gone"))
-    with pytest.raises(InvalidReleaseRequest, match="without Chart.yaml"):
-        resolve_chart(str(tmp_path))
-    with pytest.raises(InvalidReleaseRequest, match="neither an existing path nor repo/name"):
-        resolve_chart("agent")
 
 
 # ---------------------------------------------------------------- masking
