@@ -16,7 +16,9 @@ options:
     type: str
   api_token:
     description:
-      - API key (Developer Tools in DataRobot). Default from C(DATAROBOT_API_TOKEN). Never shown.
+      - API key (Developer Tools in DataRobot). Never shown.
+      - Default from C(DATAROBOT_API_TOKEN), else the content of the file that C(DATAROBOT_API_TOKEN_FILE) names
+        (what this collection's AWX credential type sets, so that the token is not in the job's environment).
     type: str
   validate_certs:
     description: Verify DataRobot's TLS certificate.

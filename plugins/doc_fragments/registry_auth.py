@@ -17,7 +17,10 @@ options:
       - Default from C(REGISTRY_USERNAME).
     type: str
   password:
-    description: Password or token for I(username). Never shown in output or messages. Default from C(REGISTRY_PASSWORD).
+    description:
+      - Password or token for I(username). Never shown in output or messages.
+      - Default from C(REGISTRY_PASSWORD), else the content of the file that C(REGISTRY_PASSWORD_FILE) names (what
+        this collection's AWX credential type sets, so that the password is not in the job's environment).
     type: str
   credentials_host:
     description:
@@ -25,7 +28,7 @@ options:
         to that registry; for an image on another registry they are left out (with a warning) and that registry's
         I(docker_config) login, if any, is used. Unset, they go to the registry of the image named in the task.
       - Default from C(REGISTRY_HOST), so that a CI job or an AWX credential that sets C(REGISTRY_HOST),
-        C(REGISTRY_USERNAME) and C(REGISTRY_PASSWORD) cannot hand its password to another registry.
+        C(REGISTRY_USERNAME) and C(REGISTRY_PASSWORD) (or C(REGISTRY_PASSWORD_FILE)) cannot hand its password to another registry.
     type: str
   docker_config:
     description: Path of a docker C(config.json) to read credentials from. Default C($DOCKER_CONFIG/config.json)

@@ -19,6 +19,7 @@ from ansible.module_utils.basic import env_fallback
 
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._http_retry import RETRY_STATUSES
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import MlopsError
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._secret_env import secret_fallback
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._url_origin import (
     downgrade_guard,
     downgrade_message,
@@ -29,7 +30,7 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
 # The options of the datarobot_auth doc fragment, as an argument spec.
 DATAROBOT_AUTH_ARGUMENT_SPEC: dict[str, dict[str, Any]] = dict(
     endpoint=dict(type="str", fallback=(env_fallback, ["DATAROBOT_ENDPOINT"])),
-    api_token=dict(type="str", no_log=True, fallback=(env_fallback, ["DATAROBOT_API_TOKEN"])),
+    api_token=dict(type="str", no_log=True, fallback=(secret_fallback, ["DATAROBOT_API_TOKEN"])),
     validate_certs=dict(type="bool", default=True),
     ca_path=dict(type="path", fallback=(env_fallback, ["DATAROBOT_CA_PATH"])),
     timeout=dict(type="raw", default=60),

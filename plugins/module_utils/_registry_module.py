@@ -3,7 +3,8 @@
 """The base of the modules that talk to a registry: one auth argument spec, one way to build a client, one way to fail.
 
 REGISTRY_AUTH_ARGUMENT_SPEC is the registry_auth doc fragment as an argument spec, with the environment fallbacks
-a CI job or an AWX credential sets (REGISTRY_HOST, REGISTRY_USERNAME, REGISTRY_PASSWORD, ...). REGISTRY_HOST scopes
+a CI job or an AWX credential sets (REGISTRY_HOST, REGISTRY_USERNAME, REGISTRY_PASSWORD or REGISTRY_PASSWORD_FILE, ...).
+REGISTRY_HOST scopes
 the login: a username and password are sent only to that registry, never to another one a task happens to name.
 """
 
@@ -25,11 +26,15 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
     RegistryAuthError,
     RegistryClient,
 )
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._secret_env import (
+    raise_unreadable_secret_files,
+    secret_fallback,
+)
 
 # The options of the registry_auth doc fragment (modules add retries and timeout).
 REGISTRY_AUTH_ARGUMENT_SPEC: dict[str, dict[str, Any]] = dict(
     username=dict(type="str", fallback=(env_fallback, ["REGISTRY_USERNAME"])),
-    password=dict(type="str", no_log=True, fallback=(env_fallback, ["REGISTRY_PASSWORD"])),
+    password=dict(type="str", no_log=True, fallback=(secret_fallback, ["REGISTRY_PASSWORD"])),
     credentials_host=dict(type="str", fallback=(env_fallback, ["REGISTRY_HOST"])),
     docker_config=dict(type="path"),
     ca_path=dict(type="path", fallback=(env_fallback, ["REGISTRY_CA_PATH"])),
@@ -88,4 +93,9 @@ class RegistryModule(AnsibleModule):
 
     def run(self, action: Callable[[], dict[str, Any]]) -> NoReturn:
         """Exit with what `action` returns, or fail with the message of the MlopsError it raised."""
-        exit_with(self, action)
+
+        def checked() -> dict[str, Any]:
+            raise_unreadable_secret_files()
+            return action()
+
+        exit_with(self, checked)

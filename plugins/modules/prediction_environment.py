@@ -115,6 +115,9 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
     PredictionEnvironments,
     check_formats,
 )
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._secret_env import (
+    raise_unreadable_secret_files,
+)
 
 PLATFORMS = ["aws", "gcp", "azure", "onPremise", "datarobot", "datarobotServerless", "openShift", "other", "snowflake",
              "sapAiCore"]
@@ -135,7 +138,8 @@ ARGUMENT_SPEC = dict(
 def manage(module: AnsibleModule) -> dict:
     """Make the environment what the parameters say; the module's return values."""
     params = module.params
-    for required, env in (("endpoint", "DATAROBOT_ENDPOINT"), ("api_token", "DATAROBOT_API_TOKEN")):
+    raise_unreadable_secret_files()
+    for required, env in (("endpoint", "DATAROBOT_ENDPOINT"), ("api_token", "DATAROBOT_API_TOKEN or DATAROBOT_API_TOKEN_FILE")):
         if not params[required]:
             raise InvalidEnvironmentRequest(f"{required} is required: pass it or set {env}.")
     if params["state"] == "present":

@@ -557,6 +557,32 @@ def test_credential_types_inject_what_the_collection_reads(name):
     assert unread == []
 
 
+def inventory_problems(definition: dict) -> list[str]:
+    """Extra vars beat every inventory value, and a job's environment is written to ansible-runner's artifacts: a
+    credential type injects no extra var, and a secret input reaches the job only as a file."""
+    injectors, secret = definition.get("injectors") or {}, _secret_fields(definition)
+    problems = [f"extra var {name} would override every host's inventory" for name in injectors.get("extra_vars", {})]
+    problems += [f"env {name} carries a secret: inject a file and its path (tower.filename.<name>) instead"
+                 for name, template in injectors.get("env", {}).items()
+                 if any(_referenced(field, template) for field in secret)]
+    return problems
+
+
+@pytest.mark.parametrize("name", list(_types_by_name()))
+def test_credential_types_let_the_inventory_win_and_keep_secrets_out_of_the_environment(name):
+    assert inventory_problems(_types_by_name()[name]) == []
+
+
+def test_inventory_rule_catches_extra_vars_and_secrets_in_the_environment():
+    problems = inventory_problems({"inputs": {"fields": [{"id": "password", "label": "P", "secret": True}]},
+                                   "injectors": {"extra_vars": {"mlops_registry_password": "{{ password }}"},
+                                                 "env": {"REGISTRY_PASSWORD": "{{ password }}",
+                                                         "REGISTRY_PASSWORD_FILE": "{{ tower.filename.password }}"}}})
+    assert problems == ["extra var mlops_registry_password would override every host's inventory",
+                        "env REGISTRY_PASSWORD carries a secret: inject a file and its path (tower.filename.<name>) "
+                        "instead"]
+
+
 def _type(**changes) -> dict:
     definition = copy.deepcopy(_types_by_name()["DataRobot MLOps API"])
     definition.update(changes)

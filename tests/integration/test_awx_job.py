@@ -1,0 +1,129 @@
+"""site.yml run the way AWX runs a job, on the rig: ansible-runner over a private data directory that holds the survey
+answers and the job template's extra vars (env/extravars), and the injectors of awx/credential_types.yml rendered as
+AWX renders them (tests/awx_job.py): environment variables, private files, extra-vars files.
+
+Three clusters share one AWX registry credential: one names its own registry and login in the inventory, one names
+nothing, one names another registry without a login. Each must keep what its inventory says, the one without gets
+the credential's, and the credential's password must reach no other registry. No secret may land in the runner's
+artifacts: job events, stdout, the command with its environment.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ansible_cli import BIN, REPO
+from awx_job import Injected, inject, run_job
+from conftest import kubectl
+
+TAGS = "registry,prediction_environment"
+IMAGE_BUILDER = "Publish the chart's imageBuilder values and the repository paths"
+
+
+def credential_types() -> dict[str, dict]:
+    types = yaml.safe_load((REPO / "awx" / "credential_types.yml").read_text())["credential_types"]
+    return {definition["name"]: definition for definition in types}
+
+
+def template_extra_vars() -> dict:
+    """The site.yml template's extra vars (awx/job_templates.yml) and the survey's answers, as AWX merges them."""
+    data = yaml.safe_load((REPO / "awx" / "job_templates.yml").read_text())
+    extra = dict(data["job_template_defaults"].get("extra_vars", {}))
+    site = next(template for template in data["job_templates"] if template["playbook"] == "site.yml")
+    extra.update(site.get("extra_vars", {}))
+    extra.update({"mlops_pps_image_version": "9.2.0", "mlops_agent_images_method": "present",
+                  "mlops_datarobot_endpoint": ""})  # an empty answer: the credential's endpoint
+    return extra
+
+
+@pytest.fixture
+def job_dir(tmp_path):
+    """The private data directory; AWX deletes it after the job, and so does this fixture (tmp_path)."""
+    return tmp_path / "private"
+
+
+def test_inventory_wins_over_the_credentials_and_no_secret_reaches_the_artifacts(rig, new_namespace, job_dir):
+    own_password, other_password = f"own-{secrets.token_hex(12)}", f"other-{secrets.token_hex(12)}"
+    namespaces = {host: new_namespace(f"t-awx-{host}") for host in ("own", "cred", "other")}
+    suffix = uuid.uuid4().hex[:6]
+    local = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
+    hosts = {f"{host}-{suffix}": dict(local, mlops_namespace=namespace) for host, namespace in namespaces.items()}
+    own, cred, other = list(hosts)
+    hosts[own].update(mlops_registry_host=rig["RIG_INSECURE_REGISTRY"], mlops_registry_insecure=True,
+                      mlops_registry_username="own-user", mlops_registry_password=own_password)
+    hosts[cred].update(mlops_registry_ca_path=rig["RIG_REGISTRY_CA"])
+    hosts[other].update(mlops_registry_host=rig["RIG_INSECURE_REGISTRY"], mlops_registry_insecure=True)
+
+    types, injected = credential_types(), Injected()
+    inject(types["DataRobot MLOps API"], {"api_token": rig["DATAROBOT_API_TOKEN"],
+           "endpoint": rig["DATAROBOT_ENDPOINT"], "ca_cert": Path(rig["DATAROBOT_CA_PATH"]).read_text()},
+           job_dir, injected)
+    inject(types["DataRobot MLOps container registry"], {"host": rig["RIG_REGISTRY"],
+           "username": rig["RIG_REGISTRY_USER"], "password": rig["RIG_REGISTRY_PASSWORD"]}, job_dir, injected)
+    inject(types["DataRobot MLOps kubeconfig"], {"kubeconfig": Path(rig["KUBECONFIG"]).read_text()},
+           job_dir, injected)
+    # The execution environment's own variables only: nothing of the test's (or the rig's) environment.
+    base_env = {"PATH": f"{BIN}:{os.environ['PATH']}", "HOME": os.environ.get("HOME", "/root"),
+                "LANG": "C.UTF-8", "ANSIBLE_COLLECTIONS_PATH": str(REPO / ".collections")}
+    job = run_job(job_dir, REPO, "site.yml", inventory={"clusters": {"hosts": hosts}},
+                  extravars=template_extra_vars(), injected=injected, base_env=base_env, tags=TAGS)
+    assert job.status == "successful", job.process.stdout[-6000:] + job.process.stderr[-2000:]
+
+    builders = {host: result["ansible_facts"]["__registry_published"]["image_builder"]
+                for host, result in job.task_results(IMAGE_BUILDER).items()}
+    assert set(builders) == set(hosts)
+    # The host's own registry and login, not the credential's.
+    assert builders[own]["insecureRegistries"] == [rig["RIG_INSECURE_REGISTRY"]]
+    assert logins(namespaces["own"]) == {rig["RIG_INSECURE_REGISTRY"]: ("own-user", own_password)}
+    # No registry in the inventory: the credential's registry and login.
+    assert builders[cred]["secretName"] == "registry-creds"
+    assert logins(namespaces["cred"]) == {rig["RIG_REGISTRY"]: (rig["RIG_REGISTRY_USER"], rig["RIG_REGISTRY_PASSWORD"])}
+    # Another registry without a login: the credential's login is not sent there.
+    assert builders[other]["insecureRegistries"] == [rig["RIG_INSECURE_REGISTRY"]]
+    assert builders[other]["secretName"] == ""
+    assert kubectl("-n", namespaces["other"], "get", "secret", "registry-creds", check=False).returncode != 0
+    # The DataRobot token reached the prediction_environment stage from its file.
+    environments = job.task_results("Create or reuse the prediction environment")
+    assert set(environments) == set(hosts) and all(result["id"] for result in environments.values())
+
+    canaries = {"registry credential password": rig["RIG_REGISTRY_PASSWORD"],
+                "DataRobot API token": rig["DATAROBOT_API_TOKEN"], "inventory password": own_password,
+                "unused password": other_password}
+    canaries.update({f"{name} (base64 login)": base64.b64encode(f"{user}:{value}".encode()).decode()
+                     for name, user, value in (("registry credential", rig["RIG_REGISTRY_USER"],
+                                                rig["RIG_REGISTRY_PASSWORD"]), ("inventory", "own-user", own_password))})
+    assert secrets_in(job.artifacts, canaries) == []
+    assert {"command", "stdout", "job_events"} <= {path.name for path in job.artifacts.iterdir()}
+    assert json.loads((job.artifacts / "command").read_text())["env"]["REGISTRY_HOST"] == rig["RIG_REGISTRY"]
+
+
+def logins(namespace: str) -> dict[str, tuple[str, str]]:
+    secret = json.loads(kubectl("-n", namespace, "get", "secret", "registry-creds", "-o", "json").stdout)
+    auths = json.loads(base64.b64decode(secret["data"][".dockerconfigjson"]))["auths"]
+    return {host: (entry["username"], entry["password"]) for host, entry in auths.items()}
+
+
+def secrets_in(artifacts: Path, canaries: dict[str, str]) -> list[str]:
+    """'<file>: <secret name>' for each secret found in any file under `artifacts`."""
+    found = []
+    for path in sorted(artifacts.rglob("*")):
+        if path.is_file():
+            text = path.read_bytes().decode("utf-8", "replace")
+            found += [f"{path.relative_to(artifacts)}: {name}" for name, value in canaries.items() if value in text]
+    return found
+
+
+def test_the_artifact_scan_finds_a_secret_anywhere_under_the_artifacts(tmp_path):
+    (tmp_path / "job_events").mkdir()
+    (tmp_path / "job_events" / "1-x.json").write_text('{"stdout": "token abc123"}')
+    (tmp_path / "command").write_text('{"env": {"X": "other"}}')
+    assert secrets_in(tmp_path, {"token": "abc123", "absent": "zzz"}) == ["job_events/1-x.json: token"]
