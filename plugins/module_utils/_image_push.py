@@ -25,6 +25,7 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
     BlobStream,
     Compression,
 )
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._blob_spool import BlobSpool
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._image_archive import (
     GZIP_MAGIC,
     DOCKER_CONFIG,
@@ -107,6 +108,7 @@ class PushResult:
     bytes_uploaded: int = 0
     would_upload: list[str] = field(default_factory=list)
     elapsed: float = 0.0
+    blobs_from_spool: int = 0  # layers another push of the same archive compressed (the spool)
 
 
 class TagState(NamedTuple):
@@ -147,7 +149,7 @@ class DirectPusher:
                  compression: Compression = Compression(), workers: int | None = None, manifest_format: str = "auto",
                  mount_from: list[str] | None = None,
                  cache: PushCache | None = None, check_mode: bool = False,
-                 on_progress: Callable[[int], None] | None = None) -> None:
+                 on_progress: Callable[[int], None] | None = None, spool: BlobSpool | None = None) -> None:
         self.client, self.repository, self.tags = client, repository, tags
         # `workers` threads compress; layers are read half as many at a time (each layer's blocks are
         # compressed in parallel already, and more readers only cost memory).
@@ -159,6 +161,7 @@ class DirectPusher:
         self.mount_from = mount_from or []
         self._compressors: ThreadPoolExecutor | None = None
         self._source: Archive | None = None  # the archive being pushed, to read a layer again for a new session
+        self.spool, self._spooling = spool, None  # layers compressed once for every push of the archive side by side
 
     @property
     def _repo(self) -> str:
@@ -170,8 +173,14 @@ class DirectPusher:
     def push(self, archive_path: str, source_image: str | None = None) -> PushResult:
         """Put the image under every tag, sending only what the registry lacks; the manifest goes last."""
         started = time.monotonic()
-        with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="gzip") as self._compressors:
-            result = self._push(archive_path, source_image)
+        self._spooling = self.spool.join(archive_path, self.compression) if self.spool and not self.check_mode else None
+        try:
+            with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="gzip") as self._compressors:
+                result = self._push(archive_path, source_image)
+        finally:
+            if self._spooling:
+                self._spooling.leave()
+        result.blobs_from_spool = self._spooling.reused if self._spooling else 0
         result.elapsed = round(time.monotonic() - started, 3)
         self.cache.save()
         return result
@@ -344,11 +353,18 @@ class DirectPusher:
     # --- per-layer work ---------------------------------------------------------------------------------------
 
     def _send_unverified(self, layer: Layer, chunks: Iterator[bytes]) -> OpenBlob:
-        """Compress and send a layer to a new upload session, left open."""
+        """Compress and send a layer to a new upload session, left open (through the spool, when there is one)."""
         blob = BlobStream(layer, self.compression, self._compressors)
-        upload = self.client.send(self._repo, rechunk(blob.pieces(chunks), CHUNK), self.on_progress,
-                                  replay=lambda: self._blob_again(layer))
-        return OpenBlob(upload, blob.blob_digest(), blob.source_digest())
+
+        def upload(pieces: Iterator[bytes], replay: Callable[[], Iterator[bytes]] | None) -> OpenUpload:
+            again = (lambda: rechunk(replay(), CHUNK)) if replay else (lambda: self._blob_again(layer))
+            return self.client.send(self._repo, rechunk(pieces, CHUNK), self.on_progress, replay=again)
+
+        if self._spooling and self._source and self._spooling.wants(blob):
+            sent = self._spooling.send(blob, chunks, lambda: BlobStream(layer, self.compression, self._compressors),
+                                       self._source.read_again, upload, self.client.cancel)
+            return OpenBlob(sent.upload, sent.blob_digest, sent.source_digest)
+        return OpenBlob(upload(blob.pieces(chunks), None), blob.blob_digest(), blob.source_digest())
 
     def _blob_again(self, layer: Layer) -> Iterator[bytes]:
         """The blob's chunks once more, from the archive file (compression is deterministic: the same bytes)."""

@@ -98,6 +98,27 @@ options:
       - File where runs remember archive-to-image and layer-to-blob facts. Default
         C(~/.cache/datarobot_mlops/pps_image.json). An empty string disables it (each run then reads the archive).
     type: str
+  spool:
+    description:
+      - With C(method=direct), compress each layer once for every push of the same archive running at the same
+        time on this machine (a fleet inventory with one registry per cluster, in parallel forks): the first push
+        to reach a layer compresses it into the spool while uploading it, the others upload the spooled blob.
+        The blob digests are the same everywhere. The last push to finish removes the archive's spool; a later
+        run removes what a crashed run left.
+      - Each spooled blob is checked before it is used (the digest of the layer this push read itself, and the
+        digest of the bytes it sends); anything else is compressed again here.
+    type: bool
+    default: true
+  spool_dir:
+    description:
+      - Private directory (created 0700) of the spool. Default C(~/.cache/datarobot_mlops/spool)
+        (C($XDG_CACHE_HOME/datarobot_mlops/spool) when set).
+    type: path
+  spool_max_size:
+    description:
+      - MiB the spool of one archive may hold. Layers that do not fit are compressed by each push itself.
+    type: int
+    default: 16384
   retries:
     description: Attempts for each request on connection errors, 5xx and 429 answers, with exponential backoff.
     type: int
@@ -184,6 +205,11 @@ would_upload:
   returned: always
   type: list
   elements: str
+blobs_from_spool:
+  description:
+    - Of the uploaded blobs, those another push of the same archive running at the same time compressed (I(spool)).
+  returned: always
+  type: int
 method:
   description: C(direct) or C(daemon).
   returned: always
@@ -197,6 +223,10 @@ elapsed:
 from ansible.module_utils.basic import missing_required_lib
 
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._blob_compression import Compression
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._blob_spool import (
+    BlobSpool,
+    default_spool_dir,
+)
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._daemon_push import (
     HAS_DOCKER,
     DaemonPusher,
@@ -230,6 +260,9 @@ ARGUMENT_SPEC = dict(
     manifest_format=dict(type="str", choices=["auto", "docker", "oci"], default="auto"),
     mount_from=dict(type="list", elements="str", default=[]),
     cache=dict(type="str"),
+    spool=dict(type="bool", default=True),
+    spool_dir=dict(type="path"),
+    spool_max_size=dict(type="int", default=16384),
     retries=dict(type="int", default=5),
     timeout=dict(type="raw", default=300),
 )
@@ -251,7 +284,9 @@ def _pusher(module: RegistryModule) -> DirectPusher | DaemonPusher:
     return DirectPusher(
         client, repository, tags, compression=Compression(params["compression"], params["compression_level"]),
         workers=params["workers"], manifest_format=params["manifest_format"],
-        mount_from=params["mount_from"], cache=PushCache(cache_path), check_mode=module.check_mode)
+        mount_from=params["mount_from"], cache=PushCache(cache_path), check_mode=module.check_mode,
+        spool=BlobSpool(params["spool_dir"] or default_spool_dir(), params["spool_max_size"] * 1024 * 1024)
+        if params["spool"] else None)
 
 
 def push(module: RegistryModule) -> dict:
@@ -270,6 +305,7 @@ def _output(result: PushResult, method: str, diff: bool) -> dict:
         changed=result.changed, image=result.image, digest=result.digest, config_digest=result.config_digest,
         blobs_uploaded=result.blobs_uploaded, blobs_skipped=result.blobs_skipped, blobs_mounted=result.blobs_mounted,
         bytes_uploaded=result.bytes_uploaded, would_upload=result.would_upload, method=method,
+        blobs_from_spool=result.blobs_from_spool,
         elapsed=result.elapsed,
     )
     if diff:

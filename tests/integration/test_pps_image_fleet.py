@@ -1,0 +1,136 @@
+"""A fleet: one registry per cluster, pushed by playbooks/pps_image.yml in parallel forks on one controller.
+
+Each cluster is a localhost alias with its own docker-registry process (the rig's binary, plain HTTP, `insecure`).
+The forks push the same archive; the spool (pps_image `spool`) lets one fork compress each layer and the others
+upload what it compressed. The promises: the same digests in every registry, a second run changes nothing, and
+no spool is left behind. While the test itself holds the archive's spool open (as a slow fork would), every
+large layer is compressed exactly once across the fleet, whatever order the forks start in.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+import requests
+
+from ansible_cli import REPO, ansible_env, run_playbook
+from fixtures.image_archives import write_docker_archive
+
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._blob_compression import Compression
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._blob_spool import BlobSpool
+
+sys.path.insert(0, str(REPO / "tests" / "rig"))
+from processes import free_port  # noqa: E402  the rig's helpers
+from registry import RegistryProcess  # noqa: E402
+
+PLAYBOOK = "playbooks/pps_image.yml"
+MANIFEST_TYPES = "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json"
+BIG_LAYERS = 3  # each over the spool's 1 MiB floor
+
+
+class Fleet:
+    """N empty registries on loopback, and an inventory of N clusters, each pushing to its own."""
+
+    def __init__(self, root: Path, size: int) -> None:
+        self.root, self.size = root, size
+        self.addresses = [f"127.0.0.1:{free_port()}" for _ in range(size)]
+        self.processes: list[RegistryProcess] = []
+        self.repo = f"datarobot/fleet-{uuid.uuid4().hex[:6]}"
+
+    def __enter__(self) -> "Fleet":
+        for index, address in enumerate(self.addresses):
+            data = self.root / f"registry-{index}"
+            data.mkdir(parents=True)
+            config = data / "config.json"
+            config.write_text(json.dumps({
+                "version": 0.1, "log": {"level": "error", "accesslog": {"disabled": True}},
+                "storage": {"filesystem": {"rootdirectory": str(data / "storage")}}, "http": {"addr": address}}))
+            self.processes.append(RegistryProcess(config, address, ready_status=200).__enter__())
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for process in self.processes:
+            process.__exit__()
+
+    def inventory(self) -> str:
+        hosts = {f"cluster-{index}": {
+            "ansible_connection": "local", "ansible_python_interpreter": sys.executable,
+            "_mlops": {"registry": {"host": address, "insecure": True, "repositories": {"pps": self.repo}}}}
+            for index, address in enumerate(self.addresses)}
+        path = self.root / "fleet.yml"
+        path.write_text(json.dumps({"clusters": {"hosts": hosts}}))
+        return str(path)
+
+    def manifests(self, tag: str) -> list[tuple[str, list[str]]]:
+        """(manifest digest, layer digests) as each registry serves the tag."""
+        found = []
+        for address in self.addresses:
+            answer = requests.get(f"http://{address}/v2/{self.repo}/manifests/{tag}",
+                                  headers={"Accept": MANIFEST_TYPES}, timeout=10)
+            assert answer.status_code == 200, f"{address}: {answer.status_code}"
+            found.append((answer.headers["Docker-Content-Digest"],
+                          [layer["digest"] for layer in answer.json()["layers"]]))
+        return found
+
+
+def fleet_archive(tmp_path: Path) -> Path:
+    layers = [{f"opt/pps/part{index}.bin": bytes(range(256)) * 4096 * (index + 2) + uuid.uuid4().bytes}
+              for index in range(BIG_LAYERS)] + [{"etc/pps.conf": b"threads=4\n"}]
+    return write_docker_archive(tmp_path / "pps.tar.gz", ["datarobot/datarobot-portable-prediction-api:fleet"],
+                                layers, compress=True).path
+
+
+def push(fleet: Fleet, archive: Path, cache: Path, tag: str = "9.2.0"):
+    env = ansible_env(ANSIBLE_FORKS=str(fleet.size), XDG_CACHE_HOME=str(cache))
+    return run_playbook(PLAYBOOK, inventory=fleet.inventory(), env=env,
+                        extra_vars={"mlops_pps_image_archive": str(archive), "mlops_pps_image_version": tag})
+
+
+def spools(root: Path) -> list[Path]:
+    """The archives' spools under the spool root (which keeps only its lock file between runs)."""
+    return [path for path in root.iterdir() if path.name != ".lock"]
+
+
+def pushed(run, fleet: Fleet) -> list[dict]:
+    return [run.task("Push the PPS image", f"cluster-{index}") for index in range(fleet.size)]
+
+
+@pytest.mark.parametrize("size", [2, 4])
+def test_a_fleet_compresses_each_layer_once_and_gets_the_same_digests(rig, tmp_path, size):
+    archive, cache = fleet_archive(tmp_path), tmp_path / "cache"
+    spool_root = cache / "datarobot_mlops" / "spool"
+    with Fleet(tmp_path / "fleet", size) as fleet:
+        holder = BlobSpool(str(spool_root), 1 << 30).join(str(archive), Compression())  # a fork still running
+        first = push(fleet, archive, cache)
+        assert first.returncode == 0, first.failure() + first.stderr[-2000:]
+        results = pushed(first, fleet)
+        assert all(result["changed"] for result in results)
+        # One fork compressed each large layer; every other fork uploaded that fork's blob.
+        assert sum(result["blobs_from_spool"] for result in results) == BIG_LAYERS * (size - 1)
+        served = fleet.manifests("9.2.0")
+        assert len({digest for digest, _ in served}) == 1, served  # the manifest digest covers every layer's
+        assert {result["digest"] for result in results} == {served[0][0]}
+        holder.leave()
+        assert spools(spool_root) == [], "the last push out leaves no spool"
+
+        again = push(fleet, archive, cache)
+        assert again.returncode == 0 and again.changed == 0, again.failure()
+        assert spools(spool_root) == []
+
+
+def test_a_fleet_without_a_spool_still_gets_the_same_digests(rig, tmp_path):
+    """Forks that start apart (the spool already gone) compress on their own: deterministic gzip, same digests."""
+    archive, cache = fleet_archive(tmp_path), tmp_path / "cache"
+    with Fleet(tmp_path / "fleet", 2) as fleet:
+        env = ansible_env(ANSIBLE_FORKS="2", XDG_CACHE_HOME=str(cache))
+        run = run_playbook(PLAYBOOK, inventory=fleet.inventory(), env=env,
+                           extra_vars={"mlops_pps_image_archive": str(archive), "mlops_pps_image_version": "9.2.0",
+                                       "mlops_pps_image_spool": False})
+        assert run.returncode == 0, run.failure()
+        assert all(result["blobs_from_spool"] == 0 for result in pushed(run, fleet))
+        assert len({digest for digest, _ in fleet.manifests("9.2.0")}) == 1
+        assert not (cache / "datarobot_mlops" / "spool").exists()

@@ -1,0 +1,185 @@
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import threading
+import time
+
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._blob_compression import (
+    BlobStream,
+    Compression,
+)
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._blob_spool import (
+    USERS,
+    BlobSpool,
+    SpoolSession,
+)
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._image_archive import Layer, Member
+
+DATA = os.urandom(3 * 1024 * 1024) + b"\0" * (2 * 1024 * 1024)  # larger than a compression block, partly compressible
+COMPRESSION = Compression()
+
+
+def layer(data: bytes = DATA) -> Layer:
+    return Layer(Member("abc/layer.tar", 0, len(data), data[:4]), diff_id="sha256:" + hashlib.sha256(data).hexdigest(),
+                 compressed=False)
+
+
+def chunks(data: bytes = DATA):
+    return iter([data[i:i + 65536] for i in range(0, len(data), 65536)])
+
+
+class Uploads:
+    """Stands in for the registry client: keeps what each upload was sent, and which sessions were cancelled."""
+
+    def __init__(self, hold: threading.Event | None = None) -> None:
+        self.sent: list[bytes] = []
+        self.cancelled: list[int] = []
+        self.hold = hold
+
+    def upload(self, pieces, replay):
+        if self.hold is not None:
+            self.hold.wait(30)
+        self.sent.append(b"".join(pieces))
+        return len(self.sent) - 1
+
+    def cancel(self, upload):
+        self.cancelled.append(upload)
+
+
+def send(session: SpoolSession, uploads: Uploads, data: bytes = DATA):
+    item = layer(data)
+    return session.send(BlobStream(item, COMPRESSION), chunks(data), lambda: BlobStream(item, COMPRESSION),
+                        lambda member: chunks(data), uploads.upload, uploads.cancel)
+
+
+def expected() -> tuple[bytes, str]:
+    blob = BlobStream(layer(), COMPRESSION)
+    body = b"".join(blob.pieces(chunks()))
+    return body, blob.blob_digest()
+
+
+def archive(tmp_path, name="a.tar"):
+    path = tmp_path / name
+    if not path.exists():  # written once: a rewritten file is another archive, with a spool of its own
+        path.write_bytes(b"archive")
+    return str(path)
+
+
+def test_the_second_push_uploads_what_the_first_compressed_and_the_last_one_out_removes_it(tmp_path):
+    spool = BlobSpool(str(tmp_path / "spool"), 1 << 30)
+    first, second = spool.join(archive(tmp_path), COMPRESSION), spool.join(archive(tmp_path), COMPRESSION)
+    assert first.directory == second.directory
+    one, two = Uploads(), Uploads()
+    sent_first, sent_second = send(first, one), send(second, two)
+    body, digest = expected()
+    assert one.sent == [body] and two.sent == [body]
+    assert sent_first.blob_digest == sent_second.blob_digest == digest
+    assert sent_first.source_digest == sent_second.source_digest == layer().diff_id
+    assert (first.reused, second.reused) == (0, 1)
+    assert oct(os.stat(tmp_path / "spool").st_mode & 0o777) == "0o700"
+    first.leave()
+    assert os.path.isdir(second.directory)
+    second.leave()
+    assert not os.path.exists(second.directory)
+
+
+def test_a_push_that_finds_the_layer_being_compressed_waits_for_it(tmp_path):
+    spool = BlobSpool(str(tmp_path / "spool"), 1 << 30)
+    first, second = spool.join(archive(tmp_path), COMPRESSION), spool.join(archive(tmp_path), COMPRESSION)
+    hold = threading.Event()
+    producer = Uploads(hold)
+    thread = threading.Thread(target=send, args=(first, producer))
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not any(name.endswith(".lock") for name in os.listdir(first.directory)) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    follower = Uploads()
+    waiting = threading.Thread(target=send, args=(second, follower))
+    waiting.start()
+    time.sleep(0.3)
+    assert follower.sent == []  # held behind the producer's lock, not compressing on its own
+    hold.set()
+    thread.join(30)
+    waiting.join(30)
+    assert follower.sent == producer.sent == [expected()[0]] and second.reused == 1
+
+
+def test_a_half_written_or_damaged_blob_is_not_trusted(tmp_path):
+    spool = BlobSpool(str(tmp_path / "spool"), 1 << 30)
+    first = spool.join(archive(tmp_path), COMPRESSION)
+    send(first, Uploads())
+    entry = first.entry(layer().member.name)
+    body, digest = expected()
+    damaged = bytearray(body)
+    damaged[100] ^= 0xFF
+    with open(entry.blob_path, "wb") as handle:  # same size, other bytes: caught by the digest of what is sent
+        handle.write(bytes(damaged))
+    second, uploads = spool.join(archive(tmp_path), COMPRESSION), Uploads()
+    sent = send(second, uploads)
+    assert uploads.cancelled == [0] and uploads.sent[-1] == body and sent.blob_digest == digest
+    assert second.reused == 0
+    with open(entry.blob_path, "wb") as handle:  # cut short (a writer that died): caught by its size
+        handle.write(body[:1000])
+    third, uploads = spool.join(archive(tmp_path), COMPRESSION), Uploads()
+    assert send(third, uploads).blob_digest == digest and uploads.sent == [body] and third.reused == 0
+
+
+def test_a_blob_made_from_other_layer_bytes_is_not_used(tmp_path):
+    spool = BlobSpool(str(tmp_path / "spool"), 1 << 30)
+    first = spool.join(archive(tmp_path), COMPRESSION)
+    send(first, Uploads())
+    other = os.urandom(len(DATA))  # this push read something else under the same member name
+    second, uploads = spool.join(archive(tmp_path), COMPRESSION), Uploads()
+    sent = send(second, uploads, other)
+    assert sent.source_digest == layer(other).diff_id and second.reused == 0 and uploads.cancelled == []
+
+
+def test_a_full_spool_only_costs_compressing_again(tmp_path):
+    spool = BlobSpool(str(tmp_path / "spool"), 1024)
+    first, second = spool.join(archive(tmp_path), COMPRESSION), spool.join(archive(tmp_path), COMPRESSION)
+    one, two = Uploads(), Uploads()
+    send(first, one)
+    send(second, two)
+    assert one.sent == two.sent == [expected()[0]] and second.reused == 0
+    assert not [name for name in os.listdir(first.directory) if name.endswith((".blob", ".part"))]
+
+
+def test_what_a_crashed_push_left_is_removed_by_the_next_run(tmp_path):
+    spool = BlobSpool(str(tmp_path / "spool"), 1 << 30)
+    crashed = subprocess.run([sys.executable, "-c", f"""
+import sys; sys.path[:0] = {sys.path!r}
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._blob_spool import BlobSpool
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._blob_compression import Compression
+session = BlobSpool({str(tmp_path / "spool")!r}, 1 << 30).join({archive(tmp_path, "old.tar")!r}, Compression())
+open(session.directory + "/x.1.part", "wb").write(b"half a blob")
+print(session.directory)
+"""], capture_output=True, text=True, check=True)  # exits without leaving, as a killed push would
+    left = crashed.stdout.strip()
+    assert os.listdir(os.path.join(left, USERS))
+    session = spool.join(archive(tmp_path), COMPRESSION)
+    assert not os.path.exists(left)
+    assert os.path.isdir(session.directory)
+
+
+def test_a_live_push_keeps_its_spool_when_another_archive_is_pushed(tmp_path):
+    spool = BlobSpool(str(tmp_path / "spool"), 1 << 30)
+    running = spool.join(archive(tmp_path, "one.tar"), COMPRESSION)
+    spool.join(archive(tmp_path, "two.tar"), COMPRESSION)
+    assert os.path.isdir(running.directory)
+
+
+def test_nothing_is_spooled_without_compression_or_a_file(tmp_path):
+    spool = BlobSpool(str(tmp_path / "spool"), 1 << 30)
+    assert spool.join(archive(tmp_path), Compression("none")) is None
+    assert spool.join(str(tmp_path / "missing.tar"), COMPRESSION) is None
+
+
+def test_a_loose_spool_root_is_made_private(tmp_path):
+    root = tmp_path / "spool"
+    root.mkdir(mode=0o755)
+    os.chmod(root, 0o755)
+    BlobSpool(str(root), 1 << 30).join(archive(tmp_path), COMPRESSION)
+    assert os.stat(root).st_mode & 0o077 == 0
