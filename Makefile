@@ -10,7 +10,7 @@ PYTEST := $(BIN)/pytest -ra
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help system-packages rig-binaries setup test unit lint sanity ansible-lint packaging integration molecule docs reliability-report demo bench rig-up rig-down rig-status clean
+.PHONY: help system-packages rig-binaries setup test unit lint sanity ansible-lint packaging integration molecule docs reliability-report demo bench bench-fleet rig-up rig-down rig-status clean
 
 help:
 	@echo "make demo      bring up the local rig and run site.yml against it"
@@ -19,6 +19,7 @@ help:
 	@echo "make test      every suite: unit, lint + sanity, packaging, ansible-core 2.16, integration and Molecule on the rig"
 	@echo "make setup     .venv with the pinned tool chain; links the checkout as the collection"
 	@echo "make system-packages  the Debian packages the rig needs (installs them as root, else names the command)"
+	@echo "make bench-fleet  a fleet push to 1, 2 and 4 registries: wall times and their ratio"
 	@echo "make rig-up | rig-down | rig-status   the local rig of real parts (tests/rig)"
 
 # Debian packages first (tests/rig/system-packages.sh: dpkg-query only when all are there), before any build.
@@ -108,6 +109,10 @@ demo: system-packages setup rig-binaries rig-up
 
 bench: setup
 	$(BIN)/python tests/bench/bench_pps.py
+
+# A fleet push (one registry per cluster, one fork each) with 1, 2 and 4 registries: wall times and their ratio.
+bench-fleet: setup
+	$(BIN)/python tests/bench/bench_fleet.py $(BENCH_FLEET_ARGS)
 
 clean: rig-down
 	rm -rf .collections tests/output .pytest_cache

@@ -101,7 +101,7 @@ options:
   spool:
     description:
       - With C(method=direct), compress each layer once for every push of the same archive running at the same
-        time on this machine (a fleet inventory with one registry per cluster, in parallel forks): the first push
+        time on this machine (a fleet inventory with one registry per cluster, in parallel forks); the first push
         to reach a layer compresses it into the spool while uploading it, the others upload the spooled blob.
         The blob digests are the same everywhere. The last push to finish removes the archive's spool; a later
         run removes what a crashed run left.

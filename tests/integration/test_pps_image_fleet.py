@@ -20,8 +20,15 @@ import requests
 from ansible_cli import REPO, ansible_env, run_playbook
 from fixtures.image_archives import write_docker_archive
 
-from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._blob_compression import Compression
-from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._blob_spool import BlobSpool
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._blob_compression import (
+    BlobStream,
+    Compression,
+)
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._blob_spool import (
+    WORTH_SPOOLING,
+    BlobSpool,
+)
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._image_archive import Archive
 
 sys.path.insert(0, str(REPO / "tests" / "rig"))
 from processes import free_port  # noqa: E402  the rig's helpers
@@ -134,3 +141,46 @@ def test_a_fleet_without_a_spool_still_gets_the_same_digests(rig, tmp_path):
         assert all(result["blobs_from_spool"] == 0 for result in pushed(run, fleet))
         assert len({digest for digest, _ in fleet.manifests("9.2.0")}) == 1
         assert not (cache / "datarobot_mlops" / "spool").exists()
+
+
+def test_what_a_broken_fork_left_in_the_spool_is_never_uploaded(rig, tmp_path, ledger):
+    """Three layers, three leftovers: a spooled blob with other bytes under the right facts, a half-written `.part`
+    of a writer that died (no facts), a blob cut short under facts that claim it whole. The forks must upload the
+    right blob everywhere: the damaged one is refused by its digest (each fork compresses that layer itself), the
+    other two are written afresh by one fork and uploaded by the other."""
+    archive, cache = fleet_archive(tmp_path), tmp_path / "cache"
+    holder = BlobSpool(str(cache / "datarobot_mlops" / "spool"), 1 << 30).join(str(archive), Compression())
+    image = Archive.scan(str(archive)).select(None)
+    big = [layer for layer in image.layers if layer.member.size >= WORTH_SPOOLING]
+    right = {}
+    for layer in big:
+        stream = BlobStream(layer, Compression())
+        body = b"".join(stream.pieces(Archive.scan(str(archive)).read_again(layer.member)))
+        right[layer.member.name] = (body, stream.blob_digest(), stream.source_digest())
+    damaged, dead_writer, cut = (holder.entry(layer.member.name) for layer in big)
+    body, blob_digest, source_digest = right[big[0].member.name]
+    plant(damaged, body[:-1] + bytes([body[-1] ^ 0xFF]), blob_digest, source_digest)
+    Path(dead_writer.base + ".999999.dead.part").write_bytes(right[big[1].member.name][0][:4096])
+    body, blob_digest, source_digest = right[big[2].member.name]
+    plant(cut, body[:len(body) // 2], blob_digest, source_digest, claimed_size=len(body))
+    with Fleet(tmp_path / "fleet", 2) as fleet:
+        run = push(fleet, archive, cache)
+        served = fleet.manifests("9.2.0") if run.returncode == 0 else []
+        expected = {digest for _, digest, _ in right.values()}
+        held = run.returncode == 0 and all(expected <= set(layers) for _, layers in served) and \
+            sum(result["blobs_from_spool"] for result in pushed(run, fleet)) == 2
+        ledger.record("fault", "fleet push: damaged, half-written and cut blobs left in the spool", held,
+                      run.failure())
+        assert run.returncode == 0, run.failure()
+        assert len({digest for digest, _ in served}) == 1
+        assert all(expected <= set(layers) for _, layers in served), (expected, served)
+        assert sum(result["blobs_from_spool"] for result in pushed(run, fleet)) == 2  # the two rewritten layers
+    holder.leave()
+    assert spools(cache / "datarobot_mlops" / "spool") == []
+
+
+def plant(entry, body: bytes, blob_digest: str, source_digest: str, claimed_size: int | None = None) -> None:
+    """A spooled blob as a push would have published it, but with `body` in place of the right bytes."""
+    Path(entry.blob_path).write_bytes(body)
+    Path(entry.facts_path).write_text(json.dumps({"source_digest": source_digest, "blob_digest": blob_digest,
+                                                  "size": len(body) if claimed_size is None else claimed_size}))

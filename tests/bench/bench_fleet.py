@@ -1,0 +1,107 @@
+"""`make bench-fleet`: a fleet push (one registry per cluster) with 1, 2 and 4 registries, side by side.
+
+Pushes `make bench`'s archive (built once and cached; the .tar.gz, like the vendor's) with playbooks/pps_image.yml
+to N fresh HTTP docker-registry processes on loopback, one per localhost-aliased cluster, with N forks, and prints
+the wall time of each run, its ratio to the one-registry run, and whether every registry got the same manifest
+digest. `--without-spool` adds the same runs with the spool off (each fork compresses the archive itself), for
+comparison. Nothing passes or fails on timings; the target is printed beside the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_pps import BIN, REPO, FreshRegistry, build_archive, log  # noqa: E402
+
+MANIFEST_TYPES = "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json"
+REPOSITORY = "bench/datarobot-portable-prediction-api"
+
+
+def inventory(path: Path, addresses: list[str]) -> Path:
+    hosts = {f"cluster-{index}": {
+        "ansible_connection": "local", "ansible_python_interpreter": str(BIN / "python"),
+        "_mlops": {"registry": {"host": address, "insecure": True, "repositories": {"pps": REPOSITORY}}}}
+        for index, address in enumerate(addresses)}
+    path.write_text(json.dumps({"clusters": {"hosts": hosts}}))
+    return path
+
+
+def digest(address: str) -> str:
+    answer = requests.get(f"http://{address}/v2/{REPOSITORY}/manifests/1", headers={"Accept": MANIFEST_TYPES},
+                          timeout=30)
+    return answer.headers.get("Docker-Content-Digest", f"(HTTP {answer.status_code})")
+
+
+def fleet_run(archive: Path, size: int, spool: bool) -> dict:
+    """One playbook run pushing `archive` to `size` fresh registries with `size` forks; seconds and digests.
+
+    CPU seconds are those of every process the run started (ansible, the modules, the registries), counted once
+    they have all ended: on a shared machine they say more about the cost than the wall time does.
+    """
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="bench-fleet-") as scratch:
+        registries = [stack.enter_context(FreshRegistry(f"fleet-{index}")) for index in range(size)]
+        addresses = [registry.address for registry in registries]
+        env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_FORKS": str(size),
+               "XDG_CACHE_HOME": str(Path(scratch) / "cache"), "PATH": f"{BIN}:{os.environ.get('PATH', '')}"}
+        argv = [str(BIN / "ansible-playbook"), "-i", str(inventory(Path(scratch) / "fleet.yml", addresses)),
+                str(REPO / "playbooks" / "pps_image.yml"), "-e",
+                json.dumps({"mlops_pps_image_archive": str(archive), "mlops_pps_image_version": "1",
+                            "mlops_pps_image_spool": spool})]
+        started = time.monotonic()
+        proc = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=REPO, check=False)
+        seconds = time.monotonic() - started
+        if proc.returncode:
+            raise RuntimeError(f"the fleet push failed:\n{proc.stdout[-3000:]}")
+        digests = {digest(address) for address in addresses}
+        left = [path.name for path in (Path(scratch) / "cache" / "datarobot_mlops" / "spool").glob("*")
+                if path.name != ".lock"]
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    name = f"{size} registr{'y' if size == 1 else 'ies'}, spool {'on' if spool else 'off'}"
+    log(f"{name}: {seconds:.1f}s, {cpu:.1f} CPU s, {len(digests)} distinct manifest digest(s), "
+        f"spool left: {left or 'none'}")
+    return {"name": name, "size": size, "spool": spool, "seconds": seconds, "cpu": cpu, "digests": digests,
+            "left": left}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sizes", default="1,2,4", help="registries per run, comma-separated (default 1,2,4)")
+    parser.add_argument("--without-spool", action="store_true", help="also run each size with the spool off")
+    args = parser.parse_args()
+    _plain, archive = build_archive()
+    sizes = [int(size) for size in args.sizes.split(",")]
+    runs = [fleet_run(archive, size, True) for size in sizes]
+    if args.without_spool:
+        runs += [fleet_run(archive, size, False) for size in sizes]
+    print(f"\nFleet push benchmark: {archive.stat().st_size / 2**30:.2f} GiB .tar.gz, {os.cpu_count()} cores, "
+          "fresh HTTP docker-registry processes on loopback, one fork per registry\n")
+    print(f"{'run':32} {'seconds':>8} {'vs 1':>6} {'CPU s':>7} {'vs 1':>6} {'same digests':>13} {'spool left':>11}")
+    for run in runs:
+        one = next((r for r in runs if r["size"] == 1 and r["spool"] == run["spool"]), None)
+        ratio = f"{run['seconds'] / one['seconds']:5.2f}x" if one else "     -"
+        cpu_ratio = f"{run['cpu'] / one['cpu']:5.2f}x" if one else "     -"
+        print(f"{run['name']:32} {run['seconds']:8.1f} {ratio:>6} {run['cpu']:7.1f} {cpu_ratio:>6} "
+              f"{str(len(run['digests']) == 1):>13} {str(bool(run['left'])):>11}")
+    four, one = (next((r for r in runs if r["size"] == n and r["spool"]), None) for n in (4, 1))
+    if four and one:
+        print(f"\ntarget (printed, not enforced): 4 registries / 1 registry = {four['seconds'] / one['seconds']:.2f} "
+              f"wall, {four['cpu'] / one['cpu']:.2f} CPU  (target <= 1.5)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
