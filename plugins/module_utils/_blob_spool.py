@@ -141,13 +141,15 @@ def _sweep(directory: str) -> bool:
 class BlobSpool:
     """The spool root: one sub-directory per archive and compressor, shared by the pushes of one machine."""
 
-    def __init__(self, root: str, max_bytes: int) -> None:
-        self.root, self.max_bytes = root, max_bytes
+    def __init__(self, root: str, max_bytes: int, required: bool = True) -> None:
+        # `required` False (the default directory): a spool that cannot be used only costs time, the push goes on.
+        self.root, self.max_bytes, self.required = root, max_bytes, required
 
     def join(self, archive_path: str, compression: Compression) -> "SpoolSession | None":
         """Register this push with the spool of this archive and compressor (removing what crashed runs left).
 
-        None when there is nothing to spool: layers are not compressed, or the archive is not a file.
+        None when there is nothing to spool (layers are not compressed, the archive is not a file), or when an
+        optional spool cannot be used.
         """
         if compression.kind != "gzip" or not os.path.isfile(archive_path):
             return None
@@ -166,7 +168,11 @@ class BlobSpool:
                 user = f"{os.getpid()}-{_start_time(os.getpid()) or 0}-{secrets.token_hex(4)}"
                 with open(os.path.join(directory, USERS, user), "w", encoding="ascii"):
                     pass
-        except OSError as exc:
+        except (OSError, SpoolError) as exc:
+            if not self.required:
+                return None
+            if isinstance(exc, SpoolError):
+                raise
             raise SpoolError(f"Cannot use the spool directory {self.root}: {exc.strerror or exc}; set spool_dir "
                              "to a writable directory, or spool: false.") from exc
         return SpoolSession(self, directory, user)

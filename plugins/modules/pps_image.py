@@ -113,6 +113,8 @@ options:
     description:
       - Private directory (created 0700) of the spool. Default C(~/.cache/datarobot_mlops/spool)
         (C($XDG_CACHE_HOME/datarobot_mlops/spool) when set).
+      - A directory given here that cannot be used (not writable, another user's) fails the push with a message;
+        when the default one cannot be used, the push goes on without a spool.
     type: path
   spool_max_size:
     description:
@@ -285,8 +287,8 @@ def _pusher(module: RegistryModule) -> DirectPusher | DaemonPusher:
         client, repository, tags, compression=Compression(params["compression"], params["compression_level"]),
         workers=params["workers"], manifest_format=params["manifest_format"],
         mount_from=params["mount_from"], cache=PushCache(cache_path), check_mode=module.check_mode,
-        spool=BlobSpool(params["spool_dir"] or default_spool_dir(), params["spool_max_size"] * 1024 * 1024)
-        if params["spool"] else None)
+        spool=BlobSpool(params["spool_dir"] or default_spool_dir(), params["spool_max_size"] * 1024 * 1024,
+                        required=bool(params["spool_dir"])) if params["spool"] else None)
 
 
 def push(module: RegistryModule) -> dict:

@@ -14,6 +14,7 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._blob_spool import (
     USERS,
     BlobSpool,
+    SpoolError,
     SpoolSession,
 )
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._image_archive import Layer, Member
@@ -183,3 +184,25 @@ def test_a_loose_spool_root_is_made_private(tmp_path):
     os.chmod(root, 0o755)
     BlobSpool(str(root), 1 << 30).join(archive(tmp_path), COMPRESSION)
     assert os.stat(root).st_mode & 0o077 == 0
+
+
+def test_an_unusable_spool_fails_clearly_when_named_and_is_skipped_when_default(tmp_path):
+    blocked = tmp_path / "file"
+    blocked.write_text("not a directory")
+    named = BlobSpool(str(blocked / "spool"), 1 << 30)
+    try:
+        named.join(archive(tmp_path), COMPRESSION)
+    except SpoolError as exc:
+        assert "spool_dir" in str(exc) and str(blocked) in str(exc)
+    else:
+        raise AssertionError("a spool directory that cannot be made was accepted")
+    assert BlobSpool(str(blocked / "spool"), 1 << 30, required=False).join(archive(tmp_path), COMPRESSION) is None
+
+
+def test_a_rewritten_archive_gets_a_spool_of_its_own(tmp_path):
+    spool = BlobSpool(str(tmp_path / "spool"), 1 << 30)
+    path = archive(tmp_path)
+    before = spool.join(path, COMPRESSION)
+    with open(path, "ab") as handle:
+        handle.write(b"more")
+    assert spool.join(path, COMPRESSION).directory != before.directory
