@@ -44,7 +44,7 @@ class Fleet:
 
     def __init__(self, root: Path, size: int) -> None:
         self.root, self.size = root, size
-        self.addresses = [f"127.0.0.1:{free_port()}" for _ in range(size)]
+        self.addresses = [f"127.0.0.1:{free_port()}" for _index in range(size)]
         self.processes: list[RegistryProcess] = []
         self.repo = f"datarobot/fleet-{uuid.uuid4().hex[:6]}"
 
@@ -119,7 +119,7 @@ def test_a_fleet_compresses_each_layer_once_and_gets_the_same_digests(rig, tmp_p
         # One fork compressed each large layer; every other fork uploaded that fork's blob.
         assert sum(result["blobs_from_spool"] for result in results) == BIG_LAYERS * (size - 1)
         served = fleet.manifests("9.2.0")
-        assert len({digest for digest, _ in served}) == 1, served  # the manifest digest covers every layer's
+        assert len({manifest for manifest, _layers in served}) == 1, served  # the manifest digest covers every layer's
         assert {result["digest"] for result in results} == {served[0][0]}
         holder.leave()
         assert spools(spool_root) == [], "the last push out leaves no spool"
@@ -139,7 +139,7 @@ def test_a_fleet_without_a_spool_still_gets_the_same_digests(rig, tmp_path):
                                        "mlops_pps_image_spool": False})
         assert run.returncode == 0, run.failure()
         assert all(result["blobs_from_spool"] == 0 for result in pushed(run, fleet))
-        assert len({digest for digest, _ in fleet.manifests("9.2.0")}) == 1
+        assert len({manifest for manifest, _layers in fleet.manifests("9.2.0")}) == 1
         assert not (cache / "datarobot_mlops" / "spool").exists()
 
 
@@ -166,14 +166,14 @@ def test_what_a_broken_fork_left_in_the_spool_is_never_uploaded(rig, tmp_path, l
     with Fleet(tmp_path / "fleet", 2) as fleet:
         run = push(fleet, archive, cache)
         served = fleet.manifests("9.2.0") if run.returncode == 0 else []
-        expected = {digest for _, digest, _ in right.values()}
-        held = run.returncode == 0 and all(expected <= set(layers) for _, layers in served) and \
+        expected = {facts[1] for facts in right.values()}
+        held = run.returncode == 0 and all(expected <= set(layers) for _manifest, layers in served) and \
             sum(result["blobs_from_spool"] for result in pushed(run, fleet)) == 2
         ledger.record("fault", "fleet push: damaged, half-written and cut blobs left in the spool", held,
                       run.failure())
         assert run.returncode == 0, run.failure()
-        assert len({digest for digest, _ in served}) == 1
-        assert all(expected <= set(layers) for _, layers in served), (expected, served)
+        assert len({manifest for manifest, _layers in served}) == 1
+        assert all(expected <= set(layers) for _manifest, layers in served), (expected, served)
         assert sum(result["blobs_from_spool"] for result in pushed(run, fleet)) == 2  # the two rewritten layers
     holder.leave()
     assert spools(cache / "datarobot_mlops" / "spool") == []
