@@ -334,9 +334,9 @@ class SpoolEntry:
             return self.ready()
 
     def writer(self) -> IO[bytes]:
-        """A new temporary file (0600) for the blob being written."""
-        return open(f"{self.base}.{os.getpid()}.{secrets.token_hex(4)}.part", "xb",  # pylint: disable=consider-using-with
-                    opener=lambda path, flags: os.open(path, flags, 0o600))
+        """A new temporary file (0600) for the blob being written; the caller closes it (`discard`)."""
+        path = f"{self.base}.{os.getpid()}.{secrets.token_hex(4)}.part"
+        return open(path, "xb", opener=lambda name, flags: os.open(name, flags, 0o600))  # pylint: disable=R1732
 
     def publish(self, out: IO[bytes], source_digest: str, blob_digest: str) -> None:
         """Make the written blob visible: file renamed first, then its facts (so facts always name a whole file)."""

@@ -107,7 +107,7 @@ def pushed(run, fleet: Fleet) -> list[dict]:
 
 
 @pytest.mark.parametrize("size", [2, 4])
-def test_a_fleet_compresses_each_layer_once_and_gets_the_same_digests(rig, tmp_path, size):
+def test_a_fleet_compresses_each_layer_once_and_gets_the_same_digests(rig, tmp_path, size, ledger):
     archive, cache = fleet_archive(tmp_path), tmp_path / "cache"
     spool_root = cache / "datarobot_mlops" / "spool"
     with Fleet(tmp_path / "fleet", size) as fleet:
@@ -119,12 +119,15 @@ def test_a_fleet_compresses_each_layer_once_and_gets_the_same_digests(rig, tmp_p
         # One fork compressed each large layer; every other fork uploaded that fork's blob.
         assert sum(result["blobs_from_spool"] for result in results) == BIG_LAYERS * (size - 1)
         served = fleet.manifests("9.2.0")
-        assert len({manifest for manifest, _layers in served}) == 1, served  # the manifest digest covers every layer's
+        # One manifest digest everywhere: it covers every layer's digest.
+        assert len({manifest for manifest, _layers in served}) == 1, served
         assert {result["digest"] for result in results} == {served[0][0]}
         holder.leave()
         assert spools(spool_root) == [], "the last push out leaves no spool"
 
         again = push(fleet, archive, cache)
+        ledger.record("idempotence", f"fleet push to {size} registries, second run", again.returncode == 0 and
+                      again.changed == 0, again.failure(), count=again.changed)
         assert again.returncode == 0 and again.changed == 0, again.failure()
         assert spools(spool_root) == []
 
