@@ -15,7 +15,7 @@ description:
     scheme); all three become C(docker.io) in image references, C(registry-1.docker.io) for the API and
     C(https://index.docker.io/v1/) as the docker config key. Any other host is returned unchanged.
   - With I(paths), also the repository paths to use on that registry, and what is wrong with them. On Docker Hub a
-    repository is C(<organisation>/<name>): each path becomes the I(prefix) followed by its last component (e.g.
+    repository is C(<organisation>/<name>), so each path becomes the I(prefix) followed by its last component (e.g.
     C(acme/mlops-management-agent)), and C(problem) says why that cannot be a Docker Hub repository.
 author:
   - DataRobot MLOps collection maintainers (@datarobot-community)
