@@ -119,23 +119,27 @@ def test_bad_variables_fail_before_anything_runs(rig):
     assert "mlops_preflight_registry" in run.failure()
 
 
-def test_a_token_auth_registry_is_probed_through_the_pushing_client(rig, tmp_path):
+def test_a_token_auth_registry_is_probed_through_the_pushing_client(rig):
     """Docker Hub, GitLab and ACR want a Bearer token from their token service: Basic auth on /v2/ is always
-    answered 401, so a probe that sends Basic would call correct credentials rejected."""
-    with TokenRegistry(tmp_path) as registry:
-        login = {"host": registry.address, "username": registry.username, "password": registry.password,
-                 "insecure": True}
-        run = run_playbook(PLAYBOOK, extra_vars={"mlops_preflight_registry": login}, check=True)
-        assert run.returncode == 0, run.failure()
-        assert run.changed == 0
-        assert registry.requests and all(request["authorized"] for request in registry.requests)
-        assert all(request["scopes"] == [] for request in registry.requests)  # a login check reads no repository
-        assert registry.password not in run.stdout + run.stderr
-        wrong = run_playbook(PLAYBOOK, extra_vars={"mlops_preflight_registry": {**login, "password": "wrong-one"}})
-        assert wrong.returncode != 0
-        assert (f"Registry {registry.address} rejected the credentials for user 'tokenuser'"
-                in wrong.failure()), wrong.failure()
-        assert "wrong-one" not in wrong.stdout + wrong.stderr
+    answered 401, so a probe that sends Basic would call correct credentials rejected. The rig's token registry,
+    over TLS with its CA."""
+    registry = TokenRegistry(rig).reset()
+    login = {"host": registry.address, "username": registry.username, "password": registry.password,
+             "ca_path": registry.ca_path}
+    run = run_playbook(PLAYBOOK, extra_vars={"mlops_preflight_registry": login}, check=True)
+    assert run.returncode == 0, run.failure()
+    assert run.changed == 0
+    asked = registry.requests
+    assert asked and all(request["authorized"] for request in asked)
+    assert all(request["scopes"] == [] for request in asked)  # a login check reads no repository
+    assert registry.password not in run.stdout + run.stderr
+    registry.reset()
+    wrong = run_playbook(PLAYBOOK, extra_vars={"mlops_preflight_registry": {**login, "password": "wrong-one"}})
+    assert wrong.returncode != 0
+    assert (f"Registry {registry.address} rejected the credentials for user '{registry.username}': check "
+            "username/password") in wrong.failure(), wrong.failure()
+    assert registry.requests and not any(request["authorized"] for request in registry.requests)
+    assert "wrong-one" not in wrong.stdout + wrong.stderr
 
 
 # What the checked list asked for before it covered the run's real calls: a user holding exactly this passed.

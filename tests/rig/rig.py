@@ -1,7 +1,8 @@
 """The local rig of real parts: `rig.py up | down | status`.
 
 up     builds (once, cached) and starts etcd, the Kubernetes control plane,
-       kwok nodes, two registries and podman's Docker API; idempotent; writes
+       kwok nodes, three registries (Basic auth over TLS, plain HTTP, token
+       auth over TLS with its token service) and podman's Docker API; idempotent; writes
        .rig/env. `--flavour openshift` adds OpenShift's CRDs and objects,
        `--flavour kubernetes` (default) removes them again.
 restart-apiserver  stops kube-apiserver, keeps it down `--down-for` seconds and
@@ -30,13 +31,15 @@ from docker_api import DockerApi  # noqa: E402
 from pki import CertificateAuthority  # noqa: E402
 from processes import RigError, free_port, port_open  # noqa: E402
 from registry import USER, Registries  # noqa: E402
+from token_auth_registry import USER as TOKEN_USER  # noqa: E402
+from token_auth_registry import TokenAuthRegistry  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 STATE = Path(os.environ.get("RIG_DIR", REPO / ".rig")).resolve()
 BIN_CACHE = Path(os.environ.get("RIG_BIN_CACHE", Path.home() / ".cache" / "datarobot-mlops-rig"))
 PORT_NAMES = ("etcd", "etcd_peer", "apiserver", "controller_manager", "scheduler", "kwok", "registry", "registry_http",
-              "datarobot")
+              "datarobot", "token_registry", "token_service")
 OPENSHIFT_CRDS = ("securitycontextconstraints.security.openshift.io", "routes.route.openshift.io",
                   "configs.imageregistry.operator.openshift.io")
 
@@ -64,7 +67,8 @@ class Rig:
         self.bin = BIN_CACHE / "bin"
         self.cluster = ControlPlane(STATE, self.bin, self.ports, self.ca)
         self.registries = Registries(STATE, self.ports, self.ca)
-        self.docker = DockerApi(STATE, self.ca.cert_path, self.registries.secure_address,
+        self.token_registry = TokenAuthRegistry(STATE, self.ports, self.ca)
+        self.docker = DockerApi(STATE, self.ca.cert_path, (self.registries.secure_address, self.token_registry.address),
                                 self.registries.insecure_address)
         self.datarobot = FakeDataRobot(STATE, self.ports["datarobot"], self.ca)
 
@@ -84,8 +88,11 @@ class Rig:
         self.cluster.register_nodes()
         if not self.registries.healthy():
             self.registries.start()
+        if not self.token_registry.healthy():
+            self.token_registry.start()
         if not self.docker.healthy():
             self.docker.start()
+        self.docker.trust()  # also for a registry added since podman started
         if not self.datarobot.healthy():
             self.datarobot.start()
         self.set_flavour(flavour)
@@ -117,6 +124,11 @@ class Rig:
             "RIG_REGISTRY_USER": USER,
             "RIG_REGISTRY_PASSWORD": self.registries.password,
             "RIG_INSECURE_REGISTRY": self.registries.insecure_address,
+            # The token-auth registry (Docker token flow, as Docker Hub): its CA is RIG_CA too.
+            "RIG_TOKEN_REGISTRY": self.token_registry.address,
+            "RIG_TOKEN_REGISTRY_USER": TOKEN_USER,
+            "RIG_TOKEN_REGISTRY_PASSWORD": self.token_registry.password,
+            "RIG_TOKEN_REGISTRY_REALM": self.token_registry.realm,
             "DOCKER_HOST": self.docker.docker_host,
             "DATAROBOT_ENDPOINT": self.datarobot.endpoint,
             "DATAROBOT_API_TOKEN": self.datarobot.token,
@@ -132,11 +144,11 @@ class Rig:
         lines = [f"export {key}={shlex.quote(value)}" for key, value in self.env().items()]
         lines.append(f'export PATH={shlex.quote(str(self.bin))}:"$PATH"')
         path = STATE / "env"
-        path.write_text("# written by tests/rig/rig.py up; holds the rig's registry password\n" + "\n".join(lines) + "\n")
+        path.write_text("# written by tests/rig/rig.py up; holds the rig's registry passwords\n" + "\n".join(lines) + "\n")
         path.chmod(0o600)
 
     def down(self, purge: bool) -> None:
-        stopped = self.datarobot.stop() + self.docker.stop() + self.registries.stop() + self.cluster.stop()
+        stopped = self.datarobot.stop() + self.docker.stop() + self.token_registry.stop() + self.registries.stop() + self.cluster.stop()
         log(f"stopped: {', '.join(stopped) or 'nothing was running'}")
         listening = [f"{name}={port}" for name, port in self.ports.items() if port_open(port)]
         if listening:
@@ -148,7 +160,8 @@ class Rig:
 
     def status(self) -> bool:
         parts = {**self.cluster.daemons, "registry-tls": self.registries.secure,
-                 "registry-http": self.registries.insecure, "podman": self.docker.daemon,
+                 "registry-http": self.registries.insecure, "registry-token": self.token_registry.registry,
+                 "token-service": self.token_registry.service, "podman": self.docker.daemon,
                  "datarobot": self.datarobot.daemon}
         for name, daemon in parts.items():
             pid = daemon.pid()
