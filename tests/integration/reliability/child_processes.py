@@ -48,7 +48,7 @@ def ansibles_own(exe: str, argv: list[str]) -> bool:
     if name.startswith("python") or name == "env":
         return True
     script = " ".join(argv[2:3])
-    trampoline = "python" in script or script.startswith("exec env -i ")
+    trampoline = "python" in script or "exec env -i " in script  # the registry role's gcloud one first sets "$@"
     return name in ("sh", "dash", "bash") and argv[1:2] == ["-c"] and trampoline
 
 
