@@ -20,8 +20,10 @@ sessions' Molecule scenarios on the shared rig). A watcher also records every fi
 going, with its mode: 0600 (Ansible's own module payloads, AnsiballZ_*: in a 0700 directory), and gone afterwards.
 A sampler (child_processes.py) reads /proc/<pid>/cmdline and /proc/<pid>/environ of the programs the modules start
 (helm, make, docker ...: those of this collection's modules and of ansible.builtin.command) every 50 ms while the
-run goes: no canary may be there. Programs other modules start (kubernetes.core.helm in the ingress_nginx role,
-ansible.builtin.stat's `file`) are named in the ledger's detail, not counted.
+run goes: no canary may be there. kubernetes.core.helm's helm (the ingress_nginx role's installer) counts too: the
+role sets every other variable of the run's environment empty for that task; a run of ingress.yml alone into a
+release of its own proves it with the canaries in its environment (under DATAROBOT_API_TOKEN and a neutral name).
+Programs other modules start (ansible.builtin.stat's `file`) are named in the ledger's detail, not counted.
 A killed run: management_agent.yml killed with SIGKILL (every process, no cleanup) while helm waits for the rollout,
 with a secret under a neutral key of the chart values and a kubeconfig whose client key is inline; nothing it leaves
 on disk may hold a canary.
@@ -307,17 +309,18 @@ class Probe:
         return found
 
 
-def probe_env(tmpdir: Path, log: Path, callback: str = "json") -> dict[str, str]:
+def probe_env(tmpdir: Path, log: Path, callback: str = "json", **more: str) -> dict[str, str]:
     """A run's environment: -vvv traces to `log`, no kept remote files, every temporary directory under `tmpdir`, and
-    the neutral-named canary."""
+    the neutral-named canary (and `more`)."""
     return ansible_env(ANSIBLE_LOG_PATH=str(log), ANSIBLE_KEEP_REMOTE_FILES="0", TMPDIR=str(tmpdir),
                        ANSIBLE_REMOTE_TMP=str(tmpdir / "ansible-remote"),
                        ANSIBLE_LOCAL_TEMP=str(tmpdir / "ansible-local"), **{NEUTRAL_ENV: NEUTRAL_ENV_VALUE},
-                       **({"ANSIBLE_STDOUT_CALLBACK": "default"} if callback == "default" else {}))
+                       **({"ANSIBLE_STDOUT_CALLBACK": "default"} if callback == "default" else {}), **more)
 
 
 def probe(label: str, playbook: str, base: Path, canaries: list[Canary], *, extra_vars: dict[str, Any],
-          check: bool = False, callback: str = "json", inventory: str = "inventories/local") -> Probe:
+          check: bool = False, callback: str = "json", inventory: str = "inventories/local",
+          env: dict[str, str] | None = None) -> Probe:
     """`playbook` at -vvv with --diff, a fresh TMPDIR, a log file and no kept remote files, watched for canaries in
     files and in the command lines and environments of the programs it starts.
 
@@ -334,7 +337,7 @@ def probe(label: str, playbook: str, base: Path, canaries: list[Canary], *, extr
     sampler.start()
     try:
         run = run_playbook(playbook, inventory=inventory, extra_vars=extra_vars, check=check, diff=True, verbosity=3,
-                           env=probe_env(tmpdir, log, callback))
+                           env=probe_env(tmpdir, log, callback, **(env or {})))
     finally:
         watcher.halt.set()
         sampler.halt.set()
@@ -621,6 +624,32 @@ def test_agent_images_build_leaves_no_docker_login_behind(rig, ledger, tmp_path)
         assert not list(run.tmpdir.glob("agent-images-docker-*"))
     finally:
         scenario.clean()
+
+
+def test_the_ingress_installers_helm_gets_no_secret_of_the_run(rig, ledger, tmp_path):
+    """ingress.yml alone, installing a release of its own (so helm upgrade --install runs and waits): kubernetes.core.helm
+    starts helm with the module's whole environment, which holds the rig's DATAROBOT_API_TOKEN and registry password,
+    the neutral-named canary, and a run secret (mlops_registry_password) under a name helm's allow-list admits
+    (HELM_SITE_NOTE). None of them may be in any helm's environment or argv."""
+    pushed = made_canary("mlops_registry_password, also in HELM_SITE_NOTE")
+    canaries = real_canaries(rig) + [pushed]
+    name = f"t-ingress-secrets-{uuid.uuid4().hex[:6]}"
+    names = {"mlops_ingress_nginx_namespace": name, "mlops_ingress_nginx_release": name,
+             "mlops_ingress_nginx_class": name, "mlops_registry_password": pushed.value}
+    try:
+        run = probe("ingress.yml, kubernetes.core.helm's helm", "playbooks/ingress.yml", tmp_path, canaries,
+                    extra_vars=names, env={"HELM_SITE_NOTE": f"note:{pushed.value}"})
+        leaks = record_secrets(ledger, run, canaries)
+        helms = sorted(program for program in run.programs if program.startswith("helm"))
+        ledger.record("secret", "ingress.yml: kubernetes.core.helm's helm children were sampled and counted",
+                      held="helm upgrade" in helms, detail=", ".join(helms) or "no helm sampled", count=0)
+        assert run.ok, run.why()
+        assert "helm upgrade" in helms, f"kubernetes.core.helm's helm upgrade was not sampled: {sorted(run.programs)}"
+        assert not leaks, leaks
+    finally:
+        subprocess.run([os.environ["HELM"], "uninstall", name, "-n", name, "--wait"], check=False,
+                       capture_output=True, timeout=300)
+        kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
 # ---------------------------------------------------------------- idempotence (and their secrets)
