@@ -112,7 +112,7 @@ options:
     default: 300
   progress_file:
     description:
-      - A file the push rewrites while it runs (at most once a second, mode 0600) with what it has done so far:
+      - A file the push rewrites while it runs (at most once a second, mode 0600) with what it has done so far,
         the image name, bytes of the archive read and in all, bytes sent, blobs done, mounted and skipped, the
         phase and when it started. It holds no credential. It is removed when the push ends, failed or not.
       - Give a path in a directory only you can write (the C(pps_image) role makes one with mode 0700). Run the

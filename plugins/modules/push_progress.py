@@ -12,10 +12,9 @@ version_added: 0.2.0
 description:
   - Waits for an async job of M(datarobot_mlops.management_agent.pps_image) (started with C(async) and C(poll=0))
     and returns its result, as M(ansible.builtin.async_status) in an C(until) loop would; meanwhile, every
-    I(interval) seconds, prints one line read from the push's I(progress_file), for example
-    C(registry.example.com/datarobot/pps:9.2.0: 41% 123.5 MB of 301.2 MB, 9.8 MB/s, about 18s left; blobs 3 of 7
-    done (1 mounted, 1 skipped)). When the job ends it prints the push's summary line (archive size, bytes sent,
-    seconds, throughput).
+    I(interval) seconds, prints one line read from the push's I(progress_file) with the percent, the bytes read and in
+    all, MB/s, the time left, and the blobs done, mounted and skipped. When the job ends it prints the push's summary
+    line (archive size, bytes sent, seconds, throughput).
   - The lines go through Ansible's display, so they show on the command line and, under ansible-runner
     (AWX, Automation Controller), as verbose events in the job output.
   - The job status and the progress file are read through the connection (C(async_status), C(slurp)), so a push
