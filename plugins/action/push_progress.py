@@ -34,8 +34,8 @@ class ActionModule(ActionBase):
     def run(self, tmp: str | None = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
         result = super().run(tmp, task_vars)
         _valid, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
-        async_dir = args["async_dir"] or self._remote_expand_user(self.get_shell_option("async_dir",
-                                                                                         default="~/.ansible_async"))
+        default_dir = self.get_shell_option("async_dir", default="~/.ansible_async")
+        async_dir = args["async_dir"] or self._remote_expand_user(default_dir)
 
         def poll_job() -> dict[str, Any]:
             return self._execute_module(module_name="ansible.legacy.async_status", task_vars=task_vars,

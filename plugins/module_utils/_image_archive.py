@@ -258,7 +258,8 @@ class Archive:
 
     def read_again(self, member: Member) -> Iterator[bytes]:
         """A member's bytes read afresh from the file (a gzip archive is decompressed up to it again)."""
-        with self.open_stream() as raw:
+        # The generator is read to its end or closed by its consumer, which runs the stream's cleanup.
+        with self.open_stream() as raw:  # pylint: disable=contextmanager-generator-missing-cleanup
             _skip(raw, member.offset)
             reader = _Slice(raw, member.size, close_parent=False)
             yield from iter(lambda: reader.read(READ_SIZE), b"")
@@ -475,4 +476,3 @@ class _Slice(io.RawIOBase):
         if self._close_parent:
             self._parent.close()
         super().close()
-

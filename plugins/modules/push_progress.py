@@ -49,10 +49,13 @@ attributes:
     description: Async jobs do not run in check mode; run the push in the foreground there.
   diff_mode:
     support: none
+    description: Nothing to compare; the job's own result carries its diff.
   action:
     support: full
+    description: An action plugin; it runs on the controller and reaches the host through the connection.
   async:
     support: none
+    description: It is what waits for an async job.
 notes:
   - The progress file holds counts and the image name only, never a credential; the push removes it when it ends.
 seealso:
