@@ -42,6 +42,7 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
 )
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._image_reference import Repository
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._push_cache import PushCache
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._push_progress import PushProgress
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._push_pipeline import (
     Feeder,
     from_file,
@@ -147,7 +148,7 @@ class DirectPusher:
                  compression: Compression = Compression(), workers: int | None = None, manifest_format: str = "auto",
                  mount_from: list[str] | None = None,
                  cache: PushCache | None = None, check_mode: bool = False,
-                 on_progress: Callable[[int], None] | None = None) -> None:
+                 on_progress: Callable[[int], None] | None = None, progress: PushProgress | None = None) -> None:
         self.client, self.repository, self.tags = client, repository, tags
         # `workers` threads compress; layers are read half as many at a time (each layer's blocks are
         # compressed in parallel already, and more readers only cost memory).
@@ -155,7 +156,8 @@ class DirectPusher:
         self.layer_readers = max(2, self.workers // 2)
         self.compression, self.manifest_format = compression, manifest_format
         self.cache = cache or PushCache(None)
-        self.check_mode, self.on_progress = check_mode, on_progress
+        self.check_mode, self.progress = check_mode, progress or PushProgress(None)
+        self.progress.on_sent = on_progress  # bytes sent, as they go (tools/pps_push.py's progress bar)
         self.mount_from = mount_from or []
         self._compressors: ThreadPoolExecutor | None = None
         self._source: Archive | None = None  # the archive being pushed, to read a layer again for a new session
@@ -174,6 +176,7 @@ class DirectPusher:
             result = self._push(archive_path, source_image)
         result.elapsed = round(time.monotonic() - started, 3)
         self.cache.save()
+        self.progress.finish()
         return result
 
     # --- deciding --------------------------------------------------------------------------------------------
@@ -195,6 +198,7 @@ class DirectPusher:
             # A new tag and an archive never seen: no re-run, nothing to plan from; upload layers as the one read
             # of the archive passes them.
             return self._single_pass(archive_path, source_image, before, key)
+        self.progress.phase("indexing")
         archive = Archive.scan(archive_path)
         image = archive.select(source_image)
         self._remember_archive(key, image)
@@ -241,8 +245,12 @@ class DirectPusher:
                     outcome[diff_id] = StoredBlob(digest, size)
                     result.blobs_skipped += 1
                     result.blobs_mounted += int(mounted)
+                    self.progress.blob(skipped=True, mounted=mounted, size=0 if archive.gzipped else layer.member.size)
                     continue
             pending.append(layer)
+        self.progress.expect_blobs(len(outcome) + len(pending) + 1)
+        archive.on_read = self.progress.read  # counted from here: the reads that send (or measure) layers
+        self.progress.phase("sending")
         if self.check_mode:
             result.would_upload = [layer.member.name for layer in pending]
             if self.client.blob_size(self._repo, image.config_digest) is None:
@@ -259,10 +267,12 @@ class DirectPusher:
         """Config blob, then the manifest under every tag: only now does any tag move."""
         if self.client.blob_size(self._repo, image.config_digest) is not None:
             result.blobs_skipped += 1
+            self.progress.blob(skipped=True)
         else:
-            self.client.upload(self._repo, [image.config], lambda: image.config_digest)
+            self.client.upload(self._repo, [image.config], lambda: image.config_digest, self.progress.sent)
             result.blobs_uploaded += 1
             result.bytes_uploaded += len(image.config)
+            self.progress.blob()
         manifest = self._manifest(image, outcome)
         for tag in self.tags:
             self.client.put_manifest(self._repo, tag, manifest.body, manifest.media_type)
@@ -303,7 +313,8 @@ class DirectPusher:
 
         try:
             with feeder:
-                archive = Archive.scan(archive_path, on_large_member=on_large_member)
+                self.progress.phase("sending")
+                archive = Archive.scan(archive_path, on_large_member=on_large_member, on_read=self.progress.read)
             return archive, {name: future.result() for name, future in streamed.items()}
         except BaseException:
             for future in streamed.values():
@@ -346,8 +357,9 @@ class DirectPusher:
     def _send_unverified(self, layer: Layer, chunks: Iterator[bytes]) -> OpenBlob:
         """Compress and send a layer to a new upload session, left open."""
         blob = BlobStream(layer, self.compression, self._compressors)
-        upload = self.client.send(self._repo, rechunk(blob.pieces(chunks), CHUNK), self.on_progress,
+        upload = self.client.send(self._repo, rechunk(blob.pieces(chunks), CHUNK), self.progress.sent,
                                   replay=lambda: self._blob_again(layer))
+        self.progress.blob()
         return OpenBlob(upload, blob.blob_digest(), blob.source_digest())
 
     def _blob_again(self, layer: Layer) -> Iterator[bytes]:

@@ -110,6 +110,16 @@ options:
         of a second is rounded up).
     type: raw
     default: 300
+  progress_file:
+    description:
+      - A file the push rewrites while it runs (at most once a second, mode 0600) with what it has done so far,
+        the image name, bytes of the archive read and in all, bytes sent, blobs done, mounted and skipped, the
+        phase and when it started. It holds no credential. It is removed when the push ends, failed or not.
+      - Give a path in a directory only you can write (the C(pps_image) role makes one with mode 0700). Run the
+        module as an async job and watch it with the M(datarobot_mlops.management_agent.push_progress) action,
+        which prints a progress line every few seconds.
+    type: path
+    version_added: 0.2.0
 attributes:
   check_mode:
     support: full
@@ -126,9 +136,9 @@ requirements:
   - isal (optional, for fast gzip; zlib is used without it)
   - docker (for C(method=daemon))
 notes:
-  - An Ansible module cannot show progress while it runs. For very large archives run it with C(async) and
-    C(poll), or push by hand with the same library and a progress bar,
-    C(python tools/pps_push.py --help) in this collection.
+  - An Ansible module cannot print while it runs. For very large archives run it with C(async) and C(poll=0) and
+    I(progress_file), then wait with the M(datarobot_mlops.management_agent.push_progress) action, which prints
+    progress lines (as the C(pps_image) role does); or push by hand with C(python tools/pps_push.py --help).
 """
 
 EXAMPLES = r"""
@@ -147,6 +157,23 @@ EXAMPLES = r"""
     name: 123456789012.dkr.ecr.us-east-1.amazonaws.com/datarobot/datarobot-portable-prediction-api
     tag: 9.2.0
     method: daemon
+
+- name: Push in the background with a progress file
+  datarobot_mlops.management_agent.pps_image:
+    src: /data/datarobot-portable-prediction-api-9.2.0.tar.gz
+    name: registry.example.com/datarobot/datarobot-portable-prediction-api
+    tag: 9.2.0
+    progress_file: "{{ progress_dir.path }}/progress.json"
+  async: 7200
+  poll: 0
+  register: pps_job
+
+- name: Wait for it, a progress line every 5 seconds
+  datarobot_mlops.management_agent.push_progress:
+    jid: "{{ pps_job.ansible_job_id }}"
+    progress_file: "{{ progress_dir.path }}/progress.json"
+    async_dir: "{{ pps_job.results_file | dirname }}"
+    interval: 5
 """
 
 RETURN = r"""
@@ -192,7 +219,19 @@ elapsed:
   description: Seconds the push took.
   returned: always
   type: float
+archive_size:
+  description: Size of the archive file in bytes.
+  returned: always
+  type: int
+summary:
+  description: One line with the archive's size, the bytes sent, the seconds and the throughput.
+  returned: always
+  type: str
+  sample: "registry.example.com/datarobot/pps:9.2.0: pushed, 3.41 GB archive, 1.20 GB sent in 95.3s (12.6 MB/s)"
 """
+
+import os
+import time
 
 from ansible.module_utils.basic import missing_required_lib
 
@@ -214,6 +253,10 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
     PushCache,
     default_cache_path,
 )
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._push_progress import (
+    PushProgress,
+    summary_line,
+)
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._registry_module import RegistryModule
 
 ARGUMENT_SPEC = dict(
@@ -232,10 +275,11 @@ ARGUMENT_SPEC = dict(
     cache=dict(type="str"),
     retries=dict(type="int", default=5),
     timeout=dict(type="raw", default=300),
+    progress_file=dict(type="path"),
 )
 
 
-def _pusher(module: RegistryModule) -> DirectPusher | DaemonPusher:
+def _pusher(module: RegistryModule, progress: PushProgress) -> DirectPusher | DaemonPusher:
     """The pusher the parameters ask for, with a registry client that may push to the target."""
     params = module.params
     repository = Repository.parse(params["name"])
@@ -246,22 +290,31 @@ def _pusher(module: RegistryModule) -> DirectPusher | DaemonPusher:
         if not HAS_DOCKER:
             module.fail_json(msg=missing_required_lib("docker", reason="for method=daemon"))
         return DaemonPusher(client, repository, tags, credentials=credentials, docker_host=params["docker_host"],
-                            timeout=client.timeout, check_mode=module.check_mode)
+                            timeout=client.timeout, check_mode=module.check_mode, progress=progress)
     cache_path = default_cache_path() if params["cache"] is None else (params["cache"] or None)
     return DirectPusher(
         client, repository, tags, compression=Compression(params["compression"], params["compression_level"]),
         workers=params["workers"], manifest_format=params["manifest_format"],
-        mount_from=params["mount_from"], cache=PushCache(cache_path), check_mode=module.check_mode)
+        mount_from=params["mount_from"], cache=PushCache(cache_path), check_mode=module.check_mode, progress=progress)
 
 
 def push(module: RegistryModule) -> dict:
     """Push the archive the parameters name; the module's return values. An unreadable file is an ArchiveError."""
     params = module.params
+    size = os.path.getsize(params["src"]) if os.path.isfile(params["src"]) else 0
+    progress = PushProgress(params["progress_file"], f"{params['name']}:{params['tag']}", size)
+    started = time.monotonic()
     try:
-        result = _pusher(module).push(params["src"], params["source_image"])
+        result = _pusher(module, progress).push(params["src"], params["source_image"])
     except OSError as exc:
         raise ArchiveError(f"Cannot read {params['src']}: {exc.strerror or exc}") from exc
-    return _output(result, "daemon" if params["method"] == "daemon" else "direct", module._diff)
+    finally:
+        progress.remove()
+    output = _output(result, "daemon" if params["method"] == "daemon" else "direct", module._diff)
+    seconds = result.elapsed or round(time.monotonic() - started, 3)
+    output.update(archive_size=size, summary=summary_line(result.image, size, result.bytes_uploaded, seconds,
+                                                          result.changed))
+    return output
 
 
 def _output(result: PushResult, method: str, diff: bool) -> dict:
