@@ -36,7 +36,7 @@ def tag_digest(rig, repo: str, tag: str) -> str:
     return response.headers.get("Docker-Content-Digest", "") if response.status_code == 200 else ""
 
 
-def test_pps_image_by_url_resumes_then_asks_the_registry_first(rig, tmp_path):
+def test_pps_image_by_url_resumes_then_asks_the_registry_first(rig, tmp_path, ledger):
     first = archive(tmp_path, "first.tar.gz", compress=True)
     second = archive(tmp_path, "second.tar.gz", compress=True)  # another image, served later under the same URL
     repo = f"datarobot/url-{uuid.uuid4().hex[:6]}"
@@ -64,6 +64,10 @@ def test_pps_image_by_url_resumes_then_asks_the_registry_first(rig, tmp_path):
         requests_before = len(server.requests)
         moved = {**extra, "mlops_pps_image_checksum": sha256(second.path)}
         again = run_playbook(PPS, extra_vars=moved)
+        ledger.record("idempotence", "pps_image role by URL: the registry has the tag, nothing downloaded or pushed",
+                      held=again.changed == 0 and len(server.requests) == requests_before,
+                      detail=f"requests to the file server: {len(server.requests) - requests_before}",
+                      count=again.changed)
         assert again.returncode == 0 and again.changed == 0, again.failure()
         assert len(server.requests) == requests_before, "the file server was asked although the registry had the tag"
         assert again.task("Push the PPS image").get("skipped") and tag_digest(rig, repo, "9.4.0") == digest
