@@ -51,12 +51,22 @@ except ImportError:  # the module reports the missing library
 CONNECT_TIMEOUT = 15.0
 CHUNK = 64 * 1024  # what a cut connection may cost: the block being read is lost
 MAX_REDIRECTS = 10
+# What a server may answer to HEAD alone (a URL signed for GET, a server without HEAD): check mode goes on without a length.
+HEAD_REFUSALS = frozenset({403, 405, 501})
 # The algorithms ansible.builtin.get_url's `checksum` takes that have a fixed digest size.
 ALGORITHMS = tuple(sorted(name for name in hashlib.algorithms_guaranteed if not name.startswith("shake_")))
 
 
 class DownloadError(MlopsError):
     """A download failed or could not be verified; the message names the URL (without secrets) and what to check."""
+
+
+class _Refused(DownloadError):
+    """The server answered an error status."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class _Interrupted(Exception):
@@ -111,11 +121,6 @@ class Source:
             login = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
             self.headers = {"Authorization": "Basic " + base64.b64encode(login).decode(), **self.headers}
             self.url = urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
-
-    def secrets(self) -> list[str]:
-        """The parts of the URL and headers that must not be shown (for the module's no_log values)."""
-        parts = urlsplit(self.url)
-        return [value for value in (parts.query, *self.headers.values()) if value]
 
 
 @dataclass
@@ -172,7 +177,12 @@ class Downloader:
         """Check mode: what a download would do, from a HEAD request; nothing is written."""
         if self.cached():
             return Outcome(self.path, os.path.getsize(self.path), changed=False)
-        response = self._request("HEAD", {})
+        try:
+            response = self._request("HEAD", {})
+        except _Refused as exc:
+            if exc.status not in HEAD_REFUSALS:
+                raise
+            return Outcome(self.path, 0, changed=True)  # a signed GET URL may refuse HEAD: the length stays unknown
         response.close()
         length = response.headers.get("Content-Length")
         return Outcome(self.path, 0, changed=True,
@@ -349,7 +359,7 @@ class Downloader:
                 401: "the server wants a login: put it in the URL (user:password@) or headers",
                 403: "the server refuses access: check the login or the signed URL's expiry"}.get(
             status, "try again later, or check the server")
-        raise DownloadError(f"{shown(url)} answered {status} {response.reason or ''}".rstrip() + f": {hint}.")
+        raise _Refused(f"{shown(url)} answered {status} {response.reason or ''}".rstrip() + f": {hint}.", status)
 
 
 def _blocks(response: Any) -> Iterator[bytes]:

@@ -10,11 +10,12 @@ from __future__ import annotations
 import hashlib
 import uuid
 
+import pytest
 import requests
 
 from ansible_cli import run_playbook
 from file_server import FileServer
-from test_agent_images_role import IMAGES, PUBLISH, scenario  # noqa: F401  (fixture)
+from test_agent_images_role import IMAGES, PUBLISH, Scenario
 from test_pps_image import archive
 from test_pps_image_role import registry_facts
 from fixtures.image_archives import write_docker_archive
@@ -22,6 +23,13 @@ from fixtures.image_archives import write_docker_archive
 PPS = "playbooks/pps_image.yml"
 AGENT_IMAGES = "playbooks/agent_images.yml"
 PPS_PUBLISH = "Publish the image reference for the chart's imageBuilder.ppsImage"
+
+
+@pytest.fixture
+def scenario(rig, tmp_path):
+    made = Scenario(rig, tmp_path)
+    yield made
+    made.clean()
 
 
 def sha256(path) -> str:
@@ -93,7 +101,7 @@ def test_pps_image_url_with_a_wrong_checksum_fails_and_keeps_nothing(rig, tmp_pa
     assert "s3cr3t-t0ken" not in run.stdout + run.stderr
 
 
-def test_agent_tarball_and_image_archives_by_url(rig, scenario, tmp_path):  # noqa: F811
+def test_agent_tarball_and_image_archives_by_url(rig, scenario, tmp_path):
     archives = {key: write_docker_archive(tmp_path / f"{key}.tar.gz", [f"{IMAGES[key]}:{scenario.version}"],
                                           [{f"opt/{key}/info.txt": f"{key} {uuid.uuid4()}\n".encode()}],
                                           compress=True) for key in IMAGES}

@@ -161,6 +161,25 @@ def test_probe_reports_the_length_and_writes_nothing(tmp_path):
         assert server.gets() == [] and leftovers(tmp_path) == []
 
 
+def test_probe_without_head_goes_on_without_a_length(tmp_path, monkeypatch):
+    """A URL signed for GET only (object storage) answers HEAD with 403: check mode must not fail on that."""
+    with FileServer({"/pps.tar.gz": DATA}) as server:
+        monkeypatch.setattr(server, "_answer", _refusing_head(server._answer))
+        outcome = downloader(server, tmp_path).probe()
+        assert outcome.changed and outcome.would_download is None and leftovers(tmp_path) == []
+        with pytest.raises(DownloadError, match="answered 404"):
+            downloader(server, tmp_path, path="/missing.tgz").probe()
+
+
+def _refusing_head(answer):
+    def refuse(handler, body):
+        if handler.command == "HEAD" and handler.path == "/pps.tar.gz":
+            handler.send_error(403)
+            return
+        answer(handler, body)
+    return refuse
+
+
 def test_file_names(tmp_path):
     with FileServer({"/a/": DATA}) as server:
         with pytest.raises(DownloadError, match="set a file name"):
