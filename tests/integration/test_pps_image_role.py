@@ -68,8 +68,10 @@ def test_role_downloads_with_a_checksum_first(rig, tmp_path):
         run = run_playbook(PLAYBOOK, extra_vars=extra)
         assert run.returncode == 0, run.failure()
         assert (tmp_path / "downloads" / "pps-9.3.0.tar.gz").exists()
+        # The registry has the tag now, so only a forced run downloads (and checks) again.
         wrong = run_playbook(PLAYBOOK, extra_vars={**extra, "mlops_pps_image_checksum": "sha256:" + "0" * 64,
-                                                   "mlops_pps_image_download_dir": str(tmp_path / "other")})
+                                                   "mlops_pps_image_download_dir": str(tmp_path / "other"),
+                                                   "mlops_pps_image_force": True})
         assert wrong.returncode != 0 and "checksum" in wrong.failure().lower()
     finally:
         server.shutdown()
