@@ -29,8 +29,8 @@ import requests
 REPO = Path(__file__).resolve().parents[2]
 RIG = [sys.executable, str(REPO / "tests" / "rig" / "rig.py")]
 HERE = Path(__file__).resolve().parent
-# Seconds each test file took when last measured: the order files are handed to xdist workers in, longest first (a file
-# not listed goes first). Every run merges the seconds of the files it ran into MEASURED, to copy over it.
+# Seconds each test file took when last measured: the order files are handed to xdist workers in, longest first. Every
+# run merges the seconds of the files it ran into MEASURED, to copy over it.
 FILE_SECONDS = HERE / "file_seconds.json"
 MEASURED = REPO / "tests" / "output" / "integration-file-seconds.json"
 
@@ -53,10 +53,12 @@ def pytest_configure(config):
     os.environ["RIG_DIR"] = str(RIG_FOLDERS["own"])
 
 
+UNLISTED_SECONDS = 60.0  # a file file_seconds.json does not list yet: about a usual file of the suite
+
+
 def file_order(paths: list[str], seconds: dict[str, float]) -> list[str]:
-    """Test files longest first (unknown ones before all: they may be long); ties keep the collection's order."""
-    first = max(seconds.values(), default=0.0) + 1
-    return sorted(paths, key=lambda path: -seconds.get(path, first))
+    """Test files longest first (a file not listed counts UNLISTED_SECONDS); ties keep the collection's order."""
+    return sorted(paths, key=lambda path: -seconds.get(path, UNLISTED_SECONDS))
 
 
 def _file_key(rootpath: Path, nodeid: str) -> str:

@@ -113,9 +113,10 @@ def test_ledger_lines_written_by_two_processes_at_once_all_arrive_whole(tmp_path
     assert {record["test"] for record in records} == {"writer-0", "writer-1"}
 
 
-def test_files_are_handed_out_longest_first_unknown_ones_before_all():
+def test_files_are_handed_out_longest_first():
     seconds = {"test_a.py": 10.0, "test_b.py": 300.0, "reliability/test_c.py": 120.0, "test_d.py": 10.0}
     paths = ["test_a.py", "test_b.py", "test_new.py", "reliability/test_c.py", "test_d.py"]
-    assert file_order(paths, seconds) == ["test_new.py", "test_b.py", "reliability/test_c.py", "test_a.py",
+    # a file not listed yet counts as a usual one (UNLISTED_SECONDS): after the long ones, before the short ones
+    assert file_order(paths, seconds) == ["test_b.py", "reliability/test_c.py", "test_new.py", "test_a.py",
                                           "test_d.py"]
     assert file_order(["test_x.py", "test_y.py"], {}) == ["test_x.py", "test_y.py"]
