@@ -14,10 +14,11 @@ stdout, stderr, the log, the json callback's document (returned values, diffs), 
 files written to ~/.ansible, ~/.ansible_async and ~/.cache during the run, files written in /tmp (directly, or in its
 entries changed during the run; pytest's own directory apart), the usual credential stores, and the repository's
 untracked files plus ignored files written during the run. Each canary is looked for as is, base64 encoded, as a docker
-`user:password` auth, and inside any base64 blob (a dockerconfigjson). Excluded: `.rig/` (its env file and password
-file hold the rig's registry password by design), `.venv/` and `.git/`, and `~/.ansible/tmp/molecule.*` (other
-sessions' Molecule scenarios on the shared rig). A watcher also records every file that holds a canary while the run is
-going, with its mode: 0600 (Ansible's own module payloads, AnsiballZ_*: in a 0700 directory), and gone afterwards.
+`user:password` auth, and inside any base64 blob (a dockerconfigjson). Excluded: `.rig/` and the xdist workers'
+`.rig-gwN/` (their env files and password files hold the rigs' registry passwords by design), `.venv/` and `.git/`, and
+`~/.ansible/tmp/molecule.*` (other sessions' Molecule scenarios on the shared rig). A watcher also records every file
+that holds a canary while the run is going, with its mode: 0600 (Ansible's own module payloads, AnsiballZ_*: in a 0700
+directory), and gone afterwards.
 A sampler (child_processes.py) reads /proc/<pid>/cmdline and /proc/<pid>/environ of the programs the modules start
 (helm, make, docker ...: those of this collection's modules and of ansible.builtin.command) every 50 ms while the
 run goes: no canary may be there. kubernetes.core.helm's helm (the ingress_nginx role's installer) counts too: the
@@ -90,6 +91,7 @@ NEUTRAL_ENV_VALUE = f"canary{uuid.uuid4().hex}"
 CREDENTIAL_STORES = [HOME / ".docker" / "config.json", HOME / ".config" / "containers" / "auth.json",
                      HOME / ".config" / "helm" / "registry" / "config.json", Path("/run/containers/0/auth.json")]
 REPO_EXCLUDED = (".git", ".venv", ".rig")  # .rig/env and .rig/registry/password hold the registry password by design
+WORKER_RIG = re.compile(r"\.rig-gw\d+")  # an xdist worker's rig (tests/integration/conftest.py), like .rig
 FILE_LIMIT = 64 * 1024 * 1024
 B64_RUN = re.compile(rb"[A-Za-z0-9+/]{24,}={0,2}")
 RELEASE_TASK = "datarobot_mlops.management_agent.management_agent : The management agent release"
@@ -175,14 +177,19 @@ def _system_tmp_files(since: float, skip: Path) -> list[Path]:
     return found
 
 
+def _excluded(top: str) -> bool:
+    """A top-level folder of the checkout the scan leaves out."""
+    return top in REPO_EXCLUDED or bool(WORKER_RIG.fullmatch(top))
+
+
 def _repo_files(since: float) -> list[Path]:
     """Untracked files (not ignored), and any file, ignored ones included, written since `since`."""
     listed = subprocess.run(["git", "ls-files", "--others", "--exclude-standard", "-z"], cwd=REPO, capture_output=True,
                             check=True, timeout=60).stdout.decode().split("\0")
-    files = {REPO / name for name in listed if name and name.split("/", 1)[0] not in REPO_EXCLUDED}
+    files = {REPO / name for name in listed if name and not _excluded(name.split("/", 1)[0])}
     for dirpath, dirnames, filenames in os.walk(REPO):
         if Path(dirpath) == REPO:
-            dirnames[:] = [name for name in dirnames if name not in REPO_EXCLUDED]
+            dirnames[:] = [name for name in dirnames if not _excluded(name)]
         for name in filenames:
             path = Path(dirpath) / name
             try:
