@@ -95,7 +95,7 @@ def _up(flavour: str) -> dict[str, str]:
         pytest.fail(f"the local rig did not come up (tests/rig/rig.py up):\n{proc.stderr[-4000:]}", pytrace=False)
     env = _read_env(Path(os.environ["RIG_DIR"]) / "env")
     os.environ.update(env)
-    os.environ["PATH"] = f"{env['RIG_BIN']}:{os.environ['PATH']}"
+    os.environ["PATH"] = f"{env['RIG_HELM_BIN']}:{env['RIG_BIN']}:{os.environ['PATH']}"
     return env
 
 
@@ -110,6 +110,22 @@ def openshift_rig(rig) -> dict[str, str]:
     """The same rig with OpenShift's API objects added; put back to plain Kubernetes afterwards."""
     yield _up("openshift")
     _up("kubernetes")
+
+
+HELMS = ["HELM3", "HELM4"]  # the rig's helm 3 and helm 4 (tests/rig/versions.env), as named in .rig/env
+
+
+@pytest.fixture
+def helm_under_test(request, rig, monkeypatch, tmp_path_factory) -> str:
+    """The helm a test runs under: the rig's helm 3, or the one a test asks for with
+    `@pytest.mark.parametrize("helm_under_test", HELMS, indirect=True)`. `helm` on PATH (what a module finds
+    without binary_path) and HELM (what the test's own helm calls and cleanups use) both name it."""
+    binary = rig[getattr(request, "param", "HELM3")]
+    own = tmp_path_factory.mktemp("helm-on-path")
+    (own / "helm").symlink_to(binary)
+    monkeypatch.setenv("PATH", f"{own}:{os.environ['PATH']}")
+    monkeypatch.setenv("HELM", binary)
+    return binary
 
 
 def kubectl(*args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
@@ -170,8 +186,11 @@ def new_namespace(rig):
 
 @pytest.fixture
 def namespace(rig, request) -> str:
-    """A fresh namespace per test, deleted afterwards."""
-    name = "t-" + re.sub(r"[^a-z0-9]+", "-", request.node.name.lower())[:40].strip("-")
+    """A fresh namespace per test, deleted afterwards; a parametrized test's id ends it (kept whole, so that two
+    cases of one test never share a namespace that is still being deleted)."""
+    words, case = (re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") for text in
+                   (request.node.originalname, getattr(getattr(request.node, "callspec", None), "id", "")))
+    name = "t-" + (f"{words[:39 - len(case)].strip('-')}-{case}" if case else words[:40].strip("-"))
     kubectl("create", "namespace", name)
     yield name
     kubectl("delete", "namespace", name, "--wait=false")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 
 from ansible_cli import ansible_env, run_playbook
@@ -42,7 +43,8 @@ def test_every_problem_is_listed_in_one_failure(rig):
     lines = message.split("\n- ")
     assert lines[0] == "The cluster is not ready for the management agent:"
     assert any("memory capacity 6.0Gi (6.0Gi allocatable) < 64Gi" in line for line in lines)
-    assert "helm (/nonexistent/helm) was not found or did not run: install helm >= 3.8.0" in message
+    assert ("helm (/nonexistent/helm) was not found or did not run: install helm 3.8.0 or later 3.x, or helm 4.x, "
+            "or set mlops_helm_binary.") in message
     assert (f"Registry {rig['RIG_REGISTRY']} rejected the credentials for user '{rig['RIG_REGISTRY_USER']}': check "
             "username/password") in message
     assert "No ingress class absent-class exists and ingress_nginx will not install one" in message
@@ -50,9 +52,13 @@ def test_every_problem_is_listed_in_one_failure(rig):
     assert "wrong-password" not in run.stdout + run.stderr
 
 
-def test_an_old_helm_is_refused_with_the_version_message(rig):
-    run = run_playbook(PLAYBOOK, extra_vars={"mlops_preflight_helm_min_version": "9.0.0"})
-    assert "The collection requires helm >= 9.0.0, current version is 3.19.5: upgrade helm." in run.failure()
+@pytest.mark.parametrize("helm", ["HELM3", "HELM4"])
+def test_a_site_floor_above_the_helm_is_refused_with_the_version_message(rig, helm):
+    pins = (REPO / "tests/rig/versions.env").read_text()
+    version = pins.split(f"\n{'HELM' if helm == 'HELM3' else helm}_VERSION=v")[1].split()[0]
+    run = run_playbook(PLAYBOOK, extra_vars={"mlops_preflight_helm_min_version": "9.0.0",
+                                             "mlops_helm_binary": rig[helm]})
+    assert f"The collection requires helm >= 9.0.0, current version is {version}: upgrade helm." in run.failure()
 
 
 def test_an_unreachable_registry_is_named(rig):

@@ -48,6 +48,12 @@ def log(message: str) -> None:
     print(f"[rig] {message}", file=sys.stderr, flush=True)
 
 
+def pinned_versions() -> dict[str, str]:
+    """tests/rig/versions.env as a dictionary (NAME=value lines)."""
+    lines = (HERE / "versions.env").read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if "=" in line and not line.startswith("#"))
+
+
 def ports() -> dict[str, int]:
     """Loopback ports chosen once per rig and kept, so restarts keep every address."""
     path = STATE / "ports.json"
@@ -65,6 +71,12 @@ class Rig:
         self.ports = ports()
         self.ca = CertificateAuthority(STATE / "pki")
         self.bin = BIN_CACHE / "bin"
+        # This checkout's helms (versions.env), linked into the rig's own bin: checkouts pinning other helms share
+        # the binary cache. `helm` on the rig's PATH is helm 3; HELM4 names helm 4.
+        pins = pinned_versions()
+        self.helms = {"helm": BIN_CACHE / f"helm-{pins['HELM_VERSION']}" / "helm",
+                      "helm4": BIN_CACHE / f"helm-{pins['HELM4_VERSION']}" / "helm"}
+        self.rig_bin = STATE / "bin"
         self.cluster = ControlPlane(STATE, self.bin, self.ports, self.ca)
         self.registries = Registries(STATE, self.ports, self.ca)
         self.token_registry = TokenAuthRegistry(STATE, self.ports, self.ca)
@@ -118,6 +130,7 @@ class Rig:
             "K8S_AUTH_KUBECONFIG": kubeconfig,
             "RIG_DIR": str(STATE),
             "RIG_BIN": str(self.bin),
+            "RIG_HELM_BIN": str(self.rig_bin),
             "RIG_CA": str(self.ca.cert_path),
             "RIG_REGISTRY": self.registries.secure_address,
             "RIG_REGISTRY_CA": str(self.ca.cert_path),
@@ -133,16 +146,27 @@ class Rig:
             "DATAROBOT_ENDPOINT": self.datarobot.endpoint,
             "DATAROBOT_API_TOKEN": self.datarobot.token,
             "DATAROBOT_CA_PATH": str(self.ca.cert_path),
-            "HELM": str(self.bin / "helm"),
+            "HELM": str(self.rig_bin / "helm"),
+            "HELM3": str(self.rig_bin / "helm"),
+            "HELM4": str(self.rig_bin / "helm4"),
             "KUBECTL": str(self.bin / "kubectl"),
             "RIG_FLAVOUR": (STATE / "flavour").read_text().strip() if (STATE / "flavour").exists() else "kubernetes",
             # The ingress-nginx chart the local inventory installs offline (tests/rig/assets/).
             "RIG_INGRESS_NGINX_CHART": str(INGRESS_NGINX_CHART),
         }
 
+    def link_helms(self) -> None:
+        self.rig_bin.mkdir(exist_ok=True)
+        for name, target in self.helms.items():
+            link = self.rig_bin / name
+            if not link.is_symlink() or link.readlink() != target:
+                link.unlink(missing_ok=True)
+                link.symlink_to(target)
+
     def write_env(self) -> None:
+        self.link_helms()
         lines = [f"export {key}={shlex.quote(value)}" for key, value in self.env().items()]
-        lines.append(f'export PATH={shlex.quote(str(self.bin))}:"$PATH"')
+        lines.append(f'export PATH={shlex.quote(str(self.rig_bin))}:{shlex.quote(str(self.bin))}:"$PATH"')
         path = STATE / "env"
         path.write_text("# written by tests/rig/rig.py up; holds the rig's registry passwords\n" + "\n".join(lines) + "\n")
         path.chmod(0o600)
