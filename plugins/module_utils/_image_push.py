@@ -289,8 +289,12 @@ class DirectPusher:
         """Compress and send a layer to a new upload session, left open."""
         blob = BlobStream(layer, self.compression, self._compressors, self.phases)
         # Compression runs ahead of the upload, so that the registry's work on one chunk overlaps ours on the next.
-        chunks = timed_chunks(ahead(rechunk(blob.pieces(chunks), CHUNK), UPLOAD_AHEAD), self.phases, "upload")
-        upload = self.client.send(self._repo, chunks, self.on_progress, replay=lambda: self._blob_again(layer))
+        produced = ahead(rechunk(blob.pieces(chunks), CHUNK), UPLOAD_AHEAD)
+        try:
+            upload = self.client.send(self._repo, timed_chunks(produced, self.phases, "upload"), self.on_progress,
+                                      replay=lambda: self._blob_again(layer))
+        finally:
+            produced.close()  # a failed upload stops the compressing thread now, not when the error is collected
         return OpenBlob(upload, blob.blob_digest(), blob.source_digest())
 
     def _blob_again(self, layer: Layer) -> Iterator[bytes]:

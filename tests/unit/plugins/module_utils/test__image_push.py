@@ -138,8 +138,8 @@ def test_check_mode_sends_and_compresses_nothing_and_says_how_much_it_would_push
     assert client.blobs == {} and client.manifests == {} and client.sessions == {}
     assert len(checked.would_upload) == 4  # three layers and the config
     assert checked.bytes_compressed == 0 and "compress" not in checked.phases
-    assert checked.would_upload_bytes == _layer_sizes(image.path) + len(tarfile_member(image.path,
-                                                                                        image.config_digest[7:] + ".json"))
+    config = tarfile_member(image.path, image.config_digest[7:] + ".json")
+    assert checked.would_upload_bytes == _layer_sizes(image.path) + len(config)
     assert re.fullmatch(r"would push 3 layers, about \d+(\.\d)? kB before compression", checked.message)
     assert checked.digest == ""  # not known before the layers are compressed
     pushed = pusher(client).push(str(image.path))
