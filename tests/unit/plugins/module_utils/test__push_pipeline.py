@@ -127,8 +127,7 @@ def test_a_consumer_that_stops_early_stops_the_producer_and_closes_its_source():
 
     def produce():
         try:
-            for number in range(10_000):
-                yield number
+            yield from range(10_000)
         finally:
             closed.set()
 

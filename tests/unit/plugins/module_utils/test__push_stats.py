@@ -21,7 +21,7 @@ def test_work_in_several_threads_is_summed_per_phase():
             with phases.timed("hash_layer", 1 << 20):
                 hashlib.sha256(b"x" * (1 << 20)).digest()
 
-    threads = [threading.Thread(target=hash_some) for _ in range(3)]
+    threads = [threading.Thread(target=hash_some) for _thread in range(3)]
     for thread in threads:
         thread.start()
     for thread in threads:
