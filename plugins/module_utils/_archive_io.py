@@ -21,7 +21,10 @@ class Prefixed(io.RawIOBase):
         if self._head:
             data = self._head if size is None or size < 0 else self._head[:size]
             self._head = self._head[len(data):]
-            return data
+            if size is None or size < 0:
+                return data + self._rest.read()
+            # a full piece, so that later reads stay aligned to the reader's piece size
+            return data + self._rest.read(size - len(data)) if size > len(data) else data
         return self._rest.read(size)
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import MlopsError
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._image_archive import Archive, Image
-from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._image_push import (
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._push_result import (
     PushResult,
     already_pushed,
     tag_state,

@@ -39,11 +39,13 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
 )
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._archive_io import Counted, Prefixed
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import MlopsError
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._push_stats import Phases, TimedReader
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._tar_stream import TarStream
 
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 SMALL_MEMBER = 4 * 1024 * 1024  # JSON documents and configs are far smaller; layers are read later
-READ_SIZE = 1024 * 1024  # bytes per read of an archive member (also the push pipeline's)
+READ_SIZE = 2 * 1024 * 1024  # bytes per read of an archive member: the push's compression block, so no re-cutting
 # Bounds on what an archive may make the scan do. An image has at most 127 layers of a few members each; its
 # manifests and configs are kilobytes; image layers compress a few times, not a hundred times.
 MAX_MEMBERS = 10_000
@@ -116,12 +118,13 @@ class Archive:
     order: list[str]  # member names in archive order
     held: int = 0  # bytes of `documents`
     on_read: Callable[[int], None] | None = None  # told the file bytes each read consumes (progress)
+    phases: Phases | None = field(default=None, repr=False, compare=False)  # counts the time spent decompressing
 
     # --- opening ---------------------------------------------------------------------------------------------
 
     @classmethod
     def scan(cls, path: str, on_large_member: Callable[[Member, IO[bytes]], None] | None = None,
-             on_read: Callable[[int], None] | None = None) -> "Archive":
+             on_read: Callable[[int], None] | None = None, phases: Phases | None = None) -> "Archive":
         """Index the archive in one sequential read.
 
         `on_large_member` is handed each member too large to be a JSON document (in practice: the layers) with a
@@ -139,11 +142,13 @@ class Archive:
         if not gzipped and not (len(magic) == 512 and magic[257:262] == b"ustar"):
             raise ArchiveError(f"{path} is neither a tar archive nor gzip-compressed (unknown format): give the "
                                "file `docker save`, `podman save` or `skopeo copy` wrote.")
-        archive = cls(path, gzipped, {}, {}, [], on_read=on_read)
+        archive = cls(path, gzipped, {}, {}, [], on_read=on_read, phases=phases)
         limit = max(BOMB_FLOOR, MAX_GZIP_RATIO * os.path.getsize(path)) if gzipped else None
         try:
-            # Plain tar: headers are read by seeking past the data. Gzip: one pass through the stream.
-            with archive.open_stream() as stream, tarfile.open(fileobj=stream, mode="r|" if gzipped else "r:") as tar:
+            # Plain tar: headers are read by seeking past the data. Gzip: one pass through the stream, member data
+            # read straight from the decompressor (TarStream).
+            with archive.open_stream() as stream, \
+                    (TarStream(stream, READ_SIZE) if gzipped else tarfile.open(fileobj=stream, mode="r:")) as tar:
                 links: dict[str, str] = {}
                 for count, info in enumerate(tar, 1):
                     archive._check_bounds(count, info, limit)
@@ -164,7 +169,7 @@ class Archive:
                 yield raw
                 return
             with (_fast_gzip.IGzipFile if _fast_gzip is not None else gzip.GzipFile)(fileobj=raw, mode="rb") as unzipped:
-                yield unzipped
+                yield TimedReader(unzipped, self.phases, "decompress") if self.phases else unzipped
 
     def _open_file(self) -> IO[bytes]:
         handle = open(self.path, "rb")
@@ -182,7 +187,7 @@ class Archive:
                                "decompression bomb. If the archive is genuine, decompress it (gunzip) and give the "
                                ".tar instead.")
 
-    def _add(self, tar: tarfile.TarFile, info: tarfile.TarInfo, links: dict[str, str],
+    def _add(self, tar: tarfile.TarFile | TarStream, info: tarfile.TarInfo, links: dict[str, str],
              on_large_member: Callable[[Member, IO[bytes]], None] | None) -> None:
         name = _clean_name(info.name)
         if name is None:
@@ -254,7 +259,8 @@ class Archive:
             raise ValueError("random access into a gzip-compressed archive")
         handle = self._open_file()
         handle.seek(member.offset)
-        return _Slice(handle, member.size)
+        reader = _Slice(handle, member.size)
+        return TimedReader(reader, self.phases, "read") if self.phases else reader
 
     def read_again(self, member: Member) -> Iterator[bytes]:
         """A member's bytes read afresh from the file (a gzip archive is decompressed up to it again)."""

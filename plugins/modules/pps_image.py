@@ -124,7 +124,10 @@ attributes:
   check_mode:
     support: full
     description:
-      - Reports which blobs would be uploaded and the manifest digest the tag would get; sends nothing.
+      - Reports which blobs would be uploaded and about how many bytes (C(msg), C(would_upload_bytes)); sends and
+        compresses nothing, so it costs about what a run with nothing to do costs. The manifest digest the tag would
+        get is reported when every blob's digest is known without compressing (an earlier push of the same layers
+        remembered in the cache, layers stored compressed, or C(compression=none)); otherwise C(digest) is empty.
   diff_mode:
     support: full
     description: Shows the tag's manifest digest before and after.
@@ -183,7 +186,9 @@ image:
   type: str
   sample: registry.example.com/datarobot/datarobot-portable-prediction-api:9.2.0
 digest:
-  description: Manifest digest the tag points at (would point at, in check mode).
+  description:
+    - Manifest digest the tag points at. In check mode the one it would point at, or empty when that needs layers
+      compressed first (see the check_mode attribute).
   returned: always
   type: str
 config_digest:
@@ -211,6 +216,21 @@ would_upload:
   returned: always
   type: list
   elements: str
+would_upload_bytes:
+  description:
+    - In check mode, the bytes that would be sent, layers counted before compression (check mode compresses
+      nothing, so their compressed size is not known).
+  returned: always
+  type: int
+bytes_compressed:
+  description: Layer bytes that went through the compressor (always 0 in check mode, which compresses nothing).
+  returned: always
+  type: int
+msg:
+  description: In check mode with a tag to change, what would be pushed.
+  returned: when a check-mode run would push something
+  type: str
+  sample: would push 8 layers, about 2.4 GB before compression
 method:
   description: C(direct) or C(daemon).
   returned: always
@@ -322,12 +342,15 @@ def _output(result: PushResult, method: str, diff: bool) -> dict:
     output = dict(
         changed=result.changed, image=result.image, digest=result.digest, config_digest=result.config_digest,
         blobs_uploaded=result.blobs_uploaded, blobs_skipped=result.blobs_skipped, blobs_mounted=result.blobs_mounted,
-        bytes_uploaded=result.bytes_uploaded, would_upload=result.would_upload, method=method,
+        bytes_uploaded=result.bytes_uploaded, would_upload=result.would_upload,
+        would_upload_bytes=result.would_upload_bytes, bytes_compressed=result.bytes_compressed, method=method,
         elapsed=result.elapsed,
     )
+    if result.message:
+        output["msg"] = result.message
     if diff:
         output["diff"] = dict(before=dict(image=result.image, digest=result.before or ""),
-                              after=dict(image=result.image, digest=result.digest or "(new)"))
+                              after=dict(image=result.image, digest=result.digest or "(unknown until pushed)"))
     return output
 
 
