@@ -69,8 +69,9 @@ class _Refused(DownloadError):
         self.status = status
 
 
-class _Interrupted(Exception):
-    """The transfer stopped midway; what arrived is kept for the next attempt (never leaves this file)."""
+class _Interrupted(MlopsError):
+    """The transfer stopped midway; what arrived is kept for the next attempt (caught in this file: a retry, then a
+    DownloadError)."""
 
 
 @dataclass(frozen=True)
