@@ -70,8 +70,12 @@ $(COMPAT_VENV)/.installed: tests/compat/requirements-core216.txt tests/compat/co
 packaging: setup rig-up
 	$(PYTEST) tests/packaging
 
+# pytest-xdist workers, each with its own rig: gw0 the checkout's (.rig), gwN .rig-gwN (tests/integration/conftest.py),
+# started by the worker's first test. Whole files per worker, longest first. INTEGRATION_WORKERS=0: one process.
+INTEGRATION_WORKERS ?= 2
+XDIST = -n $(INTEGRATION_WORKERS) --dist loadfile --no-loadscope-reorder
 integration: setup rig-up
-	$(PYTEST) tests/integration
+	$(PYTEST) $(XDIST) tests/integration
 	$(BIN)/python tests/reliability_report.py
 
 # Molecule scenarios (extensions/molecule: default, openshift, check) on the rig, delegated driver.
@@ -87,7 +91,7 @@ docs: setup
 
 # The reliability suite alone (part of `make integration` too), then its table.
 reliability-report: setup rig-up
-	$(PYTEST) tests/integration/reliability; $(BIN)/python tests/reliability_report.py
+	$(PYTEST) $(XDIST) tests/integration/reliability; $(BIN)/python tests/reliability_report.py
 
 # The rig's Go binaries, once (cached under ~/.cache/datarobot-mlops-rig; cold ~9 min on 2 cores).
 rig-binaries: system-packages setup
@@ -96,11 +100,19 @@ rig-binaries: system-packages setup
 rig-up: system-packages setup rig-binaries
 	$(RIG) up $(if $(RIG_FLAVOUR),--flavour $(RIG_FLAVOUR))
 
+# Every rig of this checkout: the one in RIG_DIR (.rig by default) and the integration workers' beside it (.rig-gwN).
+RIG_BASE = $${RIG_DIR:-$(CURDIR)/.rig}
 rig-down:
-	@if [ -x $(BIN)/python ]; then $(RIG) down; else echo "no .venv: nothing was started"; fi
+	@if [ -x $(BIN)/python ]; then status=0; base=$(RIG_BASE); \
+	  for dir in "$$base" "$$base"-gw*; do \
+	    if [ "$$dir" = "$$base" ] || [ -d "$$dir" ]; then RIG_DIR="$$dir" $(RIG) down || status=1; fi; \
+	  done; exit $$status; \
+	else echo "no .venv: nothing was started"; fi
 
 rig-status: setup
-	$(RIG) status
+	@status=0; base=$(RIG_BASE); for dir in "$$base" "$$base"-gw*; do \
+	  if [ "$$dir" = "$$base" ] || [ -d "$$dir" ]; then echo "== $$dir"; RIG_DIR="$$dir" $(RIG) status || status=1; fi; \
+	done; exit $$status
 
 demo: system-packages setup rig-binaries rig-up
 	source .rig/env && $(BIN)/python tests/rig/demo_archive.py "$$RIG_DIR/demo/datarobot-portable-prediction-api-9.2.0.tar.gz" \

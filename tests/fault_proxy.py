@@ -7,7 +7,9 @@ request's body and drop the connection, as a network failure would (with
 `forward`, the registry receives that part first, then sees the connection
 end); or forward a request whole and drop the connection instead of passing
 the registry's answer on (a lost response). `body_bytes` counts the request
-body bytes each method sent through the proxy, cut requests included.
+body bytes each method sent through the proxy, cut requests included. `rate`
+(bytes per second, all connections together) paces request bodies as a slow
+link would.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import http.client
 import socket
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
@@ -31,6 +34,19 @@ class Faults:
     body_bytes: dict[str, int] = field(default_factory=dict)
     seen: list[tuple[str, str, int]] = field(default_factory=list)  # (method, path, status or -1 for a cut)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    rate: int = 0  # request body bytes per second through the proxy, all connections together; 0: no limit
+    _free_at: float = 0.0  # when the limited link is free again
+
+    def pace(self, size: int) -> None:
+        """Wait until `size` more bytes fit under `rate`."""
+        if not self.rate:
+            return
+        with self.lock:
+            start = max(self._free_at, time.monotonic())
+            self._free_at = start + size / self.rate
+            wait = self._free_at - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
 
     def fail(self, count: int, status: int, match: Match) -> None:
         with self.lock:
@@ -86,7 +102,7 @@ class FaultProxy:
                     faults.seen.append((method, path, -1))
                     self._drop()
                     return
-                body = self.rfile.read(length) if length else None
+                body = self._read_body(length) if length else None
                 faults.count(method, len(body or b""))
                 status = faults._take(faults.statuses, method, path)
                 if status is not None:
@@ -119,6 +135,19 @@ class FaultProxy:
                 if method != "HEAD":
                     self.wfile.write(data)
                 connection.close()
+
+            def _read_body(self, length: int) -> bytes:
+                if not faults.rate:
+                    return self.rfile.read(length)
+                pieces = []
+                while length > 0:
+                    piece = self.rfile.read(min(length, 256 * 1024))
+                    if not piece:
+                        break
+                    faults.pace(len(piece))
+                    pieces.append(piece)
+                    length -= len(piece)
+                return b"".join(pieces)
 
             def _drop(self) -> None:
                 self.connection.shutdown(socket.SHUT_RDWR)

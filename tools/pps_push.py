@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import json
 import os
 import sys
 import threading
@@ -91,6 +92,8 @@ def main() -> int:
     parser.add_argument("--cache", default=default_cache_path(),
                         help="file remembering earlier pushes (default %(default)s); '' disables it")
     parser.add_argument("--quiet", action="store_true", help="no progress line")
+    parser.add_argument("--phases", action="store_true",
+                        help="print where the time went (CPU and wall seconds, bytes per phase) as JSON on stderr")
     args = parser.parse_args()
     try:
         repository = Repository.parse(args.name)
@@ -112,6 +115,10 @@ def main() -> int:
         return 1
     if not args.quiet:
         sys.stderr.write("\n")
+    if args.phases:
+        print(json.dumps({"phases": result.phases, "bytes_compressed": result.bytes_compressed}), file=sys.stderr)
+    if result.message:
+        print(result.message)
     state = "would push" if args.check else ("pushed" if result.changed else "already there")
     print(f"{result.image}: {state} {result.digest} (config {result.config_digest}); blobs uploaded "
           f"{result.blobs_uploaded}, skipped {result.blobs_skipped}, {result.bytes_uploaded} bytes in "

@@ -20,6 +20,7 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
     ordered,
     rechunk,
 )
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._push_stats import Phases
 
 try:
     from isal import isal_zlib as _isal
@@ -60,28 +61,33 @@ class BlobStream:
     the same on every run.
     """
 
-    def __init__(self, layer: Layer, compression: Compression, pool: ThreadPoolExecutor | None = None) -> None:
+    def __init__(self, layer: Layer, compression: Compression, pool: ThreadPoolExecutor | None = None,
+                 phases: Phases | None = None) -> None:
         self.layer = layer
         self.compression = compression
         self.compress = not layer.compressed and compression.kind == "gzip"
         self.pool = pool
+        self.phases = phases or Phases()
         self._source_hash = hashlib.sha256()
         self._blob_hash = hashlib.sha256() if self.compress else self._source_hash
 
     def _gzip_block(self, block: bytes) -> bytes:
-        compressor = self.compression.compressor()
-        return compressor.compress(block) + compressor.flush()
+        with self.phases.timed("compress", len(block)):
+            compressor = self.compression.compressor()
+            return compressor.compress(block) + compressor.flush()
 
     def _blocks(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
         for block in rechunk(chunks, COMPRESS_BLOCK):
-            self._source_hash.update(block)
+            with self.phases.timed("hash_layer", len(block)):
+                self._source_hash.update(block)
             yield block
 
     def pieces(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
         """The blob's bytes, in order, for the layer's bytes `chunks`; hashes both as they pass."""
         if not self.compress:
             for chunk in chunks:
-                self._source_hash.update(chunk)
+                with self.phases.timed("hash_layer", len(chunk)):
+                    self._source_hash.update(chunk)
                 yield chunk
             return
         if self.pool is None:
@@ -89,7 +95,8 @@ class BlobStream:
         else:
             outputs = ordered(self.pool, self._gzip_block, self._blocks(chunks), IN_FLIGHT)
         for out in outputs:
-            self._blob_hash.update(out)
+            with self.phases.timed("hash_blob", len(out)):
+                self._blob_hash.update(out)
             yield out
 
     def source_digest(self) -> str:

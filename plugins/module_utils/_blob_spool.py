@@ -258,7 +258,10 @@ class SpoolSession:
         try:
             sent = upload(pieces, None)
         finally:
-            pieces.close()
+            try:
+                pieces.close()
+            except ValueError:  # pragma: no cover - still running in a producer thread that did not stop in time
+                pass
             entry.discard(out)
             entry.unlock()
         return Sent(sent, blob.blob_digest(), blob.source_digest())

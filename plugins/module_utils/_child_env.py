@@ -10,12 +10,20 @@ directory, proxies, TLS trust, XDG directories) plus those of its own kind (helm
 variables of the kubeconfig credential plugins and credential helpers of the clouds: AWS_*, GOOGLE_*, CLOUDSDK_*,
 AZURE_*, AAD_*). A variable is also withheld when its value holds a secret the module learned (a chart value, say),
 whatever its name.
+
+A module of another collection (kubernetes.core.helm) starts its helm with its own whole environment, which a play
+cannot narrow: a task's `environment:` can only set variables. `withheld_names` gives the names this allow-list would
+leave out, so that such a task sets each of them to an empty string (the withheld_env lookup); the variables that
+module itself needs (its Python's, and kubernetes.core's K8S_AUTH_*) are allowed besides helm's.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from typing import Iterable, Mapping
+
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import MlopsError
 
 # What any program may need: where to find programs and home, locale, temporary files, proxies and TLS trust.
 COMMON_NAMES = frozenset({
@@ -33,7 +41,30 @@ HELM_PREFIXES = ("HELM_",) + CLOUD_PREFIXES
 # pass (GnuPG), secretservice (D-Bus) and the clouds' helpers.
 CREDENTIAL_HELPER_NAMES = frozenset({"DBUS_SESSION_BUS_ADDRESS", "GNUPGHOME", "GPG_AGENT_INFO", "GPG_TTY", "DISPLAY"})
 CREDENTIAL_HELPER_PREFIXES = ("PASSWORD_STORE_",) + CLOUD_PREFIXES
+# What kubernetes.core.helm itself needs besides helm's: its connection options (K8S_AUTH_*) and its Python.
+HELM_MODULE_NAMES = HELM_NAMES | frozenset({"LD_LIBRARY_PATH", "VIRTUAL_ENV"})
+HELM_MODULE_PREFIXES = HELM_PREFIXES + ("K8S_AUTH_", "PYTHON")
+KINDS = {"helm": (HELM_NAMES, HELM_PREFIXES), "helm_module": (HELM_MODULE_NAMES, HELM_MODULE_PREFIXES),
+         "credential_helper": (CREDENTIAL_HELPER_NAMES, CREDENTIAL_HELPER_PREFIXES)}
 MIN_WITHHELD = 8
+SHELL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # what a task's `environment:` can set (`NAME='' program`)
+
+
+class UnknownChildKind(MlopsError):
+    """A kind of child that has no allow-list."""
+
+
+class _Allowed:
+    """Which variables of `source` a child keeps: a name on the allow-list, and no withheld secret in the value."""
+
+    def __init__(self, names: Iterable[str], prefixes: Iterable[str], withhold: Iterable[str]) -> None:
+        self.names = COMMON_NAMES | frozenset(names)
+        self.prefixes = COMMON_PREFIXES + tuple(prefixes)
+        self.secrets = [secret for secret in withhold if len(secret or "") >= MIN_WITHHELD]
+
+    def __call__(self, key: str, value: str) -> bool:
+        return ((key in self.names or key.startswith(self.prefixes))
+                and not any(secret in value for secret in self.secrets))
 
 
 def child_environment(names: Iterable[str] = (), prefixes: Iterable[str] = (), *,
@@ -45,14 +76,21 @@ def child_environment(names: Iterable[str] = (), prefixes: Iterable[str] = (), *
     more: a shorter one would take PATH away) is left out whatever its name. `update` is what the caller means to
     give, and is never filtered."""
     source = os.environ if source is None else source
-    allowed_names = COMMON_NAMES | frozenset(names)
-    allowed_prefixes = COMMON_PREFIXES + tuple(prefixes)
-    secrets = [secret for secret in withhold if len(secret or "") >= MIN_WITHHELD]
-    env = {key: value for key, value in source.items()
-           if (key in allowed_names or key.startswith(allowed_prefixes))
-           and not any(secret in value for secret in secrets)}
+    allowed = _Allowed(names, prefixes, withhold)
+    env = {key: value for key, value in source.items() if allowed(key, value)}
     env.update(update or {})
     return env
+
+
+def withheld_names(kind: str, *, source: Mapping[str, str] | None = None, withhold: Iterable[str] = (),
+                   keep: Iterable[str] = ()) -> list[str]:
+    """The names of `source` (default: this process's environment) that a child of `kind` (a key of KINDS) would not
+    be given, apart from those in `keep`; sorted."""
+    if kind not in KINDS:
+        raise UnknownChildKind(f"Unknown kind of child process {kind!r}: use one of {', '.join(sorted(KINDS))}.")
+    source = os.environ if source is None else source
+    allowed, kept = _Allowed(*KINDS[kind], withhold), frozenset(keep)
+    return sorted(key for key, value in source.items() if key not in kept and not allowed(key, value))
 
 
 def helm_environment(update: Mapping[str, str] | None = None, *, source: Mapping[str, str] | None = None,
@@ -64,3 +102,11 @@ def helm_environment(update: Mapping[str, str] | None = None, *, source: Mapping
 def credential_helper_environment(source: Mapping[str, str] | None = None) -> dict[str, str]:
     """What a docker credential helper (docker-credential-<name> get) is run with."""
     return child_environment(CREDENTIAL_HELPER_NAMES, CREDENTIAL_HELPER_PREFIXES, source=source)
+
+
+def blanked_environment(kind: str, *, source: Mapping[str, str] | None = None, withhold: Iterable[str] = (),
+                        keep: Iterable[str] = ()) -> dict[str, str]:
+    """{name: ""} for each withheld name a task's `environment:` can set: Ansible sets them in a shell command line,
+    where a name that is no shell identifier (an exported bash function, BASH_FUNC_x%%) would not parse."""
+    return {name: "" for name in withheld_names(kind, source=source, withhold=withhold, keep=keep)
+            if SHELL_NAME.fullmatch(name)}

@@ -12,13 +12,14 @@ from typing import Any
 
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import MlopsError
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._image_archive import Archive, Image
-from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._image_push import (
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._push_result import (
     PushResult,
     already_pushed,
     tag_state,
 )
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._image_reference import Repository
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._masking import Masker
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._push_progress import PushProgress
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._registry_client import (
     Credentials,
     RegistryClient,
@@ -42,10 +43,10 @@ class DaemonPusher:
 
     def __init__(self, client: RegistryClient, repository: Repository, tags: list[str], *,
                  credentials: Credentials | None = None, docker_host: str | None = None, timeout: int = 300,
-                 check_mode: bool = False) -> None:
+                 check_mode: bool = False, progress: PushProgress | None = None) -> None:
         self.client, self.repository, self.tags = client, repository, tags
         self.credentials, self.docker_host, self.timeout = credentials, docker_host, timeout
-        self.check_mode = check_mode
+        self.check_mode, self.progress = check_mode, progress or PushProgress(None)
 
     def push(self, archive_path: str, source_image: str | None = None) -> PushResult:
         """Load, tag and push unless every tag already holds the archive's image."""
@@ -60,14 +61,18 @@ class DaemonPusher:
         if self.check_mode:
             result.would_upload = ["(load, tag and push through the Docker API)"]
             return result
+        archive.on_read = self.progress.read
+        self.progress.phase("loading")
         pushed = push_with_daemon(archive, image, self.repository, self.tags, self.credentials, self.docker_host,
-                                  self.timeout)
+                                  self.timeout, self.progress)
         result.digest = pushed["digest"]
+        self.progress.finish()
         return result
 
 
 def push_with_daemon(archive: Archive, image: Image, repository: Repository, tags: list[str],
-                     credentials: Credentials | None, docker_host: str | None, timeout: int) -> dict[str, Any]:
+                     credentials: Credentials | None, docker_host: str | None, timeout: int,
+                     progress: PushProgress | None = None) -> dict[str, Any]:
     """Load the archive into the daemon, tag the image, push every tag; returns the pushed manifest digest."""
     where = docker_host or "the default Docker socket"
     try:
@@ -86,6 +91,8 @@ def push_with_daemon(archive: Archive, image: Image, repository: Repository, tag
             raise DaemonError(f"The Docker API at {where} loaded {[i.id for i in loaded]}, not image "
                               f"{image.config_digest} from {archive.path}.")
         auth = {"username": credentials.username, "password": credentials.password} if credentials else None
+        if progress:
+            progress.phase("pushing")
         digest = ""
         for tag in tags:
             local.tag(str(repository), tag)

@@ -18,6 +18,10 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
     credential_helper_environment,
 )
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import MlopsError
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._image_reference import (
+    DOCKER_HUB_CONFIG_KEY,
+    is_docker_hub,
+)
 
 
 class DockerConfigError(MlopsError):
@@ -48,16 +52,27 @@ def credentials_from_docker_config(registry: str, path: str | None = None) -> Cr
     found = _from_auths(config.get("auths") or {}, registry)
     if found:
         return found
-    helper = (config.get("credHelpers") or {}).get(registry) or config.get("credsStore")
+    # docker asks helpers about Docker Hub by its legacy index URL, whichever of its names the image used.
+    server = DOCKER_HUB_CONFIG_KEY if is_docker_hub(registry) else registry
+    helpers = config.get("credHelpers") or {}
+    helper = helpers.get(server) or helpers.get(registry) or config.get("credsStore")
     if helper:
-        return _from_helper(helper, registry)
+        return _from_helper(helper, server)
     return None
+
+
+def _auth_keys(registry: str) -> list[str]:
+    """Every `auths` key docker has written for `registry`; for Docker Hub its legacy index URL first."""
+    hosts = ["index.docker.io", "docker.io", "registry-1.docker.io"] if is_docker_hub(registry) else [registry]
+    keys = [DOCKER_HUB_CONFIG_KEY] if is_docker_hub(registry) else []
+    for host in hosts:
+        keys += [host, f"https://{host}", f"http://{host}", f"https://{host}/v1/", f"https://{host}/v2/"]
+    return list(dict.fromkeys(keys))
 
 
 def _from_auths(auths: dict, registry: str) -> Credentials | None:
     """The first `auths` entry under one of the spellings docker has used for a registry's key."""
-    keys = (registry, f"https://{registry}", f"http://{registry}", f"https://{registry}/v1/", f"https://{registry}/v2/")
-    for key in keys:
+    for key in _auth_keys(registry):
         entry = auths.get(key)
         if entry:
             if entry.get("auth"):

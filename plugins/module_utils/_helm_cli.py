@@ -32,9 +32,17 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
 Runner = Callable[..., "tuple[int, str, str]"]
 STDIN = "-"  # `--values -`: helm reads the values document from its standard input
 
+# The helms the collection supports, for every place that runs helm (agent_deployment here, the preflight role
+# through the helm_version_problem filter): 3.x from MIN_HELM, and every 4.x.
 MIN_HELM = (3, 8, 0)
+SUPPORTED_MAJORS = (3, 4)
+SUPPORTED = "helm 3.8.0 or later 3.x, or helm 4.x"
 SERVER_DRY_RUN = (3, 13, 0)  # `--dry-run=server`: render with the cluster's capabilities and lookups
 LABELS = (3, 13, 0)  # release labels: `upgrade --labels`, `list --selector`
+# helm 4 writes objects with server-side apply, where a field another client changed (a hand edit, or drift
+# repair's patch putting it back) is a conflict that fails the upgrade. The release's values win here, as drift
+# repair promises and helm 3's three-way merge did: upgrades and rollbacks apply server-side and force conflicts.
+SERVER_SIDE_APPLY = (4, 0, 0)  # also: `helm list` shows releases of every status by default and has no --all
 
 
 class HelmError(MlopsError):
@@ -79,7 +87,7 @@ def _start(argv: Sequence[str], child: Child, stdin: str | None, **streams: Any)
         return subprocess.Popen(list(argv), stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
                                 env=dict(child.env), pass_fds=child.pass_fds, text=True, **streams)
     except OSError as exc:
-        raise HelmError(f"helm cannot be run ({argv[0]}): {exc.strerror}. Install helm >= 3.8 or fix binary_path.") \
+        raise HelmError(f"helm cannot be run ({argv[0]}): {exc.strerror}. Install {SUPPORTED} or fix binary_path.") \
             from exc
 
 
@@ -146,9 +154,26 @@ def parse_helm_version(text: str) -> tuple[int, int, int]:
     """(major, minor, patch) of `helm version --short`; named apart from the (major, minor) cluster parser."""
     found = re.search(r"v?(\d+)\.(\d+)\.(\d+)", text)
     if not found:
-        raise HelmError(f"Cannot read helm's version from {text.strip()!r}: is binary_path a helm 3 executable?")
+        raise HelmError(f"Cannot read helm's version from {text.strip()!r}: is binary_path a helm executable?")
     major, minor, patch = (int(part) for part in found.groups())
     return major, minor, patch
+
+
+def _dotted(version: tuple[int, ...]) -> str:
+    return ".".join(map(str, version))
+
+
+def unsupported(version: tuple[int, int, int], option: str = "binary_path",
+                minimum: tuple[int, int, int] | None = None) -> str | None:
+    """Why this helm cannot be used (a sentence naming `option`, the setting that picks helm), or None.
+    `minimum`: a stricter floor a site asks for; it can only raise MIN_HELM."""
+    have = _dotted(version)
+    if version[0] not in SUPPORTED_MAJORS or version < MIN_HELM:
+        return (f"The collection supports {SUPPORTED}, current version is {have}: install a supported helm or point "
+                f"{option} at one.")
+    if minimum and version < minimum:
+        return f"The collection requires helm >= {_dotted(minimum)}, current version is {have}: upgrade helm."
+    return None
 
 
 def _hint(stderr: str) -> str:
@@ -271,10 +296,9 @@ class Helm:
     def check_version(self) -> tuple[int, int, int]:
         out = self._helm(["version", "--template", "{{.Version}}"], "helm version")
         self.version = parse_helm_version(out)
-        if self.version < MIN_HELM or self.version[0] != 3:
-            have = ".".join(map(str, self.version))
-            raise HelmError(f"agent_deployment requires helm >= {'.'.join(map(str, MIN_HELM))} (helm 3), current "
-                            f"version is {have}: install a newer helm 3 or point binary_path at one.")
+        problem = unsupported(self.version)
+        if problem:
+            raise HelmError(f"agent_deployment cannot use this helm. {problem}")
         return self.version
 
     def history(self, release: str, namespace: str) -> list[Revision]:
@@ -302,14 +326,18 @@ class Helm:
 
     def labelled_revision(self, release: str, namespace: str, key: str, value: str) -> int | None:
         """The latest revision of the release when it carries release label key=value (helm >= 3.13), else None."""
-        out = self._helm(["list", "-n", namespace, "--filter", f"^{re.escape(release)}$", "--all", "--selector",
+        every_status = [] if self.version >= SERVER_SIDE_APPLY else ["--all"]  # helm 4 lists all, has no --all
+        out = self._helm(["list", "-n", namespace, "--filter", f"^{re.escape(release)}$", *every_status, "--selector",
                           f"{key}={value}", "-o", "json"], f"helm list {release}")
         found = [entry for entry in json.loads(out or "[]") if entry.get("name") == release]
         return int(found[0]["revision"]) if found else None
 
-    @staticmethod
-    def _upgrade_argv(release: str, namespace: str, chart: ChartSource) -> list[str]:
-        return ["upgrade", release, *chart.argv(), "--install", "-n", namespace, "--reset-values", "--values", STDIN]
+    def _apply_argv(self) -> list[str]:
+        return ["--server-side=true", "--force-conflicts"] if self.version >= SERVER_SIDE_APPLY else []
+
+    def _upgrade_argv(self, release: str, namespace: str, chart: ChartSource) -> list[str]:
+        return ["upgrade", release, *chart.argv(), "--install", "-n", namespace, "--reset-values", "--values", STDIN,
+                *self._apply_argv()]
 
     def render(self, release: str, namespace: str, chart: ChartSource, values: str) -> Rendered:
         """`values`: the values document (JSON), which helm reads from its standard input."""
@@ -370,7 +398,7 @@ class Helm:
         self._checked(*running.result(), what)
 
     def rollback(self, release: str, namespace: str, revision: int, *, wait: bool, timeout: int) -> None:
-        argv = ["rollback", release, str(revision), "-n", namespace]
+        argv = ["rollback", release, str(revision), "-n", namespace, *self._apply_argv()]
         if wait:
             argv += ["--wait", "--timeout", f"{timeout}s"]
         self._helm(argv, f"helm rollback {release} {revision}")

@@ -25,6 +25,7 @@ import posixpath
 import re
 import tarfile
 import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import IO, Any, Callable, Iterator
 
@@ -36,12 +37,15 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
     name_problem,
     resolve_inside,
 )
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._archive_io import Counted, Prefixed
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import MlopsError
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._push_stats import Phases, TimedReader
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._tar_stream import TarStream
 
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 SMALL_MEMBER = 4 * 1024 * 1024  # JSON documents and configs are far smaller; layers are read later
-READ_SIZE = 1024 * 1024  # bytes per read of an archive member (also the push pipeline's)
+READ_SIZE = 2 * 1024 * 1024  # bytes per read of an archive member: the push's compression block, so no re-cutting
 # Bounds on what an archive may make the scan do. An image has at most 127 layers of a few members each; its
 # manifests and configs are kilobytes; image layers compress a few times, not a hundred times.
 MAX_MEMBERS = 10_000
@@ -113,15 +117,19 @@ class Archive:
     documents: dict[str, bytes]  # small members' contents, by name
     order: list[str]  # member names in archive order
     held: int = 0  # bytes of `documents`
+    on_read: Callable[[int], None] | None = None  # told the file bytes each read consumes (progress)
+    phases: Phases | None = field(default=None, repr=False, compare=False)  # counts the time spent decompressing
 
     # --- opening ---------------------------------------------------------------------------------------------
 
     @classmethod
-    def scan(cls, path: str, on_large_member: Callable[[Member, IO[bytes]], None] | None = None) -> "Archive":
+    def scan(cls, path: str, on_large_member: Callable[[Member, IO[bytes]], None] | None = None,
+             on_read: Callable[[int], None] | None = None, phases: Phases | None = None) -> "Archive":
         """Index the archive in one sequential read.
 
         `on_large_member` is handed each member too large to be a JSON document (in practice: the layers) with a
         reader over its bytes, as the scan passes it: a gzip archive can then be pushed in a single read.
+        `on_read` is told how many bytes of the file each read consumes (progress).
         """
         if not os.path.isfile(path):
             raise ArchiveError(f"{path} does not exist or is not a file.")
@@ -134,11 +142,13 @@ class Archive:
         if not gzipped and not (len(magic) == 512 and magic[257:262] == b"ustar"):
             raise ArchiveError(f"{path} is neither a tar archive nor gzip-compressed (unknown format): give the "
                                "file `docker save`, `podman save` or `skopeo copy` wrote.")
-        archive = cls(path, gzipped, {}, {}, [])
+        archive = cls(path, gzipped, {}, {}, [], on_read=on_read, phases=phases)
         limit = max(BOMB_FLOOR, MAX_GZIP_RATIO * os.path.getsize(path)) if gzipped else None
         try:
-            # Plain tar: headers are read by seeking past the data. Gzip: one pass through the stream.
-            with archive.open_stream() as stream, tarfile.open(fileobj=stream, mode="r|" if gzipped else "r:") as tar:
+            # Plain tar: headers are read by seeking past the data. Gzip: one pass through the stream, member data
+            # read straight from the decompressor (TarStream).
+            with archive.open_stream() as stream, \
+                    (TarStream(stream, READ_SIZE) if gzipped else tarfile.open(fileobj=stream, mode="r:")) as tar:
                 links: dict[str, str] = {}
                 for count, info in enumerate(tar, 1):
                     archive._check_bounds(count, info, limit)
@@ -151,13 +161,19 @@ class Archive:
             raise ArchiveError(f"{path} is an empty archive.")
         return archive
 
-    def open_stream(self) -> IO[bytes]:
+    @contextmanager
+    def open_stream(self) -> Iterator[IO[bytes]]:
         """The archive's tar bytes from the start, decompressed when the file is gzip."""
-        if not self.gzipped:
-            return open(self.path, "rb")
-        if _fast_gzip is not None:
-            return _fast_gzip.open(self.path, "rb")
-        return gzip.open(self.path, "rb")
+        with self._open_file() as raw:
+            if not self.gzipped:
+                yield raw
+                return
+            with (_fast_gzip.IGzipFile if _fast_gzip is not None else gzip.GzipFile)(fileobj=raw, mode="rb") as unzipped:
+                yield TimedReader(unzipped, self.phases, "decompress") if self.phases else unzipped
+
+    def _open_file(self) -> IO[bytes]:
+        handle = open(self.path, "rb")
+        return Counted(handle, self.on_read) if self.on_read else handle
 
     def _check_bounds(self, count: int, info: tarfile.TarInfo, limit: int | None) -> None:
         """Refuse an archive before its next member when it is far beyond what an image tool writes."""
@@ -171,7 +187,7 @@ class Archive:
                                "decompression bomb. If the archive is genuine, decompress it (gunzip) and give the "
                                ".tar instead.")
 
-    def _add(self, tar: tarfile.TarFile, info: tarfile.TarInfo, links: dict[str, str],
+    def _add(self, tar: tarfile.TarFile | TarStream, info: tarfile.TarInfo, links: dict[str, str],
              on_large_member: Callable[[Member, IO[bytes]], None] | None) -> None:
         name = _clean_name(info.name)
         if name is None:
@@ -195,7 +211,7 @@ class Archive:
         if reader is not None and _can_be_document(name, info.size, head):
             self._hold(name, head + reader.read(), info.size)
         elif on_large_member is not None and reader is not None and (info.size > SMALL_MEMBER or _can_be_layer(name)):
-            on_large_member(member, _Prefixed(head, reader))
+            on_large_member(member, Prefixed(head, reader))
         self.members[name] = member
         self.order.append(name)
 
@@ -241,13 +257,15 @@ class Archive:
         """A reader over one member's bytes; plain tar only (gzip archives are read with `stream`)."""
         if self.gzipped:
             raise ValueError("random access into a gzip-compressed archive")
-        handle = open(self.path, "rb")
+        handle = self._open_file()
         handle.seek(member.offset)
-        return _Slice(handle, member.size)
+        reader = _Slice(handle, member.size)
+        return TimedReader(reader, self.phases, "read") if self.phases else reader
 
     def read_again(self, member: Member) -> Iterator[bytes]:
         """A member's bytes read afresh from the file (a gzip archive is decompressed up to it again)."""
-        with self.open_stream() as raw:
+        # The generator is read to its end or closed by its consumer, which runs the stream's cleanup.
+        with self.open_stream() as raw:  # pylint: disable=contextmanager-generator-missing-cleanup
             _skip(raw, member.offset)
             reader = _Slice(raw, member.size, close_parent=False)
             yield from iter(lambda: reader.read(READ_SIZE), b"")
@@ -439,23 +457,6 @@ def _skip(stream: IO[bytes], count: int) -> None:
         if not chunk:
             raise ArchiveError("the archive ended early (truncated).")
         count -= len(chunk)
-
-
-class _Prefixed(io.RawIOBase):
-    """Bytes already read (a member's head), then the rest of the stream."""
-
-    def __init__(self, head: bytes, rest: IO[bytes]) -> None:
-        self._head, self._rest = head, rest
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int = -1) -> bytes:
-        if self._head:
-            data = self._head if size is None or size < 0 else self._head[:size]
-            self._head = self._head[len(data):]
-            return data
-        return self._rest.read(size)
 
 
 class _Slice(io.RawIOBase):

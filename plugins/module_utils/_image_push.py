@@ -13,12 +13,9 @@ a repeated run decides "nothing to do" without reading the archive.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import IO, Callable, Iterable, Iterator, NamedTuple, TypeVar
 
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._blob_compression import (
@@ -28,13 +25,6 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._blob_spool import BlobSpool
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._image_archive import (
     GZIP_MAGIC,
-    DOCKER_CONFIG,
-    DOCKER_LAYER_GZIP,
-    DOCKER_MANIFEST_V2,
-    OCI_CONFIG,
-    OCI_LAYER,
-    OCI_LAYER_GZIP,
-    OCI_MANIFEST,
     Archive,
     ArchiveError,
     Image,
@@ -43,10 +33,26 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
 )
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._image_reference import Repository
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._push_cache import PushCache
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._push_progress import PushProgress
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._push_pipeline import (
     Feeder,
+    ahead,
     from_file,
     rechunk,
+)
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._push_result import (
+    Manifest,
+    PushResult,
+    StoredBlob,
+    already_pushed,
+    build_manifest,
+    tag_state,
+    would_push,
+)
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._push_stats import (
+    Phases,
+    TimedReader,
+    timed_chunks,
 )
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._registry_client import (
     OpenUpload,
@@ -54,14 +60,8 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
 )
 
 CHUNK = 8 * 1024 * 1024  # per PATCH; also what a retry may resend
+UPLOAD_AHEAD = 1  # chunks compressed ahead of the one being uploaded, per layer
 T = TypeVar("T")
-
-
-class StoredBlob(NamedTuple):
-    """A blob the manifest can name: stored (or mounted, or measured in check mode) under `digest`."""
-
-    digest: str
-    size: int
 
 
 class OpenBlob(NamedTuple):
@@ -80,66 +80,11 @@ class CheckedBlob(NamedTuple):
     layer: Layer
 
 
-class Manifest(NamedTuple):
-    """The manifest as put under every tag."""
-
-    body: bytes
-    media_type: str
-    digest: str
-
-
 class Presence(NamedTuple):
     """Whether the target repository has a blob, and whether it got it by a mount just now."""
 
     present: bool
     mounted: bool
-
-
-@dataclass
-class PushResult:
-    image: str
-    digest: str
-    config_digest: str
-    changed: bool
-    before: str | None
-    blobs_uploaded: int = 0
-    blobs_skipped: int = 0
-    blobs_mounted: int = 0
-    bytes_uploaded: int = 0
-    would_upload: list[str] = field(default_factory=list)
-    elapsed: float = 0.0
-    blobs_from_spool: int = 0  # layers another push of the same archive compressed (the spool)
-
-
-class TagState(NamedTuple):
-    """What a tag points at now: both None when the tag does not exist."""
-
-    digest: str | None
-    config_digest: str | None
-
-
-def tag_state(client: RegistryClient, repository: Repository, tag: str) -> TagState:
-    """The manifest and config digests the tag points at now."""
-    found = client.manifest(repository.path, tag)
-    if found is None:
-        return TagState(None, None)
-    digest, body = found[0], found[2]
-    try:
-        config = json.loads(body).get("config", {}).get("digest")
-    except ValueError:
-        config = None
-    return TagState(digest or "sha256:" + hashlib.sha256(body).hexdigest(), config)
-
-
-def already_pushed(client: RegistryClient, repository: Repository, tags: list[str], before: str | None,
-                   live_config: str | None, config_digest: str, blobs: int) -> PushResult | None:
-    """The no-op result when every tag already points at the image with this config, else None."""
-    if not before or live_config != config_digest:
-        return None
-    if not all((found := client.manifest(repository.path, tag)) is not None and found[0] == before
-               for tag in tags[1:]):
-        return None
-    return PushResult(f"{repository}:{tags[0]}", before, config_digest, False, before, blobs_skipped=blobs)
 
 
 class DirectPusher:
@@ -149,7 +94,8 @@ class DirectPusher:
                  compression: Compression = Compression(), workers: int | None = None, manifest_format: str = "auto",
                  mount_from: list[str] | None = None,
                  cache: PushCache | None = None, check_mode: bool = False,
-                 on_progress: Callable[[int], None] | None = None, spool: BlobSpool | None = None) -> None:
+                 on_progress: Callable[[int], None] | None = None, progress: PushProgress | None = None,
+                 spool: BlobSpool | None = None) -> None:
         self.client, self.repository, self.tags = client, repository, tags
         # `workers` threads compress; layers are read half as many at a time (each layer's blocks are
         # compressed in parallel already, and more readers only cost memory).
@@ -157,10 +103,12 @@ class DirectPusher:
         self.layer_readers = max(2, self.workers // 2)
         self.compression, self.manifest_format = compression, manifest_format
         self.cache = cache or PushCache(None)
-        self.check_mode, self.on_progress = check_mode, on_progress
+        self.check_mode, self.progress = check_mode, progress or PushProgress(None)
+        self.progress.on_sent = on_progress  # bytes sent, as they go (tools/pps_push.py's progress bar)
         self.mount_from = mount_from or []
         self._compressors: ThreadPoolExecutor | None = None
         self._source: Archive | None = None  # the archive being pushed, to read a layer again for a new session
+        self.phases = Phases()  # where the time goes, reported with the result
         self.spool, self._spooling = spool, None  # layers compressed once for every push of the archive side by side
 
     @property
@@ -182,7 +130,10 @@ class DirectPusher:
                 self._spooling.leave()
         result.blobs_from_spool = self._spooling.reused if self._spooling else 0
         result.elapsed = round(time.monotonic() - started, 3)
+        result.bytes_compressed = self.phases.bytes("compress")
+        result.phases = self.phases.report()
         self.cache.save()
+        self.progress.finish()
         return result
 
     # --- deciding --------------------------------------------------------------------------------------------
@@ -192,7 +143,7 @@ class DirectPusher:
         return already_pushed(self.client, self.repository, self.tags, before, live_config, config_digest, blobs)
 
     def _push(self, archive_path: str, source_image: str | None) -> PushResult:
-        self._source = Archive(archive_path, _is_gzip(archive_path), {}, {}, [])
+        self._source = Archive(archive_path, _is_gzip(archive_path), {}, {}, [], phases=self.phases)
         before, live_config = tag_state(self.client, self.repository, self.tags[0])
         key = PushCache.archive_key(archive_path, source_image) if os.path.exists(archive_path) else None
         known = self.cache.data["archives"].get(key) if key else None
@@ -204,7 +155,8 @@ class DirectPusher:
             # A new tag and an archive never seen: no re-run, nothing to plan from; upload layers as the one read
             # of the archive passes them.
             return self._single_pass(archive_path, source_image, before, key)
-        archive = Archive.scan(archive_path)
+        self.progress.phase("indexing")
+        archive = Archive.scan(archive_path, phases=self.phases)
         image = archive.select(source_image)
         self._remember_archive(key, image)
         unchanged = self._unchanged(before, live_config, image.config_digest, len(image.layers) + 1)
@@ -226,11 +178,13 @@ class DirectPusher:
         """HEAD here, else try a mount from where earlier runs put it; a refused mount only means "upload it"."""
         if self.client.blob_size(self._repo, digest) is not None:
             return Presence(True, False)
-        if self.check_mode:
-            return Presence(False, False)
         candidates = self.cache.blob_places(self.client.registry, digest) + self.mount_from
         for source in dict.fromkeys(candidates):
-            if source != self._repo and self.client.mount(self._repo, digest, source):
+            if source == self._repo:
+                continue
+            # Check mode only asks whether the source still has it: a mount would change the registry.
+            if self.client.blob_size(source, digest) is not None if self.check_mode else \
+                    self.client.mount(self._repo, digest, source):
                 return Presence(True, True)
         return Presence(False, False)
 
@@ -241,26 +195,21 @@ class DirectPusher:
         outcome: dict[str, StoredBlob] = {}  # by diff_id
         pending: list[Layer] = []
         for diff_id, layer in _unique_layers(image).items():
-            digest = self._target_digest(layer)
-            if digest:
-                present, mounted = self._presence(digest)
+            known = self._known_blob(layer)
+            if known:
+                present, mounted = self._presence(known.digest)
                 if present:
-                    size = layer.member.size if (layer.compressed or self.compression.kind == "none") else \
-                        self.cache.layer(diff_id, self.compression.key)["size"]
-                    outcome[diff_id] = StoredBlob(digest, size)
+                    outcome[diff_id] = known
                     result.blobs_skipped += 1
                     result.blobs_mounted += int(mounted)
+                    self.progress.blob(skipped=True, mounted=mounted, size=0 if archive.gzipped else layer.member.size)
                     continue
             pending.append(layer)
+        self.progress.expect_blobs(len(outcome) + len(pending) + 1)
+        archive.on_read = self.progress.read  # counted from here: the reads that send (or measure) layers
+        self.progress.phase("sending")
         if self.check_mode:
-            result.would_upload = [layer.member.name for layer in pending]
-            if self.client.blob_size(self._repo, image.config_digest) is None:
-                result.would_upload.append("config " + image.config_digest)
-            else:
-                result.blobs_skipped += 1
-            outcome.update(self._each_layer(archive, pending, self._measure))
-            result.digest = self._manifest(image, outcome).digest
-            return result
+            return self._would_push(image, outcome, pending, result)
         outcome.update(self._commit_all(list(self._each_layer(archive, pending, self._send).values()), result))
         return self._finish(image, outcome, result)
 
@@ -268,10 +217,12 @@ class DirectPusher:
         """Config blob, then the manifest under every tag: only now does any tag move."""
         if self.client.blob_size(self._repo, image.config_digest) is not None:
             result.blobs_skipped += 1
+            self.progress.blob(skipped=True)
         else:
-            self.client.upload(self._repo, [image.config], lambda: image.config_digest)
+            self.client.upload(self._repo, [image.config], lambda: image.config_digest, self.progress.sent)
             result.blobs_uploaded += 1
             result.bytes_uploaded += len(image.config)
+            self.progress.blob()
         manifest = self._manifest(image, outcome)
         for tag in self.tags:
             self.client.put_manifest(self._repo, tag, manifest.body, manifest.media_type)
@@ -308,11 +259,14 @@ class DirectPusher:
 
         def on_large_member(member: Member, reader: IO[bytes]) -> None:
             layer = Layer(member, diff_id="", compressed=member.compressed)
-            streamed[member.name] = feeder.submit(self._send_unverified, layer, reader)
+            streamed[member.name] = feeder.submit(self._send_unverified, layer,
+                                                  TimedReader(reader, self.phases, "read"))
 
         try:
             with feeder:
-                archive = Archive.scan(archive_path, on_large_member=on_large_member)
+                self.progress.phase("sending")
+                archive = Archive.scan(archive_path, on_large_member=on_large_member, on_read=self.progress.read,
+                                       phases=self.phases)
             return archive, {name: future.result() for name, future in streamed.items()}
         except BaseException:
             for future in streamed.values():
@@ -354,23 +308,33 @@ class DirectPusher:
 
     def _send_unverified(self, layer: Layer, chunks: Iterator[bytes]) -> OpenBlob:
         """Compress and send a layer to a new upload session, left open (through the spool, when there is one)."""
-        blob = BlobStream(layer, self.compression, self._compressors)
-
-        def upload(pieces: Iterator[bytes], replay: Callable[[], Iterator[bytes]] | None) -> OpenUpload:
-            again = (lambda: rechunk(replay(), CHUNK)) if replay else (lambda: self._blob_again(layer))
-            return self.client.send(self._repo, rechunk(pieces, CHUNK), self.on_progress, replay=again)
-
+        blob = BlobStream(layer, self.compression, self._compressors, self.phases)
         if self._spooling and self._source and self._spooling.wants(blob):
-            sent = self._spooling.send(blob, chunks, lambda: BlobStream(layer, self.compression, self._compressors),
-                                       self._source.read_again, upload, self.client.cancel)
+            sent = self._spooling.send(
+                blob, chunks, lambda: BlobStream(layer, self.compression, self._compressors, self.phases),
+                self._source.read_again, lambda pieces, replay: self._upload(layer, pieces, replay), self.client.cancel)
+            self.progress.blob()
             return OpenBlob(sent.upload, sent.blob_digest, sent.source_digest)
-        return OpenBlob(upload(blob.pieces(chunks), None), blob.blob_digest(), blob.source_digest())
+        upload = self._upload(layer, blob.pieces(chunks), None)
+        self.progress.blob()
+        return OpenBlob(upload, blob.blob_digest(), blob.source_digest())
+
+    def _upload(self, layer: Layer, pieces: Iterator[bytes], replay: Callable[[], Iterator[bytes]] | None) -> OpenUpload:
+        """Send a blob's pieces to a new upload session; `replay()` gives them again (None: from the archive)."""
+        # Compression runs ahead of the upload, so that the registry's work on one chunk overlaps ours on the next.
+        produced = ahead(rechunk(pieces, CHUNK), UPLOAD_AHEAD)
+        again = (lambda: rechunk(replay(), CHUNK)) if replay else (lambda: self._blob_again(layer))
+        try:
+            return self.client.send(self._repo, timed_chunks(produced, self.phases, "upload"), self.progress.sent,
+                                    replay=again)
+        finally:
+            produced.close()  # a failed upload stops the compressing thread now, not when the error is collected
 
     def _blob_again(self, layer: Layer) -> Iterator[bytes]:
         """The blob's chunks once more, from the archive file (compression is deterministic: the same bytes)."""
         if self._source is None:
             raise ArchiveError("no archive to read the layer from again")
-        again = BlobStream(layer, self.compression, self._compressors)
+        again = BlobStream(layer, self.compression, self._compressors, self.phases)
         return rechunk(again.pieces(self._source.read_again(layer.member)), CHUNK)
 
     def _send(self, layer: Layer, chunks: Iterator[bytes]) -> CheckedBlob:
@@ -392,12 +356,38 @@ class DirectPusher:
             self.cache.remember_layer(layer.diff_id, self.compression.key, blob.digest, blob.size)
         return StoredBlob(blob.digest, blob.size)
 
-    def _measure(self, layer: Layer, chunks: Iterator[bytes]) -> StoredBlob:
-        """Check mode: the blob a layer would become, computed without sending anything."""
-        blob = BlobStream(layer, self.compression, self._compressors)
-        size = sum(len(piece) for piece in blob.pieces(chunks))
-        _verify(layer, blob.source_digest())
-        return StoredBlob(blob.blob_digest(), size)
+    def _would_push(self, image: Image, outcome: dict[str, StoredBlob], pending: list[Layer],
+                    result: PushResult) -> PushResult:
+        """Check mode: what would be sent, from the archive's index alone; no layer is read or compressed.
+
+        The manifest digest is predicted only when every blob's digest is known without compressing (the cache
+        remembers what the layer became, the layer is stored compressed, or compression is none); else it is "".
+        """
+        result.would_upload = [layer.member.name for layer in pending]
+        result.would_upload_bytes = sum(layer.member.size for layer in pending)
+        if self.client.blob_size(self._repo, image.config_digest) is None:
+            result.would_upload.append("config " + image.config_digest)
+            result.would_upload_bytes += len(image.config)
+        else:
+            result.blobs_skipped += 1
+        result.message = would_push(len(pending), result.would_upload_bytes,
+                                    any(not layer.compressed for layer in pending) and self.compression.kind == "gzip")
+        for layer in pending:
+            known = self._known_blob(layer)
+            if known is None:
+                return result
+            outcome[layer.diff_id] = known
+        result.digest = self._manifest(image, outcome).digest
+        return result
+
+    def _known_blob(self, layer: Layer) -> StoredBlob | None:
+        """The blob a layer becomes, when known without compressing it."""
+        digest = self._target_digest(layer)
+        if digest is None:
+            return None
+        if layer.compressed or self.compression.kind == "none":
+            return StoredBlob(digest, layer.member.size)
+        return StoredBlob(digest, self.cache.layer(layer.diff_id, self.compression.key)["size"])
 
     def _each_layer(self, archive: Archive, layers: list[Layer], work: Callable[[Layer, Iterator[bytes]], T]) -> dict[str, T]:
         """Run `work` on each layer's bytes in parallel threads; results by diff_id.
@@ -439,38 +429,12 @@ class DirectPusher:
 
                 def feed(member: Member, reader: IO[bytes]) -> None:
                     layer = by_member[member.name]
-                    futures[layer.diff_id] = feeder.submit(work, layer, reader)
+                    futures[layer.diff_id] = feeder.submit(work, layer, TimedReader(reader, self.phases, "read"))
 
                 archive.stream(set(by_member), feed)
 
     def _manifest(self, image: Image, outcome: dict[str, StoredBlob]) -> Manifest:
-        """The manifest naming `outcome`'s blobs; Docker v2 when every layer is gzip (or asked), else OCI."""
-        layers = []
-        all_gzip = True
-        for layer in image.layers:
-            digest, size = outcome[layer.diff_id]
-            if layer.compressed:
-                media_type = layer.media_type or OCI_LAYER_GZIP
-            else:
-                media_type = OCI_LAYER if self.compression.kind == "none" else OCI_LAYER_GZIP
-            all_gzip &= media_type.endswith("gzip")
-            layers.append({"mediaType": media_type, "digest": digest, "size": size})
-        docker = self.manifest_format == "docker" or (self.manifest_format == "auto" and all_gzip)
-        if docker:
-            if not all_gzip:
-                raise ArchiveError("manifest_format docker needs gzip layers: use compression: gzip or "
-                                   "manifest_format: oci.")
-            for entry in layers:
-                entry["mediaType"] = DOCKER_LAYER_GZIP
-        manifest = {
-            "schemaVersion": 2,
-            "mediaType": DOCKER_MANIFEST_V2 if docker else OCI_MANIFEST,
-            "config": {"mediaType": DOCKER_CONFIG if docker else OCI_CONFIG, "digest": image.config_digest,
-                       "size": len(image.config)},
-            "layers": layers,
-        }
-        body = json.dumps(manifest, separators=(",", ":")).encode()
-        return Manifest(body, manifest["mediaType"], "sha256:" + hashlib.sha256(body).hexdigest())
+        return build_manifest(image, outcome, self.compression.kind, self.manifest_format)
 
 
 def _is_gzip(path: str) -> bool:

@@ -14,7 +14,15 @@ _COMPONENT = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
 _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 _HOST = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
                    r"(?::[0-9]{1,5})?$|^\[[0-9a-fA-F:]+\](?::[0-9]{1,5})?$")
+# Docker Hub has three names: image references write `docker.io` (docker, containerd and Kubernetes normalise
+# `index.docker.io` to it), its registry API answers on registry-1.docker.io, and `docker login` (like Kaniko's
+# and every docker config reader) keeps its login under the legacy index URL.
 DOCKER_HUB = "registry-1.docker.io"
+DOCKER_HUB_NAME = "docker.io"
+DOCKER_HUB_CONFIG_KEY = "https://index.docker.io/v1/"
+_DOCKER_HUB_HOSTS = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
+# A Docker Hub repository is <organisation or user>/<name>: exactly two components.
+_HUB_NAMESPACE = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
 
 
 class InvalidReference(MlopsError, ValueError):
@@ -42,6 +50,36 @@ def validate_registry(host: str) -> str:
     return host
 
 
+def is_docker_hub(host: str) -> bool:
+    """`host` (as a user or a docker config writes it: maybe a scheme, `:443`, `/v1/`) is Docker Hub."""
+    bare = (host or "").strip().split("://", 1)[-1].split("/", 1)[0].lower()
+    return bare.removesuffix(":443") in _DOCKER_HUB_HOSTS
+
+
+def reference_host(host: str) -> str:
+    """The registry as image references write it: `docker.io` for Docker Hub, else `host` unchanged."""
+    return DOCKER_HUB_NAME if is_docker_hub(host) else host
+
+
+def api_host(host: str) -> str:
+    """Where the registry API answers: registry-1.docker.io for Docker Hub, else `host` unchanged."""
+    return DOCKER_HUB if is_docker_hub(host) else host
+
+
+def docker_config_key(host: str) -> str:
+    """The `auths` key of a docker config.json that docker, podman and Kaniko read for `host`."""
+    return DOCKER_HUB_CONFIG_KEY if is_docker_hub(host) else host
+
+
+def hub_repository_problem(path: str) -> str:
+    """Why `path` cannot be a Docker Hub repository (it must be <organisation>/<name>); empty when it can."""
+    parts = path.split("/")
+    if len(parts) == 2 and all(_HUB_NAMESPACE.match(part) for part in parts):
+        return ""
+    return (f"Docker Hub repositories are <organisation or user>/<name>, and {path!r} is not: use your Docker Hub "
+            "organisation as the only prefix, e.g. acme/mlops-management-agent (mlops_registry_path_prefix: acme/).")
+
+
 @dataclass(frozen=True)
 class Repository:
     registry: str  # host[:port]
@@ -60,7 +98,13 @@ class Repository:
         if rest and ("." in first or ":" in first or first == "localhost" or first.startswith("[")):
             registry, path = first, rest
         else:
-            registry, path = DOCKER_HUB, name if "/" in name else f"library/{name}"
+            registry, path = DOCKER_HUB_NAME, name
+        # Docker's reference rules: official images live under library/ for docker.io and index.docker.io (which
+        # it normalises to docker.io), not for registry-1.docker.io, which it treats as any other registry.
+        if registry.lower() in (DOCKER_HUB_NAME, "index.docker.io"):
+            registry, path = DOCKER_HUB, path if "/" in path else f"library/{path}"
+        elif is_docker_hub(registry):
+            registry = DOCKER_HUB
         if not _HOST.match(registry):
             raise InvalidReference(f"Invalid registry host {registry!r} in {name!r}.")
         bad = [part for part in path.split("/") if not _COMPONENT.match(part)]
@@ -73,4 +117,5 @@ class Repository:
         return cls(registry, path)
 
     def __str__(self) -> str:
-        return f"{self.registry}/{self.path}"
+        """As image references write it (docker.io/... for Docker Hub)."""
+        return f"{reference_host(self.registry)}/{self.path}"

@@ -23,7 +23,7 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
 )
 
 T = TypeVar("T")
-QUEUE_CHUNKS = 8  # per layer being fed from a gzip stream: bounds memory
+QUEUE_CHUNKS = 4  # READ_SIZE pieces per layer being fed from a gzip stream: bounds memory (8 MiB a layer)
 
 LayerWork = Callable[[Layer, Iterator[bytes]], T]
 
@@ -136,3 +136,65 @@ def ordered(pool: ThreadPoolExecutor, work: Callable[[bytes], bytes], items: Ite
             yield window.popleft().result()
     while window:
         yield window.popleft().result()
+
+
+def ahead(items: Iterator[T], depth: int, failed: threading.Event | None = None) -> Iterator[T]:
+    """`items` produced by a thread of their own, up to `depth` ahead of the consumer.
+
+    The consumer (an upload waiting on the registry) and the producer (hashing and compressing the next chunk)
+    then overlap. The producer's error is raised to the consumer; a consumer that stops early, or a `failed`
+    event set elsewhere, stops the producer at its next item.
+    """
+    pipe: queue.Queue = queue.Queue(depth)
+    stop = threading.Event()
+    done = object()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not _offer(pipe, item, stop, failed):
+                    return
+            _offer(pipe, done, stop, failed)
+        except BaseException as exc:  # handed to the consumer, who raises it
+            _offer(pipe, _Raised(exc), stop, failed)
+        finally:
+            close = getattr(items, "close", None)
+            if close:
+                close()  # a generator left early releases what it holds (open files) here
+
+    producer = threading.Thread(target=produce, name="ahead", daemon=True)
+    producer.start()
+    try:
+        while True:
+            try:
+                item = pipe.get(timeout=0.5)
+            except queue.Empty:
+                if not producer.is_alive() and pipe.empty():
+                    raise Aborted()  # it stopped because another layer failed
+                continue
+            if item is done:
+                return
+            if isinstance(item, _Raised):
+                raise item.error
+            yield item
+    finally:
+        stop.set()
+        producer.join(timeout=30)
+
+
+class _Raised:
+    """An exception on its way from the producer thread to the consumer."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+def _offer(pipe: queue.Queue, item: object, stop: threading.Event, failed: threading.Event | None) -> bool:
+    """Put `item` unless the consumer stopped (or another layer failed); False then."""
+    while not stop.is_set() and not (failed is not None and failed.is_set()):
+        try:
+            pipe.put(item, timeout=0.5)
+            return True
+        except queue.Full:
+            continue
+    return False

@@ -17,7 +17,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, NamedTuple
+from typing import Any, Callable, Iterable, NamedTuple
 from urllib.parse import urlencode, urljoin, urlparse
 
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._docker_config import Credentials
@@ -26,7 +26,17 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
     retry_delay,
     should_retry,
 )
-from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import MlopsError
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._registry_answers import (
+    ANSWER_LIMIT,
+    MANIFEST_LIMIT,
+    RegistryAuthError,
+    RegistryError,
+    error_text as _error_text,
+    first_bytes as _first_bytes,
+    read_bounded as _read_bounded,
+    reason as _reason,
+    token_of as _token_of,
+)
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._url_origin import (
     downgrade_guard,
     downgrade_message,
@@ -55,14 +65,6 @@ _CHALLENGE = re.compile(r'(\w+)="([^"]*)"')
 PLAIN_HTTP_ANSWERS = ("wrong version number", "record layer failure")  # what OpenSSL says when HTTP answers a hello
 
 
-class RegistryError(MlopsError):
-    """The registry refused or failed; the message says which registry and what to check."""
-
-
-class RegistryAuthError(RegistryError):
-    pass
-
-
 @dataclass
 class Blob:
     digest: str
@@ -87,6 +89,20 @@ class SessionStatus(NamedTuple):
 
 
 LOST_SESSION = SessionStatus(-1, "")  # the registry no longer knows the session (or has cancelled it)
+
+
+class _Sending(NamedTuple):
+    """One call as `request` sends it (again after a new login)."""
+
+    method: str
+    url: str
+    scopes: tuple[str, ...]
+    expected: frozenset[int]
+    headers: dict[str, str] | None
+    data: Any
+    attempts: int
+    own: bool
+    limit: int
 
 
 class RegistryClient:
@@ -135,16 +151,20 @@ class RegistryClient:
         realm = challenge.get("realm", "")
         try:
             answer = self._session.get(f"{realm}?{urlencode(params)}", auth=auth, timeout=self._timeouts,
-                                       verify=self.verify)
+                                       verify=self.verify, stream=True)
+            whole = _read_bounded(answer, ANSWER_LIMIT)
         except RequestException as exc:
             raise RegistryError(f"Cannot reach the token service {realm} of registry {self.registry}: "
                                 f"{_reason(exc)}") from exc
+        if not whole:
+            raise RegistryError(f"Token service {realm} of registry {self.registry} sent more than "
+                                f"{ANSWER_LIMIT >> 20} MiB; a token answer is a small JSON document: check the "
+                                "registry's token service (its realm) and any proxy in front of it.")
         if answer.status_code in (401, 403):
             raise RegistryAuthError(self._rejected())
         if answer.status_code != 200:
             raise RegistryError(f"Token service {realm} of registry {self.registry} answered {answer.status_code}.")
-        body = answer.json()
-        token = body.get("token") or body.get("access_token")
+        token = _token_of(answer)
         if not token:
             raise RegistryError(f"Token service {realm} of registry {self.registry} returned no token.")
         with self._lock:
@@ -195,45 +215,57 @@ class RegistryClient:
         return absolute
 
     def request(self, method: str, url: str, *, scopes: tuple[str, ...], expected: Iterable[int],
-                headers: dict[str, str] | None = None, data: Any = None, retry: bool = True) -> "requests.Response":
+                headers: dict[str, str] | None = None, data: Any = None, retry: bool = True,
+                limit: int = ANSWER_LIMIT) -> "requests.Response":
         """One registry call: retried while transient, re-authenticated once on a 401, else a RegistryError.
 
         Credentials go only to the registry's own origin: a Location elsewhere (blob storage) gets the request
-        without Authorization, and a 401 from there teaches nothing about how to authenticate.
+        without Authorization, and a 401 from there teaches nothing about how to authenticate. The answer's body is
+        read whole, up to `limit` bytes: a longer one is a RegistryError.
         """
         url = self._resolve(url)
         own = same_origin(url, self.base)
         expected = frozenset(expected)
         attempts = self.retries if retry else 1
-        answer, attempt = self._retrying(method, url, scopes, expected, headers, data, attempts, own)
+        sending = _Sending(method, url, scopes, expected, headers, data, attempts, own, limit)
+        answer, attempt = self._retrying(sending)
         # First contact tells us the scheme; later, a Bearer token may simply have expired mid-push.
         if answer.status_code == 401 and own and same_origin(answer.url or url, self.base) and self._renew_auth(answer):
-            answer, attempt = self._retrying(method, url, scopes, expected, headers, data, attempts, own)
+            answer, attempt = self._retrying(sending)
         if answer.headers.get("Location"):  # resolved against the URL that answered; a path on the registry
             answer.headers["Location"] = relative_to(urljoin(answer.url or url, answer.headers["Location"]), self.base)
         if answer.status_code in expected:
             return answer
         raise self._status_error(answer, method, url, attempt)
 
-    def _retrying(self, method: str, url: str, scopes: tuple[str, ...], expected: frozenset[int],
-                  headers: dict[str, str] | None, data: Any, attempts: int,
-                  own: bool = True) -> tuple["requests.Response", int]:
+    def _retrying(self, sending: "_Sending") -> tuple["requests.Response", int]:
         """Send until the answer is final (expected, not transient, or the last attempt's) and say which try it was."""
+        method, url, attempts = sending.method, sending.url, sending.attempts
         for attempt in range(1, attempts + 1):
-            auth = self._authorization(scopes) if own else {}
+            auth = self._authorization(sending.scopes) if sending.own else {}
             try:
-                answer = self._session.request(method, url, headers={**(headers or {}), **auth},
-                                               data=data, timeout=self._timeouts, allow_redirects=True,
-                                               verify=self.verify)
+                answer = self._session.request(method, url, headers={**(sending.headers or {}), **auth},
+                                               data=sending.data, timeout=self._timeouts, allow_redirects=True,
+                                               verify=self.verify, stream=True)
+                whole = _read_bounded(answer, sending.limit)
             except RequestException as exc:
                 if isinstance(exc, SSLError) or attempt == attempts:
                     raise self._transport_error(exc, method, url, attempt) from exc
                 self._sleep(attempt, None)
                 continue
-            if answer.status_code in expected or not should_retry(answer.status_code, attempt, attempts):
+            if not whole:
+                raise self._oversized(sending)
+            if answer.status_code in sending.expected or not should_retry(answer.status_code, attempt, attempts):
                 return answer, attempt
             self._sleep(attempt, answer.headers.get("Retry-After"))
         raise AssertionError("unreachable")
+
+    def _oversized(self, sending: "_Sending") -> RegistryError:
+        what = "a manifest" if sending.limit == MANIFEST_LIMIT else "an answer of the distribution API"
+        return RegistryError(f"Registry {self.registry} sent more than {sending.limit >> 20} MiB in answer to "
+                             f"{sending.method} {urlparse(sending.url).path}, more than {what} may hold (Docker "
+                             "Distribution's own limit for a manifest is 4 MiB): check that the host and port are the "
+                             "registry's, and any proxy in front of it.")
 
     def _renew_auth(self, answer: "requests.Response") -> bool:
         """After a 401: True when sending again may pass (a scheme learnt, or expired tokens dropped)."""
@@ -431,7 +463,7 @@ class RegistryClient:
         """(digest, media type, body) of a tag or digest, or None when the registry has none."""
         answer = self.request("GET", f"/v2/{repository}/manifests/{reference}",
                               scopes=(f"repository:{repository}:pull",), expected={200, 404},
-                              headers={"Accept": ", ".join(MANIFEST_TYPES)})
+                              headers={"Accept": ", ".join(MANIFEST_TYPES)}, limit=MANIFEST_LIMIT)
         if answer.status_code == 404:
             return None
         body = answer.content
@@ -450,42 +482,3 @@ class RegistryClient:
                                 f"{theirs}, but the manifest sent has digest {ours}: a proxy or the registry changed it. "
                                 "Check what the tag now points at before using it.")
         return ours
-
-
-def _first_bytes(pieces: Iterable[bytes], count: int) -> Iterator[bytes]:
-    """The first `count` bytes of `pieces`, in the same pieces (the last one cut); stops reading there."""
-    iterator = iter(pieces)
-    try:
-        for piece in iterator:
-            yield piece[:count] if len(piece) > count else piece
-            count -= len(piece)
-            if count <= 0:
-                return
-        if count > 0:
-            raise RegistryError(f"the blob read again is {count} bytes shorter than what was sent before.")
-    finally:
-        close = getattr(iterator, "close", None)
-        if close:
-            close()
-
-
-def _reason(exc: Exception) -> str:
-    text = str(exc)
-    tls = re.search(r"certificate verify failed: [^'(]*|wrong version number|record layer failure", text)
-    if tls:
-        return tls.group(0).strip()
-    refused = re.search(r"\[Errno -?\d+\] [^'\"\\)]*", text)
-    if refused:
-        return refused.group(0).strip()
-    for marker in ("Caused by ", "Max retries exceeded with url"):
-        if marker in text:
-            text = text.split(marker, 1)[-1]
-    return text.strip(" ()'\"")[:300]
-
-
-def _error_text(answer: "requests.Response") -> str:
-    try:
-        errors = answer.json().get("errors") or []
-        return "; ".join(f"{e.get('code')}: {e.get('message')}" for e in errors) or answer.text[:200]
-    except ValueError:
-        return answer.text[:200]

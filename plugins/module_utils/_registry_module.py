@@ -21,6 +21,7 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
 )
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._duration import to_seconds
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import exit_with
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._image_reference import is_docker_hub
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._registry_client import (
     HAS_REQUESTS,
     RegistryAuthError,
@@ -46,7 +47,7 @@ REGISTRY_AUTH_ARGUMENT_SPEC: dict[str, dict[str, Any]] = dict(
 def same_registry(host: str, registry: str) -> bool:
     """`host` as a user writes it (maybe with a scheme or a trailing slash) names `registry` (host[:port])."""
     bare = host.strip().split("://", 1)[-1].rstrip("/").lower()
-    return bare == registry.lower()
+    return bare == registry.lower() or (is_docker_hub(bare) and is_docker_hub(registry))
 
 
 def login_for(registry: str, params: Mapping[str, Any]) -> tuple[Credentials | None, str | None]:

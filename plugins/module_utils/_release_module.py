@@ -24,6 +24,7 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
     Helm,
     background_spawner,
     resolve_chart,
+    SUPPORTED,
     run_child,
 )
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._helm_env import helm_connection
@@ -107,8 +108,8 @@ def _reconcile(module: MlopsK8sModule, masker: Masker) -> Outcome:
 def _helm_binary(module: MlopsK8sModule) -> str:
     binary = module.params["binary_path"] or module.get_bin_path("helm")
     if not binary or not os.access(binary, os.X_OK):
-        raise InvalidReleaseRequest(f"helm was not found ({module.params['binary_path'] or 'not on PATH'}): install helm >= "
-                                    "3.8 or pass binary_path.")
+        raise InvalidReleaseRequest(f"helm was not found ({module.params['binary_path'] or 'not on PATH'}): install "
+                                    f"{SUPPORTED} or pass binary_path.")
     return binary
 
 

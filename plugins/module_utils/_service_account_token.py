@@ -215,17 +215,30 @@ class Renewal:
     token_source: str
     token_lifetime: int
     renew_before: int
+    unverified_registries: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.registries or not self.username:
             raise TokenSecretError("registries and username must not be empty.")
+        stray = [host for host in self.unverified_registries if host not in self.registries]
+        if stray:
+            raise TokenSecretError(f"unverified_registries names {', '.join(stray)}, which registries does not: list "
+                                   "there only hosts of registries.")
         if self.renew_before >= self.token_lifetime:
             raise TokenSecretError(f"renew_before ({self.renew_before} s) must be shorter than token_lifetime "
                                    f"({self.token_lifetime} s), or every run would renew the token.")
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> "Renewal":
-        return cls(**{key: params[key] for key in cls.__dataclass_fields__})
+        return cls(**{key: params[key] for key in cls.__dataclass_fields__ if params.get(key) is not None})
+
+    def warnings(self) -> list[str]:
+        """One warning per registry the login's user reaches without verifying its certificate."""
+        return [f"The login in secret {self.namespace}/{self.name} holds a token of ServiceAccount {self.namespace}/"
+                f"{self.service_account}, and its user (Kaniko) does not verify the certificate of {host}: anything "
+                "that answers for that address receives the token. Verify the registry instead (the openshift role: "
+                "drop mlops_openshift_registry_tls: skip to use OpenShift's service CA, or set node_ca or ca_file)."
+                for host in self.unverified_registries]
 
 
 def _iso(moment: datetime.datetime | None) -> str:

@@ -173,7 +173,7 @@ attributes:
       - datarobot_mlops.management_agent.management_agent
       - datarobot_mlops.management_agent.helm
 requirements:
-  - helm >= 3.8.0 (3.13 or later renders check mode with the cluster's capabilities)
+  - helm 3.8.0 or later 3.x, or helm 4.x (3.13 or later renders check mode with the cluster's capabilities)
   - kubernetes >= 24.2.0
   - PyYAML
 notes:

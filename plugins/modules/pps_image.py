@@ -133,11 +133,24 @@ options:
         of a second is rounded up).
     type: raw
     default: 300
+  progress_file:
+    description:
+      - A file the push rewrites while it runs (at most once a second, mode 0600) with what it has done so far,
+        the image name, bytes of the archive read and in all, bytes sent, blobs done, mounted and skipped, the
+        phase and when it started. It holds no credential. It is removed when the push ends, failed or not.
+      - Give a path in a directory only you can write (the C(pps_image) role makes one with mode 0700). Run the
+        module as an async job and watch it with the M(datarobot_mlops.management_agent.push_progress) action,
+        which prints a progress line every few seconds.
+    type: path
+    version_added: 0.2.0
 attributes:
   check_mode:
     support: full
     description:
-      - Reports which blobs would be uploaded and the manifest digest the tag would get; sends nothing.
+      - Reports which blobs would be uploaded and about how many bytes (C(msg), C(would_upload_bytes)); sends and
+        compresses nothing, so it costs about what a run with nothing to do costs. The manifest digest the tag would
+        get is reported when every blob's digest is known without compressing (an earlier push of the same layers
+        remembered in the cache, layers stored compressed, or C(compression=none)); otherwise C(digest) is empty.
   diff_mode:
     support: full
     description: Shows the tag's manifest digest before and after.
@@ -149,9 +162,9 @@ requirements:
   - isal (optional, for fast gzip; zlib is used without it)
   - docker (for C(method=daemon))
 notes:
-  - An Ansible module cannot show progress while it runs. For very large archives run it with C(async) and
-    C(poll), or push by hand with the same library and a progress bar,
-    C(python tools/pps_push.py --help) in this collection.
+  - An Ansible module cannot print while it runs. For very large archives run it with C(async) and C(poll=0) and
+    I(progress_file), then wait with the M(datarobot_mlops.management_agent.push_progress) action, which prints
+    progress lines (as the C(pps_image) role does); or push by hand with C(python tools/pps_push.py --help).
 """
 
 EXAMPLES = r"""
@@ -170,6 +183,23 @@ EXAMPLES = r"""
     name: 123456789012.dkr.ecr.us-east-1.amazonaws.com/datarobot/datarobot-portable-prediction-api
     tag: 9.2.0
     method: daemon
+
+- name: Push in the background with a progress file
+  datarobot_mlops.management_agent.pps_image:
+    src: /data/datarobot-portable-prediction-api-9.2.0.tar.gz
+    name: registry.example.com/datarobot/datarobot-portable-prediction-api
+    tag: 9.2.0
+    progress_file: "{{ progress_dir.path }}/progress.json"
+  async: 7200
+  poll: 0
+  register: pps_job
+
+- name: Wait for it, a progress line every 5 seconds
+  datarobot_mlops.management_agent.push_progress:
+    jid: "{{ pps_job.ansible_job_id }}"
+    progress_file: "{{ progress_dir.path }}/progress.json"
+    async_dir: "{{ pps_job.results_file | dirname }}"
+    interval: 5
 """
 
 RETURN = r"""
@@ -179,7 +209,9 @@ image:
   type: str
   sample: registry.example.com/datarobot/datarobot-portable-prediction-api:9.2.0
 digest:
-  description: Manifest digest the tag points at (would point at, in check mode).
+  description:
+    - Manifest digest the tag points at. In check mode the one it would point at, or empty when that needs layers
+      compressed first (see the check_mode attribute).
   returned: always
   type: str
 config_digest:
@@ -207,6 +239,21 @@ would_upload:
   returned: always
   type: list
   elements: str
+would_upload_bytes:
+  description:
+    - In check mode, the bytes that would be sent, layers counted before compression (check mode compresses
+      nothing, so their compressed size is not known).
+  returned: always
+  type: int
+bytes_compressed:
+  description: Layer bytes that went through the compressor (always 0 in check mode, which compresses nothing).
+  returned: always
+  type: int
+msg:
+  description: In check mode with a tag to change, what would be pushed.
+  returned: when a check-mode run would push something
+  type: str
+  sample: would push 8 layers, about 2.4 GB before compression
 blobs_from_spool:
   description:
     - Of the uploaded blobs, those another push of the same archive running at the same time compressed (I(spool)).
@@ -220,7 +267,19 @@ elapsed:
   description: Seconds the push took.
   returned: always
   type: float
+archive_size:
+  description: Size of the archive file in bytes.
+  returned: always
+  type: int
+summary:
+  description: One line with the archive's size, the bytes sent, the seconds and the throughput.
+  returned: always
+  type: str
+  sample: "registry.example.com/datarobot/pps:9.2.0: pushed, 3.41 GB archive, 1.20 GB sent in 95.3s (12.6 MB/s)"
 """
+
+import os
+import time
 
 from ansible.module_utils.basic import missing_required_lib
 
@@ -246,6 +305,10 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
     PushCache,
     default_cache_path,
 )
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._push_progress import (
+    PushProgress,
+    summary_line,
+)
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._registry_module import RegistryModule
 
 ARGUMENT_SPEC = dict(
@@ -267,10 +330,11 @@ ARGUMENT_SPEC = dict(
     spool_max_size=dict(type="int", default=16384),
     retries=dict(type="int", default=5),
     timeout=dict(type="raw", default=300),
+    progress_file=dict(type="path"),
 )
 
 
-def _pusher(module: RegistryModule) -> DirectPusher | DaemonPusher:
+def _pusher(module: RegistryModule, progress: PushProgress) -> DirectPusher | DaemonPusher:
     """The pusher the parameters ask for, with a registry client that may push to the target."""
     params = module.params
     repository = Repository.parse(params["name"])
@@ -281,12 +345,12 @@ def _pusher(module: RegistryModule) -> DirectPusher | DaemonPusher:
         if not HAS_DOCKER:
             module.fail_json(msg=missing_required_lib("docker", reason="for method=daemon"))
         return DaemonPusher(client, repository, tags, credentials=credentials, docker_host=params["docker_host"],
-                            timeout=client.timeout, check_mode=module.check_mode)
+                            timeout=client.timeout, check_mode=module.check_mode, progress=progress)
     cache_path = default_cache_path() if params["cache"] is None else (params["cache"] or None)
     return DirectPusher(
         client, repository, tags, compression=Compression(params["compression"], params["compression_level"]),
         workers=params["workers"], manifest_format=params["manifest_format"],
-        mount_from=params["mount_from"], cache=PushCache(cache_path), check_mode=module.check_mode,
+        mount_from=params["mount_from"], cache=PushCache(cache_path), check_mode=module.check_mode, progress=progress,
         spool=BlobSpool(params["spool_dir"] or default_spool_dir(), params["spool_max_size"] * 1024 * 1024,
                         required=bool(params["spool_dir"])) if params["spool"] else None)
 
@@ -294,11 +358,20 @@ def _pusher(module: RegistryModule) -> DirectPusher | DaemonPusher:
 def push(module: RegistryModule) -> dict:
     """Push the archive the parameters name; the module's return values. An unreadable file is an ArchiveError."""
     params = module.params
+    size = os.path.getsize(params["src"]) if os.path.isfile(params["src"]) else 0
+    progress = PushProgress(params["progress_file"], f"{params['name']}:{params['tag']}", size)
+    started = time.monotonic()
     try:
-        result = _pusher(module).push(params["src"], params["source_image"])
+        result = _pusher(module, progress).push(params["src"], params["source_image"])
     except OSError as exc:
         raise ArchiveError(f"Cannot read {params['src']}: {exc.strerror or exc}") from exc
-    return _output(result, "daemon" if params["method"] == "daemon" else "direct", module._diff)
+    finally:
+        progress.remove()
+    output = _output(result, "daemon" if params["method"] == "daemon" else "direct", module._diff)
+    seconds = result.elapsed or round(time.monotonic() - started, 3)
+    output.update(archive_size=size, summary=summary_line(result.image, size, result.bytes_uploaded, seconds,
+                                                          result.changed))
+    return output
 
 
 def _output(result: PushResult, method: str, diff: bool) -> dict:
@@ -306,13 +379,16 @@ def _output(result: PushResult, method: str, diff: bool) -> dict:
     output = dict(
         changed=result.changed, image=result.image, digest=result.digest, config_digest=result.config_digest,
         blobs_uploaded=result.blobs_uploaded, blobs_skipped=result.blobs_skipped, blobs_mounted=result.blobs_mounted,
-        bytes_uploaded=result.bytes_uploaded, would_upload=result.would_upload, method=method,
+        bytes_uploaded=result.bytes_uploaded, would_upload=result.would_upload,
+        would_upload_bytes=result.would_upload_bytes, bytes_compressed=result.bytes_compressed, method=method,
         blobs_from_spool=result.blobs_from_spool,
         elapsed=result.elapsed,
     )
+    if result.message:
+        output["msg"] = result.message
     if diff:
         output["diff"] = dict(before=dict(image=result.image, digest=result.before or ""),
-                              after=dict(image=result.image, digest=result.digest or "(new)"))
+                              after=dict(image=result.image, digest=result.digest or "(unknown until pushed)"))
     return output
 
 

@@ -29,6 +29,8 @@ options:
   name:
     description:
       - Repository with registry host and optional port, e.g. C(registry.example.com/datarobot/mlops-management-agent).
+      - Docker's reference rules apply to Docker Hub; C(docker.io/acme/mlops-management-agent) is looked up on
+        C(registry-1.docker.io), and a one-component path under C(docker.io) or C(index.docker.io) gets C(library/).
       - Required unless I(registry) is given; needs I(tag).
     type: str
   tag:
@@ -36,8 +38,10 @@ options:
     type: str
   registry:
     description:
-      - Registry host and optional port, e.g. C(registry.example.com) or C(registry-1.docker.io), to check the login
+      - Registry host and optional port, e.g. C(registry.example.com) or C(docker.io), to check the login
         of, instead of looking up I(name):I(tag).
+      - Docker Hub may be named C(docker.io), C(index.docker.io) or C(registry-1.docker.io); its API host
+        C(registry-1.docker.io) is asked.
     type: str
   retries:
     description: Attempts on connection errors, 5xx and 429 answers, with exponential backoff.
@@ -112,6 +116,7 @@ import re
 
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._image_reference import (
     Repository,
+    api_host,
     validate_registry,
     validate_tag,
 )
@@ -149,7 +154,7 @@ def look_up(module: RegistryModule) -> dict:
 def check_login(module: RegistryModule) -> dict:
     """Whether the registry answers and accepts the login (read-only: no repository is named)."""
     registry = validate_registry(module.params["registry"])
-    scheme = module.registry_client(registry)[0].check_login()
+    scheme = module.registry_client(api_host(registry))[0].check_login()
     return dict(changed=False, registry=registry, auth=scheme)
 
 

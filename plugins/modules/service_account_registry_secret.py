@@ -61,6 +61,14 @@ options:
     description: Replace the token when it expires within this many seconds.
     type: int
     default: 2592000
+  unverified_registries:
+    description:
+      - Hosts among I(registries) whose certificate the login's user does not verify (Kaniko with
+        C(skip-tls-verify)), so that anything answering for them receives the token.
+      - The module warns (an Ansible warning) once for each of them, in check mode too; it writes the same secret.
+    type: list
+    elements: str
+    default: []
 attributes:
   check_mode:
     support: full
@@ -115,6 +123,7 @@ ARGUMENT_SPEC = dict(
     token_source=dict(type="str", choices=["auto", "token_request"], default="auto"),
     token_lifetime=dict(type="int", default=7776000, no_log=False),
     renew_before=dict(type="int", default=2592000),
+    unverified_registries=dict(type="list", elements="str", default=[]),
 )
 
 
@@ -126,8 +135,13 @@ def main() -> None:
 
         return get_api_client(module=module)
 
-    module.run(lambda: renew_registry_secret(connect, Renewal.from_params(module.params), module.check_mode,
-                                             module._diff))
+    def action():
+        renewal = Renewal.from_params(module.params)
+        for warning in renewal.warnings():
+            module.warn(warning)
+        return renew_registry_secret(connect, renewal, module.check_mode, module._diff)
+
+    module.run(action)
 
 
 if __name__ == "__main__":

@@ -2,10 +2,16 @@
 
 If the rig cannot start, every test that needs it fails with the reason:
 nothing is skipped silently.
+
+Under pytest-xdist (`make integration` runs `-n 2 --dist loadfile`) every worker has a rig of its own: gw0 the
+checkout's (RIG_DIR, `.rig` by default), gwN `<that folder>-gwN` (`.rig-gw1`), with its own daemons, ports and state,
+so one worker's flavour switch or API server restart never reaches the other's tests. Test files go to the workers
+whole (module fixtures share a namespace between a file's tests), the longest first (file_seconds.json).
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -22,6 +28,55 @@ import requests
 
 REPO = Path(__file__).resolve().parents[2]
 RIG = [sys.executable, str(REPO / "tests" / "rig" / "rig.py")]
+HERE = Path(__file__).resolve().parent
+# Seconds each test file took when last measured: the order files are handed to xdist workers in, longest first. Every
+# run merges the seconds of the files it ran into MEASURED, to copy over it.
+FILE_SECONDS = HERE / "file_seconds.json"
+MEASURED = REPO / "tests" / "output" / "integration-file-seconds.json"
+
+
+def worker_rig_dir(base: Path, worker: str | None) -> Path:
+    """The rig folder of a pytest-xdist worker: the checkout's rig (`base`) for gw0 and for a run without xdist,
+    `<base>-gwN` for worker gwN (`.rig-gw1`)."""
+    if not worker or worker == "gw0":
+        return base
+    return base.with_name(f"{base.name}-{worker}")
+
+
+RIG_FOLDERS: dict[str, Path] = {}  # "base": the checkout's rig, "own": this process's (set by pytest_configure)
+
+
+def pytest_configure(config):
+    """Point this process's rig (tests/rig/rig.py reads RIG_DIR) at its worker's folder, before any rig starts."""
+    base = Path(os.environ.get("RIG_DIR") or REPO / ".rig")
+    RIG_FOLDERS.update(base=base, own=worker_rig_dir(base, os.environ.get("PYTEST_XDIST_WORKER")))
+    os.environ["RIG_DIR"] = str(RIG_FOLDERS["own"])
+
+
+UNLISTED_SECONDS = 60.0  # a file file_seconds.json does not list yet: about a usual file of the suite
+
+
+def file_order(paths: list[str], seconds: dict[str, float]) -> list[str]:
+    """Test files longest first (a file not listed counts UNLISTED_SECONDS); ties keep the collection's order."""
+    return sorted(paths, key=lambda path: -seconds.get(path, UNLISTED_SECONDS))
+
+
+def _file_key(rootpath: Path, nodeid: str) -> str:
+    """A test's file, relative to tests/integration (`reliability/test_faults.py`) whatever pytest's rootdir."""
+    path = (rootpath / nodeid.split("::", 1)[0]).resolve()
+    return str(path.relative_to(HERE)) if path.is_relative_to(HERE) else str(path)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under xdist, hand whole files to the workers longest first (`--dist loadfile --no-loadscope-reorder`), so the
+    last file a worker gets is a short one. Within a file the order stays; a run without xdist keeps pytest's order."""
+    if not os.environ.get("PYTEST_XDIST_WORKER") or not FILE_SECONDS.exists():
+        return
+    seconds = json.loads(FILE_SECONDS.read_text())
+    by_file: dict[str, list] = {}
+    for item in items:
+        by_file.setdefault(_file_key(config.rootpath, item.nodeid), []).append(item)
+    items[:] = [item for path in file_order(list(by_file), seconds) for item in by_file[path]]
 
 
 def _read_env(path: Path) -> dict[str, str]:
@@ -38,9 +93,9 @@ def _up(flavour: str) -> dict[str, str]:
                           timeout=3600)
     if proc.returncode:
         pytest.fail(f"the local rig did not come up (tests/rig/rig.py up):\n{proc.stderr[-4000:]}", pytrace=False)
-    env = _read_env(Path(os.environ.get("RIG_DIR", REPO / ".rig")) / "env")
+    env = _read_env(Path(os.environ["RIG_DIR"]) / "env")
     os.environ.update(env)
-    os.environ["PATH"] = f"{env['RIG_BIN']}:{os.environ['PATH']}"
+    os.environ["PATH"] = f"{env['RIG_HELM_BIN']}:{env['RIG_BIN']}:{os.environ['PATH']}"
     return env
 
 
@@ -55,6 +110,22 @@ def openshift_rig(rig) -> dict[str, str]:
     """The same rig with OpenShift's API objects added; put back to plain Kubernetes afterwards."""
     yield _up("openshift")
     _up("kubernetes")
+
+
+HELMS = ["HELM3", "HELM4"]  # the rig's helm 3 and helm 4 (tests/rig/versions.env), as named in .rig/env
+
+
+@pytest.fixture
+def helm_under_test(request, rig, monkeypatch, tmp_path_factory) -> str:
+    """The helm a test runs under: the rig's helm 3, or the one a test asks for with
+    `@pytest.mark.parametrize("helm_under_test", HELMS, indirect=True)`. `helm` on PATH (what a module finds
+    without binary_path) and HELM (what the test's own helm calls and cleanups use) both name it."""
+    binary = rig[getattr(request, "param", "HELM3")]
+    own = tmp_path_factory.mktemp("helm-on-path")
+    (own / "helm").symlink_to(binary)
+    monkeypatch.setenv("PATH", f"{own}:{os.environ['PATH']}")
+    monkeypatch.setenv("HELM", binary)
+    return binary
 
 
 def kubectl(*args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
@@ -115,8 +186,11 @@ def new_namespace(rig):
 
 @pytest.fixture
 def namespace(rig, request) -> str:
-    """A fresh namespace per test, deleted afterwards."""
-    name = "t-" + re.sub(r"[^a-z0-9]+", "-", request.node.name.lower())[:40].strip("-")
+    """A fresh namespace per test, deleted afterwards; a parametrized test's id ends it (kept whole, so that two
+    cases of one test never share a namespace that is still being deleted)."""
+    words, case = (re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") for text in
+                   (request.node.originalname, getattr(getattr(request.node, "callspec", None), "id", "")))
+    name = "t-" + (f"{words[:39 - len(case)].strip('-')}-{case}" if case else words[:40].strip("-"))
     kubectl("create", "namespace", name)
     yield name
     kubectl("delete", "namespace", name, "--wait=false")
@@ -140,15 +214,50 @@ class Ledger:
         """
         if category not in CATEGORIES:
             raise ValueError(f"unknown ledger category {category!r}")
-        with self.path.open("a", encoding="utf-8") as out:
-            out.write(json.dumps({"category": category, "case": case, "held": bool(held), "detail": detail[:300],
-                                  "count": count, "test": self.test}) + "\n")
+        line = json.dumps({"category": category, "case": case, "held": bool(held), "detail": detail[:300],
+                           "count": count, "test": self.test}) + "\n"
+        append_line(self.path, line)
+
+
+def append_line(path: Path, line: str) -> None:
+    """One whole line at the end of `path`, also when xdist workers append at once: under an exclusive lock, in one
+    write of an O_APPEND descriptor."""
+    data = line.encode("utf-8")
+    descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        written = 0
+        while written < len(data):
+            written += os.write(descriptor, data[written:])
+    finally:
+        os.close(descriptor)  # releases the lock
 
 
 def pytest_sessionstart(session):
     if not os.environ.get("PYTEST_XDIST_WORKER"):
         LEDGER.parent.mkdir(parents=True, exist_ok=True)
         LEDGER.write_text("")
+        _timing["root"] = session.config.rootpath
+
+
+_timing: dict[str, Any] = {"files": {}}  # the main process's seconds per test file
+
+
+def pytest_runtest_logreport(report):
+    """Seconds per test file (setup, call and teardown), summed in the main process (xdist relays the reports)."""
+    if "root" in _timing:
+        path = _file_key(_timing["root"], report.nodeid)
+        _timing["files"][path] = _timing["files"].get(path, 0.0) + report.duration
+
+
+def pytest_sessionfinish(session):
+    """The files this run timed, merged into tests/output/integration-file-seconds.json (copy it over
+    file_seconds.json to refresh the order xdist workers get files in)."""
+    if _timing["files"]:
+        known = json.loads(MEASURED.read_text()) if MEASURED.exists() else {}
+        known.update({path: round(seconds, 1) for path, seconds in _timing["files"].items()})
+        MEASURED.parent.mkdir(parents=True, exist_ok=True)
+        MEASURED.write_text(json.dumps(dict(sorted(known.items(), key=lambda kv: -kv[1])), indent=1) + "\n")
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ import requests
 from ansible_cli import run_playbook
 from fixtures.agent_tarball import build_agent_tarball
 from fixtures.image_archives import write_docker_archive
+from token_registry import TokenRegistry
 
 PLAYBOOK = "playbooks/agent_images.yml"
 CHAINED = "tests/integration/playbooks/registry_and_agent_images.yml"
@@ -281,3 +282,28 @@ def test_rejected_credentials_are_named_without_the_password(rig, scenario):
     message = run.task("Which images the registry has already")["results"][0]["msg"]
     assert f"Registry {rig['RIG_REGISTRY']} rejected the credentials for user 'rig'" in message
     assert wrong not in run.stdout + run.stderr
+
+
+def test_build_pushes_organisation_paths_to_the_token_auth_registry(rig, scenario):
+    """Docker Hub's shape, <organisation>/mlops-management-agent, which the vendor Makefile cannot name, pushed
+    through podman to the rig's token-auth registry (Bearer tokens from its token service)."""
+    registry = TokenRegistry(rig).reset()
+    organisation = scenario.prefix.rstrip("/")
+    paths = {"management_agent": f"{organisation}/mlops-management-agent",
+             "tracking_agent": f"{organisation}/mlops-tracking-agent"}
+    facts = {"host": registry.address, "username": registry.username, "password": registry.password,
+             "ca_path": registry.ca_path, "validate_certs": True, "insecure": False, "repositories": paths}
+    run = run_playbook(PLAYBOOK, extra_vars=scenario.vars(_mlops={"registry": facts}))
+    assert run.returncode == 0, run.failure() or run.stderr[-3000:]
+    assert registry.password not in run.stdout + run.stderr
+    published = run.task(PUBLISH)["ansible_facts"]["__agent_images_published"]["agent_images"]
+    for key, path in paths.items():
+        answer = registry.get(f"{path}/manifests/{scenario.version}", f"repository:{path}:pull",
+                              headers={"Accept": MANIFEST_TYPES})
+        assert answer.status_code == 200, answer.text
+        assert published[key]["image"] == f"{registry.address}/{path}:{scenario.version}"
+        assert published[key]["digest"] == answer.headers["Docker-Content-Digest"]
+    scopes = {scope for request in registry.requests for scope in request["scopes"]}
+    assert {f"repository:{path}:pull,push" for path in paths.values()} <= scopes
+    again = run_playbook(PLAYBOOK, extra_vars=scenario.vars(_mlops={"registry": facts}))
+    assert again.returncode == 0 and again.changed == 0, again.failure()

@@ -8,6 +8,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import tarfile
@@ -151,23 +152,36 @@ def test_second_run_changes_nothing_with_and_without_the_cache(rig, tmp_path):
         assert again.result["digest"] == first.result["digest"]
 
 
-def test_check_mode_pushes_nothing_and_diff_shows_the_digests(rig, tmp_path):
+def test_check_mode_pushes_and_compresses_nothing_and_diff_shows_the_digests(rig, tmp_path):
     facts = archive(tmp_path, compress=True)
     repo = unique_repo()
     checked = run_module(MODULE, tls_args(rig, repo, src=str(facts.path)), check=True, diff=True)
     assert checked.result["changed"] is True
     assert len(checked.result["would_upload"]) == 3
+    layers = len(checked.result["would_upload"]) - 1  # and the config
+    assert re.fullmatch(rf"would push {layers} layers?, about [0-9.]+ [kMG]B before compression",
+                        checked.result["msg"]), checked.result["msg"]
+    assert checked.result["bytes_compressed"] == 0 and checked.result["would_upload_bytes"] > 0
+    assert checked.result["digest"] == ""  # needs the layers compressed: not done in check mode
     assert checked.result["diff"]["before"]["digest"] == ""
     base = f"https://{rig['RIG_REGISTRY']}/v2/{repo}"
     auth, ca = (rig["RIG_REGISTRY_USER"], rig["RIG_REGISTRY_PASSWORD"]), rig["RIG_REGISTRY_CA"]
     assert requests.get(f"{base}/tags/list", auth=auth, verify=ca, timeout=10).status_code == 404
     assert requests.head(f"{base}/blobs/{facts.config_digest}", auth=auth, verify=ca, timeout=10).status_code == 404
-    pushed = run_module(MODULE, tls_args(rig, repo, src=str(facts.path)), diff=True)
-    assert pushed.result["digest"] == checked.result["digest"]  # check mode predicted the real digest
+    cache = str(tmp_path / "cache.json")
+    pushed = run_module(MODULE, tls_args(rig, repo, src=str(facts.path), cache=cache), diff=True)
+    assert pushed.result["bytes_compressed"] > 0  # the same counter, on a real push
+    unchanged = run_module(MODULE, tls_args(rig, repo, src=str(facts.path), cache=cache), check=True).result
+    assert unchanged["changed"] is False and unchanged["digest"] == pushed.result["digest"]
+    assert unchanged["bytes_compressed"] == 0 and "msg" not in unchanged
+    # A new tag of the same layers: the cache knows their blobs, so check mode predicts the digest uncompressed.
+    again = run_module(MODULE, tls_args(rig, repo, tag="1.1", src=str(facts.path), cache=cache), check=True).result
+    assert again["bytes_compressed"] == 0 and again["would_upload"] == []
+    assert again["digest"] == pushed.result["digest"]
     newer = archive(tmp_path, "b.tar.gz", compress=True)
     diff = run_module(MODULE, tls_args(rig, repo, src=str(newer.path)), check=True, diff=True).result["diff"]
     assert diff["before"]["digest"] == pushed.result["digest"]
-    assert diff["after"]["digest"] not in ("", pushed.result["digest"])
+    assert diff["after"]["digest"] == "(unknown until pushed)"
 
 
 def test_additional_tags_and_uncompressed_layers(rig, tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 
 from ansible_cli import ansible_env, run_playbook
@@ -42,7 +43,8 @@ def test_every_problem_is_listed_in_one_failure(rig):
     lines = message.split("\n- ")
     assert lines[0] == "The cluster is not ready for the management agent:"
     assert any("memory capacity 6.0Gi (6.0Gi allocatable) < 64Gi" in line for line in lines)
-    assert "helm (/nonexistent/helm) was not found or did not run: install helm >= 3.8.0" in message
+    assert ("helm (/nonexistent/helm) was not found or did not run: install helm 3.8.0 or later 3.x, or helm 4.x, "
+            "or set mlops_helm_binary.") in message
     assert (f"Registry {rig['RIG_REGISTRY']} rejected the credentials for user '{rig['RIG_REGISTRY_USER']}': check "
             "username/password") in message
     assert "No ingress class absent-class exists and ingress_nginx will not install one" in message
@@ -50,9 +52,13 @@ def test_every_problem_is_listed_in_one_failure(rig):
     assert "wrong-password" not in run.stdout + run.stderr
 
 
-def test_an_old_helm_is_refused_with_the_version_message(rig):
-    run = run_playbook(PLAYBOOK, extra_vars={"mlops_preflight_helm_min_version": "9.0.0"})
-    assert "The collection requires helm >= 9.0.0, current version is 3.19.5: upgrade helm." in run.failure()
+@pytest.mark.parametrize("helm", ["HELM3", "HELM4"])
+def test_a_site_floor_above_the_helm_is_refused_with_the_version_message(rig, helm):
+    pins = (REPO / "tests/rig/versions.env").read_text()
+    version = pins.split(f"\n{'HELM' if helm == 'HELM3' else helm}_VERSION=v")[1].split()[0]
+    run = run_playbook(PLAYBOOK, extra_vars={"mlops_preflight_helm_min_version": "9.0.0",
+                                             "mlops_helm_binary": rig[helm]})
+    assert f"The collection requires helm >= 9.0.0, current version is {version}: upgrade helm." in run.failure()
 
 
 def test_an_unreachable_registry_is_named(rig):
@@ -119,23 +125,27 @@ def test_bad_variables_fail_before_anything_runs(rig):
     assert "mlops_preflight_registry" in run.failure()
 
 
-def test_a_token_auth_registry_is_probed_through_the_pushing_client(rig, tmp_path):
+def test_a_token_auth_registry_is_probed_through_the_pushing_client(rig):
     """Docker Hub, GitLab and ACR want a Bearer token from their token service: Basic auth on /v2/ is always
-    answered 401, so a probe that sends Basic would call correct credentials rejected."""
-    with TokenRegistry(tmp_path) as registry:
-        login = {"host": registry.address, "username": registry.username, "password": registry.password,
-                 "insecure": True}
-        run = run_playbook(PLAYBOOK, extra_vars={"mlops_preflight_registry": login}, check=True)
-        assert run.returncode == 0, run.failure()
-        assert run.changed == 0
-        assert registry.requests and all(request["authorized"] for request in registry.requests)
-        assert all(request["scopes"] == [] for request in registry.requests)  # a login check reads no repository
-        assert registry.password not in run.stdout + run.stderr
-        wrong = run_playbook(PLAYBOOK, extra_vars={"mlops_preflight_registry": {**login, "password": "wrong-one"}})
-        assert wrong.returncode != 0
-        assert (f"Registry {registry.address} rejected the credentials for user 'tokenuser'"
-                in wrong.failure()), wrong.failure()
-        assert "wrong-one" not in wrong.stdout + wrong.stderr
+    answered 401, so a probe that sends Basic would call correct credentials rejected. The rig's token registry,
+    over TLS with its CA."""
+    registry = TokenRegistry(rig).reset()
+    login = {"host": registry.address, "username": registry.username, "password": registry.password,
+             "ca_path": registry.ca_path}
+    run = run_playbook(PLAYBOOK, extra_vars={"mlops_preflight_registry": login}, check=True)
+    assert run.returncode == 0, run.failure()
+    assert run.changed == 0
+    asked = registry.requests
+    assert asked and all(request["authorized"] for request in asked)
+    assert all(request["scopes"] == [] for request in asked)  # a login check reads no repository
+    assert registry.password not in run.stdout + run.stderr
+    registry.reset()
+    wrong = run_playbook(PLAYBOOK, extra_vars={"mlops_preflight_registry": {**login, "password": "wrong-one"}})
+    assert wrong.returncode != 0
+    assert (f"Registry {registry.address} rejected the credentials for user '{registry.username}': check "
+            "username/password") in wrong.failure(), wrong.failure()
+    assert registry.requests and not any(request["authorized"] for request in registry.requests)
+    assert "wrong-one" not in wrong.stdout + wrong.stderr
 
 
 # What the checked list asked for before it covered the run's real calls: a user holding exactly this passed.

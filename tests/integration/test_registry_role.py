@@ -8,12 +8,14 @@ import json
 import uuid
 
 import pytest
+import requests
 import yaml
 
 from ansible_cli import REPO, ansible_env, run_module, run_playbook
 from conftest import kubectl
 from google_token_endpoint import TokenEndpoint
 from test_pps_image import archive
+from token_registry import TokenRegistry
 
 PLAYBOOK = "playbooks/registry.yml"
 FACTS_PLAYBOOK = "tests/integration/playbooks/registry_facts.yml"
@@ -185,3 +187,46 @@ def test_gcr_alias_with_a_given_token_mints_none(rig, target, tmp_path):
     missing = run_playbook(PLAYBOOK, extra_vars={"mlops_namespace": target, "mlops_registry_vendor": "gar",
                                                  "mlops_registry_host": "us-central1-docker.pkg.dev"})
     assert "mlops_registry_vendor gar needs mlops_registry_gcp_project and mlops_registry_gcp_service_account" in missing.failure()
+
+
+def test_image_builder_secret_for_the_token_auth_registry(rig, target):
+    """The dockerconfigjson Kaniko pushes with holds a login the rig's token service accepts for a push token."""
+    registry = TokenRegistry(rig)
+    run = run_playbook(PLAYBOOK, extra_vars={
+        "mlops_namespace": target, "mlops_registry_host": registry.address, "mlops_registry_username": registry.username,
+        "mlops_registry_password": registry.password, "mlops_registry_ca_path": registry.ca_path})
+    assert run.returncode == 0, run.failure()
+    assert registry.password not in run.stdout + run.stderr
+    username, password = secret_login(target, registry.address)
+    answer = requests.get(registry.realm, params={"service": "rig-token-registry",
+                                                  "scope": "repository:datarobot/mlops-management-agent:pull,push"},
+                          auth=(username, password), verify=registry.ca_path, timeout=30)
+    assert answer.status_code == 200 and answer.json()["token"]
+
+
+@pytest.mark.parametrize("host", ["docker.io", "index.docker.io", "registry-1.docker.io"])
+def test_docker_hub_secret_key_and_organisation_paths(rig, target, host):
+    """Docker Hub under any of its names: the secret's key is the one Kaniko and docker read for it, image
+    references say docker.io, and repositories are <organisation>/<name>."""
+    run = run_playbook(PLAYBOOK, extra_vars={
+        "mlops_namespace": target, "mlops_registry_host": host, "mlops_registry_username": "acme-bot",
+        "mlops_registry_password": "hub-access-token", "mlops_registry_path_prefix": "acme/"})
+    assert run.returncode == 0, run.failure()
+    secret = json.loads(kubectl("-n", target, "get", "secret", "registry-creds", "-o", "json").stdout)
+    auths = json.loads(base64.b64decode(secret["data"][".dockerconfigjson"]))["auths"]
+    assert list(auths) == ["https://index.docker.io/v1/"]
+    assert base64.b64decode(auths["https://index.docker.io/v1/"]["auth"]).decode() == "acme-bot:hub-access-token"
+    published = run.task(FACTS)["ansible_facts"]["__registry_published"]
+    assert published["repositories"] == {
+        "management_agent": "acme/mlops-management-agent", "tracking_agent": "acme/mlops-tracking-agent",
+        "pps": "acme/datarobot-portable-prediction-api", "frozen_models": "acme/frozen-models"}
+    assert "hub-access-token" not in run.stdout + run.stderr
+
+
+def test_docker_hub_without_an_organisation_is_refused_before_anything(rig, target):
+    run = run_playbook(PLAYBOOK, extra_vars={"mlops_namespace": target, "mlops_registry_host": "docker.io",
+                                             "mlops_registry_path_prefix": "acme/team/"})
+    assert run.returncode != 0
+    assert ("Docker Hub repositories are <organisation or user>/<name>, and 'acme/team/mlops-management-agent' is not"
+            in run.failure()), run.failure()
+    assert kubectl("get", "namespace", target, check=False).returncode != 0

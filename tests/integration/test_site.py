@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
+import time
 import uuid
 
 import pytest
@@ -12,6 +14,7 @@ import pytest
 from ansible_cli import REPO, run_playbook
 from conftest import cleanup, demo_archives, kubectl, release_status  # noqa: F401 pylint: disable=unused-import
 from snapshot import snapshot
+from token_registry import TokenRegistry
 
 STAGES = ["preflight", "ingress", "registry", "openshift", "pps_image", "agent_images", "prediction_environment",
           "management_agent"]
@@ -47,6 +50,34 @@ def test_local_inventory_converges_and_stays_converged(rig, demo_archives):
         assert release_revision(namespace) == 1
     finally:
         cleanup(namespace)
+
+
+@pytest.mark.parametrize("helm_under_test", ["HELM4"], indirect=True)
+def test_site_converges_under_helm_4(rig, demo_archives, helm_under_test):
+    """The whole site.yml with helm 4 (the test above is helm 3's): preflight accepts it, agent_deployment installs
+    the agent; a second run changes nothing. The ingress stage is off: kubernetes.core 6.2.0's helm module runs
+    `helm list --all`, which helm 4 refuses (README, troubleshooting); an IngressClass of the test's own stands in."""
+    namespace, ingress = fresh_namespace("site4"), fresh_namespace("class4")
+    extra = {"mlops_namespace": namespace, "mlops_helm_binary": helm_under_test, "mlops_ingress_nginx_enabled": False,
+             "mlops_ingress_nginx_class": ingress}
+    kubectl("create", "-f", "-", stdin=json.dumps({"apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
+                                                   "metadata": {"name": ingress},
+                                                   "spec": {"controller": "example.com/ingress"}}))
+    try:
+        first = run_playbook("site.yml", extra_vars=extra)
+        assert first.returncode == 0, first.failure() + first.stderr[-3000:]
+        assert f"bosun in {namespace}, revision 1, deployed" in "\n".join(
+            first.task("What this run left on the cluster")["msg"])
+        assert release_revision(namespace) == 1
+        assert subprocess.run([helm_under_test, "version", "--short"], text=True, capture_output=True,
+                              check=True).stdout.startswith("v4.")
+        second = run_playbook("site.yml", extra_vars=extra)
+        assert second.returncode == 0 and second.changed == 0, [
+            task["task"]["name"] for play in second.document["plays"] for task in play["tasks"]
+            if any(host.get("changed") for host in task["hosts"].values())]
+    finally:
+        cleanup(namespace)
+        kubectl("delete", "ingressclass", ingress, check=False)
 
 
 def test_check_mode_on_a_fresh_namespace_changes_nothing(rig, demo_archives):
@@ -122,3 +153,37 @@ def test_bad_inventory_fails_at_argument_validation_before_anything(rig, demo_ar
     assert failed and "Validating arguments against arg spec" in failed[0], failed
     assert "mlops_registry_vendor" in run.failure() and "quay" in run.failure()
     assert kubectl("get", "namespace", namespace, check=False).returncode != 0
+
+
+def test_site_against_the_token_auth_registry(rig, demo_archives):
+    """One whole run with the rig's token-auth registry as the cluster's registry: preflight's probe, the builder
+    secret, the PPS and agent images pushed (by our client and through podman) with Bearer tokens."""
+    registry = TokenRegistry(rig).reset()
+    namespace = fresh_namespace("sitetoken")
+    prefix = f"{namespace}/"
+    extra = {"mlops_namespace": namespace, "mlops_registry_host": registry.address,
+             "mlops_registry_username": registry.username, "mlops_registry_password": registry.password,
+             "mlops_registry_ca_path": registry.ca_path, "mlops_registry_path_prefix": prefix,
+             "mlops_preflight_registry": {"host": registry.address, "username": registry.username,
+                                          "password": registry.password, "ca_path": registry.ca_path}}
+    started = time.monotonic()
+    try:
+        run = run_playbook("site.yml", extra_vars=extra)
+        assert run.returncode == 0, run.failure() + run.stderr[-3000:]
+        print(f"site.yml against the token-auth registry: {time.monotonic() - started:.1f}s")
+        assert registry.password not in run.stdout + run.stderr
+        assert release_revision(namespace) == 1
+        values = json.loads(subprocess.run([os.environ["HELM"], "get", "values", "bosun", "-n", namespace, "-o",
+                                            "json"], capture_output=True, text=True, check=True, timeout=60).stdout)
+        assert values["managementAgent"]["repository"] == \
+            f"{registry.address}/{prefix}datarobot/mlops-management-agent"
+        secret = json.loads(kubectl("-n", namespace, "get", "secret", "registry-creds", "-o", "json").stdout)
+        assert list(json.loads(base64.b64decode(secret["data"][".dockerconfigjson"]))["auths"]) == [registry.address]
+        asked = registry.requests
+        assert asked and all(request["authorized"] for request in asked)
+        scopes = {scope for request in asked for scope in request["scopes"]}
+        for path in ("datarobot/mlops-management-agent", "datarobot/mlops-tracking-agent",
+                     "datarobot/datarobot-portable-prediction-api"):
+            assert f"repository:{prefix}{path}:pull,push" in scopes, scopes
+    finally:
+        cleanup(namespace)

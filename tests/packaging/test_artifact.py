@@ -132,6 +132,26 @@ def test_the_artifact_holds_what_users_run_and_nothing_of_the_checkout(members):
     assert not [name for name in names if "__pycache__" in name or name.endswith(".pyc")]
 
 
+def test_the_rigs_of_integration_workers_stay_out_of_the_artifact(tmp_path):
+    """`make integration` leaves `.rig-gw1/` (an xdist worker's rig, its env file with the registry password) in the
+    checkout: galaxy.yml's build_ignore keeps it out of the tarball like `.rig/`."""
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in ("README.md", "LICENSE", "galaxy.yml", "requirements.txt"):
+        shutil.copy(REPO / name, source / name)
+    for name in ("meta", "plugins", "roles", "playbooks"):
+        shutil.copytree(REPO / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for rig in (".rig", ".rig-gw1", ".rig-gw12"):
+        (source / rig / "registry").mkdir(parents=True)
+        (source / rig / "env").write_text("export RIG_REGISTRY_PASSWORD=not-for-the-artifact\n")
+        (source / rig / "registry" / "password").write_text("not-for-the-artifact\n")
+    (tmp_path / "out").mkdir()
+    with tarfile.open(build_artifact(source, tmp_path / "out")) as archive:
+        names = archive.getnames()
+    assert "roles" in {name.split("/")[0] for name in names}
+    assert [name for name in names if name.startswith(".rig")] == []
+
+
 def test_the_manifest_declares_galaxy_yml_dependencies(artifact):
     with tarfile.open(artifact) as archive:
         manifest = json.load(archive.extractfile("MANIFEST.json"))

@@ -39,7 +39,7 @@ def environment(rig, demo_archives, installed) -> dict[str, str]:  # noqa: F811 
     assert demo_archives.is_dir()  # what `make demo` writes: the PPS stand-in, the fixture agent tarball
     env = galaxy_env(installed)
     env.update(rig)
-    env["PATH"] = f"{rig['RIG_BIN']}:{BIN}:{env['PATH']}"
+    env["PATH"] = f"{rig['RIG_HELM_BIN']}:{rig['RIG_BIN']}:{BIN}:{env['PATH']}"
     return env
 
 

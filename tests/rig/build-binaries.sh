@@ -12,14 +12,14 @@ here="$(cd "$(dirname "$0")" && pwd)"
 cache="${RIG_BIN_CACHE:-$HOME/.cache/datarobot-mlops-rig}"
 mkdir -p "$cache"
 export GOFLAGS=-mod=mod GOTOOLCHAIN=local CGO_ENABLED=0
-GO_MINOR_NEEDED=25  # Go 1.25 or newer: what Kubernetes $K8S_VERSION needs, no toolchain download
+GO_MINOR_NEEDED=26  # Go 1.26 or newer: what helm $HELM_VERSION and $HELM4_VERSION need (go.mod), no toolchain download
 
 log() { printf '[rig-build] %s\n' "$*" >&2; }
 
 # Seconds each binary takes in a cold build (empty Go module and build caches) on 2 cores: measured (11m11s on a
 # busy machine, etcd 53, kwok 79, helm 61, kube-apiserver 314, kube-controller-manager 117, kube-scheduler 7,
 # kubectl 38), scaled to the ~9 min of a quiet one. The first binary of a part includes downloading its modules.
-declare -A COLD=([etcd]=45 [kwok]=65 [helm]=50
+declare -A COLD=([etcd]=45 [kwok]=65 [helm]=50 [helm4]=90
                  [kube-apiserver]=255 [kube-controller-manager]=95 [kube-scheduler]=10 [kubectl]=30)
 about() {  # about SECONDS -> "<1 min" or "~N min" (rounded)
   if [ "$1" -lt 45 ]; then printf '<1 min'; else printf '~%s min' "$(( ($1 + 30) / 60 ))"; fi
@@ -30,12 +30,14 @@ kube_out="$cache/kubernetes-$K8S_VERSION"
 etcd_out="$cache/etcd-$ETCD_VERSION"
 kwok_out="$cache/kwok-$KWOK_VERSION"
 helm_out="$cache/helm-$HELM_VERSION"
+helm4_out="$cache/helm-$HELM4_VERSION"
 
 # What is missing, in build order (Kubernetes' binaries are built and cached together).
 todo=()
 [ -x "$etcd_out/etcd" ] || todo+=(etcd)
 [ -x "$kwok_out/kwok" ] || todo+=(kwok)
 [ -x "$helm_out/helm" ] || todo+=(helm)
+[ -x "$helm4_out/helm" ] || todo+=(helm4)
 for cmd in "${KUBE_CMDS[@]}"; do
   [ -x "$kube_out/$cmd" ] || { todo+=("${KUBE_CMDS[@]}"); break; }
 done
@@ -125,15 +127,15 @@ build_etcd() {
   done_in etcd
 }
 
-build_plain() {  # build_plain NAME VERSION PACKAGE LDFLAGS
-  local name=$1 version=$2 pkg=$3 ld=$4
+build_plain() {  # build_plain NAME VERSION PACKAGE LDFLAGS [PART]: PART names it in progress lines (default NAME)
+  local name=$1 version=$2 pkg=$3 ld=$4 part=${5:-$1}
   local out="$cache/$name-$version"
   [ -x "$out/$name" ] && return 0
-  progress "$name" "$version"
+  progress "$part" "$version"
   mkdir -p "$out.tmp"
   GOBIN="$out.tmp" go install -trimpath -ldflags "-s -w $ld" "$pkg@$version"
   rm -rf "$out" && mv "$out.tmp" "$out"
-  done_in "$name"
+  done_in "$part"
 }
 
 # kwok needs stages to move nodes and pods through their life; take the ones
@@ -155,12 +157,15 @@ build_plain kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok \
   "-X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION"
 build_plain helm "$HELM_VERSION" helm.sh/helm/v3/cmd/helm \
   "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+build_plain helm "$HELM4_VERSION" helm.sh/helm/v4/cmd/helm \
+  "-X helm.sh/helm/v4/internal/version.version=$HELM4_VERSION -X helm.sh/helm/v4/internal/version.gitTreeState=clean" helm4
 kwok_stages
 build_kubernetes
 
-# Stable names for everything else to use.
+# Stable names for everything else to use. helm is not among them: each rig links the helms its checkout pins
+# (versions.env) into its own .rig/bin, so checkouts pinning different helms share this cache.
 bin="$cache/bin"; mkdir -p "$bin"
-for f in "$kube_out"/* "$etcd_out/etcd" "$kwok_out/kwok" "$kwok_out/stages.yaml" "$helm_out/helm"; do
+for f in "$kube_out"/* "$etcd_out/etcd" "$kwok_out/kwok" "$kwok_out/stages.yaml"; do
   ln -sf "$f" "$bin/$(basename "$f")"
 done
 if [ "$total" -gt 0 ]; then

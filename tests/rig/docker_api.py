@@ -2,7 +2,7 @@
 
 The docker SDK path of the collection (`method: daemon`, the seed's
 `docker load/tag/push`) runs against it for real. Storage stays under .rig;
-the rig's CA is trusted for the TLS registry, and the HTTP registry is declared
+the rig's CA is trusted for the TLS registries, and the HTTP registry is declared
 insecure, the way users configure a Docker daemon.
 """
 
@@ -28,27 +28,32 @@ def _ping(socket_path: Path) -> bool:
 
 
 class DockerApi:
-    def __init__(self, state: Path, ca_cert: Path, secure_registry: str, insecure_registry: str) -> None:
+    def __init__(self, state: Path, ca_cert: Path, secure_registries: tuple[str, ...], insecure_registry: str) -> None:
         self.state = state / "podman"
         self.daemon = Daemon("podman", state)
         self.socket = self.state / "podman.sock"
-        self.ca_cert, self.secure_registry, self.insecure_registry = ca_cert, secure_registry, insecure_registry
+        self.ca_cert, self.secure_registries, self.insecure_registry = ca_cert, secure_registries, insecure_registry
 
     @property
-    def trust_dir(self) -> Path:
-        return CERTS_D / self.secure_registry
+    def trust_dirs(self) -> list[Path]:
+        return [CERTS_D / registry for registry in self.secure_registries]
 
     @property
     def docker_host(self) -> str:
         return f"unix://{self.socket}"
 
+    def trust(self) -> None:
+        """containers/image reads per-registry CAs only from this system path (a token realm is trusted through
+        its registry's directory too: the same client fetches the token)."""
+        for trust_dir in self.trust_dirs:
+            trust_dir.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(self.ca_cert, trust_dir / "ca.crt")
+
     def start(self) -> None:
         if not Path(PODMAN).exists():
             raise RigError("podman is missing: apt-get install podman")
         self.state.mkdir(parents=True, exist_ok=True)
-        # containers/image reads per-registry CAs only from this system path.
-        self.trust_dir.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(self.ca_cert, self.trust_dir / "ca.crt")
+        self.trust()
         registries = self.state / "registries.conf"
         registries.write_text(
             'unqualified-search-registries = []\n\n'
@@ -68,6 +73,7 @@ class DockerApi:
 
     def stop(self) -> list[str]:
         stopped = [self.daemon.name] if self.daemon.stop() else []
-        shutil.rmtree(self.trust_dir, ignore_errors=True)
+        for trust_dir in self.trust_dirs:
+            shutil.rmtree(trust_dir, ignore_errors=True)
         self.socket.unlink(missing_ok=True)
         return stopped

@@ -1,7 +1,8 @@
 """The local rig of real parts: `rig.py up | down | status`.
 
 up     builds (once, cached) and starts etcd, the Kubernetes control plane,
-       kwok nodes, two registries and podman's Docker API; idempotent; writes
+       kwok nodes, three registries (Basic auth over TLS, plain HTTP, token
+       auth over TLS with its token service) and podman's Docker API; idempotent; writes
        .rig/env. `--flavour openshift` adds OpenShift's CRDs and objects,
        `--flavour kubernetes` (default) removes them again.
 restart-apiserver  stops kube-apiserver, keeps it down `--down-for` seconds and
@@ -30,19 +31,27 @@ from docker_api import DockerApi  # noqa: E402
 from pki import CertificateAuthority  # noqa: E402
 from processes import RigError, free_port, port_open  # noqa: E402
 from registry import USER, Registries  # noqa: E402
+from token_auth_registry import USER as TOKEN_USER  # noqa: E402
+from token_auth_registry import TokenAuthRegistry  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 STATE = Path(os.environ.get("RIG_DIR", REPO / ".rig")).resolve()
 BIN_CACHE = Path(os.environ.get("RIG_BIN_CACHE", Path.home() / ".cache" / "datarobot-mlops-rig"))
 PORT_NAMES = ("etcd", "etcd_peer", "apiserver", "controller_manager", "scheduler", "kwok", "registry", "registry_http",
-              "datarobot")
+              "datarobot", "token_registry", "token_service")
 OPENSHIFT_CRDS = ("securitycontextconstraints.security.openshift.io", "routes.route.openshift.io",
                   "configs.imageregistry.operator.openshift.io")
 
 
 def log(message: str) -> None:
     print(f"[rig] {message}", file=sys.stderr, flush=True)
+
+
+def pinned_versions() -> dict[str, str]:
+    """tests/rig/versions.env as a dictionary (NAME=value lines)."""
+    lines = (HERE / "versions.env").read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if "=" in line and not line.startswith("#"))
 
 
 def ports() -> dict[str, int]:
@@ -62,9 +71,16 @@ class Rig:
         self.ports = ports()
         self.ca = CertificateAuthority(STATE / "pki")
         self.bin = BIN_CACHE / "bin"
+        # This checkout's helms (versions.env), linked into the rig's own bin: checkouts pinning other helms share
+        # the binary cache. `helm` on the rig's PATH is helm 3; HELM4 names helm 4.
+        pins = pinned_versions()
+        self.helms = {"helm": BIN_CACHE / f"helm-{pins['HELM_VERSION']}" / "helm",
+                      "helm4": BIN_CACHE / f"helm-{pins['HELM4_VERSION']}" / "helm"}
+        self.rig_bin = STATE / "bin"
         self.cluster = ControlPlane(STATE, self.bin, self.ports, self.ca)
         self.registries = Registries(STATE, self.ports, self.ca)
-        self.docker = DockerApi(STATE, self.ca.cert_path, self.registries.secure_address,
+        self.token_registry = TokenAuthRegistry(STATE, self.ports, self.ca)
+        self.docker = DockerApi(STATE, self.ca.cert_path, (self.registries.secure_address, self.token_registry.address),
                                 self.registries.insecure_address)
         self.datarobot = FakeDataRobot(STATE, self.ports["datarobot"], self.ca)
 
@@ -84,8 +100,11 @@ class Rig:
         self.cluster.register_nodes()
         if not self.registries.healthy():
             self.registries.start()
+        if not self.token_registry.healthy():
+            self.token_registry.start()
         if not self.docker.healthy():
             self.docker.start()
+        self.docker.trust()  # also for a registry added since podman started
         if not self.datarobot.healthy():
             self.datarobot.start()
         self.set_flavour(flavour)
@@ -111,32 +130,49 @@ class Rig:
             "K8S_AUTH_KUBECONFIG": kubeconfig,
             "RIG_DIR": str(STATE),
             "RIG_BIN": str(self.bin),
+            "RIG_HELM_BIN": str(self.rig_bin),
             "RIG_CA": str(self.ca.cert_path),
             "RIG_REGISTRY": self.registries.secure_address,
             "RIG_REGISTRY_CA": str(self.ca.cert_path),
             "RIG_REGISTRY_USER": USER,
             "RIG_REGISTRY_PASSWORD": self.registries.password,
             "RIG_INSECURE_REGISTRY": self.registries.insecure_address,
+            # The token-auth registry (Docker token flow, as Docker Hub): its CA is RIG_CA too.
+            "RIG_TOKEN_REGISTRY": self.token_registry.address,
+            "RIG_TOKEN_REGISTRY_USER": TOKEN_USER,
+            "RIG_TOKEN_REGISTRY_PASSWORD": self.token_registry.password,
+            "RIG_TOKEN_REGISTRY_REALM": self.token_registry.realm,
             "DOCKER_HOST": self.docker.docker_host,
             "DATAROBOT_ENDPOINT": self.datarobot.endpoint,
             "DATAROBOT_API_TOKEN": self.datarobot.token,
             "DATAROBOT_CA_PATH": str(self.ca.cert_path),
-            "HELM": str(self.bin / "helm"),
+            "HELM": str(self.rig_bin / "helm"),
+            "HELM3": str(self.rig_bin / "helm"),
+            "HELM4": str(self.rig_bin / "helm4"),
             "KUBECTL": str(self.bin / "kubectl"),
             "RIG_FLAVOUR": (STATE / "flavour").read_text().strip() if (STATE / "flavour").exists() else "kubernetes",
             # The ingress-nginx chart the local inventory installs offline (tests/rig/assets/).
             "RIG_INGRESS_NGINX_CHART": str(INGRESS_NGINX_CHART),
         }
 
+    def link_helms(self) -> None:
+        self.rig_bin.mkdir(exist_ok=True)
+        for name, target in self.helms.items():
+            link = self.rig_bin / name
+            if not link.is_symlink() or link.readlink() != target:
+                link.unlink(missing_ok=True)
+                link.symlink_to(target)
+
     def write_env(self) -> None:
+        self.link_helms()
         lines = [f"export {key}={shlex.quote(value)}" for key, value in self.env().items()]
-        lines.append(f'export PATH={shlex.quote(str(self.bin))}:"$PATH"')
+        lines.append(f'export PATH={shlex.quote(str(self.rig_bin))}:{shlex.quote(str(self.bin))}:"$PATH"')
         path = STATE / "env"
-        path.write_text("# written by tests/rig/rig.py up; holds the rig's registry password\n" + "\n".join(lines) + "\n")
+        path.write_text("# written by tests/rig/rig.py up; holds the rig's registry passwords\n" + "\n".join(lines) + "\n")
         path.chmod(0o600)
 
     def down(self, purge: bool) -> None:
-        stopped = self.datarobot.stop() + self.docker.stop() + self.registries.stop() + self.cluster.stop()
+        stopped = self.datarobot.stop() + self.docker.stop() + self.token_registry.stop() + self.registries.stop() + self.cluster.stop()
         log(f"stopped: {', '.join(stopped) or 'nothing was running'}")
         listening = [f"{name}={port}" for name, port in self.ports.items() if port_open(port)]
         if listening:
@@ -148,7 +184,8 @@ class Rig:
 
     def status(self) -> bool:
         parts = {**self.cluster.daemons, "registry-tls": self.registries.secure,
-                 "registry-http": self.registries.insecure, "podman": self.docker.daemon,
+                 "registry-http": self.registries.insecure, "registry-token": self.token_registry.registry,
+                 "token-service": self.token_registry.service, "podman": self.docker.daemon,
                  "datarobot": self.datarobot.daemon}
         for name, daemon in parts.items():
             pid = daemon.pid()

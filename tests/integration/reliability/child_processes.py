@@ -7,9 +7,10 @@ interpreters (ansible-playbook, its workers, each module), the `/bin/sh -c` that
 ansible-playbook runs itself (mkdir, chmod, rm of its temporary directories). They hold the environment
 ansible-playbook was started with, which the user gave it; what the collection controls is what it passes on.
 Scanned are the programs started by this collection's modules and by ansible.builtin.command, whose argv and
-environment its roles choose. The programs other modules start are listed apart in `others` (another collection's,
-such as the ingress_nginx role's kubernetes.core.helm, which runs helm with its whole environment; or Ansible's own,
-such as `file --mime-type` run by ansible.builtin.stat): the collection cannot give them a narrower environment.
+environment its roles choose, and those of kubernetes.core.helm (the ingress_nginx role's installer: it runs helm with
+the module's whole environment, and the role sets every variable outside helm's allow-list empty for that task).
+The programs other modules start are listed apart in `others` (Ansible's own, such as `file --mime-type` run by
+ansible.builtin.stat): the collection gives them no narrower environment.
 Which module runs is the one the run's -vvv log last named ("Using module file ...") The agent_images role's trampoline,
 `sh -c 'exec env -i NAME=... "$@"' sh PROGRAM ...` (one process that becomes sh, then env, then PROGRAM), is skipped
 likewise while it is sh or env: for that moment it holds the environment of the command module that started it (one
@@ -29,6 +30,8 @@ from conftest import descendants, process_parents
 
 MODULE_FILE = re.compile(rb"Using module file (\S+)")
 COMMAND_MODULE = b"/ansible/modules/command.py"
+# Another collection's module whose children the collection's roles narrow (a task `environment:`), so they count.
+NARROWED_MODULES = (b"/ansible_collections/kubernetes/core/plugins/modules/helm.py",)
 
 
 def _read(path: str) -> bytes:
@@ -45,7 +48,7 @@ def ansibles_own(exe: str, argv: list[str]) -> bool:
     if name.startswith("python") or name == "env":
         return True
     script = " ".join(argv[2:3])
-    trampoline = "python" in script or script.startswith("exec env -i ")
+    trampoline = "python" in script or "exec env -i " in script  # the registry role's gcloud one first sets "$@"
     return name in ("sh", "dash", "bash") and argv[1:2] == ["-c"] and trampoline
 
 
@@ -98,7 +101,7 @@ def sample(root: int) -> list[Sampled]:
 class ChildSampler(threading.Thread):
     """Samples the run's child processes every `every` seconds until halted; `hits`: canary -> place -> count
     (a place is `<program> cmdline` or `<program> environ`), `seen`: the programs it looked at, `others`: those
-    started by another collection's module (not scanned)."""
+    started by another module (not scanned; kubernetes.core.helm's are scanned)."""
 
     def __init__(self, canaries: list[Any], log: Path, root: int | None = None, every: float = 0.05,
                  on_sample: Callable[[list[Sampled]], None] | None = None) -> None:
@@ -135,7 +138,8 @@ class ChildSampler(threading.Thread):
         sampled = sample(self.root)
         if self._current_module() != module:  # a task started meanwhile: whose processes these are is not known
             return
-        foreign = not (b"/ansible_collections/datarobot_mlops/" in module or module.endswith(COMMAND_MODULE))
+        foreign = not (b"/ansible_collections/datarobot_mlops/" in module
+                       or module.endswith((COMMAND_MODULE,) + NARROWED_MODULES))
         for process in sampled:
             if foreign:
                 self.others.add(f"{process.name} ({module.decode(errors='replace').rsplit('/', 1)[-1]})")

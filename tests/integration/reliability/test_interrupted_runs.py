@@ -14,8 +14,10 @@ import signal
 import subprocess
 import sys
 
+import pytest
+
 from ansible_cli import REPO, ansible_env, module_argv, run_module, run_playbook
-from conftest import descendants, kubectl
+from conftest import HELMS, descendants, kubectl
 from snapshot import datarobot
 from test_faults import (  # noqa: F401 pylint: disable=unused-import
     AGENT,
@@ -118,7 +120,9 @@ def alive(pid: int) -> bool:
         return False
 
 
-def test_agent_deployment_killed_mid_upgrade_is_recovered_by_the_next_run(release, namespace, ledger):  # noqa: F811
+@pytest.mark.parametrize("helm_under_test", HELMS, indirect=True)  # the recovery reads helm's history and list
+def test_agent_deployment_killed_mid_upgrade_is_recovered_by_the_next_run(helm_under_test, release, namespace,
+                                                                          ledger):  # noqa: F811
     name, args = release
     assert run_module(AGENT, args()).result.get("changed") is True
     killed = start_killable(module_argv(AGENT, args(values=agent_values(tag=BROKEN_TAG), wait_timeout=120)))

@@ -14,14 +14,17 @@ stdout, stderr, the log, the json callback's document (returned values, diffs), 
 files written to ~/.ansible, ~/.ansible_async and ~/.cache during the run, files written in /tmp (directly, or in its
 entries changed during the run; pytest's own directory apart), the usual credential stores, and the repository's
 untracked files plus ignored files written during the run. Each canary is looked for as is, base64 encoded, as a docker
-`user:password` auth, and inside any base64 blob (a dockerconfigjson). Excluded: `.rig/` (its env file and password
-file hold the rig's registry password by design), `.venv/` and `.git/`, and `~/.ansible/tmp/molecule.*` (other
-sessions' Molecule scenarios on the shared rig). A watcher also records every file that holds a canary while the run is
-going, with its mode: 0600 (Ansible's own module payloads, AnsiballZ_*: in a 0700 directory), and gone afterwards.
+`user:password` auth, and inside any base64 blob (a dockerconfigjson). Excluded: `.rig/` and the xdist workers'
+`.rig-gwN/` (their env files and password files hold the rigs' registry passwords by design), `.venv/` and `.git/`, and
+`~/.ansible/tmp/molecule.*` (other sessions' Molecule scenarios on the shared rig). A watcher also records every file
+that holds a canary while the run is going, with its mode: 0600 (Ansible's own module payloads, AnsiballZ_*: in a 0700
+directory), and gone afterwards.
 A sampler (child_processes.py) reads /proc/<pid>/cmdline and /proc/<pid>/environ of the programs the modules start
 (helm, make, docker ...: those of this collection's modules and of ansible.builtin.command) every 50 ms while the
-run goes: no canary may be there. Programs other modules start (kubernetes.core.helm in the ingress_nginx role,
-ansible.builtin.stat's `file`) are named in the ledger's detail, not counted.
+run goes: no canary may be there. kubernetes.core.helm's helm (the ingress_nginx role's installer) counts too: the
+role sets every other variable of the run's environment empty for that task; a run of ingress.yml alone into a
+release of its own proves it with the canaries in its environment (under DATAROBOT_API_TOKEN and a neutral name).
+Programs other modules start (ansible.builtin.stat's `file`) are named in the ledger's detail, not counted.
 A killed run: management_agent.yml killed with SIGKILL (every process, no cleanup) while helm waits for the rollout,
 with a secret under a neutral key of the chart values and a kubeconfig whose client key is inline; nothing it leaves
 on disk may hold a canary.
@@ -88,6 +91,7 @@ NEUTRAL_ENV_VALUE = f"canary{uuid.uuid4().hex}"
 CREDENTIAL_STORES = [HOME / ".docker" / "config.json", HOME / ".config" / "containers" / "auth.json",
                      HOME / ".config" / "helm" / "registry" / "config.json", Path("/run/containers/0/auth.json")]
 REPO_EXCLUDED = (".git", ".venv", ".rig")  # .rig/env and .rig/registry/password hold the registry password by design
+WORKER_RIG = re.compile(r"\.rig-gw\d+")  # an xdist worker's rig (tests/integration/conftest.py), like .rig
 FILE_LIMIT = 64 * 1024 * 1024
 B64_RUN = re.compile(rb"[A-Za-z0-9+/]{24,}={0,2}")
 RELEASE_TASK = "datarobot_mlops.management_agent.management_agent : The management agent release"
@@ -173,14 +177,19 @@ def _system_tmp_files(since: float, skip: Path) -> list[Path]:
     return found
 
 
+def _excluded(top: str) -> bool:
+    """A top-level folder of the checkout the scan leaves out."""
+    return top in REPO_EXCLUDED or bool(WORKER_RIG.fullmatch(top))
+
+
 def _repo_files(since: float) -> list[Path]:
     """Untracked files (not ignored), and any file, ignored ones included, written since `since`."""
     listed = subprocess.run(["git", "ls-files", "--others", "--exclude-standard", "-z"], cwd=REPO, capture_output=True,
                             check=True, timeout=60).stdout.decode().split("\0")
-    files = {REPO / name for name in listed if name and name.split("/", 1)[0] not in REPO_EXCLUDED}
+    files = {REPO / name for name in listed if name and not _excluded(name.split("/", 1)[0])}
     for dirpath, dirnames, filenames in os.walk(REPO):
         if Path(dirpath) == REPO:
-            dirnames[:] = [name for name in dirnames if name not in REPO_EXCLUDED]
+            dirnames[:] = [name for name in dirnames if not _excluded(name)]
         for name in filenames:
             path = Path(dirpath) / name
             try:
@@ -307,17 +316,18 @@ class Probe:
         return found
 
 
-def probe_env(tmpdir: Path, log: Path, callback: str = "json") -> dict[str, str]:
+def probe_env(tmpdir: Path, log: Path, callback: str = "json", **more: str) -> dict[str, str]:
     """A run's environment: -vvv traces to `log`, no kept remote files, every temporary directory under `tmpdir`, and
-    the neutral-named canary."""
+    the neutral-named canary (and `more`)."""
     return ansible_env(ANSIBLE_LOG_PATH=str(log), ANSIBLE_KEEP_REMOTE_FILES="0", TMPDIR=str(tmpdir),
                        ANSIBLE_REMOTE_TMP=str(tmpdir / "ansible-remote"),
                        ANSIBLE_LOCAL_TEMP=str(tmpdir / "ansible-local"), **{NEUTRAL_ENV: NEUTRAL_ENV_VALUE},
-                       **({"ANSIBLE_STDOUT_CALLBACK": "default"} if callback == "default" else {}))
+                       **({"ANSIBLE_STDOUT_CALLBACK": "default"} if callback == "default" else {}), **more)
 
 
 def probe(label: str, playbook: str, base: Path, canaries: list[Canary], *, extra_vars: dict[str, Any],
-          check: bool = False, callback: str = "json", inventory: str = "inventories/local") -> Probe:
+          check: bool = False, callback: str = "json", inventory: str = "inventories/local",
+          env: dict[str, str] | None = None) -> Probe:
     """`playbook` at -vvv with --diff, a fresh TMPDIR, a log file and no kept remote files, watched for canaries in
     files and in the command lines and environments of the programs it starts.
 
@@ -334,7 +344,7 @@ def probe(label: str, playbook: str, base: Path, canaries: list[Canary], *, extr
     sampler.start()
     try:
         run = run_playbook(playbook, inventory=inventory, extra_vars=extra_vars, check=check, diff=True, verbosity=3,
-                           env=probe_env(tmpdir, log, callback))
+                           env=probe_env(tmpdir, log, callback, **(env or {})))
     finally:
         watcher.halt.set()
         sampler.halt.set()
@@ -621,6 +631,32 @@ def test_agent_images_build_leaves_no_docker_login_behind(rig, ledger, tmp_path)
         assert not list(run.tmpdir.glob("agent-images-docker-*"))
     finally:
         scenario.clean()
+
+
+def test_the_ingress_installers_helm_gets_no_secret_of_the_run(rig, ledger, tmp_path):
+    """ingress.yml alone, installing a release of its own (so helm upgrade --install runs and waits): kubernetes.core.helm
+    starts helm with the module's whole environment, which holds the rig's DATAROBOT_API_TOKEN and registry password,
+    the neutral-named canary, and a run secret (mlops_registry_password) under a name helm's allow-list admits
+    (HELM_SITE_NOTE). None of them may be in any helm's environment or argv."""
+    pushed = made_canary("mlops_registry_password, also in HELM_SITE_NOTE")
+    canaries = real_canaries(rig) + [pushed]
+    name = f"t-ingress-secrets-{uuid.uuid4().hex[:6]}"
+    names = {"mlops_ingress_nginx_namespace": name, "mlops_ingress_nginx_release": name,
+             "mlops_ingress_nginx_class": name, "mlops_registry_password": pushed.value}
+    try:
+        run = probe("ingress.yml, kubernetes.core.helm's helm", "playbooks/ingress.yml", tmp_path, canaries,
+                    extra_vars=names, env={"HELM_SITE_NOTE": f"note:{pushed.value}"})
+        leaks = record_secrets(ledger, run, canaries)
+        helms = sorted(program for program in run.programs if program.startswith("helm"))
+        ledger.record("secret", "ingress.yml: kubernetes.core.helm's helm children were sampled and counted",
+                      held="helm upgrade" in helms, detail=", ".join(helms) or "no helm sampled", count=0)
+        assert run.ok, run.why()
+        assert "helm upgrade" in helms, f"kubernetes.core.helm's helm upgrade was not sampled: {sorted(run.programs)}"
+        assert not leaks, leaks
+    finally:
+        subprocess.run([os.environ["HELM"], "uninstall", name, "-n", name, "--wait"], check=False,
+                       capture_output=True, timeout=300)
+        kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
 # ---------------------------------------------------------------- idempotence (and their secrets)

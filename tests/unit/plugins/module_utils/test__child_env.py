@@ -38,3 +38,48 @@ def test_a_variable_holding_a_known_secret_is_withheld_whatever_its_name():
     # what the caller gives is meant for the child, and kept
     assert child_environment(update={"HELM_KUBETOKEN": "kube-token-42"}, source={},
                              withhold=["kube-token-42"]) == {"HELM_KUBETOKEN": "kube-token-42"}
+
+
+def test_withheld_names_are_what_the_allow_list_leaves_out_and_the_module_keeps_its_own():
+    from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._child_env import withheld_names
+
+    source = {**USER_ENV, "PYTHONPATH": "/p", "LD_LIBRARY_PATH": "/l", "K8S_AUTH_CONTEXT": "c"}
+    assert withheld_names("helm_module", source=source) == ["ANSIBLE_CONFIG", "DATAROBOT_API_TOKEN", "GNUPGHOME",
+                                                            "MY_NOTE", "REGISTRY_PASSWORD"]
+    # helm itself is given less than the module that runs it: the same rule child_environment applies
+    helm_out = withheld_names("helm", source=source)
+    assert set(helm_out) == set(source) - set(helm_environment(source=source))
+    assert {"K8S_AUTH_API_KEY", "PYTHONPATH", "LD_LIBRARY_PATH"} <= set(helm_out)
+
+
+def test_withheld_names_blank_an_allowed_name_holding_a_run_secret_unless_kept():
+    from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._child_env import withheld_names
+
+    source = {"PATH": "/usr/bin", "HELM_NOTE": "x-registry-pass-1-x", "AWS_PROFILE": "eks", "MY_NOTE": "n"}
+    assert withheld_names("helm_module", source=source, withhold=["registry-pass-1", "short"]) == [
+        "HELM_NOTE", "MY_NOTE"]
+    assert withheld_names("helm_module", source=source, withhold=["registry-pass-1"], keep=["MY_NOTE"]) == [
+        "HELM_NOTE"]
+
+
+def test_an_unknown_kind_is_an_mlops_error_naming_the_kinds():
+    import pytest
+
+    from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._child_env import (
+        UnknownChildKind,
+        withheld_names,
+    )
+    from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import MlopsError
+
+    with pytest.raises(UnknownChildKind, match="helm_module") as caught:
+        withheld_names("kubectl", source={})
+    assert isinstance(caught.value, MlopsError)
+
+
+def test_blanked_environment_maps_each_settable_name_to_empty():
+    from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._child_env import (
+        blanked_environment,
+    )
+
+    source = {"PATH": "/usr/bin", "DATAROBOT_API_TOKEN": "t", "BASH_FUNC_x%%": "() { :; }", "SITE_NOTE": "n"}
+    assert blanked_environment("helm_module", source=source) == {"DATAROBOT_API_TOKEN": "", "SITE_NOTE": ""}

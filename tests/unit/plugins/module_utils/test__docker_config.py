@@ -105,3 +105,27 @@ def test_a_credential_helper_does_not_inherit_the_runs_secrets(tmp_path, monkeyp
     monkeypatch.setenv("SITE_NOTE", "neutral-canary")
     found = credentials_from_docker_config(REGISTRY, write_config(tmp_path, {"credsStore": "env"}))
     assert found == Credentials("u", "||")
+
+
+# --- Docker Hub: docker login keeps its login under the legacy index URL ---------------------------------------
+
+HUB_LOGIN = {"auths": {"https://index.docker.io/v1/": {"auth": base64.b64encode(b"acme-bot:hub-token").decode()}}}
+
+
+@pytest.mark.parametrize("registry", ["registry-1.docker.io", "docker.io", "index.docker.io"])
+def test_docker_hub_login_is_found_under_the_index_url(tmp_path, registry):
+    path = write_config(tmp_path, HUB_LOGIN)
+    assert credentials_from_docker_config(registry, path) == Credentials("acme-bot", "hub-token")
+
+
+def test_another_registry_does_not_get_the_hub_login(tmp_path):
+    assert credentials_from_docker_config(REGISTRY, write_config(tmp_path, HUB_LOGIN)) is None
+
+
+def test_a_credential_helper_is_asked_about_docker_hub_by_its_index_url(tmp_path, monkeypatch):
+    """docker asks `get` with https://index.docker.io/v1/ for Docker Hub, and credHelpers is keyed by it."""
+    helper_on_path(tmp_path, monkeypatch, "hub",
+                   'read server; [ "$server" = "https://index.docker.io/v1/" ] || exit 1\n'
+                   'echo \'{"Username": "acme-bot", "Secret": "from-helper"}\'\n')
+    path = write_config(tmp_path, {"credHelpers": {"https://index.docker.io/v1/": "hub"}})
+    assert credentials_from_docker_config("registry-1.docker.io", path) == Credentials("acme-bot", "from-helper")

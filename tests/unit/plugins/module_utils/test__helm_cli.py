@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 
 import pytest
@@ -17,6 +18,7 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
     parse_helm_version,
     resolve_chart,
     run_child,
+    unsupported,
 )
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._release_errors import InvalidReleaseRequest
 
@@ -66,11 +68,32 @@ def test_an_unreadable_version_names_binary_path():
         parse_helm_version("bash: helm: command not found")
 
 
-@pytest.mark.parametrize("out", ["v3.7.2", "v2.17.0", "v4.0.0"])
-def test_only_helm_3_from_3_8_is_accepted(out):
+@pytest.mark.parametrize("out", ["v3.7.2", "v2.17.0", "v5.0.0", "v1.0.0", "v0.0.0"])
+def test_helms_outside_the_supported_range_are_refused(out):
     helm = Helm("helm", Recorder((0, out, "")))
-    with pytest.raises(HelmError, match=r"helm >= 3\.8\.0"):
+    with pytest.raises(HelmError, match=r"supports helm 3\.8\.0 or later 3\.x, or helm 4\.x, current version is "
+                                        + re.escape(out[1:]) + ": install a supported helm or point binary_path"):
         helm.check_version()
+
+
+@pytest.mark.parametrize("out, expected", [
+    ("v3.8.0", (3, 8, 0)), ("v3.22.0", (3, 22, 0)), ("v4.0.0", (4, 0, 0)), ("v4.3.1", (4, 3, 1)),
+    ("v4.99.0+gdeadbee", (4, 99, 0)),
+])
+def test_helm_3_from_3_8_and_every_helm_4_are_accepted(out, expected):
+    assert Helm("helm", Recorder((0, out, ""))).check_version() == expected
+
+
+@pytest.mark.parametrize("version, minimum, problem", [
+    ((3, 8, 0), None, None), ((4, 0, 0), None, None), ((3, 7, 9), None, "current version is 3.7.9"),
+    ((5, 0, 0), None, "current version is 5.0.0"), ((3, 13, 0), (3, 14, 0), "requires helm >= 3.14.0"),
+    ((4, 0, 0), (3, 14, 0), None), ((3, 7, 0), (3, 1, 0), "supports helm 3.8.0"),  # a floor cannot lower ours
+])
+def test_unsupported_says_why_or_nothing(version, minimum, problem):
+    found = unsupported(version, "mlops_helm_binary", minimum)
+    assert (found is None) if problem is None else (problem in found and found.endswith(("upgrade helm.", "at one.")))
+    if found and "supports" in found:
+        assert "point mlops_helm_binary at one" in found
 
 
 def test_check_version_asks_for_the_bare_version():
@@ -114,6 +137,21 @@ def test_upgrade_argv_is_a_list_with_every_option():
                           "--reset-values", "--values", "-", "--wait", "--timeout", "300s",
                           "--create-namespace", "--description", "by ansible"]]
     assert run.stdins == ['{"apiToken": "s3cret"}']  # the values go to helm's standard input, not into argv
+
+
+@pytest.mark.parametrize("version, applied", [((3, 22, 0), []), ((4, 0, 0), ["--server-side=true", "--force-conflicts"]),
+                                              ((4, 3, 1), ["--server-side=true", "--force-conflicts"])])
+def test_helm_4_upgrades_and_rolls_back_server_side_with_the_release_winning_conflicts(version, applied):
+    run = Recorder()
+    helm = Helm("helm", run, version)
+    helm.upgrade("bosun", "ns", ChartSource("/c"), "{}", wait=True, timeout=60, create_namespace=False,
+                 description="d")
+    helm.rollback("bosun", "ns", 1, wait=True, timeout=60)
+    upgrade, rollback = run.calls
+    assert upgrade[:10 + len(applied)] == ["helm", "upgrade", "bosun", "/c", "--install", "-n", "ns",
+                                           "--reset-values", "--values", "-", *applied]
+    assert [arg for arg in upgrade if arg in ("--server-side=true", "--force-conflicts")] == applied
+    assert rollback == ["helm", "rollback", "bosun", "1", "-n", "ns", *applied, "--wait", "--timeout", "60s"]
 
 
 @pytest.mark.parametrize("version, flag", [((3, 12, 0), "--dry-run"), ((3, 13, 0), "--dry-run=server")])
@@ -172,6 +210,16 @@ def test_release_labels_mark_an_upgrade_and_find_the_latest_revision_that_carrie
     assert runner.calls[1][1:] == ["list", "-n", "ns", "--filter", "^bosun$", "--all", "--selector",
                                    "mlops.datarobot.com/write=abc", "-o", "json"]
     assert helm.labelled_revision("bosun", "ns", "mlops.datarobot.com/write", "other") is None
+
+
+@pytest.mark.parametrize("version, every_status", [((3, 22, 0), ["--all"]), ((4, 3, 1), [])])
+def test_the_labelled_revision_is_looked_for_among_releases_of_every_status(version, every_status):
+    """helm 3 lists deployed and failed releases unless told --all; helm 4 lists all, and refuses --all."""
+    listed = json.dumps([{"name": "bosun", "namespace": "ns", "revision": "7", "status": "pending-upgrade"}])
+    runner = Recorder((0, listed, ""))
+    assert Helm("helm", runner, version=version).labelled_revision("bosun", "ns", "k", "v") == 7
+    assert runner.calls == [["helm", "list", "-n", "ns", "--filter", "^bosun$", *every_status, "--selector", "k=v",
+                             "-o", "json"]]
 
 
 def test_when_an_uninstall_started_and_a_charts_own_name():

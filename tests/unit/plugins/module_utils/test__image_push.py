@@ -7,6 +7,7 @@ import hashlib
 import json
 import itertools
 import os
+import re
 
 import pytest
 
@@ -15,6 +16,8 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._image_push import (
     DirectPusher,
     PushCache,
+)
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._push_result import (
     StoredBlob,
     tag_state,
 )
@@ -122,12 +125,50 @@ def test_the_manifest_digest_is_the_same_on_every_run(image):
     assert len(digests) == 1
 
 
-def test_check_mode_sends_nothing_and_predicts_the_digest(image):
+def _layer_sizes(path) -> int:
+    import tarfile
+
+    with tarfile.open(path) as tar:
+        return sum(info.size for info in tar.getmembers() if info.name.endswith("layer.tar"))
+
+
+def test_check_mode_sends_and_compresses_nothing_and_says_how_much_it_would_push(image):
     client = MemoryRegistry()
     checked = pusher(client, check_mode=True).push(str(image.path))
-    assert client.blobs == {} and client.manifests == {}
-    assert len(checked.would_upload) == 4
-    assert checked.digest == pusher(client).push(str(image.path)).digest
+    assert client.blobs == {} and client.manifests == {} and client.sessions == {}
+    assert len(checked.would_upload) == 4  # three layers and the config
+    assert checked.bytes_compressed == 0 and "compress" not in checked.phases
+    config = tarfile_member(image.path, image.config_digest[7:] + ".json")
+    assert checked.would_upload_bytes == _layer_sizes(image.path) + len(config)
+    assert re.fullmatch(r"would push 3 layers, about \d+(\.\d)? kB before compression", checked.message)
+    assert checked.digest == ""  # not known before the layers are compressed
+    pushed = pusher(client).push(str(image.path))
+    # the counter does count (this test registry also reads every blob again, compressing it a second time)
+    assert pushed.bytes_compressed >= _layer_sizes(image.path) and not pushed.message
+
+
+def test_check_mode_predicts_the_digest_from_what_the_cache_remembers(image, tmp_path):
+    client = MemoryRegistry()
+    cache = str(tmp_path / "cache.json")
+    pusher(client, "datarobot/first", cache=PushCache(cache)).push(str(image.path))
+    checked = pusher(client, "datarobot/second", cache=PushCache(cache), check_mode=True).push(str(image.path))
+    assert checked.bytes_compressed == 0 and checked.blobs_mounted == 3  # would mount: HEAD on the source only
+    assert checked.would_upload == ["config " + image.config_digest] and "datarobot/second" not in client.blobs
+    assert checked.digest == pusher(client, "datarobot/second", cache=PushCache(cache)).push(str(image.path)).digest
+
+
+@pytest.mark.parametrize("with_cache", [True, False], ids=["cache", "no cache"])
+def test_check_mode_on_an_unchanged_tag_does_what_the_no_op_does(tmp_path, with_cache):
+    packed = write_docker_archive(tmp_path / "a.tar.gz", ["pps:1"], [{"model.bin": os.urandom(300_000)}], compress=True)
+    client = MemoryRegistry()
+    cache = str(tmp_path / "cache.json") if with_cache else None
+    first = pusher(client, cache=PushCache(cache)).push(str(packed.path))
+    runs = [pusher(client, cache=PushCache(cache), check_mode=check).push(str(packed.path)) for check in (False, True)]
+    for run in runs:
+        assert not run.changed and run.digest == first.digest and run.bytes_compressed == 0
+    assert set(runs[0].phases) == set(runs[1].phases)  # the same work, phase by phase
+    # without the cache both index the archive (decompressing it); with it, neither opens the archive
+    assert set(runs[1].phases) == (set() if with_cache else {"decompress"})
 
 
 def test_blobs_remembered_elsewhere_are_mounted(image, tmp_path):

@@ -8,7 +8,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._push_pipeline import (
+    Aborted,
     Feeder,
+    ahead,
     ordered,
     rechunk,
 )
@@ -77,3 +79,72 @@ def test_a_failing_task_stops_the_feeding_and_its_error_is_raised():
     with pytest.raises(ValueError, match="layer broke"):
         with Feeder(1) as feeder:
             feeder.submit(fail, "layer", endless)
+
+
+def test_ahead_gives_every_item_in_order_from_another_thread():
+    threads = set()
+
+    def produce():
+        for number in range(50):
+            threads.add(threading.current_thread().name)
+            yield number
+
+    assert list(ahead(produce(), 2)) == list(range(50))
+    assert threads == {"ahead"}
+
+
+def test_ahead_produces_while_the_consumer_is_busy_but_no_further_than_its_depth():
+    produced = []
+
+    def produce():
+        for number in range(10):
+            produced.append(number)
+            yield number
+
+    items = ahead(produce(), 2)
+    assert next(items) == 0
+    deadline = time.monotonic() + 10
+    while len(produced) < 4 and time.monotonic() < deadline:  # 0 handed over, 1 and 2 queued, 3 waiting to go in
+        time.sleep(0.01)
+    time.sleep(0.2)
+    assert produced == [0, 1, 2, 3]
+    assert list(items) == list(range(1, 10))
+
+
+def test_ahead_raises_the_producers_error_to_the_consumer():
+    def produce():
+        yield b"first"
+        raise ValueError("compression broke")
+
+    items = ahead(produce(), 1)
+    assert next(items) == b"first"
+    with pytest.raises(ValueError, match="compression broke"):
+        next(items)
+
+
+def test_a_consumer_that_stops_early_stops_the_producer_and_closes_its_source():
+    closed = threading.Event()
+
+    def produce():
+        try:
+            yield from range(10_000)
+        finally:
+            closed.set()
+
+    items = ahead(produce(), 1)
+    assert next(items) == 0
+    items.close()  # the upload failed: the consumer leaves
+    assert closed.wait(10)
+
+
+def test_ahead_gives_up_when_another_layer_failed():
+    failed = threading.Event()
+
+    def produce():
+        yield 1
+        failed.set()  # meanwhile another layer's thread failed
+        yield 2
+
+    items = ahead(produce(), 1, failed)
+    with pytest.raises(Aborted):
+        list(items)

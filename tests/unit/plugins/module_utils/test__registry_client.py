@@ -1,7 +1,10 @@
 from __future__ import annotations
 
 import hashlib
+import http.server
 import json
+import threading
+import time
 
 import pytest
 import requests
@@ -30,6 +33,7 @@ def answer(status: int, headers: dict | None = None, body: bytes = b"") -> reque
     response.status_code = status
     response.headers.update(headers or {})
     response._content = body  # pylint: disable=protected-access
+    response._content_consumed = True  # pylint: disable=protected-access  # read, as a streamed answer is
     return response
 
 
@@ -442,3 +446,115 @@ def test_check_login_names_a_rejected_login_without_the_password():
                                 answer(401, {"WWW-Authenticate": 'Basic realm="r"'}), credentials=Credentials("u", "p"))
     with pytest.raises(RegistryAuthError, match="rejected the credentials for user 'u'"):
         basic_refused.check_login()
+
+
+# --- a hostile server: answers without end (a real HTTP server on loopback) ---------------------------------------
+
+class _Endless(http.server.BaseHTTPRequestHandler):
+    """Answers by path: /token and /v2/big/manifests/* stream without end, /v2/err/* a 500 whose body never ends,
+    /v2/fine/manifests/* a 3 MiB manifest, /v2/ asks for a Bearer token from /token (or /good-token)."""
+
+    protocol_version = "HTTP/1.0"
+
+    def log_message(self, *args) -> None:  # quiet
+        pass
+
+    def _endless(self, status: int) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        piece = b"x" * 65536
+        self.server.sent = 0
+        try:
+            while self.server.sent < 256 << 20:  # until the client hangs up (or 256 MiB: "endless" for a test)
+                self.wfile.write(piece)
+                self.server.sent += len(piece)
+        except OSError:
+            pass
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        path = self.path.split("?", 1)[0]
+        if path == "/v2/" and "Authorization" not in self.headers:
+            self.send_response(401)
+            realm = f"http://{self.headers['Host']}{self.server.realm}"
+            self.send_header("WWW-Authenticate", f'Bearer realm="{realm}",service="t"')
+            self.end_headers()
+        elif path == "/good-token":
+            body = b'{"token": "tok"}'
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        elif path == "/token" or path.startswith("/v2/big/manifests/"):
+            self._endless(200)
+        elif path.startswith("/v2/err/"):
+            self._endless(500)
+        elif path.startswith("/v2/fine/manifests/"):
+            body = b" " * (3 << 20)
+            self.send_response(200)
+            self.send_header("Content-Type", MANIFEST_TYPE)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        else:
+            self.send_response(200)
+            self.end_headers()
+
+
+MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
+
+
+@pytest.fixture
+def hostile():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Endless)
+    server.daemon_threads = True
+    server.realm, server.sent = "/good-token", 0
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def _hostile_client(server) -> RegistryClient:
+    return RegistryClient(f"127.0.0.1:{server.server_address[1]}", Credentials("u", "p"), insecure=True,
+                          retries=2, timeout=10)
+
+
+def test_an_endless_manifest_is_refused_after_4_mib_with_a_clear_error(hostile):
+    started = time.monotonic()
+    with pytest.raises(RegistryError, match=r"sent more than 4 MiB in answer to GET /v2/big/manifests/v1, more than "
+                                            r"a manifest may hold .* check that the host and port are the registry's"):
+        _hostile_client(hostile).manifest("big", "v1")
+    assert time.monotonic() - started < 10 and hostile.sent < 64 << 20  # read no further than the bound
+
+
+def test_a_manifest_under_the_bound_is_read_whole(hostile):
+    digest, media_type, body = _hostile_client(hostile).manifest("fine", "v1")
+    assert len(body) == 3 << 20 and media_type == MANIFEST_TYPE and digest == ""
+
+
+def test_an_endless_token_answer_is_refused_after_1_mib(hostile):
+    hostile.realm = "/token"
+    with pytest.raises(RegistryError, match=r"Token service http://127\.0\.0\.1:\d+/token of registry .* sent more "
+                                            r"than 1 MiB; a token answer is a small JSON document"):
+        _hostile_client(hostile).check_login()
+    assert hostile.sent < 64 << 20
+
+
+def test_an_endless_error_body_is_refused_not_retried_into_memory(hostile):
+    with pytest.raises(RegistryError, match=r"sent more than 4 MiB in answer to GET /v2/err/manifests/v1, more than "
+                                            r"a manifest may hold"):
+        _hostile_client(hostile).manifest("err", "v1")
+    with pytest.raises(RegistryError, match=r"sent more than 1 MiB in answer to GET /v2/err/x, more than an answer "
+                                            r"of the distribution API may hold"):
+        _hostile_client(hostile).request("GET", "/v2/err/x", scopes=(), expected={200})
+    assert hostile.sent < 64 << 20
+
+
+@pytest.mark.parametrize("body", [b"not json", b"[1, 2]", b'{"token": 5}'])
+def test_a_token_answer_that_is_no_json_object_with_a_token_is_a_clear_error(body):
+    client = client_with(answer(401, {"WWW-Authenticate": 'Bearer realm="https://auth.example/token"'}),
+                         answer(200, body=body))
+    with pytest.raises(RegistryError, match="returned no token"):
+        client.check_login()

@@ -282,7 +282,7 @@ def test_label_selector():
 
 def test_helm_version_gate_message():
     helm = Helm("helm", lambda argv: (0, "v3.7.2", ""))
-    with pytest.raises(HelmError, match=r"requires helm >= 3.8.0 \(helm 3\), current version is 3.7.2"):
+    with pytest.raises(HelmError, match=r"supports helm 3.8.0 or later 3.x, or helm 4.x, current version is 3.7.2"):
         helm.check_version()
     assert parse_helm_version("v3.19.5+gabc") == (3, 19, 5)
 

@@ -140,3 +140,28 @@ def test_renewal_failures_are_one_error_class_with_the_same_messages(monkeypatch
         renew(FakeTokens(), monkeypatch)
     with pytest.raises(MlopsError, match="Cannot reach the API server: refused. Check kubeconfig/context"):
         renew(FakeTokens(failure=ConnectionRefusedError("refused")), monkeypatch)
+
+
+def _params(**changes):
+    return {"namespace": "ns", "service_account": "builder", "name": "registry-creds", "registries": [REGISTRY],
+            "username": "serviceaccount", "token_source": "auto", "token_lifetime": 7776000, "renew_before": 2592000,
+            "api_key": None, **changes}
+
+
+def test_an_unverified_registry_brings_one_warning_naming_it_the_account_and_the_fix():
+    from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils import _service_account_token as sat
+
+    assert sat.Renewal.from_params(_params(unverified_registries=[])).warnings() == []
+    [warning] = sat.Renewal.from_params(_params(unverified_registries=[REGISTRY])).warnings()
+    assert f"does not verify the certificate of {REGISTRY}: anything that answers for that address receives" in warning
+    assert "ServiceAccount ns/builder" in warning and "secret ns/registry-creds" in warning
+    assert "mlops_openshift_registry_tls: skip" in warning
+
+
+def test_an_unverified_registry_must_be_one_of_the_registries():
+    import pytest
+
+    from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils import _service_account_token as sat
+
+    with pytest.raises(sat.TokenSecretError, match="unverified_registries names other.example, which registries"):
+        sat.Renewal.from_params(_params(unverified_registries=["other.example"]))
