@@ -66,6 +66,8 @@ def fleet_run(archive: Path, size: int, spool: bool) -> dict:
         if proc.returncode:
             raise RuntimeError(f"the fleet push failed:\n{proc.stdout[-3000:]}")
         digests = {digest(address) for address in addresses}
+        if len(digests) > 1:
+            log(f"different manifests: {sorted(digests)}\n{proc.stdout[-4000:]}")
         left = [path.name for path in (Path(scratch) / "cache" / "datarobot_mlops" / "spool").glob("*")
                 if path.name != ".lock"]
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
