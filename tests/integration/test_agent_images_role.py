@@ -69,6 +69,13 @@ class Scenario:
                             headers={"Accept": MANIFEST_TYPES}, auth=self.auth, verify=self.rig["RIG_REGISTRY_CA"],
                             timeout=30)
 
+    def assert_holds(self, archives: dict, published: dict) -> None:
+        """Each archive's image is in the registry under this version, and the role published its digest."""
+        for key, facts in archives.items():
+            response = self.manifest(key)
+            assert response.status_code == 200 and response.json()["config"]["digest"] == facts.config_digest
+            assert published[key]["digest"] == response.headers["Docker-Content-Digest"]
+
     def image_config(self, key: str) -> dict:
         digest = self.manifest(key).json()["config"]["digest"]
         return requests.get(f"https://{self.rig['RIG_REGISTRY']}/v2/{self.repo(key)}/blobs/{digest}", auth=self.auth,
@@ -204,10 +211,7 @@ def test_archive_pushes_docker_save_archives_without_a_daemon(rig, scenario, tmp
     pushed = run_playbook(PLAYBOOK, extra_vars={**extra, "mlops_agent_images_docker_host": "unix:///nonexistent.sock"})
     assert pushed.returncode == 0, pushed.failure()
     published = pushed.task(PUBLISH)["ansible_facts"]["__agent_images_published"]["agent_images"]
-    for key, facts in archives.items():
-        response = scenario.manifest(key)
-        assert response.status_code == 200 and response.json()["config"]["digest"] == facts.config_digest
-        assert published[key]["digest"] == response.headers["Docker-Content-Digest"]
+    scenario.assert_holds(archives, published)
     again = run_playbook(PLAYBOOK, extra_vars=extra)
     assert again.returncode == 0 and again.changed == 0
     assert rig["RIG_REGISTRY_PASSWORD"] not in pushed.stdout + pushed.stderr + again.stdout

@@ -18,6 +18,23 @@ REGISTRY_BINARY = shutil.which("docker-registry") or "/usr/bin/docker-registry"
 USER = "rig"
 
 
+def htpasswd_login(state: Path, user: str) -> Path:
+    """A bcrypt htpasswd file in `state` for `user`, whose random password is kept beside it (`password`, 0600);
+    both made once, and the htpasswd made again when the password is new."""
+    password_file, htpasswd = state / "password", state / "htpasswd"
+    if not password_file.exists():
+        password_file.write_text(secrets.token_urlsafe(18) + "\n")
+        password_file.chmod(0o600)
+        htpasswd.unlink(missing_ok=True)
+    if not htpasswd.exists():
+        result = subprocess.run(["htpasswd", "-iBc", str(htpasswd), user], input=password_file.read_text().strip(),
+                                capture_output=True, text=True, check=False)
+        if result.returncode:
+            raise RigError(f"htpasswd failed: {result.stderr.strip()} (apt-get install apache2-utils)")
+        htpasswd.chmod(0o600)
+    return htpasswd
+
+
 class RegistryProcess:
     """A throw-away docker-registry serving `config` on `address`, for tests and benchmarks (not pid-filed)."""
 
@@ -59,17 +76,7 @@ class Registries:
 
     def _credentials(self) -> Path:
         """bcrypt htpasswd for user `rig` with a random password kept in .rig (0600)."""
-        htpasswd = self.state / "htpasswd"
-        if not self.password_file.exists():
-            self.password_file.write_text(secrets.token_urlsafe(18) + "\n")
-            self.password_file.chmod(0o600)
-            htpasswd.unlink(missing_ok=True)
-        if not htpasswd.exists():
-            result = subprocess.run(["htpasswd", "-iBc", str(htpasswd), USER], input=self.password,
-                                    capture_output=True, text=True, check=False)
-            if result.returncode:
-                raise RigError(f"htpasswd failed: {result.stderr.strip()} (apt-get install apache2-utils)")
-        return htpasswd
+        return htpasswd_login(self.state, USER)
 
     def _config(self, name: str, port: int, tls: bool) -> Path:
         config: dict = {

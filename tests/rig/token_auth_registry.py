@@ -14,7 +14,6 @@ import json
 import secrets
 import shutil
 import ssl
-import subprocess
 import sys
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from cryptography.x509.oid import NameOID
 
 from pki import CertificateAuthority
 from processes import Daemon, RigError, http_status, wait_until
-from registry import REGISTRY_BINARY
+from registry import REGISTRY_BINARY, htpasswd_login
 
 USER = "tokenuser"
 SERVICE, ISSUER = "rig-token-registry", "rig-token-issuer"
@@ -51,18 +50,7 @@ class TokenAuthRegistry:
         return self.password_file.read_text().strip()
 
     def _htpasswd(self) -> Path:
-        htpasswd = self.state / "htpasswd"
-        if not self.password_file.exists():
-            self.password_file.write_text(secrets.token_urlsafe(18) + "\n")
-            self.password_file.chmod(0o600)
-            htpasswd.unlink(missing_ok=True)
-        if not htpasswd.exists():
-            result = subprocess.run(["htpasswd", "-iBc", str(htpasswd), USER], input=self.password,
-                                    capture_output=True, text=True, check=False)
-            if result.returncode:
-                raise RigError(f"htpasswd failed: {result.stderr.strip()} (apt-get install apache2-utils)")
-            htpasswd.chmod(0o600)
-        return htpasswd
+        return htpasswd_login(self.state, USER)
 
     def _signer(self) -> tuple[Path, Path]:
         """The JWT signing key and its self-signed certificate (the registry's rootcertbundle), made once."""
