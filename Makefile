@@ -5,6 +5,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
 LINK := .collections/ansible_collections/datarobot_mlops/management_agent
+# kubernetes.core that drives helm 4, ahead of the `ansible` package's (tests/rig/kubernetes-core.env)
+KCORE := .collections/ansible_collections/kubernetes/core/MANIFEST.json
 RIG := $(BIN)/python tests/rig/rig.py
 PYTEST := $(BIN)/pytest -ra
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
@@ -26,7 +28,7 @@ help:
 system-packages:
 	@PYTHON=$(PYTHON) VENV=$(VENV) bash tests/rig/system-packages.sh
 
-setup: system-packages $(VENV)/.installed $(LINK)
+setup: system-packages $(VENV)/.installed $(LINK) $(KCORE)
 
 $(VENV)/.installed: requirements.txt requirements-test.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,6 +39,10 @@ $(VENV)/.installed: requirements.txt requirements-test.txt
 $(LINK):
 	mkdir -p $(dir $@)
 	ln -sfn ../../.. $@
+
+$(KCORE): tests/rig/kubernetes-core.env $(VENV)/.installed
+	bash tests/rig/kubernetes-core.sh
+	touch $@
 
 test: system-packages setup rig-binaries unit lint packaging compat integration molecule
 

@@ -20,10 +20,22 @@ COMPAT_BIN = COMPAT_VENV / "bin"
 COMPAT_PYTHON = COMPAT_BIN / "python"
 
 
+def compat_collections() -> Path:
+    """A collections path with only the link to the checkout: the checkout's .collections also holds the newer
+    kubernetes.core that `make setup` puts there for helm 4 (tests/rig/kubernetes-core.env), which would shadow
+    the virtualenv's own collections (collections-core216.txt)."""
+    root = COMPAT_VENV / "collections"
+    link = root / "ansible_collections" / "datarobot_mlops" / "management_agent"
+    if not link.is_symlink():
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(REPO)
+    return root
+
+
 def compat_env(**extra: str) -> dict[str, str]:
     """ansible_env() for the 2.16 virtualenv: its commands first on PATH, no Python path from .venv."""
     env = ansible_env(without=("PYTHONPATH", "ANSIBLE_COLLECTIONS_PATH", "ANSIBLE_COLLECTIONS_PATHS", "VIRTUAL_ENV"),
-                      ANSIBLE_COLLECTIONS_PATH=str(REPO / ".collections"))
+                      ANSIBLE_COLLECTIONS_PATH=str(compat_collections()))
     env["PATH"] = f"{COMPAT_BIN}:{env['PATH']}"
     env.update(extra)
     return env

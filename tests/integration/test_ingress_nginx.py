@@ -166,3 +166,30 @@ def test_a_local_chart_archive_older_than_4_is_refused_before_anything_changes(r
         subprocess.run([os.environ["HELM"], "uninstall", "t-old-chart", "-n", "t-old-chart"], check=False,
                        capture_output=True)
         kubectl("delete", "namespace", "t-old-chart", "--wait=false", check=False)
+
+
+@pytest.mark.parametrize("helm_under_test", ["HELM4"], indirect=True)
+def test_helm_4_installs_upgrades_and_then_changes_nothing(rig, helm_under_test):
+    """The stage under helm 4 (kubernetes.core 6.6.0 from .collections, `make setup`): install, a second run that
+    changes nothing, and an upgrade with a user value, each through kubernetes.core.helm and helm 4."""
+    names = {"mlops_ingress_nginx_namespace": "t-ingress4", "mlops_ingress_nginx_class": "mlops-t4",
+             "mlops_ingress_nginx_release": "t-ingress4", "mlops_helm_binary": helm_under_test}
+    try:
+        first = run_playbook("playbooks/ingress.yml", extra_vars=names)
+        assert first.returncode == 0, first.failure() or first.stderr
+        assert first.task("Install or upgrade the chart and wait for the controller")["changed"] is True
+        again = run_playbook("playbooks/ingress.yml", extra_vars=names)
+        assert again.returncode == 0 and again.changed == 0, again.failure()
+        upgraded = run_playbook("playbooks/ingress.yml", extra_vars={
+            **names, "mlops_ingress_nginx_values": {"controller": {"config": {"use-gzip": "true"}}}})
+        assert upgraded.returncode == 0 and upgraded.changed > 0, upgraded.failure()
+        config = json.loads(kubectl("-n", "t-ingress4", "get", "configmap", "t-ingress4-ingress-nginx-controller",
+                                    "-o", "json").stdout)["data"]
+        assert config["use-gzip"] == "true"
+        status = json.loads(subprocess.run([helm_under_test, "status", "t-ingress4", "-n", "t-ingress4", "-o", "json"],
+                                           capture_output=True, text=True, check=True).stdout)
+        assert (status["version"], status["info"]["status"]) == (2, "deployed")
+    finally:
+        subprocess.run([helm_under_test, "uninstall", "t-ingress4", "-n", "t-ingress4", "--wait"], check=False,
+                       capture_output=True)
+        kubectl("delete", "namespace", "t-ingress4", "--wait=false", check=False)

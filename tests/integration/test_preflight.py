@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -223,3 +224,43 @@ def test_permissions_cover_what_the_run_does(rig, namespace, tmp_path):
         assert enough.returncode == 0, enough.failure()
     finally:
         kubectl("delete", "clusterrole,clusterrolebinding", name, "--ignore-not-found", check=False)
+
+
+def _kubernetes_core_seen(env: dict[str, str] | None) -> str:
+    """The kubernetes.core version ansible-galaxy resolves first with `env` (what a task would run)."""
+    proc = subprocess.run([str(REPO / ".venv/bin/ansible-galaxy"), "collection", "list", "kubernetes.core",
+                           "--format", "json"], capture_output=True, text=True, env=env or ansible_env(), cwd=REPO,
+                          check=True, timeout=120)
+    found = [info["version"] for collections in json.loads(proc.stdout).values()
+             for fqcn, info in collections.items() if fqcn == "kubernetes.core"]
+    return found[0]
+
+
+@pytest.mark.parametrize("collections", ["ansible package", "checkout"])
+def test_helm_4_with_a_kubernetes_core_that_cannot_drive_it_is_refused(rig, collections, tmp_path):
+    """Under helm 4 the ingress stage needs kubernetes.core 6.6.0+. With only our collection on the collections path
+    the `ansible` package's older one (6.2.0) is what runs, and preflight refuses before anything changes; the
+    checkout's .collections (`make setup`) holds 6.6.0, and preflight passes."""
+    env = None
+    if collections == "ansible package":
+        link = tmp_path / "ansible_collections" / "datarobot_mlops" / "management_agent"
+        link.parent.mkdir(parents=True)
+        link.symlink_to(REPO)
+        env = ansible_env(ANSIBLE_COLLECTIONS_PATH=str(tmp_path))
+    version = _kubernetes_core_seen(env)
+    run = run_playbook(PLAYBOOK, extra_vars={"mlops_helm_binary": rig["HELM4"]}, env=env)
+    if collections == "checkout":
+        assert version == "6.6.0"
+        assert run.returncode == 0, run.failure()
+        return
+    assert version.split(".")[0] == "6" and tuple(map(int, version.split(".")[:2])) < (6, 6), version
+    message = run.failure()
+    assert (f"helm is 4.x and the ingress stage installs the NGINX controller with kubernetes.core.helm, but "
+            f"kubernetes.core {version} (at ") in message, message
+    assert "install kubernetes.core 6.6.0 or later (ansible-galaxy collection install 'kubernetes.core>=6.6.0')" in message
+    assert "or set mlops_ingress_nginx_enabled to false" in message and "or use helm 3" in message
+    # the same helm 4 with the ingress stage off: nothing to refuse
+    quiet = run_playbook(PLAYBOOK, extra_vars={"mlops_helm_binary": rig["HELM4"], "mlops_ingress_nginx_enabled": False,
+                                               "mlops_ingress_nginx_class": "absent-class"}, env=env)
+    assert "No ingress class absent-class exists" in quiet.failure()
+    assert "kubernetes.core.helm" not in quiet.failure()

@@ -54,29 +54,38 @@ def test_local_inventory_converges_and_stays_converged(rig, demo_archives):
 
 @pytest.mark.parametrize("helm_under_test", ["HELM4"], indirect=True)
 def test_site_converges_under_helm_4(rig, demo_archives, helm_under_test):
-    """The whole site.yml with helm 4 (the test above is helm 3's): preflight accepts it, agent_deployment installs
-    the agent; a second run changes nothing. The ingress stage is off: kubernetes.core 6.2.0's helm module runs
-    `helm list --all`, which helm 4 refuses (README, troubleshooting); an IngressClass of the test's own stands in."""
-    namespace, ingress = fresh_namespace("site4"), fresh_namespace("class4")
-    extra = {"mlops_namespace": namespace, "mlops_helm_binary": helm_under_test, "mlops_ingress_nginx_enabled": False,
-             "mlops_ingress_nginx_class": ingress}
-    kubectl("create", "-f", "-", stdin=json.dumps({"apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
-                                                   "metadata": {"name": ingress},
-                                                   "spec": {"controller": "example.com/ingress"}}))
+    """The whole site.yml with helm 4 (the test above is helm 3's), the ingress stage included: preflight accepts
+    it, kubernetes.core (6.6.0 in .collections, `make setup`) installs the NGINX controller with it and
+    agent_deployment the agent; a second run changes nothing. The controller gets a release, namespace and class
+    of its own, so that helm 4 installs it here whatever the helm 3 tests left in ingress-mlops."""
+    namespace, ingress = fresh_namespace("site4"), fresh_namespace("ingress4")
+    extra = {"mlops_namespace": namespace, "mlops_helm_binary": helm_under_test,
+             "mlops_ingress_nginx_namespace": ingress, "mlops_ingress_nginx_class": ingress,
+             "mlops_ingress_nginx_release": "nginx4"}
     try:
         first = run_playbook("site.yml", extra_vars=extra)
         assert first.returncode == 0, first.failure() + first.stderr[-3000:]
+        assert first.task("Install or upgrade the chart and wait for the controller")["changed"]
         assert f"bosun in {namespace}, revision 1, deployed" in "\n".join(
             first.task("What this run left on the cluster")["msg"])
         assert release_revision(namespace) == 1
+        assert release_revision(ingress, "nginx4") == 1
         assert subprocess.run([helm_under_test, "version", "--short"], text=True, capture_output=True,
                               check=True).stdout.startswith("v4.")
+        # helm 4 installs with server-side apply (helm 3 never does): the controller's Deployment shows it.
+        deployment = json.loads(kubectl("get", "deployment", "-n", ingress, "-l",
+                                        "app.kubernetes.io/component=controller", "-o", "json",
+                                        "--show-managed-fields").stdout)["items"][0]
+        assert {(entry["manager"], entry["operation"]) for entry in deployment["metadata"]["managedFields"]} >= {
+            ("helm", "Apply")}, deployment["metadata"]["managedFields"]
+        assert kubectl("get", "ingressclass", ingress, check=False).returncode == 0
         second = run_playbook("site.yml", extra_vars=extra)
         assert second.returncode == 0 and second.changed == 0, [
             task["task"]["name"] for play in second.document["plays"] for task in play["tasks"]
             if any(host.get("changed") for host in task["hosts"].values())]
     finally:
         cleanup(namespace)
+        cleanup(ingress, "nginx4")
         kubectl("delete", "ingressclass", ingress, check=False)
 
 
