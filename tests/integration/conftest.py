@@ -93,7 +93,9 @@ def _up(flavour: str) -> dict[str, str]:
                           timeout=3600)
     if proc.returncode:
         pytest.fail(f"the local rig did not come up (tests/rig/rig.py up):\n{proc.stderr[-4000:]}", pytrace=False)
-    env = _read_env(Path(os.environ["RIG_DIR"]) / "env")
+    # RIG_DIR is set by pytest_configure above; a suite that imports these fixtures (packaging, compat) runs the
+    # checkout's rig, as tests/rig/rig.py does without RIG_DIR.
+    env = _read_env(Path(os.environ.get("RIG_DIR") or REPO / ".rig") / "env")
     os.environ.update(env)
     os.environ["PATH"] = f"{env['RIG_HELM_BIN']}:{env['RIG_BIN']}:{os.environ['PATH']}"
     return env
