@@ -25,7 +25,7 @@ import posixpath
 import re
 import tarfile
 import zlib
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import IO, Any, Callable, Iterator
 
@@ -264,11 +264,15 @@ class Archive:
 
     def read_again(self, member: Member) -> Iterator[bytes]:
         """A member's bytes read afresh from the file (a gzip archive is decompressed up to it again)."""
-        # The generator is read to its end or closed by its consumer, which runs the stream's cleanup.
-        with self.open_stream() as raw:  # pylint: disable=contextmanager-generator-missing-cleanup
+        # The generator is read to its end or closed by its consumer; either way `finally` closes the stream.
+        opened = ExitStack()
+        try:
+            raw = opened.enter_context(self.open_stream())
             _skip(raw, member.offset)
             reader = _Slice(raw, member.size, close_parent=False)
             yield from iter(lambda: reader.read(READ_SIZE), b"")
+        finally:
+            opened.close()
 
     def stream(self, wanted: set[str], on_member: Callable[[Member, IO[bytes]], None]) -> None:
         """Call `on_member` for each wanted member in archive order, with a reader over its bytes."""

@@ -44,7 +44,10 @@ class Fleet:
 
     def __init__(self, root: Path, size: int) -> None:
         self.root, self.size = root, size
-        self.addresses = [f"127.0.0.1:{free_port()}" for _index in range(size)]
+        ports: list[int] = []
+        for _index in range(size):
+            ports.append(free_port(taken=ports))
+        self.addresses = [f"127.0.0.1:{port}" for port in ports]
         self.processes: list[RegistryProcess] = []
         self.repo = f"datarobot/fleet-{uuid.uuid4().hex[:6]}"
 

@@ -16,7 +16,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Collection, Sequence
 
 
 def start_time(pid: int) -> str | None:
@@ -36,14 +36,15 @@ def _ephemeral_range() -> tuple[int, int]:
         return 32768, 60999
 
 
-def free_port() -> int:
-    """A free loopback port outside the kernel's ephemeral range.
+def free_port(taken: Collection[int] = ()) -> int:
+    """A free loopback port outside the kernel's ephemeral range, and not one of `taken` (chosen for another
+    part of the rig, whose server may not listen yet).
 
     Ports the kernel hands out for outgoing connections (etcd and API clients make many) come from the
     ephemeral range; a listening port chosen there may be taken by such a connection before its server binds.
     """
     low, high = _ephemeral_range()
-    candidates = [p for p in range(10000, 65535) if not low <= p <= high]
+    candidates = [p for p in range(10000, 65535) if not low <= p <= high and p not in taken]
     for port in random.sample(candidates, 200):
         with socket.socket() as sock:
             try:

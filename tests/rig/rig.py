@@ -59,7 +59,8 @@ def ports() -> dict[str, int]:
     path = STATE / "ports.json"
     known = json.loads(path.read_text()) if path.exists() else {}
     for name in PORT_NAMES:
-        known.setdefault(name, free_port())
+        if name not in known:
+            known[name] = free_port(taken=set(known.values()))
     path.write_text(json.dumps(known, indent=2))
     return known
 
