@@ -248,10 +248,12 @@ def test_bad_inputs_fail_before_anything_is_touched(rig, scenario, tmp_path):
 
     assert "Refusing mlops_agent_images_version 'latest'" in failure(mlops_agent_images_version="latest")
     assert "mlops_agent_images_method" in failure(mlops_agent_images_method="docker")  # argument spec: not one of the choices
-    openshift = {"host": rig["RIG_REGISTRY"], "repositories": {"management_agent": "datarobot-mlops/mlops-management-agent",
-                                                               "tracking_agent": "datarobot-mlops/mlops-tracking-agent"}}
-    message = failure(_mlops={"registry": openshift})
-    assert "do not end with that" in message and "mlops_agent_images_method: archive" in message
+    # Paths that do not end with the image's name (those that do, OpenShift's <project>/<name> too, are built and
+    # then tagged).
+    renamed = {"host": rig["RIG_REGISTRY"], "repositories": {"management_agent": "datarobot-mlops/management",
+                                                             "tracking_agent": "datarobot-mlops/tracking"}}
+    message = failure(_mlops={"registry": renamed})
+    assert "end with those names" in message and "mlops_agent_images_method: archive" in message
     assert "needs mlops_agent_images_archives.management_agent" in failure(mlops_agent_images_method="archive")
     assert "needs registry facts with a host" in failure(_mlops={"registry": {}})
 

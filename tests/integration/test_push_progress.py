@@ -45,7 +45,7 @@ def test_stage_alone_shows_rising_progress_through_a_slow_link(rig, large_archiv
         repo = f"datarobot/progress-{uuid.uuid4().hex[:6]}"
         facts = {"host": f"127.0.0.1:{proxy.port}", "insecure": True, "repositories": {"pps": repo}}
         extra = {"mlops_pps_image_archive": str(large_archive), "mlops_pps_image_version": "9.2.0",
-                 "mlops_pps_image_poll": 2, "_mlops": {"registry": facts}}
+                 "mlops_pps_image_poll": 2, "mlops_pps_image_async": 7200, "_mlops": {"registry": facts}}
         run = run_playbook(PLAYBOOK, extra_vars=extra,
                            env=ansible_env(ANSIBLE_STDOUT_CALLBACK="default", TMPDIR=str(scratch)))
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
@@ -86,7 +86,7 @@ def test_progress_file_holds_no_secret_and_is_removed(rig, tmp_path, ledger):
     try:
         run = run_playbook(PLAYBOOK, extra_vars={
             "mlops_pps_image_archive": str(facts.path), "mlops_pps_image_version": "9.2.0", "mlops_pps_image_poll": 1,
-            "_mlops": {"registry": registry_facts(rig, repo)}},
+            "mlops_pps_image_async": 7200, "_mlops": {"registry": registry_facts(rig, repo)}},
             env=ansible_env(ANSIBLE_STDOUT_CALLBACK="default", TMPDIR=str(scratch)))
     finally:
         done.set()
@@ -108,7 +108,7 @@ def test_check_mode_and_second_run_stay_quiet_and_unchanged(rig, tmp_path):
     facts = archive(tmp_path, compress=True)
     repo = f"datarobot/progress-again-{uuid.uuid4().hex[:6]}"
     extra = {"mlops_pps_image_archive": str(facts.path), "mlops_pps_image_version": "9.2.0",
-             "_mlops": {"registry": registry_facts(rig, repo)}}
+             "mlops_pps_image_async": 7200, "_mlops": {"registry": registry_facts(rig, repo)}}
     check = run_playbook(PLAYBOOK, extra_vars=extra, check=True)
     assert check.returncode == 0, check.failure()
     first = run_playbook(PLAYBOOK, extra_vars=extra)
