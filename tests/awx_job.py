@@ -32,6 +32,7 @@ from jinja2 import StrictUndefined
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 BIN = Path(sys.executable).parent
+REPO = Path(__file__).resolve().parents[1]
 
 
 class _Namespace:
@@ -102,12 +103,47 @@ class Job:
         return (self.artifacts / "status").read_text().strip()
 
     def events(self) -> list[dict]:
-        return [json.loads(path.read_text()) for path in sorted((self.artifacts / "job_events").glob("*.json"))]
+        """The job's events in the order they happened (their counter: file names sort 10- before 2-)."""
+        events = [json.loads(path.read_text()) for path in (self.artifacts / "job_events").glob("*.json")]
+        return sorted(events, key=lambda event: event["counter"])
 
     def task_results(self, task: str) -> dict[str, dict]:
         """Each host's result of `task`, from the runner_on_ok events."""
         return {event["event_data"]["host"]: event["event_data"]["res"] for event in self.events()
                 if event.get("event") == "runner_on_ok" and event["event_data"].get("task") == task}
+
+
+def credential_types() -> dict[str, dict]:
+    """awx/credential_types.yml by name, as configure.yml creates them in AWX."""
+    types = yaml.safe_load((REPO / "awx" / "credential_types.yml").read_text())["credential_types"]
+    return {definition["name"]: definition for definition in types}
+
+
+def template_extra_vars(playbook: str, answers: dict[str, Any]) -> dict[str, Any]:
+    """What AWX puts in env/extravars for the job template of `playbook` (awx/job_templates.yml): the defaults' extra
+    vars, the template's own, then the survey's `answers`."""
+    data = yaml.safe_load((REPO / "awx" / "job_templates.yml").read_text())
+    extra = dict(data["job_template_defaults"].get("extra_vars", {}))
+    template = next(template for template in data["job_templates"] if template["playbook"] == playbook)
+    extra.update(template.get("extra_vars", {}))
+    extra.update(answers)
+    return extra
+
+
+def execution_environment(environ: dict[str, str]) -> dict[str, str]:
+    """The runner's own environment: what an execution environment has, nothing of the test's (or the rig's)."""
+    return {"PATH": f"{BIN}:{environ['PATH']}", "HOME": environ.get("HOME", "/root"), "LANG": "C.UTF-8",
+            "ANSIBLE_COLLECTIONS_PATH": str(REPO / ".collections")}
+
+
+def secrets_in(artifacts: Path, canaries: dict[str, str]) -> list[str]:
+    """'<file>: <secret name>' for each secret (`canaries`: name -> value) found in any file under `artifacts`."""
+    found = []
+    for path in sorted(artifacts.rglob("*")):
+        if path.is_file():
+            text = path.read_bytes().decode("utf-8", "replace")
+            found += [f"{path.relative_to(artifacts)}: {name}" for name, value in canaries.items() if value in text]
+    return found
 
 
 def run_job(private_data_dir: Path, project: Path, playbook: str, *, inventory: dict, extravars: dict,

@@ -110,3 +110,39 @@ def blanked_environment(kind: str, *, source: Mapping[str, str] | None = None, w
     where a name that is no shell identifier (an exported bash function, BASH_FUNC_x%%) would not parse."""
     return {name: "" for name in withheld_names(kind, source=source, withhold=withhold, keep=keep)
             if SHELL_NAME.fullmatch(name)}
+
+
+class BadChildEnvName(MlopsError):
+    """A name for clean_env_argv that a shell could not use as a variable name."""
+
+
+def clean_env_argv(extra: Iterable[str] = ()) -> list[str]:
+    """The argv to put before a program's own so that it runs with only the common variables (COMMON_NAMES,
+    COMMON_PREFIXES) and `extra` ones: names, or `PREFIX_*` for every variable whose name starts with PREFIX_.
+
+    A role's `ansible.builtin.command` runs where the task runs, so the values are read there, at run time, not by
+    the controller: `/bin/sh -c SCRIPT sh PROGRAM ARGS...`. SCRIPT appends `NAME=value` for each allowed variable
+    that is set to its arguments, rotates PROGRAM ARGS behind them and runs `exec env -i NAME=value... PROGRAM ARGS`.
+    No value is written into the argv a task shows, and nothing else of the environment (DATAROBOT_API_TOKEN,
+    REGISTRY_PASSWORD, a secret under any other name) reaches the program."""
+    names, prefixes = set(COMMON_NAMES), list(COMMON_PREFIXES)
+    for item in extra:
+        name = str(item)
+        if not SHELL_NAME.fullmatch(name.removesuffix("*")):
+            raise BadChildEnvName(f"{name!r} is not a variable name (or a PREFIX_* of names) a shell can read: use "
+                                  "letters, digits and underscores, not starting with a digit.")
+        if name.endswith("*"):
+            prefixes.append(name[:-1])
+        else:
+            names.add(name)
+    fixed = sorted(name for name in names if not name.startswith(tuple(prefixes)))
+    pattern = "|".join(sorted(set(prefixes)))
+    script = (
+        "n=$#; "
+        f"for name in {' '.join(fixed)} $(env | sed -n -E 's/^(({pattern})[A-Za-z0-9_]*)=.*/\\1/p'); do "
+        "eval \"[ -n \\\"\\${$name+set}\\\" ] && set -- \\\"\\$@\\\" \\\"$name=\\${$name}\\\"\"; "
+        "done; "
+        "while [ \"$n\" -gt 0 ]; do set -- \"$@\" \"$1\"; shift; n=$((n - 1)); done; "
+        "exec env -i \"$@\""
+    )
+    return ["/bin/sh", "-c", script, "sh"]

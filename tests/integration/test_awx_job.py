@@ -19,30 +19,20 @@ import uuid
 from pathlib import Path
 
 import pytest
-import yaml
 
-from ansible_cli import BIN, REPO
-from awx_job import Injected, inject, run_job
+from ansible_cli import REPO
+from awx_job import (Injected, credential_types, execution_environment, inject, run_job, secrets_in,
+                     template_extra_vars)
 from conftest import kubectl
 
 TAGS = "registry,prediction_environment"
 IMAGE_BUILDER = "Publish the chart's imageBuilder values and the repository paths"
 
 
-def credential_types() -> dict[str, dict]:
-    types = yaml.safe_load((REPO / "awx" / "credential_types.yml").read_text())["credential_types"]
-    return {definition["name"]: definition for definition in types}
-
-
-def template_extra_vars() -> dict:
+def site_extra_vars() -> dict:
     """The site.yml template's extra vars (awx/job_templates.yml) and the survey's answers, as AWX merges them."""
-    data = yaml.safe_load((REPO / "awx" / "job_templates.yml").read_text())
-    extra = dict(data["job_template_defaults"].get("extra_vars", {}))
-    site = next(template for template in data["job_templates"] if template["playbook"] == "site.yml")
-    extra.update(site.get("extra_vars", {}))
-    extra.update({"mlops_pps_image_version": "9.2.0", "mlops_agent_images_method": "present",
-                  "mlops_datarobot_endpoint": ""})  # an empty answer: the credential's endpoint
-    return extra
+    return template_extra_vars("site.yml", {"mlops_pps_image_version": "9.2.0", "mlops_agent_images_method": "present",
+                                            "mlops_datarobot_endpoint": ""})  # an empty answer: the credential's
 
 
 @pytest.fixture
@@ -71,11 +61,8 @@ def test_inventory_wins_over_the_credentials_and_no_secret_reaches_the_artifacts
            "username": rig["RIG_REGISTRY_USER"], "password": rig["RIG_REGISTRY_PASSWORD"]}, job_dir, injected)
     inject(types["DataRobot MLOps kubeconfig"], {"kubeconfig": Path(rig["KUBECONFIG"]).read_text()},
            job_dir, injected)
-    # The execution environment's own variables only: nothing of the test's (or the rig's) environment.
-    base_env = {"PATH": f"{BIN}:{os.environ['PATH']}", "HOME": os.environ.get("HOME", "/root"),
-                "LANG": "C.UTF-8", "ANSIBLE_COLLECTIONS_PATH": str(REPO / ".collections")}
-    job = run_job(job_dir, REPO, "site.yml", inventory={"clusters": {"hosts": hosts}},
-                  extravars=template_extra_vars(), injected=injected, base_env=base_env, tags=TAGS)
+    job = run_job(job_dir, REPO, "site.yml", inventory={"clusters": {"hosts": hosts}}, extravars=site_extra_vars(),
+                  injected=injected, base_env=execution_environment(dict(os.environ)), tags=TAGS)
     assert job.status == "successful", job.process.stdout[-6000:] + job.process.stderr[-2000:]
 
     builders = {host: result["ansible_facts"]["__registry_published"]["image_builder"]
@@ -115,16 +102,6 @@ def logins(namespace: str) -> dict[str, tuple[str, str]]:
     secret = json.loads(kubectl("-n", namespace, "get", "secret", "registry-creds", "-o", "json").stdout)
     auths = json.loads(base64.b64decode(secret["data"][".dockerconfigjson"]))["auths"]
     return {host: (entry["username"], entry["password"]) for host, entry in auths.items()}
-
-
-def secrets_in(artifacts: Path, canaries: dict[str, str]) -> list[str]:
-    """'<file>: <secret name>' for each secret found in any file under `artifacts`."""
-    found = []
-    for path in sorted(artifacts.rglob("*")):
-        if path.is_file():
-            text = path.read_bytes().decode("utf-8", "replace")
-            found += [f"{path.relative_to(artifacts)}: {name}" for name, value in canaries.items() if value in text]
-    return found
 
 
 def test_the_artifact_scan_finds_a_secret_anywhere_under_the_artifacts(tmp_path):

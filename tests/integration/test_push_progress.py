@@ -4,57 +4,35 @@ holds no secret and is gone afterwards."""
 from __future__ import annotations
 
 import os
-import re
 import threading
 import uuid
-from pathlib import Path
-
-import pytest
 
 from ansible_cli import ansible_env, run_playbook
-from fault_proxy import FaultProxy
 from fixtures.image_archives import write_docker_archive
+from progress_fixtures import (  # noqa: F401 pylint: disable=unused-import
+    MB, PROGRESS, SUMMARY, large_archive, rising, slow_link)
 from test_pps_image import archive
 from test_pps_image_role import registry_facts
 
 PLAYBOOK = "playbooks/pps_image.yml"
-MB = 10**6
-RATE = 12 * MB  # bytes per second through the proxy: ~300 MB take ~25 s
-PROGRESS = re.compile(r"^(?P<image>\S+): (?P<percent>\d+)% [\d.]+ [kMG]?B of [\d.]+ [kMG]?B, [\d.]+ MB/s, "
-                      r"(about \w+ left|time left not known yet); blobs \d+( of \d+)? done \(\d+ mounted, \d+ skipped\)$")
-SUMMARY = re.compile(r"^(?P<image>\S+): pushed, (?P<size>[\d.]+ [kMG]?B) archive, [\d.]+ [kMG]?B sent in [\d.]+s "
-                     r"\([\d.]+ MB/s\)$")
 
 
-@pytest.fixture(scope="session")
-def large_archive(tmp_path_factory) -> Path:
-    """A ~300 MB plain tar, made once per session, its content new each session (two 150 MB layers)."""
-    layers = [{"opt/pps/model.bin": os.urandom(150 * MB)}, {"opt/pps/weights.bin": os.urandom(150 * MB)},
-              {"etc/pps.conf": uuid.uuid4().hex.encode()}]
-    path = tmp_path_factory.mktemp("large") / "pps-large.tar"
-    return write_docker_archive(path, [f"datarobot/datarobot-portable-prediction-api:{uuid.uuid4().hex[:6]}"],
-                                layers).path
-
-
-def test_stage_alone_shows_rising_progress_through_a_slow_link(rig, large_archive, tmp_path):
+def test_stage_alone_shows_rising_progress_through_a_slow_link(large_archive, slow_link, tmp_path):  # noqa: F811
     scratch = tmp_path / "tmp"
     scratch.mkdir()
-    upstream = int(rig["RIG_INSECURE_REGISTRY"].rsplit(":", 1)[1])
-    with FaultProxy(upstream) as proxy:
-        proxy.faults.rate = RATE
-        repo = f"datarobot/progress-{uuid.uuid4().hex[:6]}"
-        facts = {"host": f"127.0.0.1:{proxy.port}", "insecure": True, "repositories": {"pps": repo}}
-        extra = {"mlops_pps_image_archive": str(large_archive), "mlops_pps_image_version": "9.2.0",
-                 "mlops_pps_image_poll": 2, "mlops_pps_image_async": 7200, "_mlops": {"registry": facts}}
-        run = run_playbook(PLAYBOOK, extra_vars=extra,
-                           env=ansible_env(ANSIBLE_STDOUT_CALLBACK="default", TMPDIR=str(scratch)))
+    proxy = slow_link
+    repo = f"datarobot/progress-{uuid.uuid4().hex[:6]}"
+    facts = {"host": f"127.0.0.1:{proxy.port}", "insecure": True, "repositories": {"pps": repo}}
+    extra = {"mlops_pps_image_archive": str(large_archive), "mlops_pps_image_version": "9.2.0",
+             "mlops_pps_image_poll": 2, "mlops_pps_image_async": 7200, "_mlops": {"registry": facts}}
+    run = run_playbook(PLAYBOOK, extra_vars=extra,
+                       env=ansible_env(ANSIBLE_STDOUT_CALLBACK="default", TMPDIR=str(scratch)))
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
     lines = [line.strip() for line in run.stdout.splitlines()]
     summaries = [index for index, line in enumerate(lines) if SUMMARY.match(line)]
     assert summaries, f"no summary line in:\n{run.stdout[-3000:]}"
     percents = [int(match["percent"]) for line in lines[:summaries[0]] if (match := PROGRESS.match(line))]
-    rising = [p for i, p in enumerate(percents) if i == 0 or p > max(percents[:i])]
-    assert len(rising) >= 3, f"progress lines before the end: {percents}\n{run.stdout[-3000:]}"
+    assert len(rising(percents)) >= 3, f"progress lines before the end: {percents}\n{run.stdout[-3000:]}"
     assert percents == sorted(percents), percents
     assert SUMMARY.match(lines[summaries[0]])["image"] == f"127.0.0.1:{proxy.port}/{repo}:9.2.0"
     assert proxy.faults.body_bytes.get("PATCH", 0) > 250 * MB  # the bytes did go through the slow link

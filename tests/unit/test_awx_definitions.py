@@ -212,8 +212,16 @@ def _environment_readers() -> str:
     return "\n".join(path.read_text() for path in sorted(paths))
 
 
+# module_utils/_secret_env.py reads NAME_FILE beside NAME: for the modules' fallbacks (secret_fallback, ["NAME"]) and
+# for the roles (lookup('datarobot_mlops.management_agent.secret_env', 'NAME')).
+_SECRET_PAIR_READERS = re.compile(r"""(?:secret_fallback, \[|\.secret_env['"], )["']([A-Za-z0-9_]+)["']""")
+
+
 def env_read_by_the_collection(name: str) -> bool:
-    return re.search(rf"""["']{re.escape(name)}["']""", _environment_readers()) is not None
+    source = _environment_readers()
+    if re.search(rf"""["']{re.escape(name)}["']""", source):
+        return True
+    return name.endswith("_FILE") and name.removesuffix("_FILE") in _SECRET_PAIR_READERS.findall(source)
 
 
 def test_the_readers_tell_read_from_unread():
@@ -224,6 +232,8 @@ def test_the_readers_tell_read_from_unread():
     assert set(options_fed_by("mlops_pps_image_version")) >= {"mlops_pps_image_version", "mlops_management_agent_version"}
     assert env_read_by_the_collection("DATAROBOT_API_TOKEN") and env_read_by_the_collection("K8S_AUTH_KUBECONFIG")
     assert not env_read_by_the_collection("DATAROBOT_TOKEN")
+    assert env_read_by_the_collection("REGISTRY_PASSWORD_FILE")  # through secret_env / secret_fallback
+    assert not env_read_by_the_collection("REGISTRY_USERNAME_FILE")  # REGISTRY_USERNAME is read alone
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ import hashlib
 import json
 import random
 import socket
+import sys
 import tarfile
 import threading
 import time
@@ -39,7 +40,7 @@ from typing import Any, Callable, Iterator
 import pytest
 import requests
 
-from ansible_cli import ansible_env, run_module, run_playbook
+from ansible_cli import REPO, ansible_env, run_module, run_playbook
 from conftest import kubectl
 from fixtures.image_archives import write_docker_archive
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._cluster_requirements import (
@@ -47,6 +48,9 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
     assess,
     server_version,
 )
+
+sys.path.insert(0, str(REPO / "tests" / "rig"))
+from processes import free_port  # noqa: E402  the rig's helpers: a free port outside the ephemeral range
 
 PPS = "datarobot_mlops.management_agent.pps_image"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -353,7 +357,7 @@ class _Hostile(BaseHTTPRequestHandler):
         return 404, {"Content-Type": "text/html"}, b"<html><body>Welcome to nginx!</body></html>"
 
     def _token_realm_unreachable(self) -> tuple:
-        realm = f"http://127.0.0.1:{_free_port()}/token"
+        realm = f"http://127.0.0.1:{free_port()}/token"
         return 401, {"WWW-Authenticate": f'Bearer realm="{realm}",service="hostile"'}
 
     def _token_without_token(self) -> tuple:
@@ -497,12 +501,6 @@ def unit(call: Callable[[], list[str]]) -> Runner:
     return run
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 FITTING_NODE = NodeCapacity.from_node({"metadata": {"name": "node-1"}, "status": {
     "capacity": {"cpu": "4", "memory": "16Gi", "ephemeral-storage": "100Gi"},
     "conditions": [{"type": "Ready", "status": "True"}]}})
@@ -617,7 +615,7 @@ CASES = [
     Case("name-with-tag", "registry", pps(name=lambda b: f"{b.rig['RIG_REGISTRY']}/{b.repo}:9.2.0"),
          ("put the tag in `tag`, not in the name",)),
     # registry
-    Case("registry-unreachable-host", "registry", pps(name=lambda b: f"127.0.0.1:{_free_port()}/{b.repo}"),
+    Case("registry-unreachable-host", "registry", pps(name=lambda b: f"127.0.0.1:{free_port()}/{b.repo}"),
          ("Connection refused. Check the host, port and network",)),
     Case("registry-wrong-password", "registry", pps(password="not-the-password"),
          ("rejected the credentials for user", "check username/password")),

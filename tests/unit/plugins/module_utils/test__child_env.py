@@ -1,7 +1,14 @@
 from __future__ import annotations
 
+import os
+import subprocess
+
+import pytest
+
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._child_env import (
+    BadChildEnvName,
     child_environment,
+    clean_env_argv,
     credential_helper_environment,
     helm_environment,
 )
@@ -83,3 +90,41 @@ def test_blanked_environment_maps_each_settable_name_to_empty():
 
     source = {"PATH": "/usr/bin", "DATAROBOT_API_TOKEN": "t", "BASH_FUNC_x%%": "() { :; }", "SITE_NOTE": "n"}
     assert blanked_environment("helm_module", source=source) == {"DATAROBOT_API_TOKEN": "", "SITE_NOTE": ""}
+
+
+def _run_clean(extra: list[str], env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(clean_env_argv(extra) + list(args), capture_output=True, text=True, env=env, check=True,
+                          timeout=30)
+
+
+def test_clean_env_argv_keeps_the_common_and_the_callers_variables_read_where_it_runs():
+    env = dict(USER_ENV, PATH=os.environ["PATH"], CLOUDSDK_CORE_PROJECT="p 'one' $HOME", GOOGLE_X="g",
+               GCE_METADATA_HOST="m", LC_TIME="C", EVIL_CLOUDSDK_X="no")
+    child = _run_clean(["CLOUDSDK_*", "GOOGLE_*", "GCE_METADATA_HOST"], env, "env").stdout
+    pairs = dict(line.split("=", 1) for line in child.splitlines())
+    assert pairs == {"PATH": os.environ["PATH"], "HOME": "/home/u", "LC_ALL": "C.UTF-8", "LC_TIME": "C",
+                     "XDG_CONFIG_HOME": "/home/u/.config", "HTTPS_PROXY": "http://proxy:3128", "no_proxy": "localhost",
+                     "SSL_CERT_FILE": "/etc/ca.pem", "CLOUDSDK_CONFIG": "/g", "CLOUDSDK_CORE_PROJECT": "p 'one' $HOME",
+                     "GOOGLE_X": "g", "GCE_METADATA_HOST": "m"}
+
+
+def test_clean_env_argv_without_extras_passes_no_secret_and_puts_no_value_in_the_argv():
+    env = dict(USER_ENV, PATH=os.environ["PATH"])
+    argv = clean_env_argv()
+    child = _run_clean([], env, "env").stdout
+    names = {line.split("=", 1)[0] for line in child.splitlines()}
+    assert not {"DATAROBOT_API_TOKEN", "REGISTRY_PASSWORD", "K8S_AUTH_API_KEY", "MY_NOTE", "KUBECONFIG",
+                "HELM_CACHE_HOME", "CLOUDSDK_CONFIG", "AWS_PROFILE"} & names
+    assert not any(value in " ".join(argv) for value in USER_ENV.values())
+
+
+def test_clean_env_argv_hands_the_programs_arguments_over_unchanged():
+    args = ["a b", "$HOME", "", 'x"y', "--flag=it's", "*"]
+    out = _run_clean([], {"PATH": os.environ["PATH"]}, "printf", "[%s]\n", *args).stdout
+    assert out.splitlines() == [f"[{arg}]" for arg in args]
+
+
+def test_clean_env_argv_refuses_a_name_a_shell_cannot_read():
+    for bad in ("A B", "X;rm", "1ABC", "*", "A*B*", "$(id)"):
+        with pytest.raises(BadChildEnvName, match="not a variable name"):
+            clean_env_argv([bad])
