@@ -79,8 +79,8 @@ attributes:
     support: none
     description: It is what waits for async jobs.
 notes:
-  - Give the jobs no secret in their command line or environment, and log in beforehand (a private
-    C(DOCKER_CONFIG)): an async job's module file stays on disk while it runs.
+  - "Give the jobs no secret in their command line or environment, and log in beforehand (a private
+    C(DOCKER_CONFIG)): an async job's module file stays on disk while it runs."
 seealso:
   - module: datarobot_mlops.management_agent.push_progress
 """

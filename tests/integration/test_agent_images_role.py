@@ -130,8 +130,8 @@ def test_build_pushes_both_images_once_after_the_registry_stage(rig, scenario, m
     assert first.returncode == 0, first.failure() or first.stderr[-3000:]
     assert rig["RIG_REGISTRY_PASSWORD"] not in first.stdout + first.stderr
     assert scratch_docker_configs() == configs_before  # the login's docker config is gone
-    assert [(b["key"], b["changed"]) for b in first.task(MAKE)["builds"]] == [("management_agent", True),
-                                                                               ("tracking_agent", True)]
+    built = [(build["key"], build["changed"]) for build in first.task(MAKE)["builds"]]
+    assert built == [("management_agent", True), ("tracking_agent", True)]
 
     host = rig["RIG_REGISTRY"]
     published = first.task(PUBLISH)["ansible_facts"]["__agent_images_published"]["agent_images"]
