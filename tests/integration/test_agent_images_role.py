@@ -389,3 +389,30 @@ def test_build_prints_progress_lines_while_it_runs_and_leaves_no_log(rig, tmp_pa
     assert modes == {("0o600", "0o700")}, modes
     assert not left, "the build log directory was left behind"
     assert rig["RIG_REGISTRY_PASSWORD"] not in run.stdout + run.stderr
+
+
+def test_a_failed_build_names_its_image_and_last_lines_and_leaves_no_log(rig, scenario, tmp_path, ledger):
+    """The management agent's Dockerfile copies a file that is not there: the task fails after both builds ended,
+    naming that image and what podman said; the other image is still built; the logs are gone."""
+    with tarfile.open(scenario.tarball) as tar:
+        tar.extractall(tmp_path / "unpacked", filter="data")
+    tree = tmp_path / "unpacked" / f"datarobot-mlops-agent-{scenario.version}"
+    dockerfile = tree / "tools" / "bosun_docker" / "Dockerfile"
+    dockerfile.write_text(dockerfile.read_text().replace("COPY agent-info.txt", "COPY no-such-file.txt"))
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    run = run_playbook(PLAYBOOK, extra_vars={**scenario.vars(mlops_agent_tarball=""), "mlops_agent_tarball_dir": str(tree)},
+                       env=ansible_env(TMPDIR=str(scratch)))
+    message = run.failure()
+    image = f"{rig['RIG_REGISTRY']}/{scenario.repo('management_agent')}:{scenario.version}"
+    named = f"Building and pushing {image} failed (exit status 2)" in message
+    said = "COPY no-such-file.txt" in message and "no such file or directory" in message
+    left = list(scratch.glob("agent-images-build-*"))
+    ledger.record("bad_input", "agent_images build: a vendor Dockerfile that fails (a COPY source missing)",
+                  run.returncode != 0 and named and said and not left, message[:300])
+    assert run.returncode != 0
+    assert named and said, message
+    assert "DOCKER_HOST" in message
+    assert scenario.manifest("management_agent").status_code == 404
+    assert scenario.manifest("tracking_agent").status_code == 200  # built beside it, to the end
+    assert not left, "the build log directory was left behind"
