@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import io
 import os
+import re
+import stat
 import subprocess
 import tarfile
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -18,7 +21,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from ansible_cli import run_playbook
+from ansible_cli import ansible_env, run_playbook
 from fixtures.agent_tarball import build_agent_tarball
 from fixtures.image_archives import write_docker_archive
 from token_registry import TokenRegistry
@@ -43,13 +46,13 @@ IMAGES = {"management_agent": "datarobot/mlops-management-agent", "tracking_agen
 class Scenario:
     """One test's version tag, repository prefix, tarball and cache; cleans the registry and podman after."""
 
-    def __init__(self, rig: dict[str, str], tmp_path: Path) -> None:
+    def __init__(self, rig: dict[str, str], tmp_path: Path, build_delay: int = 0) -> None:
         self.rig, self.tmp_path = rig, tmp_path
         token = uuid.uuid4().hex[:8]
         self.version = f"9.2.0-t{token}"
         self.prefix = f"t{token}/"
         self.cache = tmp_path / "cache"
-        self.tarball = build_agent_tarball(tmp_path / "in", self.version)
+        self.tarball = build_agent_tarball(tmp_path / "in", self.version, build_delay)
         self.auth = (rig["RIG_REGISTRY_USER"], rig["RIG_REGISTRY_PASSWORD"])
 
     def repo(self, key: str) -> str:
@@ -127,7 +130,8 @@ def test_build_pushes_both_images_once_after_the_registry_stage(rig, scenario, m
     assert first.returncode == 0, first.failure() or first.stderr[-3000:]
     assert rig["RIG_REGISTRY_PASSWORD"] not in first.stdout + first.stderr
     assert scratch_docker_configs() == configs_before  # the login's docker config is gone
-    assert [r["changed"] for r in first.task(MAKE)["results"]] == [True, True]
+    built = [(build["key"], build["changed"]) for build in first.task(MAKE)["builds"]]
+    assert built == [("management_agent", True), ("tracking_agent", True)]
 
     host = rig["RIG_REGISTRY"]
     published = first.task(PUBLISH)["ansible_facts"]["__agent_images_published"]["agent_images"]
@@ -140,14 +144,20 @@ def test_build_pushes_both_images_once_after_the_registry_stage(rig, scenario, m
                          "digest": response.headers["Docker-Content-Digest"]}
         # The version came from the tarball's chart (appVersion) and reached the image through the Makefile.
         assert scenario.image_config(key)["config"]["Labels"]["org.opencontainers.image.version"] == scenario.version
+    # The closing summary (site.yml's) has a line per built image: the time it took, its build steps.
+    summary = first.task("What this run left on the cluster")["msg"]
+    for label, key in (("agent image build", "management_agent"), ("tracking agent image build", "tracking_agent")):
+        assert re.fullmatch(rf"{label}: {re.escape(published[key]['image'])}: built and pushed in \d+s "
+                            r"\(5 build steps\)", next(line for line in summary if line.startswith(label + ":"))), summary
     print(f"first run (registry + build + push of two images): {time.monotonic() - started:.1f}s")
 
     started = time.monotonic()
     again = run_playbook(CHAINED, extra_vars=extra)
     assert again.returncode == 0, again.failure()
     assert again.changed == 0
-    assert all(r.get("skipped") for r in again.task(MAKE)["results"]) or again.task(MAKE).get("skipped")
+    assert again.task(MAKE).get("skipped")
     assert again.task(PUBLISH)["ansible_facts"]["__agent_images_published"]["agent_images"] == published
+    assert "agent image build: -" in again.task("What this run left on the cluster")["msg"]
     print(f"second run (nothing to do): {time.monotonic() - started:.1f}s")
 
 
@@ -179,7 +189,7 @@ def test_check_mode_builds_and_pushes_nothing(rig, scenario):
     would = next(iter(reports[0].values()))["results"]
     assert [(r["item"]["key"], r["changed"]) for r in would] == [("management_agent", True)]
     assert scenario.version in would[0]["msg"]
-    assert check.task(MAKE).get("skipped") or all(r.get("skipped") for r in check.task(MAKE)["results"])
+    assert check.task(MAKE).get("skipped")
     assert scenario.manifest("management_agent").status_code == 404
     assert scenario.manifest("tracking_agent").status_code == 404
     assert scenario.local_images() == []
@@ -313,3 +323,96 @@ def test_build_pushes_organisation_paths_to_the_token_auth_registry(rig, scenari
     assert {f"repository:{path}:pull,push" for path in paths.values()} <= scopes
     again = run_playbook(PLAYBOOK, extra_vars=scenario.vars(_mlops={"registry": facts}))
     assert again.returncode == 0 and again.changed == 0, again.failure()
+
+
+BUILD_LINE = re.compile(r"^(?P<image>\S+): (starting|building, step \d+ of \d+|built( \(\d+ steps\))?|pushing"
+                        r"(, \d+ of \d+ layers done \(\d+ mounted, \d+ already there\))?|pushed), \d+(s|m\d\ds|h\d\dm)$")
+BUILD_SUMMARY = re.compile(r"^(?P<image>\S+): built and pushed in \d+(s|m\d\ds|h\d\dm)( \(.*\))?$")
+
+
+class LogSnoop(threading.Thread):
+    """Reads every build log under `scratch` as often as it changes while a run goes: text, file and folder modes."""
+
+    def __init__(self, scratch: Path) -> None:
+        super().__init__(daemon=True)
+        self.scratch, self.halt = scratch, threading.Event()
+        self.seen: list[tuple[str, int, int]] = []
+
+    def run(self) -> None:
+        while not self.halt.is_set():
+            for found in self.scratch.glob("agent-images-build-*/*.log"):
+                try:
+                    mode, folder = found.stat().st_mode, found.parent.stat().st_mode
+                    self.seen.append((found.read_text(), stat.S_IMODE(mode), stat.S_IMODE(folder)))
+                except OSError:
+                    pass  # removed between glob and read: the run's end
+            self.halt.wait(0.1)
+
+
+def test_build_prints_progress_lines_while_it_runs_and_leaves_no_log(rig, tmp_path, ledger):
+    """Both images build at once (a test Makefile that waits 8 s after each build): lines every 2 s per image, before
+    each image's summary line; the logs are private, hold no secret, and are gone afterwards."""
+    scenario = Scenario(rig, tmp_path, build_delay=8)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    snoop = LogSnoop(scratch)
+    snoop.start()
+    try:
+        run = run_playbook(PLAYBOOK, extra_vars=scenario.vars(mlops_agent_images_poll=2),
+                           env=ansible_env(ANSIBLE_STDOUT_CALLBACK="default", TMPDIR=str(scratch)))
+    finally:
+        snoop.halt.set()
+        snoop.join()
+        scenario.clean()
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    lines = [line.strip() for line in run.stdout.splitlines()]
+    host = rig["RIG_REGISTRY"]
+    for key in IMAGES:
+        image = f"{host}/{scenario.repo(key)}:{scenario.version}"
+        ends = [index for index, line in enumerate(lines) if (match := BUILD_SUMMARY.match(line))
+                and match["image"] == image]
+        assert ends, f"no summary line for {image} in:\n{run.stdout[-3000:]}"
+        during = [line for line in lines[:ends[0]] if (match := BUILD_LINE.match(line)) and match["image"] == image]
+        assert len(during) >= 2, f"progress lines for {image} before its end: {during}\n{run.stdout[-3000:]}"
+        assert any(": built (5 steps), " in line for line in during), during
+
+    secrets = [rig["RIG_REGISTRY_PASSWORD"], rig["RIG_REGISTRY_USER"] + ":", "Authorization", "auths"]
+    hits = [secret for secret in secrets for text, _mode, _folder in snoop.seen if secret in text]
+    modes = {(oct(mode), oct(folder)) for _text, mode, folder in snoop.seen}
+    left = list(scratch.glob("agent-images-build-*"))
+    ledger.record("secret", "agent_images build logs (read while they change) and what is left of them afterwards",
+                  bool(snoop.seen) and not hits and not left and modes == {("0o600", "0o700")},
+                  f"{len(snoop.seen)} snapshots, modes {sorted(modes)}", count=len(hits))
+    assert snoop.seen, "no build log was seen while the builds ran"
+    assert any("STEP 5/5" in text for text, _mode, _folder in snoop.seen)
+    assert not hits, hits
+    assert modes == {("0o600", "0o700")}, modes
+    assert not left, "the build log directory was left behind"
+    assert rig["RIG_REGISTRY_PASSWORD"] not in run.stdout + run.stderr
+
+
+def test_a_failed_build_names_its_image_and_last_lines_and_leaves_no_log(rig, scenario, tmp_path, ledger):
+    """The management agent's Dockerfile copies a file that is not there: the task fails after both builds ended,
+    naming that image and what podman said; the other image is still built; the logs are gone."""
+    with tarfile.open(scenario.tarball) as tar:
+        tar.extractall(tmp_path / "unpacked", filter="data")
+    tree = tmp_path / "unpacked" / f"datarobot-mlops-agent-{scenario.version}"
+    dockerfile = tree / "tools" / "bosun_docker" / "Dockerfile"
+    dockerfile.write_text(dockerfile.read_text().replace("COPY agent-info.txt", "COPY no-such-file.txt"))
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    run = run_playbook(PLAYBOOK, extra_vars={**scenario.vars(mlops_agent_tarball=""), "mlops_agent_tarball_dir": str(tree)},
+                       env=ansible_env(TMPDIR=str(scratch)))
+    message = run.failure()
+    image = f"{rig['RIG_REGISTRY']}/{scenario.repo('management_agent')}:{scenario.version}"
+    named = f"Building and pushing {image} failed (exit status 2)" in message
+    said = "COPY no-such-file.txt" in message and "no such file or directory" in message
+    left = list(scratch.glob("agent-images-build-*"))
+    ledger.record("bad_input", "agent_images build: a vendor Dockerfile that fails (a COPY source missing)",
+                  run.returncode != 0 and named and said and not left, message[:300])
+    assert run.returncode != 0
+    assert named and said, message
+    assert "DOCKER_HOST" in message
+    assert scenario.manifest("management_agent").status_code == 404
+    assert scenario.manifest("tracking_agent").status_code == 200  # built beside it, to the end
+    assert not left, "the build log directory was left behind"

@@ -608,7 +608,9 @@ def test_a_run_killed_while_helm_waits_leaves_no_secret_behind(site, ledger, tmp
 
 
 def test_agent_images_build_leaves_no_docker_login_behind(rig, ledger, tmp_path):
-    """The build method logs in with `docker login` into a throw-away DOCKER_CONFIG: private, and gone after.
+    """The build method logs in with `docker login` into a throw-away DOCKER_CONFIG: private, and gone after. The builds
+    run as async jobs (their module files and ~/.ansible_async status files are scanned too) with their output in
+    logs under the fresh TMPDIR: no canary in them, and gone after.
 
     A version and repository prefix of its own (test_agent_images_role's Scenario) make the build really happen
     without touching the repositories site.yml uses; the scenario deletes what it pushed."""
@@ -629,6 +631,7 @@ def test_agent_images_build_leaves_no_docker_login_behind(rig, ledger, tmp_path)
         assert built.get("changed"), "the build did not run"
         assert logins and all(e.private for e in logins), [(e.path, oct(e.mode), oct(e.dir_mode)) for e in logins]
         assert not list(run.tmpdir.glob("agent-images-docker-*"))
+        assert not list(run.tmpdir.glob("agent-images-build-*")), "the build logs were left behind"
     finally:
         scenario.clean()
 
