@@ -4,8 +4,8 @@
 
 An Ansible module cannot print while it runs. The push writes its state into a small JSON file (`PushProgress`,
 rewritten atomically at most once a second, mode 0600, holding counts and the image name only: never a credential
-or a registry answer); the collection's `push_progress` action reads it while the job runs and prints
-`progress_line()` every few seconds, then `summary_line()` from the job's result.
+or a registry answer); the collection's `push_progress` action reads it while the background push runs
+(`_push_job`) and prints `progress_line()` every few seconds, then `summary_line()` from the job's result.
 
 Bytes are counted as the archive is read (compressed bytes of a gzip archive, member bytes of a plain tar), against
 the archive's size, so the rate and the time left follow the slowest part, whether that is reading, compressing or
@@ -167,31 +167,33 @@ class PushWatchTimeout(MlopsError):
     """The push job did not end within the time it was given."""
 
 
-def watch(poll_job: Callable[[], dict[str, Any]], read_status: Callable[[], dict[str, Any] | None],
+def watch(poll_job: Callable[[bool], dict[str, Any]], read_status: Callable[[], dict[str, Any] | None],
           show: Callable[[str], None], *, interval: float, timeout: float,
           sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
           now: Callable[[], float] = time.time) -> dict[str, Any]:
-    """Until the job ends: ask its status, show a progress line from `read_status()`, wait `interval` seconds.
+    """Until the job ends: read its progress, ask its status, show a progress line, wait `interval` seconds.
 
-    Returns the job's last status (its result once finished, or the failure async_status reported); a job still
-    running after `timeout` seconds is a `PushWatchTimeout`.
+    `poll_job(stalled)` answers `{"finished": False}` while the job runs, else its result; `stalled` is True when the
+    progress did not move since the last look (or there is none), the time to check that the job is still alive.
+    Returns the job's result (failed or not); a job still running after `timeout` seconds is a `PushWatchTimeout`.
     """
     start = clock()
-    deadline, ticks = start + timeout, 0
+    deadline, ticks, last = start + timeout, 0, None
     while True:
-        job = poll_job()
+        status = read_status()
+        job = poll_job(status is None or status == last)
         if job.get("finished") or job.get("failed"):
             if job.get("summary"):
                 show(str(job["summary"]))
             return job
-        status = read_status()
         if status:
             show(progress_line(status, now()))
+        last = status
         if clock() >= deadline:
-            raise PushWatchTimeout(f"The push job {job.get('ansible_job_id', '')} is still running after "
-                                   f"{human_duration(timeout)}; it goes on in the background until its own time "
-                                   "limit. Give it longer (mlops_pps_image_background_seconds) or look at the "
-                                   "registry and the network between it and this host.")
+            raise PushWatchTimeout(f"The background push is still running after {human_duration(timeout)}; it "
+                                   "stops itself at its own time limit. Give it longer "
+                                   "(mlops_pps_image_background_seconds) or look at the registry and the network "
+                                   "between it and this host.")
         ticks += 1  # lines keep their rhythm however long the two checks took
         sleep(max(0.0, start + ticks * interval - clock()))
 

@@ -132,6 +132,13 @@ class RegistryClient:
             self._local.session = session
         return session
 
+    def close_connections(self) -> None:
+        """Close this thread's connections (before a fork: the worker opens its own); the login is kept."""
+        session = getattr(self._local, "session", None)
+        if session is not None:
+            session.close()
+            del self._local.session
+
     def _authorization(self, scopes: tuple[str, ...]) -> dict[str, str]:
         if self._challenge is not None:
             return {"Authorization": f"Bearer {self._token(scopes)}"}

@@ -138,10 +138,39 @@ options:
       - A file the push rewrites while it runs (at most once a second, mode 0600) with what it has done so far,
         the image name, bytes of the archive read and in all, bytes sent, blobs done, mounted and skipped, the
         phase and when it started. It holds no credential. It is removed when the push ends, failed or not.
-      - Give a path in a directory only you can write (the C(pps_image) role makes one with mode 0700). Run the
-        module as an async job and watch it with the M(datarobot_mlops.management_agent.push_progress) action,
-        which prints a progress line every few seconds.
+      - Give a path in a directory only you can write. With I(background), the default is C(progress.json) in
+        I(job_dir), which the M(datarobot_mlops.management_agent.push_progress) action reads.
     type: path
+    version_added: 0.2.0
+  background:
+    description:
+      - Start the push in a worker of its own and return at once (C(started=true), C(changed=false), I(job_dir),
+        C(pid)); wait for it with the M(datarobot_mlops.management_agent.push_progress) action, which prints a
+        progress line every few seconds and returns the push's result as this module would have.
+      - The target is checked first (address, login, push access), so those failures fail this task itself.
+      - "The worker is forked from the module (detached: a new session, standard streams on C(/dev/null), every
+        other descriptor closed) and keeps the arguments it already has in memory: with pipelining (the
+        collection's C(ansible.cfg)) they are never written to disk. Ansible's C(async) is not needed and not
+        wanted: an async job's module file holds every argument, the registry password among them, on disk while
+        the job runs."
+      - The worker writes C(worker.json) (its pid and start time), C(progress.json) and at the end C(result.json)
+        (the result this module would return, secret values masked as Ansible masks them, mode 0600) into
+        I(job_dir). Remove I(job_dir) once the push is collected (the C(pps_image) role does).
+      - Ignored in check mode, which pushes nothing and runs in the foreground.
+    type: bool
+    default: false
+    version_added: 0.2.0
+  job_dir:
+    description:
+      - With I(background), a new directory of the user that runs the module, closed to others (mode 0700), for the
+        worker's files; M(ansible.builtin.tempfile) with C(state=directory) makes one. Required with I(background).
+    type: path
+    version_added: 0.2.0
+  background_timeout:
+    description:
+      - With I(background), seconds the worker may push; it then stops and writes a failed result that says so.
+    type: int
+    default: 7200
     version_added: 0.2.0
 attributes:
   check_mode:
@@ -157,14 +186,21 @@ attributes:
   idempotent:
     support: full
     description: A second run with the same archive and tag reports C(changed=false) and sends nothing.
+  async:
+    support: none
+    description:
+      - Use I(background) instead. An async job cannot be pipelined, so its module file, which holds the registry
+        password among the arguments, would stay on disk while the job runs.
 requirements:
   - requests
   - isal (optional, for fast gzip; zlib is used without it)
   - docker (for C(method=daemon))
 notes:
-  - An Ansible module cannot print while it runs. For very large archives run it with C(async) and C(poll=0) and
-    I(progress_file), then wait with the M(datarobot_mlops.management_agent.push_progress) action, which prints
-    progress lines (as the C(pps_image) role does); or push by hand with C(python tools/pps_push.py --help).
+  - An Ansible module cannot print while it runs. For very large archives give I(background) and I(job_dir), then
+    wait with the M(datarobot_mlops.management_agent.push_progress) action, which prints progress lines (as the
+    C(pps_image) role does); or push by hand with C(python tools/pps_push.py --help).
+  - The watcher tells a worker that died (SIGKILL, out of memory) from a running one through C(/proc/<pid>/stat) on
+    the host that runs the module (Linux); elsewhere only its time limit ends the wait.
 """
 
 EXAMPLES = r"""
@@ -184,28 +220,53 @@ EXAMPLES = r"""
     tag: 9.2.0
     method: daemon
 
-- name: Push in the background with a progress file
+- name: A private directory for the background push
+  ansible.builtin.tempfile:
+    state: directory
+    prefix: pps-push-
+  register: job_dir
+
+- name: Push in the background
   datarobot_mlops.management_agent.pps_image:
     src: /data/datarobot-portable-prediction-api-9.2.0.tar.gz
     name: registry.example.com/datarobot/datarobot-portable-prediction-api
     tag: 9.2.0
-    progress_file: "{{ progress_dir.path }}/progress.json"
-  async: 7200
-  poll: 0
+    background: true
+    job_dir: "{{ job_dir.path }}"
   register: pps_job
 
 - name: Wait for it, a progress line every 5 seconds
   datarobot_mlops.management_agent.push_progress:
-    jid: "{{ pps_job.ansible_job_id }}"
-    progress_file: "{{ progress_dir.path }}/progress.json"
-    async_dir: "{{ pps_job.results_file | dirname }}"
+    job_dir: "{{ pps_job.job_dir }}"
     interval: 5
+  register: pps
+
+- name: Remove the job directory
+  ansible.builtin.file:
+    path: "{{ job_dir.path }}"
+    state: absent
 """
 
 RETURN = r"""
+started:
+  description: With I(background), the push was started in its worker; the other values come with its result.
+  returned: when started in the background
+  type: bool
+job_dir:
+  description: With I(background), the job directory (for M(datarobot_mlops.management_agent.push_progress)).
+  returned: when started in the background
+  type: str
+pid:
+  description: With I(background), the worker's process id.
+  returned: when started in the background
+  type: int
+background_timeout:
+  description: With I(background), the seconds the worker may push.
+  returned: when started in the background
+  type: int
 image:
   description: Full reference that was pushed.
-  returned: always
+  returned: when the push ran (not when started in the background)
   type: str
   sample: registry.example.com/datarobot/datarobot-portable-prediction-api:9.2.0
 digest:
@@ -273,42 +334,12 @@ archive_size:
   type: int
 summary:
   description: One line with the archive's size, the bytes sent, the seconds and the throughput.
-  returned: always
+  returned: when the push ran
   type: str
   sample: "registry.example.com/datarobot/pps:9.2.0: pushed, 3.41 GB archive, 1.20 GB sent in 95.3s (12.6 MB/s)"
 """
 
-import os
-import time
-
-from ansible.module_utils.basic import missing_required_lib
-
-from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._blob_compression import Compression
-from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._blob_spool import (
-    BlobSpool,
-    default_spool_dir,
-)
-from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._daemon_push import (
-    HAS_DOCKER,
-    DaemonPusher,
-)
-from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._image_archive import ArchiveError
-from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._image_push import (
-    DirectPusher,
-    PushResult,
-)
-from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._image_reference import (
-    Repository,
-    validate_tag,
-)
-from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._push_cache import (
-    PushCache,
-    default_cache_path,
-)
-from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._push_progress import (
-    PushProgress,
-    summary_line,
-)
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._pps_push import run
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._registry_module import RegistryModule
 
 ARGUMENT_SPEC = dict(
@@ -331,70 +362,16 @@ ARGUMENT_SPEC = dict(
     retries=dict(type="int", default=5),
     timeout=dict(type="raw", default=300),
     progress_file=dict(type="path"),
+    background=dict(type="bool", default=False),
+    job_dir=dict(type="path"),
+    background_timeout=dict(type="int", default=7200),
 )
 
 
-def _pusher(module: RegistryModule, progress: PushProgress) -> DirectPusher | DaemonPusher:
-    """The pusher the parameters ask for, with a registry client that may push to the target."""
-    params = module.params
-    repository = Repository.parse(params["name"])
-    tags = [validate_tag(params["tag"])] + [validate_tag(t) for t in params["additional_tags"]]
-    client, credentials = module.registry_client(repository.registry)
-    client.check_access(repository.path)
-    if params["method"] == "daemon":
-        if not HAS_DOCKER:
-            module.fail_json(msg=missing_required_lib("docker", reason="for method=daemon"))
-        return DaemonPusher(client, repository, tags, credentials=credentials, docker_host=params["docker_host"],
-                            timeout=client.timeout, check_mode=module.check_mode, progress=progress)
-    cache_path = default_cache_path() if params["cache"] is None else (params["cache"] or None)
-    return DirectPusher(
-        client, repository, tags, compression=Compression(params["compression"], params["compression_level"]),
-        workers=params["workers"], manifest_format=params["manifest_format"],
-        mount_from=params["mount_from"], cache=PushCache(cache_path), check_mode=module.check_mode, progress=progress,
-        spool=BlobSpool(params["spool_dir"] or default_spool_dir(), params["spool_max_size"] * 1024 * 1024,
-                        required=bool(params["spool_dir"])) if params["spool"] else None)
-
-
-def push(module: RegistryModule) -> dict:
-    """Push the archive the parameters name; the module's return values. An unreadable file is an ArchiveError."""
-    params = module.params
-    size = os.path.getsize(params["src"]) if os.path.isfile(params["src"]) else 0
-    progress = PushProgress(params["progress_file"], f"{params['name']}:{params['tag']}", size)
-    started = time.monotonic()
-    try:
-        result = _pusher(module, progress).push(params["src"], params["source_image"])
-    except OSError as exc:
-        raise ArchiveError(f"Cannot read {params['src']}: {exc.strerror or exc}") from exc
-    finally:
-        progress.remove()
-    output = _output(result, "daemon" if params["method"] == "daemon" else "direct", module._diff)
-    seconds = result.elapsed or round(time.monotonic() - started, 3)
-    output.update(archive_size=size, summary=summary_line(result.image, size, result.bytes_uploaded, seconds,
-                                                          result.changed))
-    return output
-
-
-def _output(result: PushResult, method: str, diff: bool) -> dict:
-    """The module's return values for `result`."""
-    output = dict(
-        changed=result.changed, image=result.image, digest=result.digest, config_digest=result.config_digest,
-        blobs_uploaded=result.blobs_uploaded, blobs_skipped=result.blobs_skipped, blobs_mounted=result.blobs_mounted,
-        bytes_uploaded=result.bytes_uploaded, would_upload=result.would_upload,
-        would_upload_bytes=result.would_upload_bytes, bytes_compressed=result.bytes_compressed, method=method,
-        blobs_from_spool=result.blobs_from_spool,
-        elapsed=result.elapsed,
-    )
-    if result.message:
-        output["msg"] = result.message
-    if diff:
-        output["diff"] = dict(before=dict(image=result.image, digest=result.before or ""),
-                              after=dict(image=result.image, digest=result.digest or "(unknown until pushed)"))
-    return output
-
-
 def main() -> None:
-    module = RegistryModule(ARGUMENT_SPEC, supports_check_mode=True)
-    module.run(lambda: push(module))
+    module = RegistryModule(ARGUMENT_SPEC, supports_check_mode=True,
+                            required_if=[("background", True, ["job_dir"])])
+    module.run(lambda: run(module))
 
 
 if __name__ == "__main__":

@@ -7,97 +7,90 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 ---
 module: push_progress
-short_description: Wait for a push running as an async job, printing its progress every few seconds
+short_description: Wait for a push running in the background, printing its progress every few seconds
 version_added: 0.2.0
 description:
-  - Waits for an async job of M(datarobot_mlops.management_agent.pps_image) (started with C(async) and C(poll=0))
-    and returns its result, as M(ansible.builtin.async_status) in an C(until) loop would; meanwhile, every
-    I(interval) seconds, prints one line read from the push's I(progress_file) with the percent, the bytes read and in
-    all, MB/s, the time left, and the blobs done, mounted and skipped. When the job ends it prints the push's summary
-    line (archive size, bytes sent, seconds, throughput).
+  - Waits for a push that M(datarobot_mlops.management_agent.pps_image) started with I(background) and returns its
+    result, as the module would have returned it; meanwhile, every I(interval) seconds, prints one line read from
+    the push's progress file with the percent, the bytes read and in all, MB/s, the time left, and the blobs done,
+    mounted and skipped. When the push ends it prints the push's summary line (archive size, bytes sent, seconds,
+    throughput).
   - The lines go through Ansible's display, so they show on the command line and, under ansible-runner
     (AWX, Automation Controller), as verbose events in the job output.
-  - The job status and the progress file are read through the connection (C(async_status), C(slurp)), so a push
-    running on a remote host is watched the same way.
+  - The job's files (C(progress.json), C(result.json), C(worker.json) in I(job_dir)) are read through the
+    connection with M(ansible.builtin.slurp), so a push running on a remote host is watched the same way.
+  - "Whether the worker still runs is read the same way, from C(/proc/<pid>/stat) on the host that runs the push
+    (its pid and start time, so a pid taken by another process since does not count), whenever the progress did not
+    move since the last look: a worker gone without a result (killed, out of memory) fails the task with a message
+    that says so, instead of waiting until I(timeout). Where there is no C(/proc) (not Linux), only I(timeout) and
+    the worker's own time limit end the wait."
   - This is an action plugin; the work is done on the controller.
 author:
   - DataRobot MLOps collection maintainers (@datarobot-community)
 options:
-  jid:
-    description: The async job's id (C(ansible_job_id) of the registered push).
+  job_dir:
+    description: The push's I(job_dir) (C(job_dir) of the registered push).
     type: str
     required: true
-  progress_file:
-    description: The push's I(progress_file). Without it, only the job's end is awaited.
-    type: str
-  async_dir:
-    description:
-      - Where the job writes its status; default the shell's C(async_dir) (C(~/.ansible_async)). Give the directory
-        of the registered push's C(results_file) when C(HOME) may differ between the job and this task (containers).
-    type: str
   interval:
-    description: Seconds between two progress lines (and two job status checks).
+    description: Seconds between two progress lines (and two looks at the job).
     type: int
     default: 5
   timeout:
-    description: Seconds to wait for the job before failing (the job itself goes on until its own C(async) limit).
+    description:
+      - Seconds to wait before failing. The worker stops itself at its own I(background_timeout) and reports it;
+        give a little more here so that its own message is the one you read.
     type: int
-    default: 7200
+    default: 7260
 attributes:
   check_mode:
     support: none
-    description: Async jobs do not run in check mode; run the push in the foreground there.
+    description: A check-mode push runs in the foreground; there is nothing to wait for.
   diff_mode:
     support: none
-    description: Nothing to compare; the job's own result carries its diff.
+    description: Nothing to compare; the push's own result carries its diff.
   action:
     support: full
     description: An action plugin; it runs on the controller and reaches the host through the connection.
   async:
     support: none
-    description: It is what waits for an async job.
+    description: It waits for the collection's own background push, not for an Ansible async job.
 notes:
-  - The progress file holds counts and the image name only, never a credential; the push removes it when it ends.
+  - The progress and result files hold counts, the image name and the result only, never a credential; remove
+    I(job_dir) once the push is collected.
 seealso:
   - module: datarobot_mlops.management_agent.pps_image
 """
 
 EXAMPLES = r"""
-- name: Make a private directory for the progress file
+- name: A private directory for the background push
   ansible.builtin.tempfile:
     state: directory
-    prefix: pps-progress-
-  register: progress_dir
+    prefix: pps-push-
+  register: job_dir
 
 - name: Push in the background
   datarobot_mlops.management_agent.pps_image:
     src: /data/datarobot-portable-prediction-api-9.2.0.tar.gz
     name: registry.example.com/datarobot/datarobot-portable-prediction-api
     tag: 9.2.0
-    progress_file: "{{ progress_dir.path }}/progress.json"
-  async: 7200
-  poll: 0
+    background: true
+    job_dir: "{{ job_dir.path }}"
   register: pps_job
 
 - name: Wait for the push, showing its progress
   datarobot_mlops.management_agent.push_progress:
-    jid: "{{ pps_job.ansible_job_id }}"
-    progress_file: "{{ progress_dir.path }}/progress.json"
-    async_dir: "{{ pps_job.results_file | dirname }}"
+    job_dir: "{{ pps_job.job_dir }}"
   register: pps
 """
 
 RETURN = r"""
 finished:
-  description: Whether the job ended (false only when the wait itself failed).
+  description: Whether the push ended (false only when the wait itself failed).
   returned: always
   type: bool
-ansible_job_id:
-  description: The job's id.
-  returned: always
-  type: str
 summary:
-  description: The push's summary line, when the job was a finished M(datarobot_mlops.management_agent.pps_image).
+  description: The push's summary line; the other values are those M(datarobot_mlops.management_agent.pps_image) returns.
   returned: success
   type: str
 """

@@ -220,6 +220,10 @@ def test_archive_pushes_docker_save_archives_without_a_daemon(rig, scenario, tmp
     assert scenario.manifest("management_agent").status_code == 404
     pushed = run_playbook(PLAYBOOK, extra_vars={**extra, "mlops_agent_images_docker_host": "unix:///nonexistent.sock"})
     assert pushed.returncode == 0, pushed.failure()
+    # In the background by default, as the PPS image: started, then collected with a summary line each.
+    assert all(result["started"] for result in pushed.task("Push the image archives")["results"])
+    waited = pushed.task("Wait for the image pushes, a progress line every few seconds")["results"]
+    assert [": pushed, " in result["summary"] for result in waited] == [True, True], waited
     published = pushed.task(PUBLISH)["ansible_facts"]["__agent_images_published"]["agent_images"]
     scenario.assert_holds(archives, published)
     again = run_playbook(PLAYBOOK, extra_vars=extra)

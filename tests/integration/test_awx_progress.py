@@ -19,8 +19,6 @@ from progress_fixtures import (  # noqa: F401 pylint: disable=unused-import
     MB, PROGRESS, SUMMARY, large_archive, rising, slow_link)
 
 PLAYBOOK = "playbooks/pps_image.yml"
-# Asks for the push in the background, the only way it prints progress today: drop when background is the default.
-BACKGROUND = {"mlops_pps_image_async": 7200}
 
 
 def test_awx_job_output_shows_rising_progress_before_the_push_ends(rig, new_namespace, large_archive,  # noqa: F811
@@ -37,7 +35,7 @@ def test_awx_job_output_shows_rising_progress_before_the_push_ends(rig, new_name
             "mlops_namespace": new_namespace("t-awx-progress"), "mlops_registry_host": f"127.0.0.1:{slow_link.port}",
             "mlops_registry_insecure": True, "mlops_registry_path_prefix": prefix}
     answers = {"mlops_pps_image_version": "9.2.0", "mlops_pps_image_archive": str(large_archive)}
-    extravars = dict(template_extra_vars(PLAYBOOK, answers), mlops_pps_image_poll=2, **BACKGROUND)
+    extravars = dict(template_extra_vars(PLAYBOOK, answers), mlops_pps_image_poll=2)
     job = run_job(job_dir, REPO, PLAYBOOK, inventory={"clusters": {"hosts": {"cluster-1": host}}}, extravars=extravars,
                   injected=injected, base_env=execution_environment(dict(os.environ)))
     assert job.status == "successful", job.process.stdout[-6000:] + job.process.stderr[-2000:]

@@ -106,12 +106,12 @@ def spools(root: Path) -> list[Path]:
 
 
 def pushed(run, fleet: Fleet) -> list[dict]:
-    """Each cluster's pps_image result: collected by the wait task when the push ran as an async job (the default)."""
+    """Each cluster's pps_image result: collected by the wait task when the push ran in the background (the default)."""
     results = []
     for index in range(fleet.size):
         started = run.task("Push the PPS image", f"cluster-{index}")
         results.append(run.task("Wait for the PPS push, a progress line every few seconds", f"cluster-{index}")
-                       if "ansible_job_id" in started else started)
+                       if started.get("started") else started)
     return results
 
 

@@ -140,7 +140,7 @@ def test_blobs_the_registry_holds_count_as_done_and_skipped(tmp_path):
 
 def test_watch_shows_lines_until_the_job_ends_then_its_summary():
     jobs = iter([{"finished": False}, {"finished": False}, {"finished": True, "changed": True, "summary": "the end"}])
-    statuses = iter([None, sending()])
+    statuses = iter([None, sending(), sending()])
     shown, slept = [], []
     clock = [0.0]
 
@@ -148,15 +148,17 @@ def test_watch_shows_lines_until_the_job_ends_then_its_summary():
         slept.append(seconds)
         clock[0] += seconds + 0.5  # the checks take time too
 
-    job = watch(jobs.__next__, statuses.__next__, shown.append, interval=5, timeout=60, sleep=sleep,
-                clock=lambda: clock[0], now=lambda: 110.0)
+    stalled = []
+    job = watch(lambda moved_not: stalled.append(moved_not) or next(jobs), statuses.__next__, shown.append,
+                interval=5, timeout=60, sleep=sleep, clock=lambda: clock[0], now=lambda: 110.0)
     assert job["summary"] == "the end"
     assert shown == [progress_line(sending(), 110.0), "the end"]
     assert slept == [5.0, 4.5]  # the rhythm holds: the time the checks took is not added
+    assert stalled == [True, False, True]  # liveness is asked for when the progress did not move
 
 
 def test_watch_returns_a_failed_job_and_gives_up_after_its_timeout():
-    failed = watch(lambda: {"failed": True, "msg": "could not find job"}, lambda: None, print, interval=1,
+    failed = watch(lambda stalled: {"failed": True, "msg": "could not find job"}, lambda: None, print, interval=1,
                    timeout=5, sleep=lambda s: None)
     assert failed["msg"] == "could not find job"
     clock = [0.0]
@@ -165,7 +167,7 @@ def test_watch_returns_a_failed_job_and_gives_up_after_its_timeout():
         clock[0] += seconds
 
     with pytest.raises(PushWatchTimeout, match="still running after 10s"):
-        watch(lambda: {"finished": False, "ansible_job_id": "j1"}, lambda: None, print, interval=3, timeout=10,
+        watch(lambda stalled: {"finished": False}, lambda: None, print, interval=3, timeout=10,
               sleep=sleep, clock=lambda: clock[0])
 
 

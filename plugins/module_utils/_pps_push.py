@@ -1,0 +1,147 @@
+# Copyright: DataRobot MLOps collection maintainers
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+"""What the pps_image module does between its arguments and its result: check the target, then push now or start
+the push in a detached worker (`_push_job`) that writes its progress and its result into a private directory."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import NamedTuple
+
+from ansible.module_utils.basic import missing_required_lib
+from ansible.module_utils.common.parameters import remove_values
+from ansible.module_utils.common.warnings import get_warning_messages
+
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._blob_compression import Compression
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._blob_spool import (
+    BlobSpool,
+    default_spool_dir,
+)
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._daemon_push import (
+    HAS_DOCKER,
+    DaemonPusher,
+)
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._docker_config import Credentials
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import MlopsError
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._image_archive import ArchiveError
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._image_push import (
+    DirectPusher,
+    PushResult,
+)
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._image_reference import (
+    Repository,
+    validate_tag,
+)
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._push_cache import (
+    PushCache,
+    default_cache_path,
+)
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._push_job import (
+    PROGRESS,
+    start,
+)
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._push_progress import (
+    PushProgress,
+    summary_line,
+)
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._registry_client import RegistryClient
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._registry_module import RegistryModule
+
+
+class PpsPushError(MlopsError):
+    """The push cannot be made as asked (a library the method needs is missing)."""
+
+
+class Target(NamedTuple):
+    """Where the push goes, checked before anything is sent (and before a background push starts)."""
+
+    repository: Repository
+    tags: list[str]
+    client: RegistryClient
+    credentials: Credentials | None
+
+
+def _target(module: RegistryModule) -> Target:
+    """The repository and tags, and a registry client that may push there (asked now, so that a wrong login or
+    address fails the task itself, in the background too)."""
+    params = module.params
+    repository = Repository.parse(params["name"])
+    tags = [validate_tag(params["tag"])] + [validate_tag(t) for t in params["additional_tags"]]
+    if params["method"] == "daemon" and not HAS_DOCKER:
+        raise PpsPushError(missing_required_lib("docker", reason="for method=daemon"))
+    client, credentials = module.registry_client(repository.registry)
+    client.check_access(repository.path)
+    return Target(repository, tags, client, credentials)
+
+
+def _pusher(module: RegistryModule, target: Target, progress: PushProgress) -> DirectPusher | DaemonPusher:
+    """The pusher the parameters ask for."""
+    params = module.params
+    client, repository, tags = target.client, target.repository, target.tags
+    if params["method"] == "daemon":
+        return DaemonPusher(client, repository, tags, credentials=target.credentials,
+                            docker_host=params["docker_host"], timeout=client.timeout, check_mode=module.check_mode,
+                            progress=progress)
+    cache_path = default_cache_path() if params["cache"] is None else (params["cache"] or None)
+    return DirectPusher(
+        client, repository, tags, compression=Compression(params["compression"], params["compression_level"]),
+        workers=params["workers"], manifest_format=params["manifest_format"],
+        mount_from=params["mount_from"], cache=PushCache(cache_path), check_mode=module.check_mode, progress=progress,
+        spool=BlobSpool(params["spool_dir"] or default_spool_dir(), params["spool_max_size"] * 1024 * 1024,
+                        required=bool(params["spool_dir"])) if params["spool"] else None)
+
+
+def push(module: RegistryModule, target: Target, progress_file: str | None) -> dict:
+    """Push the archive the parameters name; the module's return values. An unreadable file is an ArchiveError."""
+    params = module.params
+    size = os.path.getsize(params["src"]) if os.path.isfile(params["src"]) else 0
+    progress = PushProgress(progress_file, f"{params['name']}:{params['tag']}", size)
+    started = time.monotonic()
+    try:
+        result = _pusher(module, target, progress).push(params["src"], params["source_image"])
+    except OSError as exc:
+        raise ArchiveError(f"Cannot read {params['src']}: {exc.strerror or exc}") from exc
+    finally:
+        progress.remove()
+    output = _output(result, "daemon" if params["method"] == "daemon" else "direct", module._diff)
+    seconds = result.elapsed or round(time.monotonic() - started, 3)
+    output.update(archive_size=size, summary=summary_line(result.image, size, result.bytes_uploaded, seconds,
+                                                          result.changed))
+    return output
+
+
+def run(module: RegistryModule) -> dict:
+    """Push now, or start the push in a detached worker (`background`) and return at once."""
+    params = module.params
+    target = _target(module)
+    if not params["background"] or module.check_mode:
+        return push(module, target, params["progress_file"])
+    target.client.close_connections()  # the worker opens its own; inherited sockets are closed when it detaches
+    progress_file = params["progress_file"] or os.path.join(params["job_dir"], PROGRESS)
+    told = len(get_warning_messages())  # given with this task's own result
+
+    def clean(result: dict) -> dict:
+        """What exit_json would print: values Ansible masks masked, and the warnings of the worker's push."""
+        warnings = list(get_warning_messages()[told:])
+        return remove_values({**result, **({"warnings": warnings} if warnings else {})}, module.no_log_values)
+
+    return start(params["job_dir"], params["background_timeout"], lambda: push(module, target, progress_file), clean)
+
+
+def _output(result: PushResult, method: str, diff: bool) -> dict:
+    """The module's return values for `result`."""
+    output = dict(
+        changed=result.changed, image=result.image, digest=result.digest, config_digest=result.config_digest,
+        blobs_uploaded=result.blobs_uploaded, blobs_skipped=result.blobs_skipped, blobs_mounted=result.blobs_mounted,
+        bytes_uploaded=result.bytes_uploaded, would_upload=result.would_upload,
+        would_upload_bytes=result.would_upload_bytes, bytes_compressed=result.bytes_compressed, method=method,
+        blobs_from_spool=result.blobs_from_spool,
+        elapsed=result.elapsed,
+    )
+    if result.message:
+        output["msg"] = result.message
+    if diff:
+        output["diff"] = dict(before=dict(image=result.image, digest=result.before or ""),
+                              after=dict(image=result.image, digest=result.digest or "(unknown until pushed)"))
+    return output

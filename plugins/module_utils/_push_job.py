@@ -1,0 +1,235 @@
+# Copyright: DataRobot MLOps collection maintainers
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+"""A push that goes on after the module has returned: the collection's own background job, with no module file.
+
+Why not Ansible's `async`: an async job cannot be pipelined, so its module file, which holds the module's arguments
+(the registry password among them), is written into the remote temporary directory and stays there while the job
+runs. Here the module runs as any other, pipelined (its arguments arrive on standard input and are never written),
+and, asked to, forks a detached worker that keeps the arguments it already parsed in memory and does the push.
+
+The job lives in a private directory (`job_dir`, mode 0700, made by the caller):
+
+- `worker.json`: the worker's pid and its start time (`/proc/<pid>/stat`), so a watcher can tell a worker that died
+  without a result (or a pid taken by another process since) from one still pushing;
+- `progress.json`: what the push has done so far (`_push_progress.PushProgress`);
+- `result.json`: the module's result, written once at the end (0600, a temporary file renamed into place), through
+  the caller's `clean` (which masks the values Ansible would mask).
+
+The worker stops itself after `seconds` and then writes a failed result that says so. `job_status()` is the
+watcher's half: it reads those files through a `read` callable (the `push_progress` action reads them with `slurp`
+through the connection) and answers as `async_status` would (`finished`, or the result).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from typing import Any, Callable
+
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import MlopsError
+
+RESULT, PROGRESS, WORKER = "result.json", "progress.json", "worker.json"
+Work = Callable[[], "dict[str, Any]"]
+Clean = Callable[["dict[str, Any]"], "dict[str, Any]"]
+Read = Callable[[str], "str | None"]
+
+
+class PushJobError(MlopsError):
+    """The background push could not be started, or its job directory is not one it may use."""
+
+
+def check_job_dir(path: str) -> None:
+    """`path` must be an existing directory of this user that nobody else can enter, and hold no earlier job."""
+    try:
+        info = os.lstat(path)
+    except OSError as exc:
+        raise PushJobError(f"job_dir {path} cannot be used: {exc.strerror or exc}. Give a directory made for this "
+                           "push (ansible.builtin.tempfile with state: directory makes one with mode 0700).") from exc
+    if not os.path.isdir(path) or os.path.islink(path):
+        raise PushJobError(f"job_dir {path} is not a directory (a link is not taken either).")
+    if info.st_uid != os.getuid() or info.st_mode & 0o077:
+        raise PushJobError(f"job_dir {path} must belong to this user and be closed to others (mode 0700), as the "
+                           f"push's result is kept there; it has mode {info.st_mode & 0o777:o}. Give a private "
+                           "directory (ansible.builtin.tempfile with state: directory makes one).")
+    if os.path.exists(os.path.join(path, WORKER)):
+        raise PushJobError(f"job_dir {path} already holds a push job; give each push a new directory.")
+
+
+def write_json(path: str, data: dict[str, Any]) -> None:
+    """Write `data` to `path` at once (a 0600 temporary file renamed over it), so a reader never sees half of it."""
+    temporary = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
+    handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(handle, "w", encoding="utf-8") as out:
+        json.dump(data, out, separators=(",", ":"), default=str)
+    os.replace(temporary, path)
+
+
+def parse_proc_stat(text: str) -> tuple[str, str] | None:
+    """(state, start time in clock ticks) from the text of /proc/<pid>/stat; None when it is not one."""
+    head, paren, rest = text.rpartition(")")  # the command name may hold spaces and parentheses
+    fields = rest.split()
+    if not head or not paren or len(fields) < 20:
+        return None
+    return fields[0], fields[19]
+
+
+def process_start(pid: int) -> str | None:
+    """The start time of process `pid` (/proc), or None where there is no /proc or no such process."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as handle:
+            parsed = parse_proc_stat(handle.read())
+    except OSError:
+        return None
+    return parsed[1] if parsed else None
+
+
+def outcome(work: Work) -> dict[str, Any]:
+    """What `work()` returned, or a failed result with the message of what it raised."""
+    try:
+        return work()
+    except MlopsError as exc:
+        return {"failed": True, "msg": str(exc), **getattr(exc, "result", {})}
+    except SystemExit:
+        return {"failed": True, "msg": "The background push stopped without a result of its own (it exited)."}
+    # A detached worker has nobody to tell but its result file: an unexpected error is reported there, by its class
+    # and message (no traceback), rather than leaving the watcher with a dead worker and no reason.
+    except Exception as exc:  # pylint: disable=broad-exception-caught
+        return {"failed": True, "msg": f"The background push failed unexpectedly: {type(exc).__name__}: {exc}"}
+
+
+class Worker:
+    """The detached process's part: run the push once, or stop it at the deadline; write the result either way."""
+
+    def __init__(self, job_dir: str, seconds: int, clean: Clean) -> None:
+        self.job_dir, self.seconds, self.clean = job_dir, seconds, clean
+        self._once = threading.Lock()
+
+    def finish(self, result: dict[str, Any]) -> bool:
+        """Write the result unless one was written already; True when this call wrote it."""
+        if not self._once.acquire(blocking=False):  # pylint: disable=consider-using-with
+            return False
+        try:
+            write_json(os.path.join(self.job_dir, RESULT), self.clean(result))
+        except OSError:
+            pass  # the job directory is gone: nobody is waiting any more
+        return True
+
+    def expire(self) -> None:
+        """The deadline passed: record it and end the process, whatever its threads are doing."""
+        message = (f"The background push did not end within {self.seconds}s, its time limit, and was stopped. Give it "
+                   "longer (mlops_pps_image_background_seconds; the module's background_timeout), or look at the "
+                   "registry and the network between it and this host.")
+        if self.finish({"failed": True, "timed_out": True, "msg": message}):
+            try:
+                os.unlink(os.path.join(self.job_dir, PROGRESS))
+            except OSError:
+                pass
+            os._exit(3)
+
+    def run(self, work: Work) -> int:
+        """Run `work` under the deadline; the exit status for the process."""
+        timer = threading.Timer(self.seconds, self.expire)
+        timer.daemon = True
+        timer.start()
+        result = outcome(work)
+        timer.cancel()
+        self.finish(result)
+        return 1 if result.get("failed") else 0
+
+
+def _detach() -> None:
+    """Standard input, output and error to /dev/null and every other descriptor closed, as a daemon does."""
+    null = os.open(os.devnull, os.O_RDWR)
+    for target in (0, 1, 2):
+        os.dup2(null, target)
+    os.closerange(3, max(os.sysconf("SC_OPEN_MAX"), 256) if hasattr(os, "sysconf") else 1024)
+
+
+def _worker_process(job_dir: str, seconds: int, work: Work, clean: Clean, ready: int) -> None:
+    """In the grandchild: record who it is, tell the module, detach, push, exit without returning to the caller."""
+    status = 1
+    try:
+        os.umask(0o077)
+        pid = os.getpid()
+        write_json(os.path.join(job_dir, WORKER), {"pid": pid, "start": process_start(pid)})
+        os.write(ready, str(pid).encode())
+        os.close(ready)
+        _detach()
+        status = Worker(job_dir, seconds, clean).run(work)
+    finally:
+        os._exit(status)  # never back into the module's code (it would print a second result)
+
+
+def start(job_dir: str, seconds: int, work: Work, clean: Clean) -> dict[str, Any]:
+    """Start `work` in a detached worker (double fork, new session) and return at once with its pid.
+
+    Everything `work` needs must be imported already: the module's own files may be gone once it has returned.
+    """
+    check_job_dir(job_dir)
+    if seconds < 1:
+        raise PushJobError(f"background_timeout must be at least one second, not {seconds}.")
+    read_end, write_end = os.pipe()
+    first = os.fork()
+    if first == 0:  # the first child: a session of its own, then the worker, then gone (the worker is init's)
+        try:
+            os.close(read_end)
+            os.setsid()
+            if os.fork() == 0:
+                _worker_process(job_dir, seconds, work, clean, write_end)
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    os.waitpid(first, 0)
+    with os.fdopen(read_end, "rb") as pipe:
+        told = pipe.read().decode() or "0"
+    if not told.isdigit() or int(told) <= 0:
+        raise PushJobError(f"The background push did not start (nothing came back from its worker in {job_dir}); "
+                           "push in the foreground (mlops_pps_image_background: false) to see why.")
+    return {"changed": False, "started": True, "finished": False, "job_dir": job_dir, "pid": int(told),
+            "background_timeout": seconds}
+
+
+def _load(text: str | None) -> dict[str, Any] | None:
+    if text is None:
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def worker_alive(read: Read, worker: dict[str, Any]) -> bool:
+    """Whether the worker `worker` (its worker.json) still runs: its pid is there, started when it did, not a zombie.
+
+    Without a recorded start time (no /proc where it runs) this cannot be told, and it counts as running: only the
+    watcher's timeout ends the wait then.
+    """
+    if not worker.get("start"):
+        return True
+    parsed = parse_proc_stat(read(f"/proc/{int(worker['pid'])}/stat") or "")
+    return parsed is not None and parsed[1] == str(worker["start"]) and parsed[0] not in ("Z", "X", "x")
+
+
+def job_status(read: Read, job_dir: str, *, check_alive: bool = True) -> dict[str, Any]:
+    """The job's state as async_status gives it: its result with `finished`, or `{"finished": False}`.
+
+    `check_alive` False skips the liveness check (the watcher does it only when the progress did not move).
+    """
+    result = _load(read(os.path.join(job_dir, RESULT)))
+    if result is not None:
+        return {**result, "finished": True}
+    if not check_alive:
+        return {"finished": False}
+    worker = _load(read(os.path.join(job_dir, WORKER)))
+    if worker is not None and "pid" in worker and worker_alive(read, worker):
+        return {"finished": False}
+    result = _load(read(os.path.join(job_dir, RESULT)))  # it may have ended, with its result, just now
+    if result is not None:
+        return {**result, "finished": True}
+    who = f"its worker (pid {worker['pid']})" if worker and "pid" in worker else f"no worker in {job_dir}"
+    return {"failed": True, "finished": True,
+            "msg": f"The background push ended without a result: {who} is gone (killed, out of memory, or the host "
+                   "restarted). Nothing was tagged unless its manifest was put; run the push again (blobs already in "
+                   "the registry are not sent twice), or push in the foreground (mlops_pps_image_background: false)."}

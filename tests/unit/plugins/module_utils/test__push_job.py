@@ -1,0 +1,177 @@
+"""The background push's job: a private directory, a detached worker that writes its pid, progress and result, stops
+itself at its deadline, and the watcher's reading of those files (result, or alive, or gone without a result)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import time
+from pathlib import Path
+
+import pytest
+
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import MlopsError
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._push_job import (
+    RESULT,
+    WORKER,
+    PushJobError,
+    check_job_dir,
+    job_status,
+    outcome,
+    parse_proc_stat,
+    process_start,
+    start,
+    worker_alive,
+    write_json,
+)
+
+
+def private(tmp_path: Path) -> Path:
+    job = tmp_path / "job"
+    job.mkdir(mode=0o700)
+    return job
+
+
+def read_file(path: str) -> str | None:
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return None
+
+
+def wait_for(path: Path, seconds: float = 20) -> dict:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if path.exists():
+            return json.loads(path.read_text())
+        time.sleep(0.05)
+    raise AssertionError(f"{path} was not written within {seconds}s")
+
+
+def gone(pid: int, seconds: float = 10) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        parsed = parse_proc_stat(read_file(f"/proc/{pid}/stat") or "")
+        if parsed is None or parsed[0] in ("Z", "X"):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_the_job_directory_must_be_private_new_and_a_real_directory(tmp_path):
+    job = private(tmp_path)
+    check_job_dir(str(job))
+    with pytest.raises(PushJobError, match="cannot be used"):
+        check_job_dir(str(tmp_path / "missing"))
+    (tmp_path / "file").write_text("")
+    with pytest.raises(PushJobError, match="not a directory"):
+        check_job_dir(str(tmp_path / "file"))
+    (tmp_path / "link").symlink_to(job)
+    with pytest.raises(PushJobError, match="not a directory"):
+        check_job_dir(str(tmp_path / "link"))
+    job.chmod(0o755)
+    with pytest.raises(PushJobError, match="mode 0700.*mode 755"):
+        check_job_dir(str(job))
+    job.chmod(0o700)
+    (job / WORKER).write_text("{}")
+    with pytest.raises(PushJobError, match="already holds a push job"):
+        check_job_dir(str(job))
+
+
+def test_files_are_written_whole_and_private(tmp_path):
+    target = tmp_path / "result.json"
+    write_json(str(target), {"changed": True})
+    write_json(str(target), {"changed": False, "digest": "sha256:1"})
+    assert json.loads(target.read_text()) == {"changed": False, "digest": "sha256:1"}
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert [p.name for p in tmp_path.iterdir()] == ["result.json"]  # no temporary file left
+
+
+def test_proc_stat_fields_survive_odd_command_names():
+    fields = " ".join(["S"] + [str(n) for n in range(2, 25)])
+    assert parse_proc_stat(f"42 (a) b (c)) {fields}") == ("S", "20")
+    assert parse_proc_stat("") is None and parse_proc_stat("42 (x) S 1") is None
+    assert process_start(os.getpid()) == parse_proc_stat(read_file("/proc/self/stat"))[1]
+    assert process_start(2**22 + 12345) is None
+
+
+def test_outcome_turns_every_ending_into_a_result():
+    class Refused(MlopsError):
+        result = {"image": "reg/x:1"}
+
+    def refuse():
+        raise Refused("the registry refused it")
+
+    def leave():
+        raise SystemExit(1)
+
+    def explode():
+        raise KeyError("layers")
+
+    assert outcome(lambda: {"changed": True}) == {"changed": True}
+    assert outcome(refuse) == {"failed": True, "msg": "the registry refused it", "image": "reg/x:1"}
+    assert "without a result of its own" in outcome(leave)["msg"]
+    assert outcome(explode)["msg"] == "The background push failed unexpectedly: KeyError: 'layers'"
+
+
+def test_a_worker_runs_detached_and_writes_a_clean_private_result(tmp_path):
+    job = private(tmp_path)
+    progress = job / "progress.json"
+
+    def work():
+        write_json(str(progress), {"bytes_done": 1})
+        return {"changed": True, "msg": "pushed with s3cret", "parent": os.getppid(), "session": os.getsid(0)}
+
+    started = start(str(job), 60, work, lambda result: {**result, "msg": result["msg"].replace("s3cret", "********")})
+    assert started["started"] is True and started["changed"] is False and started["job_dir"] == str(job)
+    result = wait_for(job / RESULT)
+    assert result["changed"] is True and result["msg"] == "pushed with ********"
+    # a session of its own (its first parent's), which it does not lead: it can never take a terminal again
+    assert result["session"] not in (os.getsid(0), started["pid"])
+    assert result["parent"] != os.getpid()  # not our child: reparented once its first parent exited
+    assert stat.S_IMODE((job / RESULT).stat().st_mode) == 0o600
+    worker = json.loads((job / WORKER).read_text())
+    assert worker["pid"] == started["pid"] and worker["start"]
+    assert gone(started["pid"])
+    assert job_status(read_file, str(job)) == {**result, "finished": True}
+
+
+def test_the_worker_stops_itself_at_its_deadline_and_says_so(tmp_path):
+    job = private(tmp_path)
+    began = time.monotonic()
+    started = start(str(job), 1, lambda: time.sleep(60) or {"changed": True}, dict)
+    result = wait_for(job / RESULT, 15)
+    assert time.monotonic() - began < 15
+    assert result["failed"] is True and result["timed_out"] is True
+    assert "did not end within 1s" in result["msg"] and "mlops_pps_image_background_seconds" in result["msg"]
+    assert gone(started["pid"]), "the worker went on after its deadline"
+
+
+def test_a_killed_worker_is_told_from_a_running_one(tmp_path):
+    job = private(tmp_path)
+    started = start(str(job), 60, lambda: time.sleep(60) or {"changed": True}, dict)
+    wait_for(job / WORKER)
+    assert job_status(read_file, str(job)) == {"finished": False}
+    os.kill(started["pid"], signal.SIGKILL)
+    assert gone(started["pid"])
+    status = job_status(read_file, str(job))
+    assert status["failed"] is True and status["finished"] is True
+    assert f"its worker (pid {started['pid']}) is gone" in status["msg"]
+    assert job_status(read_file, str(job), check_alive=False) == {"finished": False}  # only looked at when stalled
+
+
+def test_liveness_needs_the_same_process_not_only_the_same_pid(tmp_path):
+    me = {"pid": os.getpid(), "start": process_start(os.getpid())}
+    assert worker_alive(read_file, me)
+    assert not worker_alive(read_file, {**me, "start": str(int(me["start"]) + 1)})  # the pid was reused
+    assert worker_alive(read_file, {"pid": 1, "start": None})  # no /proc where it ran: only the timeout ends the wait
+    job = private(tmp_path)
+    status = job_status(read_file, str(job))
+    assert status["failed"] and f"no worker in {job}" in status["msg"]
+
+
+def test_a_job_that_cannot_start_says_so(tmp_path):
+    with pytest.raises(PushJobError, match="at least one second"):
+        start(str(private(tmp_path)), 0, dict, dict)
