@@ -13,8 +13,11 @@ description:
     names, without its final line break (other spaces are part of the secret), else an empty string.
   - This collection's AWX credential types hand secrets over as files (C(REGISTRY_PASSWORD_FILE)), so that a secret is
     never part of a job's environment, which ansible-runner writes to its artifacts.
+  - The registry role reads C(REGISTRY_PASSWORD) with it, the prediction_environment and management_agent roles
+    C(DATAROBOT_API_TOKEN) (the AWX DataRobot credential's C(DATAROBOT_API_TOKEN_FILE)).
   - It is the reader the collection's modules use for their own fallbacks (C(password) from C(REGISTRY_PASSWORD) or
-    C(REGISTRY_PASSWORD_FILE)), run on the controller, so a role and a module read the same secret the same way.
+    C(REGISTRY_PASSWORD_FILE); C(api_token) from C(DATAROBOT_API_TOKEN) or C(DATAROBOT_API_TOKEN_FILE)), run on the
+    controller, so a role and a module read the same secret the same way, C(<term>) winning over C(<term>_FILE).
   - A C(<term>_FILE) that cannot be read fails the task, saying which file and what to do.
 author:
   - DataRobot MLOps collection maintainers (@datarobot-community)

@@ -7,7 +7,8 @@ that the secret is never part of a job's environment, which ansible-runner write
 process inherits. NAME still wins when both are set (a CI job that exports the value itself).
 
 secret_from_env is the collection's one reader of such a pair: the modules' fallbacks use it where they run, and the
-roles through the secret_env lookup on the controller (roles/registry: REGISTRY_PASSWORD), so both read a secret alike.
+roles through the secret_env lookup on the controller (roles/registry: REGISTRY_PASSWORD; roles/prediction_environment
+and roles/management_agent: DATAROBOT_API_TOKEN), so both read a secret alike.
 
 secret_fallback is an argument spec fallback: it cannot fail the module itself (Ansible would show a traceback), so an
 unreadable file gives an empty value and is recorded; the module calls raise_unreadable_secret_files() first thing.

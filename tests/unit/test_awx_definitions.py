@@ -233,6 +233,7 @@ def test_the_readers_tell_read_from_unread():
     assert env_read_by_the_collection("DATAROBOT_API_TOKEN") and env_read_by_the_collection("K8S_AUTH_KUBECONFIG")
     assert not env_read_by_the_collection("DATAROBOT_TOKEN")
     assert env_read_by_the_collection("REGISTRY_PASSWORD_FILE")  # through secret_env / secret_fallback
+    assert env_read_by_the_collection("DATAROBOT_API_TOKEN_FILE")  # the same: the roles' lookup, the modules' fallback
     assert not env_read_by_the_collection("REGISTRY_USERNAME_FILE")  # REGISTRY_USERNAME is read alone
 
 
