@@ -273,42 +273,42 @@ digest:
   description:
     - Manifest digest the tag points at. In check mode the one it would point at, or empty when that needs layers
       compressed first (see the check_mode attribute).
-  returned: always
+  returned: when the push ran (not when started in the background, see I(background))
   type: str
 config_digest:
   description: The image's config digest (its image ID).
-  returned: always
+  returned: when the push ran (not when started in the background, see I(background))
   type: str
 blobs_uploaded:
   description: Blobs sent to the registry.
-  returned: always
+  returned: when the push ran (not when started in the background, see I(background))
   type: int
 blobs_skipped:
   description: Blobs the registry already had, or that were mounted from another repository.
-  returned: always
+  returned: when the push ran (not when started in the background, see I(background))
   type: int
 blobs_mounted:
   description: Of the skipped blobs, those mounted from another repository.
-  returned: always
+  returned: when the push ran (not when started in the background, see I(background))
   type: int
 bytes_uploaded:
   description: Bytes sent (compressed).
-  returned: always
+  returned: when the push ran (not when started in the background, see I(background))
   type: int
 would_upload:
   description: In check mode, the archive members that would be uploaded.
-  returned: always
+  returned: when the push ran (not when started in the background, see I(background))
   type: list
   elements: str
 would_upload_bytes:
   description:
     - In check mode, the bytes that would be sent, layers counted before compression (check mode compresses
       nothing, so their compressed size is not known).
-  returned: always
+  returned: when the push ran (not when started in the background, see I(background))
   type: int
 bytes_compressed:
   description: Layer bytes that went through the compressor (always 0 in check mode, which compresses nothing).
-  returned: always
+  returned: when the push ran (not when started in the background, see I(background))
   type: int
 msg:
   description: In check mode with a tag to change, what would be pushed.
@@ -318,23 +318,23 @@ msg:
 blobs_from_spool:
   description:
     - Of the uploaded blobs, those another push of the same archive running at the same time compressed (I(spool)).
-  returned: always
+  returned: when the push ran (not when started in the background, see I(background))
   type: int
 method:
   description: C(direct) or C(daemon).
-  returned: always
+  returned: when the push ran (not when started in the background, see I(background))
   type: str
 elapsed:
   description: Seconds the push took.
-  returned: always
+  returned: when the push ran (not when started in the background, see I(background))
   type: float
 archive_size:
   description: Size of the archive file in bytes.
-  returned: always
+  returned: when the push ran (not when started in the background, see I(background))
   type: int
 summary:
   description: One line with the archive's size, the bytes sent, the seconds and the throughput.
-  returned: when the push ran
+  returned: when the push ran (not when started in the background)
   type: str
   sample: "registry.example.com/datarobot/pps:9.2.0: pushed, 3.41 GB archive, 1.20 GB sent in 95.3s (12.6 MB/s)"
 """
