@@ -7,12 +7,16 @@ each fork compresses the same multi-GB archive again. The spool is a private dir
 one sub-directory per archive (path, size, mtime, inode) and compressor, one blob per archive member:
 
 - the first push to reach a layer takes the layer's lock (fcntl), compresses it while uploading it, and writes
-  the compressed bytes to a temporary file that becomes the spooled blob (rename, then its JSON facts) only
+  the compressed bytes to `<key>.part`, which becomes the spooled blob (rename, then its JSON facts) only
   once every byte is written;
-- a push that finds the lock taken reads the layer from its own archive only to hash it, waits for the lock,
-  and uploads the spooled blob if the blob's facts name the same source digest (its own read) and the bytes it
-  sends hash to the blob digest the facts name; otherwise it compresses the layer itself. A push that died
-  mid-spool thus leaves nothing another push trusts;
+- a push that finds the lock taken follows the writer: it uploads the `.part` file's bytes as they are written,
+  to an upload session of its own that stays uncommitted, and keeps it only if, once the writer let go, the
+  blob's facts name a whole blob of exactly those bytes (same file, same size, the digest of what was sent) and
+  the source digest it expects (its own read of the layer, or the layer's diff_id from the image's config);
+  otherwise it cancels the session and compresses the layer itself. A push that died mid-spool thus leaves
+  nothing another push trusts;
+- the first push of an archive also spools the archive's index (_spool_index): the members as its scan passes
+  them, then the whole index. The others read no archive at all: they follow that index and the layers' blobs;
 - each push registers itself in the sub-directory (pid and process start time); the last one to leave removes
   the sub-directory, and a later run removes any left by pushes that no longer run (a crash).
 
@@ -30,6 +34,7 @@ import secrets
 import shutil
 import stat
 import threading
+import time
 from contextlib import contextmanager
 from typing import IO, Callable, Iterator, NamedTuple
 
@@ -41,8 +46,8 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._image_archive import Member
 
 READ_SIZE = 1024 * 1024
-WORTH_SPOOLING = 1024 * 1024  # smaller layers compress in less time than the spool's files cost
 USERS = "users"
+POLL = 0.02  # seconds between looks at a blob being written, or at a layer not reached yet
 
 # upload(pieces, replay): sends `pieces` to a new upload session, left open; `replay()` gives them again (None: the
 # pusher's own way, a second read of the archive).
@@ -53,6 +58,10 @@ class SpoolError(MlopsError):
     """The spool directory cannot be used safely."""
 
 
+class Abandoned(MlopsError):
+    """A push following another push's index gave it up (that push failed): it reads the archive itself instead."""
+
+
 class SpooledBlob(NamedTuple):
     """A complete compressed layer in the spool, with the digests it was written with."""
 
@@ -60,6 +69,7 @@ class SpooledBlob(NamedTuple):
     source_digest: str
     blob_digest: str
     size: int
+    identity: tuple[int, int] = (0, 0)  # device and inode of the blob file
 
 
 class Sent(NamedTuple):
@@ -154,8 +164,11 @@ class BlobSpool:
         if compression.kind != "gzip" or not os.path.isfile(archive_path):
             return None
         stats = os.stat(archive_path)
-        identity = f"{os.path.realpath(archive_path)}|{stats.st_size}|{stats.st_mtime_ns}|{stats.st_ino}|" \
-                   f"{compression.key}"
+        # The archive's identity, not its content: hashing a multi-GB file is the very read the spool saves. Path,
+        # size, inode and mtime tell a new or replaced file; ctime (not settable by hand) also tells a file
+        # rewritten in place with its mtime put back. Any change only starts a spool of its own: costs time.
+        identity = f"{os.path.realpath(archive_path)}|{stats.st_size}|{stats.st_mtime_ns}|{stats.st_ctime_ns}|" \
+                   f"{stats.st_ino}|{compression.key}"
         directory = os.path.join(self.root, hashlib.sha256(identity.encode()).hexdigest()[:32])
         try:
             _private_directory(self.root)
@@ -185,6 +198,9 @@ class SpoolSession:
         self.spool, self.directory, self.user = spool, directory, user
         self._room = threading.Lock()
         self.reused = 0  # layers sent from a blob another push spooled
+        # While another push may still spool a layer (it holds the archive's index): wait for it, do not compress.
+        self.producer_alive: Callable[[], bool] = lambda: False
+        self.abandoned = False  # set when following another push's index is given up: layers not spooled yet stop
 
     def leave(self) -> None:
         """Unregister; the last push to leave removes the archive's spool."""
@@ -211,33 +227,55 @@ class SpoolSession:
 
     @staticmethod
     def wants(blob: BlobStream) -> bool:
-        """Whether a layer is worth spooling: it gets compressed, and is not tiny."""
-        return blob.compress and blob.layer.member.size >= WORTH_SPOOLING
+        """Whether a layer goes through the spool: every layer this push compresses (a push that follows another
+        push's index reads no archive, so a layer left out would cost it a read of the archive up to the layer)."""
+        return blob.compress
 
-    def send(self, blob: BlobStream, chunks: Iterator[bytes], stream: Callable[[], BlobStream],
+    def send(self, blob: BlobStream, chunks: Iterator[bytes] | None, stream: Callable[[], BlobStream],
              read_again: Callable[[Member], Iterator[bytes]], upload: Upload, cancel: Callable[[object], None]) -> Sent:
-        """Send one layer: compressed here (and spooled), or the blob another push spooled, whichever comes first.
+        """Send one layer: compressed here (and spooled), or the blob another push spools, whichever comes first.
 
-        `blob` compresses `chunks`, the layer's bytes from the read under way; `stream()` gives a fresh compressor
-        and `read_again(member)` the layer's bytes from a second read of the archive, for when nothing trustworthy
-        was spooled.
+        `blob` compresses `chunks`, the layer's bytes from this push's own read (None: this push reads no archive
+        and trusts the source digest the blob's facts name; the caller checks it against the layer's diff_id).
+        `stream()` gives a fresh compressor and `read_again(member)` the layer's bytes from a read of the archive,
+        for when nothing trustworthy was spooled.
         """
         member = blob.layer.member
         entry = self.entry(member.name)
+        # A push following another's index leaves the layer to that push while it runs (it announced it).
+        if entry.ready() is None and not (chunks is None and self.producer_alive()) and entry.try_lock():
+            return self._produce(entry, member.size, blob, read_again(member) if chunks is None else chunks, upload)
+        read = _drain(chunks) if chunks is not None else None  # a read under way is consumed, not left blocked
         ready = entry.ready()
-        if ready is None and entry.try_lock():
-            return self._produce(entry, member.size, blob, chunks, upload)
-        read = _drain(chunks)
-        ready = ready or entry.wait()
-        if ready is not None and ready.source_digest == read:
-            sent = _send_spooled(ready, upload, cancel)
-            if sent is not None:
+        # A blob already known to come from other layer bytes than this push read is not even sent.
+        mismatch = read is not None and ready is not None and ready.source_digest != read
+        followed = None if mismatch else self._follow(entry, upload, cancel, chunks is None)
+        if followed is not None:
+            sent, ready = followed
+            if read in (None, ready.source_digest):
                 with self._room:
                     self.reused += 1
-                return Sent(sent, ready.blob_digest, read)
+                return Sent(sent, ready.blob_digest, ready.source_digest)
+            cancel(sent)
+        if chunks is None and self.abandoned:
+            raise Abandoned(f"layer {member.name}: the push this one followed failed")
+        if chunks is None and entry.try_lock():  # nobody spooled it: compress it here, for the others too
+            return self._produce(entry, member.size, stream(), read_again(member), upload)
         again = stream()  # nothing trustworthy spooled: compress it here after all
         sent = upload(again.pieces(read_again(member)), None)
         return Sent(sent, again.blob_digest(), again.source_digest())
+
+    def _follow(self, entry: "SpoolEntry", upload: Upload, cancel: Callable[[object], None],
+                patient: bool) -> "tuple[object, SpooledBlob] | None":
+        """Upload the layer's blob as its writer writes it (or whole, once written); None when nothing trustworthy
+        came of it. `patient`: while the push holding the index may still reach this layer, wait for it."""
+        while True:
+            writing = entry.held()
+            if entry.ready() is not None or (writing and os.path.exists(entry.part_path)):
+                return _send_followed(entry, upload, cancel)
+            if not writing and not (patient and self.producer_alive()):
+                return None
+            time.sleep(POLL)  # its writer is about to start it, or has not reached it yet
 
     def _produce(self, entry: "SpoolEntry", estimate: int, blob: BlobStream, chunks: Iterator[bytes],
                  upload: Upload) -> Sent:
@@ -250,6 +288,7 @@ class SpoolSession:
             for piece in blob.pieces(chunks):
                 if out is not None:
                     out.write(piece)
+                    out.flush()  # a follower uploads what is in the file: nothing held back in a buffer
                 yield piece
             if out is not None:
                 entry.publish(out, blob.source_digest(), blob.blob_digest())
@@ -275,30 +314,53 @@ def _drain(chunks: Iterator[bytes]) -> str:
     return "sha256:" + digest.hexdigest()
 
 
-def _send_spooled(ready: SpooledBlob, upload: Upload, cancel: Callable[[object], None]) -> object | None:
-    """Upload a spooled blob; None (the session cancelled) when its bytes do not hash to the digest it claims."""
-    digest = hashlib.sha256()
+def _send_followed(entry: "SpoolEntry", upload: Upload,
+                   cancel: Callable[[object], None]) -> "tuple[object, SpooledBlob] | None":
+    """Upload the blob being written (or written); the session and the blob's facts when the bytes sent are exactly
+    the published blob (same file, size and digest), else None with the session cancelled."""
+    digest, seen = hashlib.sha256(), {"size": 0, "inode": None}
 
     def pieces(hashing: bool) -> Iterator[bytes]:
-        with open(ready.path, "rb") as handle:
-            for piece in iter(lambda: handle.read(READ_SIZE), b""):
-                if hashing:
-                    digest.update(piece)
-                yield piece
+        handle = entry.open_current()
+        if handle is None:
+            return
+        with handle:
+            info = os.fstat(handle.fileno())
+            while True:
+                piece = handle.read(READ_SIZE)
+                if piece:
+                    if hashing:
+                        digest.update(piece)
+                        seen["size"] += len(piece)
+                    yield piece
+                elif entry.held():
+                    time.sleep(POLL)  # the writer is still at it
+                else:
+                    rest = handle.read()  # it let go: everything it wrote is in the file
+                    if hashing:
+                        digest.update(rest)
+                        seen["size"] += len(rest)
+                    if rest:
+                        yield rest
+                    break
+            if hashing:
+                seen["inode"] = (info.st_dev, info.st_ino)
 
     sent = upload(pieces(True), lambda: pieces(False))
-    if "sha256:" + digest.hexdigest() != ready.blob_digest:
+    ready = entry.ready()
+    if ready is None or seen["inode"] != ready.identity or seen["size"] != ready.size \
+            or "sha256:" + digest.hexdigest() != ready.blob_digest:
         cancel(sent)
         return None
-    return sent
+    return sent, ready
 
 
 class SpoolEntry:
-    """One layer's files in the spool: `<key>.lock`, `<key>.blob` with `<key>.json`, and temporary `.part` files."""
+    """One layer's files in the spool: `<key>.lock`, `<key>.part` while written, then `<key>.blob` with `<key>.json`."""
 
     def __init__(self, session: SpoolSession, base: str) -> None:
         self.session, self.base = session, base
-        self.blob_path, self.facts_path = base + ".blob", base + ".json"
+        self.blob_path, self.facts_path, self.part_path = base + ".blob", base + ".json", base + ".part"
         self._descriptor: int | None = None
 
     def ready(self) -> SpooledBlob | None:
@@ -306,19 +368,18 @@ class SpoolEntry:
         try:
             with open(self.facts_path, encoding="utf-8") as handle:
                 facts = json.load(handle)
-            if os.path.getsize(self.blob_path) != facts["size"]:
+            info = os.stat(self.blob_path)
+            if info.st_size != facts["size"]:
                 return None
-            return SpooledBlob(self.blob_path, facts["source_digest"], facts["blob_digest"], facts["size"])
+            return SpooledBlob(self.blob_path, facts["source_digest"], facts["blob_digest"], facts["size"],
+                               (info.st_dev, info.st_ino))
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
     def try_lock(self) -> bool:
         """Take the layer's lock if nobody holds it; then, if it is still not spooled, this push writes it."""
-        descriptor = os.open(self.base + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(descriptor)
+        descriptor = take(self.base + ".lock")
+        if descriptor is None:
             return False
         self._descriptor = descriptor
         if self.ready() is not None:
@@ -326,20 +387,32 @@ class SpoolEntry:
             return False
         return True
 
+    def held(self) -> bool:
+        """Whether a push holds the layer's lock (is writing it) right now."""
+        return held(self.base + ".lock")
+
     def unlock(self) -> None:
         if self._descriptor is not None:
             os.close(self._descriptor)
             self._descriptor = None
 
-    def wait(self) -> SpooledBlob | None:
-        """Wait until the push writing this layer lets go of it; the blob it spooled, if it did."""
-        with _flock(self.base + ".lock"):
-            return self.ready()
+    def open_current(self) -> IO[bytes] | None:
+        """The blob if it is spooled, else the one being written, open for reading; None if there is neither."""
+        # A blob without facts that name it whole is a leftover: follow the part (which may become the blob meanwhile).
+        for path in (self.blob_path,) if self.ready() is not None else (self.part_path, self.blob_path):
+            try:
+                return open(path, "rb")  # pylint: disable=consider-using-with
+            except FileNotFoundError:
+                continue
+        return None
 
     def writer(self) -> IO[bytes]:
-        """A new temporary file (0600) for the blob being written; the caller closes it (`discard`)."""
-        path = f"{self.base}.{os.getpid()}.{secrets.token_hex(4)}.part"
-        return open(path, "xb", opener=lambda name, flags: os.open(name, flags, 0o600))  # pylint: disable=R1732
+        """A new `.part` file (0600) for the blob being written, under the lock; the caller closes it (`discard`)."""
+        try:
+            os.unlink(self.part_path)  # a writer that died left it; a follower still reading it sees another inode
+        except FileNotFoundError:
+            pass
+        return open(self.part_path, "xb", opener=lambda name, flags: os.open(name, flags, 0o600))  # pylint: disable=R1732
 
     def publish(self, out: IO[bytes], source_digest: str, blob_digest: str) -> None:
         """Make the written blob visible: file renamed first, then its facts (so facts always name a whole file)."""
@@ -363,6 +436,37 @@ class SpoolEntry:
             os.unlink(out.name)
         except FileNotFoundError:
             pass
+
+
+def take(path: str) -> int | None:
+    """An exclusive `flock` on `path` (created 0600) if nobody holds one: its descriptor, else None.
+
+    Followers probe locks with a shared lock held for microseconds (`held`); a few quick retries keep such a probe
+    from passing for a writer."""
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    for attempt in range(4):
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return descriptor
+        except BlockingIOError:
+            time.sleep(0.002 * (attempt + 1))
+    os.close(descriptor)
+    return None
+
+
+def held(path: str) -> bool:
+    """Whether some process holds an exclusive `flock` on `path` (probed with a shared lock, let go at once)."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(descriptor)
 
 
 def default_spool_dir() -> str:

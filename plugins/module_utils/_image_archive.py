@@ -173,7 +173,13 @@ class Archive:
 
     def _open_file(self) -> IO[bytes]:
         handle = open(self.path, "rb")
-        return Counted(handle, self.on_read) if self.on_read else handle
+        return Counted(handle, self._count) if self.on_read or self.phases else handle
+
+    def _count(self, count: int) -> None:
+        if self.phases is not None:
+            self.phases.count_archive(count)
+        if self.on_read is not None:
+            self.on_read(count)
 
     def _check_bounds(self, count: int, info: tarfile.TarInfo, limit: int | None) -> None:
         """Refuse an archive before its next member when it is far beyond what an image tool writes."""

@@ -23,6 +23,7 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
     Compression,
 )
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._blob_spool import BlobSpool
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._fleet_follow import FleetFollowing
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._image_archive import (
     GZIP_MAGIC,
     Archive,
@@ -58,6 +59,7 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
     OpenUpload,
     RegistryClient,
 )
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._spool_index import SpoolIndex
 
 CHUNK = 8 * 1024 * 1024  # per PATCH; also what a retry may resend
 UPLOAD_AHEAD = 1  # chunks compressed ahead of the one being uploaded, per layer
@@ -87,7 +89,7 @@ class Presence(NamedTuple):
     mounted: bool
 
 
-class DirectPusher:
+class DirectPusher(FleetFollowing):
     """Pushes one image of an archive to a registry over the distribution API, no daemon involved."""
 
     def __init__(self, client: RegistryClient, repository: Repository, tags: list[str], *,
@@ -122,13 +124,17 @@ class DirectPusher:
         """Put the image under every tag, sending only what the registry lacks; the manifest goes last."""
         started = time.monotonic()
         self._spooling = self.spool.join(archive_path, self.compression) if self.spool and not self.check_mode else None
+        self._index = SpoolIndex(self._spooling) if self._spooling else None
         try:
             with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="gzip") as self._compressors:
                 result = self._push(archive_path, source_image)
         finally:
+            if self._index:
+                self._index.release()
             if self._spooling:
                 self._spooling.leave()
         result.blobs_from_spool = self._spooling.reused if self._spooling else 0
+        result.archive_bytes_read = self.phases.archive_bytes
         result.elapsed = round(time.monotonic() - started, 3)
         result.bytes_compressed = self.phases.bytes("compress")
         result.phases = self.phases.report()
@@ -153,10 +159,11 @@ class DirectPusher:
                 return unchanged
         if before is None and not known and not self.check_mode and _is_gzip(archive_path):
             # A new tag and an archive never seen: no re-run, nothing to plan from; upload layers as the one read
-            # of the archive passes them.
-            return self._single_pass(archive_path, source_image, before, key)
+            # of the archive passes them (or, when another push of it is reading it, as that push spools them).
+            followed = self._follow_index(archive_path) if self._index and not self._index.claim() else None
+            return self._single_pass(archive_path, source_image, before, key, followed)
         self.progress.phase("indexing")
-        archive = Archive.scan(archive_path, phases=self.phases)
+        archive = self._indexed_archive(archive_path)
         image = archive.select(source_image)
         self._remember_archive(key, image)
         unchanged = self._unchanged(before, live_config, image.config_digest, len(image.layers) + 1)
@@ -231,15 +238,15 @@ class DirectPusher:
 
     # --- one pass: a compressed archive is read once, layers sent as the scan reaches them --------------------
 
-    def _single_pass(self, archive_path: str, source_image: str | None, before: str | None,
-                     key: str | None) -> PushResult:
+    def _single_pass(self, archive_path: str, source_image: str | None, before: str | None, key: str | None,
+                     followed: tuple[Archive, dict[str, OpenBlob]] | None = None) -> PushResult:
         """Stream every large member to an open upload session while indexing; commit what the image uses.
 
         Sessions stay uncommitted until the manifest and config have been read and every layer checked against
         its digest, so a corrupt archive leaves nothing stored; members that turn out not to be layers of the
         chosen image are cancelled.
         """
-        archive, uploads = self._scan_sending(archive_path)
+        archive, uploads = followed or self._scan_sending(archive_path)
         used: set[str] = set()
         try:
             image = archive.select(source_image)
@@ -259,6 +266,8 @@ class DirectPusher:
 
         def on_large_member(member: Member, reader: IO[bytes]) -> None:
             layer = Layer(member, diff_id="", compressed=member.compressed)
+            if self._index:
+                self._index.announce(member)  # the pushes following this one start its upload from the spool
             streamed[member.name] = feeder.submit(self._send_unverified, layer,
                                                   TimedReader(reader, self.phases, "read"))
 
@@ -267,6 +276,8 @@ class DirectPusher:
                 self.progress.phase("sending")
                 archive = Archive.scan(archive_path, on_large_member=on_large_member, on_read=self.progress.read,
                                        phases=self.phases)
+                if self._index:
+                    self._index.publish(archive)
             return archive, {name: future.result() for name, future in streamed.items()}
         except BaseException:
             for future in streamed.values():
@@ -306,8 +317,11 @@ class DirectPusher:
 
     # --- per-layer work ---------------------------------------------------------------------------------------
 
-    def _send_unverified(self, layer: Layer, chunks: Iterator[bytes]) -> OpenBlob:
-        """Compress and send a layer to a new upload session, left open (through the spool, when there is one)."""
+    def _send_unverified(self, layer: Layer, chunks: Iterator[bytes] | None) -> OpenBlob:
+        """Compress and send a layer to a new upload session, left open (through the spool, when there is one).
+
+        `chunks` None: this push reads no archive unless the spool has nothing for it (it follows another's index).
+        """
         blob = BlobStream(layer, self.compression, self._compressors, self.phases)
         if self._spooling and self._source and self._spooling.wants(blob):
             sent = self._spooling.send(
@@ -315,6 +329,10 @@ class DirectPusher:
                 self._source.read_again, lambda pieces, replay: self._upload(layer, pieces, replay), self.client.cancel)
             self.progress.blob()
             return OpenBlob(sent.upload, sent.blob_digest, sent.source_digest)
+        if chunks is None:
+            if self._source is None:
+                raise ArchiveError("no archive to read the layer from")
+            chunks = self._source.read_again(layer.member)
         upload = self._upload(layer, blob.pieces(chunks), None)
         self.progress.blob()
         return OpenBlob(upload, blob.blob_digest(), blob.source_digest())
@@ -337,7 +355,7 @@ class DirectPusher:
         again = BlobStream(layer, self.compression, self._compressors, self.phases)
         return rechunk(again.pieces(self._source.read_again(layer.member)), CHUNK)
 
-    def _send(self, layer: Layer, chunks: Iterator[bytes]) -> CheckedBlob:
+    def _send(self, layer: Layer, chunks: Iterator[bytes] | None) -> CheckedBlob:
         """Send a layer whose digest is known, and check it; a mismatch cancels the session."""
         sent = self._send_unverified(layer, chunks)
         try:
@@ -421,7 +439,10 @@ class DirectPusher:
             for layer in kept:
                 futures[layer.diff_id] = feeder.pool.submit(work, layer, iter([archive.documents[layer.member.name]]))
             layers = [layer for layer in layers if layer.member.name not in archive.documents]
-            if not archive.gzipped:
+            if self._followed:  # the index came from the spool: so do the layers, no read of the archive
+                for layer in layers:
+                    futures[layer.diff_id] = feeder.pool.submit(work, layer, None)
+            elif not archive.gzipped:
                 for layer in layers:
                     futures[layer.diff_id] = feeder.pool.submit(from_file, archive, layer, work)
             elif layers:

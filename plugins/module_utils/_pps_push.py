@@ -136,7 +136,7 @@ def _output(result: PushResult, method: str, diff: bool) -> dict:
         blobs_uploaded=result.blobs_uploaded, blobs_skipped=result.blobs_skipped, blobs_mounted=result.blobs_mounted,
         bytes_uploaded=result.bytes_uploaded, would_upload=result.would_upload,
         would_upload_bytes=result.would_upload_bytes, bytes_compressed=result.bytes_compressed, method=method,
-        blobs_from_spool=result.blobs_from_spool,
+        blobs_from_spool=result.blobs_from_spool, archive_bytes_read=result.archive_bytes_read,
         elapsed=result.elapsed,
     )
     if result.message:

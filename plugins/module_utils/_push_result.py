@@ -59,6 +59,7 @@ class PushResult:
     phases: dict[str, dict[str, float]] = field(default_factory=dict)
     message: str = ""  # check mode: what would be sent, for people
     blobs_from_spool: int = 0  # layers another push of the same archive compressed (the spool)
+    archive_bytes_read: int = 0  # bytes this push read from the archive file (0: it followed the spooled index)
 
 
 def would_push(layers: int, count: int, compressing: bool) -> str:

@@ -23,6 +23,12 @@ class Phases:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._totals: dict[str, list[float]] = {name: [0.0, 0.0, 0] for name in PHASES}
+        self.archive_bytes = 0  # bytes read from the archive file (compressed bytes for a .tar.gz)
+
+    def count_archive(self, count: int) -> None:
+        """Count `count` bytes read from the archive file."""
+        with self._lock:
+            self.archive_bytes += count
 
     def add(self, phase: str, started: tuple[float, float], count: int) -> None:
         """Count `count` bytes of `phase` whose work began at `started` (a `clocks()` reading)."""

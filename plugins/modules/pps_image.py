@@ -102,11 +102,16 @@ options:
     description:
       - With C(method=direct), compress each layer once for every push of the same archive running at the same
         time on this machine (a fleet inventory with one registry per cluster, in parallel forks); the first push
-        to reach a layer compresses it into the spool while uploading it, the others upload the spooled blob.
-        The blob digests are the same everywhere. The last push to finish removes the archive's spool; a later
-        run removes what a crashed run left.
-      - Each spooled blob is checked before it is used (the digest of the layer this push read itself, and the
-        digest of the bytes it sends); anything else is compressed again here.
+        to reach a layer compresses it into the spool while uploading it, the others upload the spooled blob,
+        each to its own registry, following the writer layer by layer (a layer's upload starts while it is still
+        being compressed). The blob digests are the same everywhere. The last push to finish removes the
+        archive's spool; a later run removes what a crashed run left.
+      - The first push also spools the archive's index (its members, manifest and config); the pushes after it
+        read and decompress no archive at all (see RV(archive_bytes_read)). The spool belongs to one archive
+        file as it is (path, size, modification and change times, inode); a rewritten file gets its own.
+      - Each spooled blob is checked before it is used (a whole published blob, the digest of the bytes this push
+        sends, and the layer's digest from the image config, or this push's own read of the layer); anything else
+        is compressed again here.
     type: bool
     default: true
   spool_dir:
@@ -318,6 +323,12 @@ msg:
 blobs_from_spool:
   description:
     - Of the uploaded blobs, those another push of the same archive running at the same time compressed (I(spool)).
+  returned: when the push ran (not when started in the background, see I(background))
+  type: int
+archive_bytes_read:
+  description:
+    - Bytes this push read from the archive file (compressed bytes for a C(.tar.gz)); 0 when it followed the index
+      and blobs another push of the same archive spooled (I(spool)), or had nothing to send.
   returned: when the push ran (not when started in the background, see I(background))
   type: int
 method:

@@ -2,9 +2,11 @@
 
 Each cluster is a localhost alias with its own docker-registry process (the rig's binary, plain HTTP, `insecure`).
 The forks push the same archive; the spool (pps_image `spool`) lets one fork compress each layer and the others
-upload what it compressed. The promises: the same digests in every registry, a second run changes nothing, and
-no spool is left behind. While the test itself holds the archive's spool open (as a slow fork would), every
-large layer is compressed exactly once across the fleet, whatever order the forks start in.
+upload what it compressed, each to its own registry. The first fork also spools the archive's index; the others
+read no byte of the archive (`archive_bytes_read` 0). The promises: the same digests in every registry, a second
+run changes nothing, and no spool is left behind. While the test itself holds the archive's spool open (as a slow
+fork would), every layer is compressed exactly once across the fleet and the archive read once, whatever order
+the forks start in.
 """
 
 from __future__ import annotations
@@ -24,10 +26,7 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
     BlobStream,
     Compression,
 )
-from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._blob_spool import (
-    WORTH_SPOOLING,
-    BlobSpool,
-)
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._blob_spool import BlobSpool
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._image_archive import Archive
 
 sys.path.insert(0, str(REPO / "tests" / "rig"))
@@ -36,7 +35,8 @@ from registry import RegistryProcess  # noqa: E402
 
 PLAYBOOK = "playbooks/pps_image.yml"
 MANIFEST_TYPES = "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json"
-BIG_LAYERS = 3  # each over the spool's 1 MiB floor
+BIG_LAYERS = 3  # each several MiB, and one small layer besides: every layer goes through the spool
+LAYERS = BIG_LAYERS + 1
 
 
 class Fleet:
@@ -125,8 +125,14 @@ def test_a_fleet_compresses_each_layer_once_and_gets_the_same_digests(rig, tmp_p
         assert first.returncode == 0, first.failure() + first.stderr[-2000:]
         results = pushed(first, fleet)
         assert all(result["changed"] for result in results)
-        # One fork compressed each large layer; every other fork uploaded that fork's blob.
-        assert sum(result["blobs_from_spool"] for result in results) == BIG_LAYERS * (size - 1)
+        # One fork compressed each layer; every other fork uploaded that fork's blob.
+        assert sum(result["blobs_from_spool"] for result in results) == LAYERS * (size - 1)
+        # One fork read the archive; the others followed its spooled index and blobs, reading none of it.
+        reads = sorted(result["archive_bytes_read"] for result in results)
+        assert reads[0] == 0 and reads[-1] >= archive.stat().st_size, reads
+        assert reads.count(0) == size - 1, reads
+        assert sum(result["bytes_compressed"] for result in results) == sum(
+            layer.member.size for layer in Archive.scan(str(archive)).select(None).layers), results
         served = fleet.manifests("9.2.0")
         # One manifest digest everywhere: it covers every layer's digest.
         assert len({manifest for manifest, _layers in served}) == 1, served
@@ -151,6 +157,7 @@ def test_a_fleet_without_a_spool_still_gets_the_same_digests(rig, tmp_path):
                                        "mlops_pps_image_spool": False})
         assert run.returncode == 0, run.failure()
         assert all(result["blobs_from_spool"] == 0 for result in pushed(run, fleet))
+        assert all(result["archive_bytes_read"] >= archive.stat().st_size for result in pushed(run, fleet))
         assert len({manifest for manifest, _layers in fleet.manifests("9.2.0")}) == 1
         assert not (cache / "datarobot_mlops" / "spool").exists()
 
@@ -159,11 +166,11 @@ def test_what_a_broken_fork_left_in_the_spool_is_never_uploaded(rig, tmp_path, l
     """Three layers, three leftovers: a spooled blob with other bytes under the right facts, a half-written `.part`
     of a writer that died (no facts), a blob cut short under facts that claim it whole. The forks must upload the
     right blob everywhere: the damaged one is refused by its digest (each fork compresses that layer itself), the
-    other two are written afresh by one fork and uploaded by the other."""
+    other two (and the small layer) are written afresh by one fork and uploaded by the other."""
     archive, cache = fleet_archive(tmp_path), tmp_path / "cache"
     holder = BlobSpool(str(cache / "datarobot_mlops" / "spool"), 1 << 30).join(str(archive), Compression())
     image = Archive.scan(str(archive)).select(None)
-    big = [layer for layer in image.layers if layer.member.size >= WORTH_SPOOLING]
+    big = image.layers[:BIG_LAYERS]
     right = {}
     for layer in big:
         stream = BlobStream(layer, Compression())
@@ -180,13 +187,14 @@ def test_what_a_broken_fork_left_in_the_spool_is_never_uploaded(rig, tmp_path, l
         served = fleet.manifests("9.2.0") if run.returncode == 0 else []
         expected = {facts[1] for facts in right.values()}
         held = run.returncode == 0 and all(expected <= set(layers) for _manifest, layers in served) and \
-            sum(result["blobs_from_spool"] for result in pushed(run, fleet)) == 2
+            sum(result["blobs_from_spool"] for result in pushed(run, fleet)) == 3
         ledger.record("fault", "fleet push: damaged, half-written and cut blobs left in the spool", held,
                       run.failure())
         assert run.returncode == 0, run.failure()
         assert len({manifest for manifest, _layers in served}) == 1
         assert all(expected <= set(layers) for _manifest, layers in served), (expected, served)
-        assert sum(result["blobs_from_spool"] for result in pushed(run, fleet)) == 2  # the two rewritten layers
+        # the two rewritten layers and the small one
+        assert sum(result["blobs_from_spool"] for result in pushed(run, fleet)) == 3
     holder.leave()
     assert spools(cache / "datarobot_mlops" / "spool") == []
 
