@@ -72,6 +72,9 @@ class BlobStream:
         self._blob_hash = hashlib.sha256() if self.compress else self._source_hash
 
     def _gzip_block(self, block: bytes) -> bytes:
+        # One compressor and one compress() call per whole block, always: isal's output (unlike zlib's) depends on
+        # how its input is split between compress() calls, so bytes fed as they arrive (pieces of any size from a
+        # read, a pipe or a queue) would give another blob, and another digest, for the same layer.
         with self.phases.timed("compress", len(block)):
             compressor = self.compression.compressor()
             return compressor.compress(block) + compressor.flush()

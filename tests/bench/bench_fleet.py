@@ -4,7 +4,9 @@ Pushes `make bench`'s archive (built once and cached; the .tar.gz, like the vend
 to N fresh HTTP docker-registry processes on loopback, one per localhost-aliased cluster, with N forks, and prints
 the wall time of each run, its ratio to the one-registry run, and whether every registry got the same manifest
 digest. `--without-spool` adds the same runs with the spool off (each fork compresses the archive itself), for
-comparison. Nothing passes or fails on timings; the target is printed beside the figures.
+comparison. `--repeat N` runs every case N times, interleaved (1, 2, 4 registries, spool on and off, then again),
+so that other load on a shared machine falls on every case alike, and prints each case's median; the load average
+before and after is printed too. Nothing passes or fails on timings; the target is printed beside the figures.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -66,8 +69,10 @@ def fleet_run(archive: Path, size: int, spool: bool) -> dict:
         if proc.returncode:
             raise RuntimeError(f"the fleet push failed:\n{proc.stdout[-3000:]}")
         digests = {digest(address) for address in addresses}
-        if len(digests) > 1:
-            log(f"different manifests: {sorted(digests)}\n{proc.stdout[-4000:]}")
+        if len(digests) > 1:  # what differs: the layers' digests, or only their sizes (the manifests, in full)
+            bodies = [requests.get(f"http://{address}/v2/{REPOSITORY}/manifests/1",
+                                   headers={"Accept": MANIFEST_TYPES}, timeout=30).text for address in addresses]
+            log(f"different manifests: {sorted(digests)}\n" + "\n".join(bodies) + f"\n{proc.stdout[-4000:]}")
         left = [path.name for path in (Path(scratch) / "cache" / "datarobot_mlops" / "spool").glob("*")
                 if path.name != ".lock"]
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -79,25 +84,40 @@ def fleet_run(archive: Path, size: int, spool: bool) -> dict:
             "left": left}
 
 
+def median_run(runs: list[dict]) -> dict:
+    """One case's runs as one row: median seconds and CPU, digests and leftovers of all of them."""
+    return {**runs[0], "seconds": statistics.median(run["seconds"] for run in runs),
+            "cpu": statistics.median(run["cpu"] for run in runs),
+            "all_seconds": [round(run["seconds"], 1) for run in runs],
+            "digests": set().union(*(run["digests"] for run in runs)) if all(len(run["digests"]) == 1 for run in runs)
+            else {"(a run had several)", ""}, "left": [name for run in runs for name in run["left"]]}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", default="1,2,4", help="registries per run, comma-separated (default 1,2,4)")
     parser.add_argument("--without-spool", action="store_true", help="also run each size with the spool off")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of every case, interleaved; medians printed")
     args = parser.parse_args()
     _plain, archive = build_archive()
     sizes = [int(size) for size in args.sizes.split(",")]
-    runs = [fleet_run(archive, size, True) for size in sizes]
-    if args.without_spool:
-        runs += [fleet_run(archive, size, False) for size in sizes]
+    spools = [True, False] if args.without_spool else [True]
+    load_before = os.getloadavg()
+    every = [fleet_run(archive, size, spool) for _round in range(args.repeat) for size in sizes for spool in spools]
+    load_after = os.getloadavg()
+    runs = [median_run([run for run in every if run["size"] == size and run["spool"] == spool])
+            for spool in spools for size in sizes]
     print(f"\nFleet push benchmark: {archive.stat().st_size / 2**30:.2f} GiB .tar.gz, {os.cpu_count()} cores, "
-          "fresh HTTP docker-registry processes on loopback, one fork per registry\n")
+          "fresh HTTP docker-registry processes on loopback, one fork per registry; "
+          f"{args.repeat} run(s) per case, interleaved, medians; load average before "
+          f"{' '.join(f'{load:.2f}' for load in load_before)}, after {' '.join(f'{load:.2f}' for load in load_after)}\n")
     print(f"{'run':32} {'seconds':>8} {'vs 1':>6} {'CPU s':>7} {'vs 1':>6} {'same digests':>13} {'spool left':>11}")
     for run in runs:
         one = next((r for r in runs if r["size"] == 1 and r["spool"] == run["spool"]), None)
         ratio = f"{run['seconds'] / one['seconds']:5.2f}x" if one else "     -"
         cpu_ratio = f"{run['cpu'] / one['cpu']:5.2f}x" if one else "     -"
         print(f"{run['name']:32} {run['seconds']:8.1f} {ratio:>6} {run['cpu']:7.1f} {cpu_ratio:>6} "
-              f"{str(len(run['digests']) == 1):>13} {str(bool(run['left'])):>11}")
+              f"{str(len(run['digests']) == 1):>13} {str(bool(run['left'])):>11}  runs: {run['all_seconds']}")
     four, one = (next((r for r in runs if r["size"] == n and r["spool"]), None) for n in (4, 1))
     if four and one:
         print(f"\ntarget (printed, not enforced): 4 registries / 1 registry = {four['seconds'] / one['seconds']:.2f} "

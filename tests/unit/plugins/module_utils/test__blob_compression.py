@@ -2,8 +2,12 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import multiprocessing
 import os
-from concurrent.futures import ThreadPoolExecutor
+import random
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+
+import pytest
 
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._blob_compression import (
     COMPRESS_BLOCK,
@@ -53,3 +57,60 @@ def test_the_key_names_the_compressor_so_cached_digests_never_mix():
     assert Compression("none").key == "none"
     assert Compression(level=1).key != Compression(level=6).key
     assert str(COMPRESS_BLOCK) in Compression().key
+
+
+def _mixed_layer() -> bytes:
+    """Text, random bytes and zeros, cut at no block boundary: what a real layer tar looks like to the compressor."""
+    rng = random.Random(17)
+    parts = []
+    for index in range(300):
+        kind = index % 3
+        size = rng.randrange(1, 64 * 1024)
+        parts.append(rng.randbytes(size) if kind == 0 else b"\0" * size if kind == 1 else
+                     b"".join(b"line %d of a config file\n" % rng.randrange(10**6) for _line in range(size // 24)))
+    return b"".join(parts)
+
+
+LAYER = _mixed_layer()
+
+
+def _digests(data: bytes, level: int, pieces: int) -> tuple[str, int]:
+    with ThreadPoolExecutor(2) as pool:
+        out, stream = blob(data, Compression(level=level), pool, pieces=pieces)
+    return stream.blob_digest(), len(out)
+
+
+@pytest.mark.parametrize("level", [1, 3])
+def test_the_same_layer_compressed_many_times_at_once_gives_one_digest(level):
+    """Threads and processes side by side, bytes arriving in pieces of every size: one blob digest and size, or the
+    registries of a fleet (and the push cache's "nothing changed") would see different blobs for one layer."""
+    runs = [(LAYER, level, pieces) for pieces in (1, 3, 7, 1000)] * 2
+    with ThreadPoolExecutor(len(runs)) as threads:
+        in_threads = list(threads.map(lambda args: _digests(*args), runs))
+    with ProcessPoolExecutor(4, mp_context=multiprocessing.get_context("fork")) as processes:
+        in_processes = list(processes.map(_digests, *zip(*runs[:4])))
+    assert len(set(in_threads + in_processes)) == 1, set(in_threads + in_processes)
+    assert len(LAYER) % COMPRESS_BLOCK  # the last block is a short one
+
+
+def test_isal_output_depends_on_how_its_input_is_split_so_each_block_is_compressed_in_one_call():
+    """The condition under which isal is not deterministic: the same bytes fed to one compressor in pieces of other
+    sizes give other bytes (zlib's do not). A block is always compressed whole, so arrival never matters."""
+    isal_zlib = pytest.importorskip("isal.isal_zlib")  # requirements-test.txt installs it
+
+    def fed(pieces: int) -> bytes:
+        compressor = isal_zlib.compressobj(1, isal_zlib.DEFLATED, 31)
+        step = len(LAYER) // pieces
+        return b"".join(compressor.compress(LAYER[i:i + step]) for i in range(0, len(LAYER), step)) + \
+            compressor.flush()
+
+    assert len({fed(pieces) for pieces in (1, 50, 700)}) > 1
+    assert gzip.decompress(fed(50)) == LAYER
+    blocks = [LAYER[i:i + COMPRESS_BLOCK] for i in range(0, len(LAYER), COMPRESS_BLOCK)]
+    whole = b"".join(_one_call(block) for block in blocks)
+    assert all(blob(LAYER, Compression(), pieces=pieces)[0] == whole for pieces in (1, 50, 700))
+
+
+def _one_call(block: bytes) -> bytes:
+    compressor = Compression().compressor()
+    return compressor.compress(block) + compressor.flush()

@@ -206,3 +206,100 @@ def test_a_rewritten_archive_gets_a_spool_of_its_own(tmp_path):
     with open(path, "ab") as handle:
         handle.write(b"more")
     assert spool.join(path, COMPRESSION).directory != before.directory
+
+
+class Trickle(Uploads):
+    """An upload that takes the blob's pieces one at a time and records them as they come; `pause` stops it after
+    its first piece until `go` is set (a writer that is slow to finish its layer)."""
+
+    def __init__(self, pause: bool = False) -> None:
+        super().__init__()
+        self.pieces: list[bytes] = []
+        self.paused, self.go = threading.Event(), threading.Event()
+        self.pause = pause
+
+    def upload(self, pieces, replay):
+        for piece in pieces:
+            self.pieces.append(piece)
+            if self.pause and not self.go.is_set():
+                self.paused.set()
+                self.go.wait(30)
+        return super().upload(iter(self.pieces), replay)
+
+
+def test_a_waiting_push_uploads_the_layer_while_it_is_being_written(tmp_path):
+    """Per layer, not per blob: the follower's upload has the writer's first bytes while the writer is still at it."""
+    spool = BlobSpool(str(tmp_path / "spool"), 1 << 30)
+    first, second = spool.join(archive(tmp_path), COMPRESSION), spool.join(archive(tmp_path), COMPRESSION)
+    writer, follower = Trickle(pause=True), Trickle()
+    producing = threading.Thread(target=send, args=(first, writer))
+    producing.start()
+    assert writer.paused.wait(10)
+    following = threading.Thread(target=send, args=(second, follower))
+    following.start()
+    deadline = time.monotonic() + 10
+    while not follower.pieces and time.monotonic() < deadline:
+        time.sleep(0.01)
+    written = sum(len(piece) for piece in writer.pieces)
+    assert 0 < sum(len(piece) for piece in follower.pieces) <= written < len(expected()[0])
+    writer.go.set()
+    producing.join(30)
+    following.join(30)
+    assert follower.sent == writer.sent == [expected()[0]] and second.reused == 1 and follower.cancelled == []
+
+
+def test_a_push_following_an_index_reads_nothing_and_waits_for_the_layer_while_its_writer_may_come(tmp_path):
+    spool = BlobSpool(str(tmp_path / "spool"), 1 << 30)
+    first, second = spool.join(archive(tmp_path), COMPRESSION), spool.join(archive(tmp_path), COMPRESSION)
+    coming = threading.Event()
+    second.producer_alive = lambda: not coming.is_set()
+    item, follower, outcome = layer(), Uploads(), {}
+
+    def unread(member):
+        raise AssertionError("a follower read the archive")
+
+    def follow():
+        outcome["sent"] = second.send(BlobStream(item, COMPRESSION), None, lambda: BlobStream(item, COMPRESSION),
+                                      unread, follower.upload, follower.cancel)
+
+    following = threading.Thread(target=follow)
+    following.start()
+    time.sleep(0.3)
+    assert follower.sent == [] and following.is_alive()  # the layer is not reached yet: it waits, it compresses nothing
+    send(first, Uploads())
+    coming.set()
+    following.join(30)
+    body, digest = expected()
+    assert follower.sent == [body] and outcome["sent"].blob_digest == digest
+    assert outcome["sent"].source_digest == item.diff_id and second.reused == 1
+
+
+def test_a_writer_that_dies_mid_blob_leaves_the_follower_compressing_it_itself(tmp_path):
+    spool = BlobSpool(str(tmp_path / "spool"), 1 << 30)
+    first, second = spool.join(archive(tmp_path), COMPRESSION), spool.join(archive(tmp_path), COMPRESSION)
+    entry = first.entry(layer().member.name)
+    assert entry.try_lock()
+    out = entry.writer()
+    out.write(expected()[0][:100_000])
+    out.flush()
+    uploads, outcome = Uploads(), {}
+    following = threading.Thread(target=lambda: outcome.update(sent=send(second, uploads)))
+    following.start()
+    time.sleep(0.3)
+    entry.unlock()  # it died: its lock goes, its blob was never published
+    following.join(30)
+    body, digest = expected()
+    assert uploads.cancelled == [0] and uploads.sent[-1] == body and outcome["sent"].blob_digest == digest
+    assert second.reused == 0
+
+
+def test_an_archive_rewritten_in_place_with_its_old_mtime_gets_a_spool_of_its_own(tmp_path):
+    spool = BlobSpool(str(tmp_path / "spool"), 1 << 30)
+    path = archive(tmp_path)
+    before = spool.join(path, COMPRESSION)
+    stats = os.stat(path)
+    time.sleep(0.02)
+    with open(path, "r+b") as handle:  # same size, same inode
+        handle.write(b"ARCHIVE")
+    os.utime(path, ns=(stats.st_atime_ns, stats.st_mtime_ns))  # the old modification time put back
+    assert spool.join(path, COMPRESSION).directory != before.directory

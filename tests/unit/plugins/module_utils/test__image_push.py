@@ -8,10 +8,13 @@ import json
 import itertools
 import os
 import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._blob_compression import Compression
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._blob_spool import BlobSpool
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._image_archive import ArchiveError
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._image_push import (
     DirectPusher,
@@ -269,3 +272,37 @@ def tarfile_member(path, name):
 
     with tarfile.open(path) as tar:
         return tar.extractfile(name).read()
+
+
+@pytest.mark.parametrize("compress", [True, False], ids=["tar.gz, one pass", "tar, two passes"])
+@pytest.mark.parametrize("together", [False, True], ids=["one after the other", "side by side"])
+def test_pushes_of_one_archive_read_it_once_and_get_the_same_image(tmp_path, compress, together):
+    """A fleet: one push per registry, the spool open throughout (a fork still running). One push reads the archive;
+    the others follow its spooled index and blobs, read none of it, compress nothing, and store the same image."""
+    layers = [{"model.bin": os.urandom(3_000_000)}, {"lib.so": b"\0" * 2_500_000}, {"etc/pps.conf": b"threads=4\n"}]
+    archive = write_docker_archive(tmp_path / ("a.tar.gz" if compress else "a.tar"), ["pps:1"], layers,
+                                   compress=compress)
+    spool = BlobSpool(str(tmp_path / "spool"), 1 << 30)
+    holder = spool.join(str(archive.path), Compression())
+    clients = [MemoryRegistry() for _fork in range(3)]
+    start = threading.Barrier(len(clients))
+
+    def push(client):
+        if together:
+            start.wait(10)
+        return pusher(client, spool=spool).push(str(archive.path))
+
+    if together:
+        with ThreadPoolExecutor(len(clients)) as pool:
+            results = list(pool.map(push, clients))
+    else:
+        results = [push(client) for client in clients]
+    holder.leave()
+    size = archive.path.stat().st_size
+    assert sorted(result.archive_bytes_read > 0 for result in results) == [False, False, True], results
+    assert all(result.archive_bytes_read >= size for result in results if result.archive_bytes_read)
+    assert sorted(result.bytes_compressed > 0 for result in results) == [False, False, True]
+    assert sum(result.blobs_from_spool for result in results) == 2 * len(layers)
+    assert len({result.digest for result in results}) == 1 and all(client.sessions == {} for client in clients)
+    assert all(client.blobs["datarobot/pps"] == clients[0].blobs["datarobot/pps"] for client in clients)
+    assert not os.listdir(tmp_path / "spool") or os.listdir(tmp_path / "spool") == [".lock"]
