@@ -28,6 +28,7 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
 )
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._blob_spool import BlobSpool
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._image_archive import Archive
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._spool_index import SpoolIndex
 
 sys.path.insert(0, str(REPO / "tests" / "rig"))
 from processes import free_port  # noqa: E402  the rig's helpers
@@ -204,3 +205,24 @@ def plant(entry, body: bytes, blob_digest: str, source_digest: str, claimed_size
     Path(entry.blob_path).write_bytes(body)
     Path(entry.facts_path).write_text(json.dumps({"source_digest": source_digest, "blob_digest": blob_digest,
                                                   "size": len(body) if claimed_size is None else claimed_size}))
+
+
+def test_a_damaged_spooled_index_sends_every_fork_back_to_the_archive(rig, tmp_path, ledger):
+    """An index a broken fork left (published, but cut short): no fork trusts it; each reads the archive itself and
+    every registry still gets the same image."""
+    archive, cache = fleet_archive(tmp_path), tmp_path / "cache"
+    holder = BlobSpool(str(cache / "datarobot_mlops" / "spool"), 1 << 30).join(str(archive), Compression())
+    index = SpoolIndex(holder)
+    Path(index.index_path).write_text('{"format": 1, "gzipped": true, "members": {"abc/layer.tar": [')
+    with Fleet(tmp_path / "fleet", 2) as fleet:
+        run = push(fleet, archive, cache)
+        results = pushed(run, fleet) if run.returncode == 0 else []
+        served = fleet.manifests("9.2.0") if run.returncode == 0 else []
+        held = run.returncode == 0 and len({manifest for manifest, _layers in served}) == 1 and \
+            all(result["archive_bytes_read"] >= archive.stat().st_size for result in results)
+        ledger.record("fault", "fleet push: a damaged index left in the spool", held, run.failure())
+        assert run.returncode == 0, run.failure()
+        assert len({manifest for manifest, _layers in served}) == 1, served
+        assert all(result["archive_bytes_read"] >= archive.stat().st_size for result in results), results
+    holder.leave()
+    assert spools(cache / "datarobot_mlops" / "spool") == []
