@@ -26,6 +26,7 @@ import base64
 import json
 import os
 import time
+from collections import deque
 from typing import IO, Iterator
 
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._blob_spool import (
@@ -136,8 +137,7 @@ class SpoolIndex:
 
     def load(self, path: str, phases: Phases | None = None) -> Archive:
         """The archive as the indexer's scan saw it, once the index is complete; IndexLost if it never will be."""
-        for _ in self.members():
-            pass
+        deque(self.members(), maxlen=0)  # until the index is complete
         try:
             with open(self.index_path, encoding="utf-8") as handle:
                 document = json.load(handle)

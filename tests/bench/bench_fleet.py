@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zlib
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -45,6 +46,47 @@ def digest(address: str) -> str:
     answer = requests.get(f"http://{address}/v2/{REPOSITORY}/manifests/1", headers={"Accept": MANIFEST_TYPES},
                           timeout=30)
     return answer.headers.get("Docker-Content-Digest", f"(HTTP {answer.status_code})")
+
+
+def members(blob: bytes) -> list[tuple[int, bytes]]:
+    """The gzip members of a blob: (compressed length, uncompressed bytes) each."""
+    found, rest = [], blob
+    while rest:
+        inflater = zlib.decompressobj(31)
+        data = inflater.decompress(rest)
+        found.append((len(rest) - len(inflater.unused_data), data))
+        rest = inflater.unused_data
+    return found
+
+
+def compare_layers(addresses: list[str], manifests: list[dict]) -> str:
+    """Where two registries' blobs of one layer part: the first gzip member that differs, and how."""
+    lines = []
+    for index, layers in enumerate(zip(*(manifest["layers"] for manifest in manifests))):
+        digests = [layer["digest"] for layer in layers]
+        if len(set(digests)) == 1:
+            continue
+        first, other = digests[0], next(digest for digest in digests if digest != digests[0])
+        blobs = [requests.get(f"http://{addresses[digests.index(digest)]}/v2/{REPOSITORY}/blobs/{digest}",
+                              timeout=120).content for digest in (first, other)]
+        one, two = members(blobs[0]), members(blobs[1])
+        lines.append(f"layer {index}: {len(one)} / {len(two)} gzip members, same content: "
+                     f"{b''.join(d for _n, d in one) == b''.join(d for _n, d in two)}")
+        start = 0
+        for number, (left, right) in enumerate(zip(one, two)):
+            packed = [blob[start:start + left[0]] for blob in blobs]
+            if left != right or packed[0] != packed[1]:
+                where = next((at for at, (x, y) in enumerate(zip(*packed)) if x != y), None)
+                lines.append(f"  member {number}: compressed {left[0]} / {right[0]} bytes, uncompressed "
+                             f"{len(left[1])} / {len(right[1])}, same uncompressed bytes: {left[1] == right[1]}, "
+                             f"first differing compressed byte at {where} of the member")
+                if len(lines) > 12:
+                    break
+            start += left[0]
+        if os.environ.get("BENCH_FLEET_KEEP"):  # both blobs, for a closer look
+            for name, blob in zip(("first", "other"), blobs):
+                Path(os.environ["BENCH_FLEET_KEEP"], f"layer{index}-{name}.gz").write_bytes(blob)
+    return "\n".join(lines) or "no layer differs"
 
 
 def fleet_run(archive: Path, size: int, spool: bool) -> dict:
@@ -73,6 +115,7 @@ def fleet_run(archive: Path, size: int, spool: bool) -> dict:
             bodies = [requests.get(f"http://{address}/v2/{REPOSITORY}/manifests/1",
                                    headers={"Accept": MANIFEST_TYPES}, timeout=30).text for address in addresses]
             log(f"different manifests: {sorted(digests)}\n" + "\n".join(bodies) + f"\n{proc.stdout[-4000:]}")
+            log(compare_layers(addresses, [json.loads(body) for body in bodies]))
         left = [path.name for path in (Path(scratch) / "cache" / "datarobot_mlops" / "spool").glob("*")
                 if path.name != ".lock"]
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
