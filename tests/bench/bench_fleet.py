@@ -72,9 +72,9 @@ def compare_layers(addresses: list[str], manifests: list[dict]) -> str:
         one, two = members(blobs[0]), members(blobs[1])
         lines.append(f"layer {index}: {len(one)} / {len(two)} gzip members, same content: "
                      f"{b''.join(d for _n, d in one) == b''.join(d for _n, d in two)}")
-        start = 0
+        starts = [0, 0]
         for number, (left, right) in enumerate(zip(one, two)):
-            packed = [blob[start:start + left[0]] for blob in blobs]
+            packed = [blobs[0][starts[0]:starts[0] + left[0]], blobs[1][starts[1]:starts[1] + right[0]]]
             if left != right or packed[0] != packed[1]:
                 where = next((at for at, (x, y) in enumerate(zip(*packed)) if x != y), None)
                 lines.append(f"  member {number}: compressed {left[0]} / {right[0]} bytes, uncompressed "
@@ -82,7 +82,7 @@ def compare_layers(addresses: list[str], manifests: list[dict]) -> str:
                              f"first differing compressed byte at {where} of the member")
                 if len(lines) > 12:
                     break
-            start += left[0]
+            starts = [starts[0] + left[0], starts[1] + right[0]]
         if os.environ.get("BENCH_FLEET_KEEP"):  # both blobs, for a closer look
             for name, blob in zip(("first", "other"), blobs):
                 Path(os.environ["BENCH_FLEET_KEEP"], f"layer{index}-{name}.gz").write_bytes(blob)
