@@ -6,13 +6,19 @@ from __future__ import annotations
 
 import base64
 import os
+import time
 from typing import Any
 
 from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import MlopsError
-from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._push_job import PROGRESS, job_status
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._push_job import (
+    PROGRESS,
+    job_status,
+    read_local,
+    sleep_until_result,
+)
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._push_progress import (
     parse_status,
     watch,
@@ -36,7 +42,7 @@ class ActionModule(ActionBase):
         _valid, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
         job_dir = args["job_dir"]
 
-        def read(path: str) -> str | None:
+        def read_remote(path: str) -> str | None:
             """A file's text, read through the connection (a push on a remote host is watched the same way)."""
             found = self._execute_module(module_name="ansible.legacy.slurp", task_vars=task_vars,
                                          module_args={"src": path})
@@ -44,13 +50,19 @@ class ActionModule(ActionBase):
                 return None  # not written yet, already removed, or no such process
             return base64.b64decode(found["content"]).decode("utf-8", "replace")
 
+        # On the local connection, without become, the job's files are this process's own to read: no module run per
+        # look (each costs a Python start, many per push in a fleet's forks), and the end is seen within 0.2 s.
+        local = self._connection.transport == "local" and not self._play_context.become
+        read = read_local if local else read_remote
+
         def read_status() -> dict[str, Any] | None:
             text = read(os.path.join(job_dir, PROGRESS))
             return parse_status(text) if text is not None else None
 
         try:
             job = watch(lambda stalled: job_status(read, job_dir, check_alive=stalled), read_status, display.display,
-                        interval=max(1, args["interval"]), timeout=max(1, args["timeout"]))
+                        interval=max(1, args["interval"]), timeout=max(1, args["timeout"]),
+                        sleep=sleep_until_result(job_dir) if local else time.sleep)
         except MlopsError as exc:
             result.update(failed=True, msg=str(exc))
             return result

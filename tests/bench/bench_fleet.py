@@ -12,6 +12,7 @@ before and after is printed too. Nothing passes or fails on timings; the target 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
 import resource
@@ -30,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_pps import BIN, REPO, FreshRegistry, build_archive, log  # noqa: E402
 
 MANIFEST_TYPES = "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json"
+PR_SET_CHILD_SUBREAPER = 36  # prctl(2)
 REPOSITORY = "bench/datarobot-portable-prediction-api"
 
 
@@ -89,11 +91,32 @@ def compare_layers(addresses: list[str], manifests: list[dict]) -> str:
     return "\n".join(lines) or "no layer differs"
 
 
-def fleet_run(archive: Path, size: int, spool: bool) -> dict:
+def adopt_orphans() -> None:
+    """Become the subreaper of what the runs start: the pushes' background workers detach from Ansible (double fork),
+    and only a process that reaps them counts their CPU seconds."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
+
+
+def reap_orphans(seconds: float = 10.0) -> None:
+    """Wait for the adopted workers (a worker writes its result, then exits), so that RUSAGE_CHILDREN holds their CPU
+    seconds; a worker still running after `seconds` is left uncounted."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            pid, _status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return  # no child left
+        if pid == 0:
+            time.sleep(0.05)
+
+
+def fleet_run(archive: Path, size: int, spool: bool, extra: dict | None = None) -> dict:
     """One playbook run pushing `archive` to `size` fresh registries with `size` forks; seconds and digests.
 
-    CPU seconds are those of every process the run started (ansible, the modules, the registries), counted once
-    they have all ended: on a shared machine they say more about the cost than the wall time does.
+    CPU seconds are those of every process the run started (ansible, the modules, the pushes' background workers,
+    the registries), counted once they have all ended: on a shared machine they say more about the cost than the wall time does.
     """
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="bench-fleet-") as scratch:
@@ -104,7 +127,7 @@ def fleet_run(archive: Path, size: int, spool: bool) -> dict:
         argv = [str(BIN / "ansible-playbook"), "-i", str(inventory(Path(scratch) / "fleet.yml", addresses)),
                 str(REPO / "playbooks" / "pps_image.yml"), "-e",
                 json.dumps({"mlops_pps_image_archive": str(archive), "mlops_pps_image_version": "1",
-                            "mlops_pps_image_spool": spool})]
+                            "mlops_pps_image_spool": spool, **(extra or {})})]
         started = time.monotonic()
         proc = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=REPO, check=False)
         seconds = time.monotonic() - started
@@ -118,6 +141,7 @@ def fleet_run(archive: Path, size: int, spool: bool) -> dict:
             log(compare_layers(addresses, [json.loads(body) for body in bodies]))
         left = [path.name for path in (Path(scratch) / "cache" / "datarobot_mlops" / "spool").glob("*")
                 if path.name != ".lock"]
+    reap_orphans()
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     name = f"{size} registr{'y' if size == 1 else 'ies'}, spool {'on' if spool else 'off'}"
@@ -141,12 +165,14 @@ def main() -> int:
     parser.add_argument("--sizes", default="1,2,4", help="registries per run, comma-separated (default 1,2,4)")
     parser.add_argument("--without-spool", action="store_true", help="also run each size with the spool off")
     parser.add_argument("--repeat", type=int, default=1, help="runs of every case, interleaved; medians printed")
+    parser.add_argument("--extra-vars", type=json.loads, default={}, help="JSON of more variables for every run")
     args = parser.parse_args()
+    adopt_orphans()
     _plain, archive = build_archive()
     sizes = [int(size) for size in args.sizes.split(",")]
     spools = [True, False] if args.without_spool else [True]
     load_before = os.getloadavg()
-    every = [fleet_run(archive, size, spool) for _round in range(args.repeat) for size in sizes for spool in spools]
+    every = [fleet_run(archive, size, spool, args.extra_vars) for _round in range(args.repeat) for size in sizes for spool in spools]
     load_after = os.getloadavg()
     runs = [median_run([run for run in every if run["size"] == size and run["spool"] == spool])
             for spool in spools for size in sizes]

@@ -22,6 +22,8 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
     outcome,
     parse_proc_stat,
     process_start,
+    read_local,
+    sleep_until_result,
     start,
     worker_alive,
     write_json,
@@ -175,3 +177,42 @@ def test_liveness_needs_the_same_process_not_only_the_same_pid(tmp_path):
 def test_a_job_that_cannot_start_says_so(tmp_path):
     with pytest.raises(PushJobError, match="at least one second"):
         start(str(private(tmp_path)), 0, dict, dict)
+
+
+def test_a_local_read_is_the_text_or_none(tmp_path):
+    (tmp_path / "progress.json").write_text('{"done": 1}')
+    assert read_local(str(tmp_path / "progress.json")) == '{"done": 1}'
+    assert read_local(str(tmp_path / "missing.json")) is None
+    assert read_local(str(tmp_path)) is None  # a directory cannot be read as a file
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now, self.slept = 0.0, []
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def test_the_wait_ends_once_the_result_is_written(tmp_path):
+    clock = FakeClock()
+
+    def sleep(seconds: float) -> None:
+        clock.sleep(seconds)
+        if clock.now >= 1.0:
+            write_json(str(tmp_path / RESULT), {"changed": True})
+
+    sleep_until_result(str(tmp_path), step=0.25, sleep=sleep, clock=lambda: clock.now)(5.0)
+    assert clock.now == pytest.approx(1.0)  # not the whole 5 s: the end is seen within one step
+    assert all(step <= 0.25 for step in clock.slept)
+
+
+def test_without_a_result_the_wait_takes_its_whole_time(tmp_path):
+    clock = FakeClock()
+    sleep_until_result(str(tmp_path), step=0.3, sleep=clock.sleep, clock=lambda: clock.now)(2.0)
+    assert clock.now == pytest.approx(2.0)
+    write_json(str(tmp_path / RESULT), {"changed": True})
+    clock.slept.clear()
+    sleep_until_result(str(tmp_path), step=0.3, sleep=clock.sleep, clock=lambda: clock.now)(2.0)
+    assert clock.slept == []  # a result already there: no wait at all
