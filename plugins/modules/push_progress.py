@@ -18,7 +18,10 @@ description:
   - The lines go through Ansible's display, so they show on the command line and, under ansible-runner
     (AWX, Automation Controller), as verbose events in the job output.
   - The job's files (C(progress.json), C(result.json), C(worker.json) in I(job_dir)) are read through the
-    connection with M(ansible.builtin.slurp), so a push running on a remote host is watched the same way.
+    connection with M(ansible.builtin.slurp), so a push running on a remote host is watched the same way. On the
+    local connection without become (the collection's inventories) they are the controller's own files, and the
+    action reads them itself, looking for the result every 0.2 seconds between two lines, so the push's end is seen
+    at once and no module runs per look.
   - "Whether the worker still runs is read the same way, from C(/proc/<pid>/stat) on the host that runs the push
     (its pid and start time, so a pid taken by another process since does not count), whenever the progress did not
     move since the last look: a worker gone without a result (killed, out of memory) fails the task with a message
