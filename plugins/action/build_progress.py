@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import base64
 from typing import Any
 
 from ansible.plugins.action import ActionBase
@@ -18,6 +17,7 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
     watch_builds,
 )
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import MlopsError
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._job_files import slurp_reader
 
 display = Display()
 
@@ -50,13 +50,10 @@ class ActionModule(ActionBase):
             return self._execute_module(module_name="ansible.legacy.async_status", task_vars=task_vars,
                                         module_args={"jid": job.jid, "mode": mode, "_async_dir": async_dirs[job.jid]})
 
+        read = slurp_reader(lambda **module: self._execute_module(task_vars=task_vars, **module))
+
         def read_log(job: BuildJob) -> str | None:
-            # Through the connection, so a build running on a remote host is watched the same way.
-            read = self._execute_module(module_name="ansible.legacy.slurp", task_vars=task_vars,
-                                        module_args={"src": job.log})
-            if read.get("failed") or "content" not in read:
-                return None  # not written yet, or already removed
-            return base64.b64decode(read["content"]).decode("utf-8", "replace")
+            return read(job.log)
 
         try:
             watch_builds(jobs, job_status, read_log, display.display, interval=max(1, args["interval"]),

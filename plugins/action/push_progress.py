@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import base64
 import os
 import time
 from typing import Any
@@ -13,10 +12,14 @@ from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import MlopsError
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._job_files import (
+    is_local,
+    read_local,
+    slurp_reader,
+)
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._push_job import (
     PROGRESS,
     job_status,
-    read_local,
     sleep_until_result,
 )
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._push_progress import (
@@ -42,18 +45,11 @@ class ActionModule(ActionBase):
         _valid, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
         job_dir = args["job_dir"]
 
-        def read_remote(path: str) -> str | None:
-            """A file's text, read through the connection (a push on a remote host is watched the same way)."""
-            found = self._execute_module(module_name="ansible.legacy.slurp", task_vars=task_vars,
-                                         module_args={"src": path})
-            if found.get("failed") or "content" not in found:
-                return None  # not written yet, already removed, or no such process
-            return base64.b64decode(found["content"]).decode("utf-8", "replace")
-
         # On the local connection, without become, the job's files are this process's own to read: no module run per
-        # look (each costs a Python start, many per push in a fleet's forks), and the end is seen within 0.2 s.
-        local = self._connection.transport == "local" and not self._play_context.become
-        read = read_local if local else read_remote
+        # look, and the end is seen within 0.2 s (sleep_until_result).
+        local = is_local(self._connection.transport, self._play_context.become)
+        read = read_local if local else slurp_reader(
+            lambda **module: self._execute_module(task_vars=task_vars, **module))
 
         def read_status() -> dict[str, Any] | None:
             text = read(os.path.join(job_dir, PROGRESS))

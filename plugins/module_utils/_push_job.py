@@ -17,7 +17,7 @@ The job lives in a private directory (`job_dir`, mode 0700, made by the caller):
 
 The worker stops itself after `seconds` and then writes a failed result that says so. `job_status()` is the
 watcher's half: it reads those files through a `read` callable and answers as `async_status` would (`finished`, or
-the result). The `push_progress` action reads them with `read_local` on the local connection (every inventory of the
+the result). The `push_progress` action reads them (`_job_files`) directly on the local connection (every inventory of the
 collection), ending its waits as soon as the result is there (`sleep_until_result`), and with `slurp` through any
 other connection, once per progress line.
 """
@@ -236,15 +236,6 @@ def job_status(read: Read, job_dir: str, *, check_alive: bool = True) -> dict[st
             "msg": f"The background push ended without a result: {who} is gone (killed, out of memory, or the host "
                    "restarted). Nothing was tagged unless its manifest was put; run the push again (blobs already in "
                    "the registry are not sent twice), or push in the foreground (mlops_pps_image_background: false)."}
-
-
-def read_local(path: str) -> str | None:
-    """A file's text on this host; None when it cannot be read (not written yet, removed, no such process)."""
-    try:
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            return handle.read()
-    except OSError:
-        return None
 
 
 def sleep_until_result(job_dir: str, *, step: float = 0.2, sleep: Callable[[float], None] = time.sleep,

@@ -13,6 +13,11 @@ from pathlib import Path
 import pytest
 
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import MlopsError
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._job_files import (
+    is_local,
+    read_local,
+    slurp_reader,
+)
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._push_job import (
     RESULT,
     WORKER,
@@ -22,7 +27,6 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
     outcome,
     parse_proc_stat,
     process_start,
-    read_local,
     sleep_until_result,
     start,
     worker_alive,
@@ -177,6 +181,27 @@ def test_liveness_needs_the_same_process_not_only_the_same_pid(tmp_path):
 def test_a_job_that_cannot_start_says_so(tmp_path):
     with pytest.raises(PushJobError, match="at least one second"):
         start(str(private(tmp_path)), 0, dict, dict)
+
+
+def test_a_slurp_read_decodes_the_content_and_a_failure_is_none():
+    asked = []
+
+    def execute(**module):
+        asked.append(module)
+        if module["module_args"]["src"] == "/job/progress.json":
+            return {"content": "eyJkb25lIjogMX0=", "encoding": "base64"}
+        return {"failed": True, "msg": "file not found"}
+
+    read = slurp_reader(execute)
+    assert read("/job/progress.json") == '{"done": 1}'
+    assert read("/job/result.json") is None
+    assert [module["module_name"] for module in asked] == ["ansible.legacy.slurp"] * 2
+
+
+def test_only_the_local_connection_as_the_same_user_reads_directly():
+    assert is_local("local", False)
+    assert not is_local("local", True)  # become: the files are another user's
+    assert not is_local("ssh", False)
 
 
 def test_a_local_read_is_the_text_or_none(tmp_path):

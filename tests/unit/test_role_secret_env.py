@@ -1,9 +1,10 @@
-"""The DataRobot API token the prediction_environment and management_agent roles take from the environment (an AWX
-DataRobot credential: DATAROBOT_API_TOKEN_FILE) is read as the modules read it (module_utils/_secret_env.py through
-the secret_env lookup): the file's content less its final line break, DATAROBOT_API_TOKEN over the file, the
-inventory's token over both, and a file that cannot be read fails with what to fix. The roles' vars run for real
-through ansible-playbook (include_vars of their defaults and vars; the management_agent's checks through the role
-itself), no cluster and no DataRobot needed."""
+"""The secrets the roles take from the environment (AWX credentials) are read as the modules read them
+(module_utils/_secret_env.py through the secret_env lookup): the file's content less its final line break, the
+variable over the file, the inventory's value over both, and a file that cannot be read fails with what to fix.
+The registry role's password (REGISTRY_PASSWORD_FILE), and the DataRobot API token of the prediction_environment and
+management_agent roles (DATAROBOT_API_TOKEN_FILE). The roles' vars run for real through ansible-playbook
+(include_vars of their defaults and vars; the management_agent's checks through the role itself), no cluster, no
+registry and no DataRobot needed."""
 
 from __future__ import annotations
 
@@ -24,15 +25,15 @@ PLAY = """
   tasks:
     - ansible.builtin.include_vars: {file: "{{ repo }}/roles/%(role)s/defaults/main.yml"}
     - ansible.builtin.include_vars: {file: "{{ repo }}/roles/%(role)s/vars/main.yml"}
-    - name: The token the role would use
+    - name: The value the role would use
       ansible.builtin.copy:
         content: "{{ %(var)s }}"
         dest: "{{ out }}"
         mode: "0600"
 """
 
-# Only the token's sources come from each test: none of the caller's own DataRobot variables.
-_OWN = ("DATAROBOT_API_TOKEN", "DATAROBOT_API_TOKEN_FILE")
+# Only the secret's sources come from each test: none of the caller's own variables.
+_OWN = ("DATAROBOT_API_TOKEN", "DATAROBOT_API_TOKEN_FILE", "REGISTRY_PASSWORD", "REGISTRY_PASSWORD_FILE")
 
 
 def _playbook(tmp_path: Path, play: str, extra: dict[str, str], env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -43,12 +44,21 @@ def _playbook(tmp_path: Path, play: str, extra: dict[str, str], env: dict[str, s
                           env=ansible_env(without=_OWN, **env))
 
 
+def _role_value(tmp_path: Path, role: str, var: str, extra: dict[str, str],
+                env: dict[str, str]) -> tuple[subprocess.CompletedProcess, Path]:
+    out = tmp_path / "value"
+    return _playbook(tmp_path, PLAY % {"role": role, "var": var}, {"out": str(out), **extra}, env), out
+
+
 def _role_token(tmp_path: Path, role: str, inventory_token: str = "",
                 **env: str) -> tuple[subprocess.CompletedProcess, Path]:
-    out = tmp_path / "token"
-    run = _playbook(tmp_path, PLAY % {"role": role, "var": ROLES[role]},
-                    {"out": str(out), "mlops_datarobot_api_token": inventory_token}, env)
-    return run, out
+    return _role_value(tmp_path, role, ROLES[role], {"mlops_datarobot_api_token": inventory_token}, env)
+
+
+def _role_password(tmp_path: Path, **env: str) -> tuple[subprocess.CompletedProcess, Path]:
+    return _role_value(tmp_path, "registry", "__registry_password",
+                       {"mlops_registry_host": "registry.example.com:5000", "mlops_namespace": "ns"},
+                       {"REGISTRY_HOST": "registry.example.com:5000", "REGISTRY_USERNAME": "u", **env})
 
 
 @pytest.mark.parametrize("role", sorted(ROLES))
@@ -100,4 +110,28 @@ def test_the_role_itself_says_which_file_cannot_be_read(tmp_path):
     run = _playbook(tmp_path, CHECKS, extra, {"DATAROBOT_API_TOKEN_FILE": str(tmp_path)})
     assert run.returncode != 0
     assert f"DATAROBOT_API_TOKEN_FILE names {tmp_path}, which cannot be read (Is a directory)" in run.stdout
+    assert "Traceback" not in run.stdout + run.stderr
+
+
+def test_the_registry_credential_file_is_read_as_the_modules_read_it(tmp_path):
+    secret = tmp_path / "credential"
+    secret.write_text(" pass word  \n")  # AWX keeps a password's spaces; only a final line break is not part of it
+    run, out = _role_password(tmp_path, REGISTRY_PASSWORD_FILE=str(secret))
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    assert out.read_text() == " pass word  "
+
+
+def test_the_registry_password_wins_over_the_file(tmp_path):
+    secret = tmp_path / "credential"
+    secret.write_text("from-file")
+    run, out = _role_password(tmp_path, REGISTRY_PASSWORD="from-env", REGISTRY_PASSWORD_FILE=str(secret))
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    assert out.read_text() == "from-env"
+
+
+def test_a_registry_file_that_cannot_be_read_fails_with_what_to_fix(tmp_path):
+    run, _out = _role_password(tmp_path, REGISTRY_PASSWORD_FILE=str(tmp_path / "missing"))
+    assert run.returncode != 0
+    assert f"REGISTRY_PASSWORD_FILE names {tmp_path / 'missing'}, which cannot be read" in run.stdout
+    assert "set REGISTRY_PASSWORD instead" in run.stdout
     assert "Traceback" not in run.stdout + run.stderr

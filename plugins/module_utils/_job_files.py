@@ -1,0 +1,41 @@
+# Copyright: DataRobot MLOps collection maintainers
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+"""How the watching action plugins (push_progress, build_progress) read a background job's files.
+
+Through the connection with `slurp`, so a job on a remote host is watched the same way; or, on the local connection
+without become (every inventory of the collection), directly: the files are then the controller's own, and a module
+run per look (a Python start each, in every fork of a fleet) is saved.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any, Callable
+
+Read = Callable[[str], "str | None"]
+Execute = Callable[..., "dict[str, Any]"]
+
+
+def read_local(path: str) -> str | None:
+    """A file's text on this host; None when it cannot be read (not written yet, removed, no such process)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            return handle.read()
+    except OSError:
+        return None
+
+
+def slurp_reader(execute: Execute) -> Read:
+    """A reader that runs `ansible.builtin.slurp` through `execute` (the action's `_execute_module` with its
+    task_vars bound); None when the file cannot be read."""
+    def read(path: str) -> str | None:
+        found = execute(module_name="ansible.legacy.slurp", module_args={"src": path})
+        if found.get("failed") or "content" not in found:
+            return None  # not written yet, already removed, or no such process
+        return base64.b64decode(found["content"]).decode("utf-8", "replace")
+    return read
+
+
+def is_local(transport: str, become: bool) -> bool:
+    """Whether the job's files can be read directly: the local connection, as the same user."""
+    return transport == "local" and not become
