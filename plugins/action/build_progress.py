@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from ansible.plugins.action import ActionBase
@@ -50,7 +51,7 @@ class ActionModule(ActionBase):
             return self._execute_module(module_name="ansible.legacy.async_status", task_vars=task_vars,
                                         module_args={"jid": job.jid, "mode": mode, "_async_dir": async_dirs[job.jid]})
 
-        read = slurp_reader(lambda **module: self._execute_module(task_vars=task_vars, **module))
+        read = slurp_reader(partial(self._execute_module, task_vars=task_vars))
 
         def read_log(job: BuildJob) -> str | None:
             return read(job.log)

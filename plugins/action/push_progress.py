@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import time
+from functools import partial
 from typing import Any
 
 from ansible.plugins.action import ActionBase
@@ -48,8 +49,7 @@ class ActionModule(ActionBase):
         # On the local connection, without become, the job's files are this process's own to read: no module run per
         # look, and the end is seen within 0.2 s (sleep_until_result).
         local = is_local(self._connection.transport, self._play_context.become)
-        read = read_local if local else slurp_reader(
-            lambda **module: self._execute_module(task_vars=task_vars, **module))
+        read = read_local if local else slurp_reader(partial(self._execute_module, task_vars=task_vars))
 
         def read_status() -> dict[str, Any] | None:
             text = read(os.path.join(job_dir, PROGRESS))

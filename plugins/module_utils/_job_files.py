@@ -13,7 +13,7 @@ import base64
 from typing import Any, Callable
 
 Read = Callable[[str], "str | None"]
-Execute = Callable[..., "dict[str, Any]"]
+Execute = Callable[..., dict[str, Any]]
 
 
 def read_local(path: str) -> str | None:
