@@ -19,6 +19,10 @@ description:
     modules use.
   - The values are read where the command runs, when it runs, and are never written into the argv (which a task
     shows in its result and at high verbosity).
+  - The script names every variable it reads and starts no program before C(env -i) clears the environment (any it
+    started would hold the whole environment, secrets included, while it ran). So a prefix in the terms is matched
+    against the variables of the controller, where the lookup runs and where a C(local) connection's command runs;
+    on a remote host, a variable of that prefix set only there is not passed.
   - Use it with C(query) (or C(lookup) with C(wantlist=true)), which keeps the argv a list.
 author:
   - DataRobot MLOps collection maintainers (@datarobot-community)

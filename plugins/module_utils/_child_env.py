@@ -116,7 +116,7 @@ class BadChildEnvName(MlopsError):
     """A name for clean_env_argv that a shell could not use as a variable name."""
 
 
-def clean_env_argv(extra: Iterable[str] = ()) -> list[str]:
+def clean_env_argv(extra: Iterable[str] = (), environ_names: Iterable[str] | None = None) -> list[str]:
     """The argv to put before a program's own so that it runs with only the common variables (COMMON_NAMES,
     COMMON_PREFIXES) and `extra` ones: names, or `PREFIX_*` for every variable whose name starts with PREFIX_.
 
@@ -124,7 +124,12 @@ def clean_env_argv(extra: Iterable[str] = ()) -> list[str]:
     the controller: `/bin/sh -c SCRIPT sh PROGRAM ARGS...`. SCRIPT appends `NAME=value` for each allowed variable
     that is set to its arguments, rotates PROGRAM ARGS behind them and runs `exec env -i NAME=value... PROGRAM ARGS`.
     No value is written into the argv a task shows, and nothing else of the environment (DATAROBOT_API_TOKEN,
-    REGISTRY_PASSWORD, a secret under any other name) reaches the program."""
+    REGISTRY_PASSWORD, a secret under any other name) reaches the program.
+
+    The prefixes are matched against `environ_names` (default: this process's variables; the lookup runs on the
+    controller, which is where a local connection's command runs), so that SCRIPT names every variable it reads and
+    starts no program of its own (an `env | sed` there would hold the whole environment, secrets included, for as
+    long as it runs) before `env -i` replaces it."""
     names, prefixes = set(COMMON_NAMES), list(COMMON_PREFIXES)
     for item in extra:
         name = str(item)
@@ -135,11 +140,11 @@ def clean_env_argv(extra: Iterable[str] = ()) -> list[str]:
             prefixes.append(name[:-1])
         else:
             names.add(name)
-    fixed = sorted(name for name in names if not name.startswith(tuple(prefixes)))
-    pattern = "|".join(sorted(set(prefixes)))
+    present = os.environ if environ_names is None else environ_names
+    names.update(name for name in present if name.startswith(tuple(prefixes)) and SHELL_NAME.fullmatch(name))
     script = (
         "n=$#; "
-        f"for name in {' '.join(fixed)} $(env | sed -n -E 's/^(({pattern})[A-Za-z0-9_]*)=.*/\\1/p'); do "
+        f"for name in {' '.join(sorted(names))}; do "
         "eval \"[ -n \\\"\\${$name+set}\\\" ] && set -- \\\"\\$@\\\" \\\"$name=\\${$name}\\\"\"; "
         "done; "
         "while [ \"$n\" -gt 0 ]; do set -- \"$@\" \"$1\"; shift; n=$((n - 1)); done; "

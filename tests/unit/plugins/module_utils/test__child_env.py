@@ -93,8 +93,8 @@ def test_blanked_environment_maps_each_settable_name_to_empty():
 
 
 def _run_clean(extra: list[str], env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(clean_env_argv(extra) + list(args), capture_output=True, text=True, env=env, check=True,
-                          timeout=30)
+    return subprocess.run(clean_env_argv(extra, environ_names=env) + list(args), capture_output=True, text=True,
+                          env=env, check=True, timeout=30)
 
 
 def test_clean_env_argv_keeps_the_common_and_the_callers_variables_read_where_it_runs():
@@ -122,6 +122,21 @@ def test_clean_env_argv_hands_the_programs_arguments_over_unchanged():
     args = ["a b", "$HOME", "", 'x"y', "--flag=it's", "*"]
     out = _run_clean([], {"PATH": os.environ["PATH"]}, "printf", "[%s]\n", *args).stdout
     assert out.splitlines() == [f"[{arg}]" for arg in args]
+
+
+def test_clean_env_argv_starts_no_program_before_env_clears_the_environment(tmp_path):
+    """Every program the script started before `env -i` would hold the whole environment, secrets included: the
+    shell's builtins only, then `env` (which clears it at once). Programs that record being run stand in for any
+    the script could start."""
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    for name in ("sed", "grep", "awk", "cut", "tr", "printenv", "cat"):
+        (tools / name).write_text(f"#!/bin/sh\necho {name} >> {tmp_path}/ran\nexit 0\n")
+        (tools / name).chmod(0o755)
+    env = dict(USER_ENV, PATH=f"{tools}:{os.environ['PATH']}", CLOUDSDK_CORE_PROJECT="p", LC_TIME="C")
+    child = _run_clean(["CLOUDSDK_*"], env, "env").stdout
+    assert not (tmp_path / "ran").exists(), (tmp_path / "ran").read_text()
+    assert "CLOUDSDK_CORE_PROJECT=p" in child.splitlines() and "LC_TIME=C" in child.splitlines()
 
 
 def test_clean_env_argv_refuses_a_name_a_shell_cannot_read():
