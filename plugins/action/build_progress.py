@@ -18,7 +18,7 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
     watch_builds,
 )
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import MlopsError
-from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._job_files import slurp_reader
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._job_files import job_reader
 
 display = Display()
 
@@ -51,7 +51,9 @@ class ActionModule(ActionBase):
             return self._execute_module(module_name="ansible.legacy.async_status", task_vars=task_vars,
                                         module_args={"jid": job.jid, "mode": mode, "_async_dir": async_dirs[job.jid]})
 
-        read = slurp_reader(partial(self._execute_module, task_vars=task_vars))
+        # The logs directly on the local connection (no module run per look), else through it with slurp.
+        read = job_reader(self._connection.transport, self._play_context.become,
+                          partial(self._execute_module, task_vars=task_vars))
 
         def read_log(job: BuildJob) -> str | None:
             return read(job.log)

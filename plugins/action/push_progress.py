@@ -15,8 +15,7 @@ from ansible.utils.display import Display
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import MlopsError
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._job_files import (
     is_local,
-    read_local,
-    slurp_reader,
+    job_reader,
 )
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._push_job import (
     PROGRESS,
@@ -49,7 +48,8 @@ class ActionModule(ActionBase):
         # On the local connection, without become, the job's files are this process's own to read: no module run per
         # look, and the end is seen within 0.2 s (sleep_until_result).
         local = is_local(self._connection.transport, self._play_context.become)
-        read = read_local if local else slurp_reader(partial(self._execute_module, task_vars=task_vars))
+        read = job_reader(self._connection.transport, self._play_context.become,
+                          partial(self._execute_module, task_vars=task_vars))
 
         def read_status() -> dict[str, Any] | None:
             text = read(os.path.join(job_dir, PROGRESS))

@@ -39,3 +39,8 @@ def slurp_reader(execute: Execute) -> Read:
 def is_local(transport: str, become: bool) -> bool:
     """Whether the job's files can be read directly: the local connection, as the same user."""
     return transport == "local" and not become
+
+
+def job_reader(transport: str, become: bool, execute: Execute) -> Read:
+    """The reader for a job on this connection: `read_local` where `is_local`, else `slurp_reader(execute)`."""
+    return read_local if is_local(transport, become) else slurp_reader(execute)
