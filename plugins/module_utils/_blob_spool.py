@@ -43,6 +43,7 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
     Compression,
 )
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import MlopsError
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._json_file import write_json
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._image_archive import Member
 
 READ_SIZE = 1024 * 1024
@@ -419,11 +420,7 @@ class SpoolEntry:
         out.flush()
         size = out.tell()
         os.replace(out.name, self.blob_path)
-        facts = {"source_digest": source_digest, "blob_digest": blob_digest, "size": size}
-        temporary = f"{self.facts_path}.{os.getpid()}.tmp"
-        with open(temporary, "w", encoding="utf-8") as handle:
-            json.dump(facts, handle)
-        os.replace(temporary, self.facts_path)
+        write_json(self.facts_path, {"source_digest": source_digest, "blob_digest": blob_digest, "size": size})
         self.unlock()
 
     @staticmethod

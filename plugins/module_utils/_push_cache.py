@@ -14,6 +14,8 @@ import os
 import threading
 from typing import Any
 
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._json_file import write_json
+
 BLOB_PLACES = 5  # repositories remembered per blob, newest last
 
 
@@ -63,10 +65,7 @@ class PushCache:
         if not self.path:
             return
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        temporary = f"{self.path}.{os.getpid()}.tmp"
-        with open(temporary, "w", encoding="utf-8") as handle:
-            json.dump(self.data, handle)
-        os.replace(temporary, self.path)
+        write_json(self.path, self.data)
 
 
 def default_cache_path() -> str:

@@ -31,6 +31,7 @@ import time
 from typing import Any, Callable
 
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import MlopsError
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._json_file import write_json
 
 RESULT, PROGRESS, WORKER = "result.json", "progress.json", "worker.json"
 Work = Callable[[], "dict[str, Any]"]
@@ -57,15 +58,6 @@ def check_job_dir(path: str) -> None:
                            "directory (ansible.builtin.tempfile with state: directory makes one).")
     if os.path.exists(os.path.join(path, WORKER)):
         raise PushJobError(f"job_dir {path} already holds a push job; give each push a new directory.")
-
-
-def write_json(path: str, data: dict[str, Any]) -> None:
-    """Write `data` to `path` at once (a 0600 temporary file renamed over it), so a reader never sees half of it."""
-    temporary = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
-    handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(handle, "w", encoding="utf-8") as out:
-        json.dump(data, out, separators=(",", ":"), default=str)
-    os.replace(temporary, path)
 
 
 def parse_proc_stat(text: str) -> tuple[str, str] | None:

@@ -21,6 +21,7 @@ import time
 from typing import Any, Callable
 
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import MlopsError
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._json_file import write_json
 
 WRITE_EVERY = 1.0  # seconds between two rewrites of the file
 FIELDS = ("image", "phase", "started", "sending_since", "bytes_total", "bytes_done", "bytes_sent", "blobs_total",
@@ -92,13 +93,8 @@ class PushProgress:
             if not force and now - self._written < WRITE_EVERY:
                 return
             self._written = now
-            body = json.dumps(self.state, separators=(",", ":")).encode()
-            temporary = f"{self.path}.{os.getpid()}.{threading.get_ident()}"
             try:
-                handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-                with os.fdopen(handle, "wb") as out:
-                    out.write(body)
-                os.replace(temporary, self.path)
+                write_json(self.path, self.state)
             except OSError:
                 pass  # progress is a courtesy: a full disk or a removed directory never fails the push
 

@@ -36,6 +36,7 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
     take,
 )
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import MlopsError
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._json_file import write_json
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._image_archive import Archive, Member
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._push_stats import Phases
 
@@ -93,10 +94,7 @@ class SpoolIndex:
             "members": {name: _member(member) for name, member in archive.members.items()},
             "documents": {name: base64.b64encode(data).decode("ascii") for name, data in archive.documents.items()},
         }
-        temporary = f"{self.index_path}.{os.getpid()}.tmp"
-        with open(temporary, "w", encoding="utf-8") as handle:
-            json.dump(document, handle)
-        os.replace(temporary, self.index_path)
+        write_json(self.index_path, document)
 
     def release(self) -> None:
         """Let go of the index (the push is over, or failed): followers stop waiting for this push's layers."""

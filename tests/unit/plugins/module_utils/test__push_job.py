@@ -15,9 +15,11 @@ import pytest
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import MlopsError
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._job_files import (
     is_local,
+    job_reader,
     read_local,
     slurp_reader,
 )
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._json_file import write_json
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._push_job import (
     RESULT,
     WORKER,
@@ -30,7 +32,6 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
     sleep_until_result,
     start,
     worker_alive,
-    write_json,
 )
 
 
@@ -202,6 +203,9 @@ def test_only_the_local_connection_as_the_same_user_reads_directly():
     assert is_local("local", False)
     assert not is_local("local", True)  # become: the files are another user's
     assert not is_local("ssh", False)
+    assert job_reader("local", False, lambda **module: {}) is read_local
+    remote = job_reader("local", True, lambda **module: {"content": "eA=="})
+    assert remote is not read_local and remote("/job/progress.json") == "x"
 
 
 def test_a_local_read_is_the_text_or_none(tmp_path):
