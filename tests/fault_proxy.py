@@ -6,7 +6,9 @@ next N matching requests with an error status; read part of a matching
 request's body and drop the connection, as a network failure would (with
 `forward`, the registry receives that part first, then sees the connection
 end); or forward a request whole and drop the connection instead of passing
-the registry's answer on (a lost response). `body_bytes` counts the request
+the registry's answer on (a lost response). `ecr_like` answers as Amazon ECR
+does to a stored chunk: 201 instead of 202 to every PATCH, with the Range of
+the upload's first PATCH (ECR's Range does not advance). `body_bytes` counts the request
 body bytes each method sent through the proxy, cut requests included. `rate`
 (bytes per second, all connections together) paces request bodies as a slow
 link would.
@@ -35,6 +37,8 @@ class Faults:
     seen: list[tuple[str, str, int]] = field(default_factory=list)  # (method, path, status or -1 for a cut)
     lock: threading.Lock = field(default_factory=threading.Lock)
     rate: int = 0  # request body bytes per second through the proxy, all connections together; 0: no limit
+    ecr_like: bool = False  # PATCH answered 201, with a Range frozen at the upload's first PATCH
+    _first_ranges: dict[str, str] = field(default_factory=dict)  # upload UUID -> the Range ECR keeps answering
     _free_at: float = 0.0  # when the limited link is free again
 
     def pace(self, size: int) -> None:
@@ -64,6 +68,13 @@ class Faults:
         """Forward the request whole, let the registry act on it, then drop the connection without its answer."""
         with self.lock:
             self.lost_answers += [(match, True)] * count
+
+    def frozen_range(self, path: str, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """`headers` with the Range this upload's first PATCH got, as ECR answers every later PATCH."""
+        upload = path.split("/blobs/uploads/", 1)[-1].split("?", 1)[0]
+        with self.lock:
+            first = self._first_ranges.setdefault(upload, dict(headers).get("Range", ""))
+        return [(key, first if key.lower() == "range" else value) for key, value in headers]
 
     def count(self, method: str, size: int) -> None:
         with self.lock:
@@ -125,9 +136,12 @@ class FaultProxy:
                     connection.close()
                     self._drop()
                     return
-                faults.seen.append((method, path, answer.status))
-                self.send_response(answer.status)
-                for key, value in answer.getheaders():
+                status, answer_headers = answer.status, answer.getheaders()
+                if faults.ecr_like and method == "PATCH" and status == 202:
+                    status, answer_headers = 201, faults.frozen_range(path, answer_headers)
+                faults.seen.append((method, path, status))
+                self.send_response(status)
+                for key, value in answer_headers:
                     if key.lower() not in ("connection", "transfer-encoding", "content-length"):
                         self.send_header(key, value)
                 self.send_header("Content-Length", str(len(data)))

@@ -57,6 +57,9 @@ except ImportError:  # the module reports the missing library
 CONNECT_TIMEOUT = 15.0  # seconds to open a connection; reading an answer may take the client's `timeout`
 # Answers to a cross-repository mount that mean "not from there": the source is unknown, gone or not ours.
 MOUNT_REFUSED = frozenset({400, 401, 403, 404, 405})
+# A stored chunk: 202 by the distribution spec; Amazon ECR answers 201 (and a Range that stops advancing, so the
+# offset is counted here from what was sent, never read back from a successful PATCH).
+CHUNK_STORED = frozenset({201, 202, 204})
 MANIFEST_TYPES = ("application/vnd.oci.image.manifest.v1+json",
                   "application/vnd.docker.distribution.manifest.v2+json",
                   "application/vnd.oci.image.index.v1+json",
@@ -410,8 +413,8 @@ class RegistryClient:
             headers = {"Content-Type": "application/octet-stream", "Content-Length": str(len(piece)),
                        "Content-Range": f"{offset + sent}-{offset + len(chunk) - 1}"}
             try:
-                answer = self.request("PATCH", upload.location, scopes=upload.scopes, expected={202}, headers=headers,
-                                      data=piece, retry=False)
+                answer = self.request("PATCH", upload.location, scopes=upload.scopes, expected=CHUNK_STORED,
+                                      headers=headers, data=piece, retry=False)
                 upload.location, upload.size = answer.headers.get("Location", upload.location), offset + len(chunk)
                 return
             except RegistryAuthError:

@@ -174,3 +174,18 @@ def test_a_lost_answer_to_a_stored_patch_resumes_in_the_same_run(rig, proxy, tmp
     assert not [seen for seen in proxy.faults.seen if seen[2] == 416]
     assert proxy.faults.body_bytes["PATCH"] < facts.path.stat().st_size + 1.1 * CHUNK
     assert_same_image(pulled_back(rig, f"{rig['RIG_INSECURE_REGISTRY']}/{repo}:1.0", tmp_path, insecure=True), facts)
+
+
+# --- registries that answer chunks their own way ------------------------------------------------------------------
+
+def test_a_registry_answering_chunks_as_ecr_does_gets_the_whole_image(rig, proxy, tmp_path):
+    """Amazon ECR answers 201 (not the 202 of the distribution spec) to each PATCH of a chunked upload, and its Range
+    does not advance past the first chunk: the pusher counts what it sent itself and takes 201 as stored."""
+    facts = _big_layer_archive(tmp_path, 3)
+    repo = f"faults/ecr-{uuid.uuid4().hex[:6]}"
+    proxy.faults.ecr_like = True
+    result = push(proxy, facts, repo)
+    assert result.blobs_uploaded == 2
+    statuses = [seen[2] for seen in _patches(proxy)]
+    assert len(statuses) > 3 and set(statuses) == {201}  # several chunks of one layer, each answered as ECR does
+    assert_same_image(pulled_back(rig, f"{rig['RIG_INSECURE_REGISTRY']}/{repo}:1.0", tmp_path, insecure=True), facts)
