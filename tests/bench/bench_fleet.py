@@ -7,6 +7,11 @@ digest. `--without-spool` adds the same runs with the spool off (each fork compr
 comparison. `--repeat N` runs every case N times, interleaved (1, 2, 4 registries, spool on and off, then again),
 so that other load on a shared machine falls on every case alike, and prints each case's median; the load average
 before and after is printed too. Nothing passes or fails on timings; the target is printed beside the figures.
+
+The registries run on the pushing machine's own cores, where a real fleet's registries cost the controller nothing.
+By default they are the distribution registry built with this machine's Go (`bench_pps.built_registry`), whose
+sha256 uses the CPU's SHA instructions; `--registry debian` runs Debian's docker-registry (Go 1.19, about twice the
+CPU per byte received) instead.
 """
 
 from __future__ import annotations
@@ -28,11 +33,23 @@ from pathlib import Path
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_pps import BIN, REPO, FreshRegistry, build_archive, log  # noqa: E402
+from bench_pps import (  # noqa: E402
+    BIN,
+    DISTRIBUTION_VERSION,
+    REPO,
+    FreshRegistry,
+    build_archive,
+    built_registry,
+    log,
+)
 
 MANIFEST_TYPES = "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json"
 PR_SET_CHILD_SUBREAPER = 36  # prctl(2)
 REPOSITORY = "bench/datarobot-portable-prediction-api"
+
+
+def go_version() -> str:
+    return subprocess.run(["go", "env", "GOVERSION"], capture_output=True, text=True, check=False).stdout.strip()
 
 
 def inventory(path: Path, addresses: list[str]) -> Path:
@@ -112,7 +129,7 @@ def reap_orphans(seconds: float = 10.0) -> None:
             time.sleep(0.05)
 
 
-def fleet_run(archive: Path, size: int, spool: bool, extra: dict | None = None) -> dict:
+def fleet_run(archive: Path, size: int, spool: bool, extra: dict | None = None, binary: Path | None = None) -> dict:
     """One playbook run pushing `archive` to `size` fresh registries with `size` forks; seconds and digests.
 
     CPU seconds are those of every process the run started (ansible, the modules, the pushes' background workers,
@@ -120,7 +137,7 @@ def fleet_run(archive: Path, size: int, spool: bool, extra: dict | None = None) 
     """
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="bench-fleet-") as scratch:
-        registries = [stack.enter_context(FreshRegistry(f"fleet-{index}")) for index in range(size)]
+        registries = [stack.enter_context(FreshRegistry(f"fleet-{index}", binary)) for index in range(size)]
         addresses = [registry.address for registry in registries]
         env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_FORKS": str(size),
                "XDG_CACHE_HOME": str(Path(scratch) / "cache"), "PATH": f"{BIN}:{os.environ.get('PATH', '')}"}
@@ -134,6 +151,9 @@ def fleet_run(archive: Path, size: int, spool: bool, extra: dict | None = None) 
         if proc.returncode:
             raise RuntimeError(f"the fleet push failed:\n{proc.stdout[-3000:]}")
         digests = {digest(address) for address in addresses}
+        layers = [layer["digest"][7:19] for layer in requests.get(
+            f"http://{addresses[0]}/v2/{REPOSITORY}/manifests/1", headers={"Accept": MANIFEST_TYPES},
+            timeout=30).json().get("layers", [])]
         if len(digests) > 1:  # what differs: the layers' digests, or only their sizes (the manifests, in full)
             bodies = [requests.get(f"http://{address}/v2/{REPOSITORY}/manifests/1",
                                    headers={"Accept": MANIFEST_TYPES}, timeout=30).text for address in addresses]
@@ -148,16 +168,19 @@ def fleet_run(archive: Path, size: int, spool: bool, extra: dict | None = None) 
     log(f"{name}: {seconds:.1f}s, {cpu:.1f} CPU s, {len(digests)} distinct manifest digest(s), "
         f"spool left: {left or 'none'}")
     return {"name": name, "size": size, "spool": spool, "seconds": seconds, "cpu": cpu, "digests": digests,
+            "layers": layers,
             "left": left}
 
 
 def median_run(runs: list[dict]) -> dict:
-    """One case's runs as one row: median seconds and CPU, digests and leftovers of all of them."""
+    """One case's runs as one row: median seconds and CPU, whether every run left one digest in all its registries
+    (the fleet's promise), how many digests the runs left between them, and leftovers of all of them."""
     return {**runs[0], "seconds": statistics.median(run["seconds"] for run in runs),
             "cpu": statistics.median(run["cpu"] for run in runs),
             "all_seconds": [round(run["seconds"], 1) for run in runs],
-            "digests": set().union(*(run["digests"] for run in runs)) if all(len(run["digests"]) == 1 for run in runs)
-            else {"(a run had several)", ""}, "left": [name for run in runs for name in run["left"]]}
+            "same": all(len(run["digests"]) == 1 for run in runs),
+            "across": len(set().union(*(run["digests"] for run in runs))),
+            "left": [name for run in runs for name in run["left"]]}
 
 
 def main() -> int:
@@ -166,27 +189,37 @@ def main() -> int:
     parser.add_argument("--without-spool", action="store_true", help="also run each size with the spool off")
     parser.add_argument("--repeat", type=int, default=1, help="runs of every case, interleaved; medians printed")
     parser.add_argument("--extra-vars", type=json.loads, default={}, help="JSON of more variables for every run")
+    parser.add_argument("--registry", choices=("built", "debian"), default="built",
+                        help="the distribution registry built with this machine's Go (default), or Debian's")
     args = parser.parse_args()
     adopt_orphans()
     _plain, archive = build_archive()
+    binary = built_registry() if args.registry == "built" else None
     sizes = [int(size) for size in args.sizes.split(",")]
     spools = [True, False] if args.without_spool else [True]
     load_before = os.getloadavg()
-    every = [fleet_run(archive, size, spool, args.extra_vars) for _round in range(args.repeat) for size in sizes for spool in spools]
+    every = [fleet_run(archive, size, spool, args.extra_vars, binary) for _round in range(args.repeat) for size in sizes for spool in spools]
     load_after = os.getloadavg()
     runs = [median_run([run for run in every if run["size"] == size and run["spool"] == spool])
             for spool in spools for size in sizes]
     print(f"\nFleet push benchmark: {archive.stat().st_size / 2**30:.2f} GiB .tar.gz, {os.cpu_count()} cores, "
-          "fresh HTTP docker-registry processes on loopback, one fork per registry; "
+          f"fresh HTTP registry processes on loopback ({'distribution ' + DISTRIBUTION_VERSION + ' built with ' + go_version() if binary else 'Debian docker-registry'}), one fork per registry; "
           f"{args.repeat} run(s) per case, interleaved, medians; load average before "
           f"{' '.join(f'{load:.2f}' for load in load_before)}, after {' '.join(f'{load:.2f}' for load in load_after)}\n")
-    print(f"{'run':32} {'seconds':>8} {'vs 1':>6} {'CPU s':>7} {'vs 1':>6} {'same digests':>13} {'spool left':>11}")
+    print(f"{'run':32} {'seconds':>8} {'vs 1':>6} {'CPU s':>7} {'vs 1':>6} {'one digest a run':>17} "
+          f"{'digests, all runs':>18} {'spool left':>11}")
     for run in runs:
         one = next((r for r in runs if r["size"] == 1 and r["spool"] == run["spool"]), None)
         ratio = f"{run['seconds'] / one['seconds']:5.2f}x" if one else "     -"
         cpu_ratio = f"{run['cpu'] / one['cpu']:5.2f}x" if one else "     -"
         print(f"{run['name']:32} {run['seconds']:8.1f} {ratio:>6} {run['cpu']:7.1f} {cpu_ratio:>6} "
-              f"{str(len(run['digests']) == 1):>13} {str(bool(run['left'])):>11}  runs: {run['all_seconds']}")
+              f"{str(run['same']):>17} {run['across']:>18} {str(bool(run['left'])):>11}  runs: {run['all_seconds']}")
+    for run in runs:
+        if run["across"] > 1:  # which layers came out otherwise from one run to the next
+            print(f"  {run['name']}: layer digests (first 12 hex) per run:")
+            for each in every:
+                if each["size"] == run["size"] and each["spool"] == run["spool"]:
+                    print(f"    {each['layers']}")
     four, one = (next((r for r in runs if r["size"] == n and r["spool"]), None) for n in (4, 1))
     if four and one:
         print(f"\ntarget (printed, not enforced): 4 registries / 1 registry = {four['seconds'] / one['seconds']:.2f} "

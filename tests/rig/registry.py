@@ -38,12 +38,13 @@ def htpasswd_login(state: Path, user: str) -> Path:
 class RegistryProcess:
     """A throw-away docker-registry serving `config` on `address`, for tests and benchmarks (not pid-filed)."""
 
-    def __init__(self, config: Path, address: str, ready_status: int) -> None:
+    def __init__(self, config: Path, address: str, ready_status: int, binary: str | None = None) -> None:
         self.config, self.address, self.ready_status = config, address, ready_status
+        self.binary = binary or REGISTRY_BINARY
         self.process: subprocess.Popen | None = None
 
     def __enter__(self) -> "RegistryProcess":
-        self.process = subprocess.Popen([REGISTRY_BINARY, "serve", str(self.config)], stdout=subprocess.DEVNULL,
+        self.process = subprocess.Popen([self.binary, "serve", str(self.config)], stdout=subprocess.DEVNULL,
                                         stderr=subprocess.DEVNULL)
         wait_until(f"registry on {self.address}",
                    lambda: http_status(f"http://{self.address}/v2/") == self.ready_status, 30)
