@@ -35,6 +35,7 @@ import requests
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_pps import (  # noqa: E402
     BIN,
+    process_cpu,
     DISTRIBUTION_VERSION,
     REPO,
     FreshRegistry,
@@ -138,6 +139,7 @@ def fleet_run(archive: Path, size: int, spool: bool, extra: dict | None = None, 
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="bench-fleet-") as scratch:
         registries = [stack.enter_context(FreshRegistry(f"fleet-{index}", binary)) for index in range(size)]
+        registry_cpu = [process_cpu(registry.process.process.pid) for registry in registries]
         addresses = [registry.address for registry in registries]
         env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_FORKS": str(size),
                "XDG_CACHE_HOME": str(Path(scratch) / "cache"), "PATH": f"{BIN}:{os.environ.get('PATH', '')}"}
@@ -148,6 +150,8 @@ def fleet_run(archive: Path, size: int, spool: bool, extra: dict | None = None, 
         started = time.monotonic()
         proc = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=REPO, check=False)
         seconds = time.monotonic() - started
+        registry_cpu = sum(process_cpu(registry.process.process.pid) - before_cpu
+                           for registry, before_cpu in zip(registries, registry_cpu))
         if proc.returncode:
             raise RuntimeError(f"the fleet push failed:\n{proc.stdout[-3000:]}")
         digests = {digest(address) for address in addresses}
@@ -168,6 +172,7 @@ def fleet_run(archive: Path, size: int, spool: bool, extra: dict | None = None, 
     log(f"{name}: {seconds:.1f}s, {cpu:.1f} CPU s, {len(digests)} distinct manifest digest(s), "
         f"spool left: {left or 'none'}")
     return {"name": name, "size": size, "spool": spool, "seconds": seconds, "cpu": cpu, "digests": digests,
+            "registry_cpu": registry_cpu,
             "layers": layers,
             "left": left}
 
@@ -177,6 +182,7 @@ def median_run(runs: list[dict]) -> dict:
     (the fleet's promise), how many digests the runs left between them, and leftovers of all of them."""
     return {**runs[0], "seconds": statistics.median(run["seconds"] for run in runs),
             "cpu": statistics.median(run["cpu"] for run in runs),
+            "registry_cpu": statistics.median(run["registry_cpu"] for run in runs),
             "all_seconds": [round(run["seconds"], 1) for run in runs],
             "same": all(len(run["digests"]) == 1 for run in runs),
             "across": len(set().union(*(run["digests"] for run in runs))),
@@ -206,13 +212,17 @@ def main() -> int:
           f"fresh HTTP registry processes on loopback ({'distribution ' + DISTRIBUTION_VERSION + ' built with ' + go_version() if binary else 'Debian docker-registry'}), one fork per registry; "
           f"{args.repeat} run(s) per case, interleaved, medians; load average before "
           f"{' '.join(f'{load:.2f}' for load in load_before)}, after {' '.join(f'{load:.2f}' for load in load_after)}\n")
-    print(f"{'run':32} {'seconds':>8} {'vs 1':>6} {'CPU s':>7} {'vs 1':>6} {'one digest a run':>17} "
+    print(f"{'run':32} {'seconds':>8} {'vs 1':>6} {'CPU s':>7} {'vs 1':>6} {'registries CPU s':>17} "
+          f"{'the rest CPU s':>15} {'vs 1':>6} {'one digest a run':>17} "
           f"{'digests, all runs':>18} {'spool left':>11}")
     for run in runs:
         one = next((r for r in runs if r["size"] == 1 and r["spool"] == run["spool"]), None)
         ratio = f"{run['seconds'] / one['seconds']:5.2f}x" if one else "     -"
         cpu_ratio = f"{run['cpu'] / one['cpu']:5.2f}x" if one else "     -"
+        rest = run["cpu"] - run["registry_cpu"]
+        rest_ratio = f"{rest / (one['cpu'] - one['registry_cpu']):5.2f}x" if one else "     -"
         print(f"{run['name']:32} {run['seconds']:8.1f} {ratio:>6} {run['cpu']:7.1f} {cpu_ratio:>6} "
+              f"{run['registry_cpu']:17.1f} {rest:15.1f} {rest_ratio:>6} "
               f"{str(run['same']):>17} {run['across']:>18} {str(bool(run['left'])):>11}  runs: {run['all_seconds']}")
     for run in runs:
         if run["across"] > 1:  # which layers came out otherwise from one run to the next
