@@ -243,13 +243,15 @@ class SpoolSession:
         return blob.compress
 
     def send(self, blob: BlobStream, chunks: Iterator[bytes] | None, stream: Callable[[], BlobStream],
-             read_again: Callable[[Member], Iterator[bytes]], upload: Upload, cancel: Callable[[object], None]) -> Sent:
+             read_again: Callable[[Member], Iterator[bytes]], upload: Upload, cancel: Callable[[object], None],
+             on_size: Callable[[int], None] | None = None) -> Sent:
         """Send one layer: compressed here (and spooled), or the blob another push spools, whichever comes first.
 
         `blob` compresses `chunks`, the layer's bytes from this push's own read (None: this push reads no archive
         and trusts the source digest the blob's facts name; the caller checks it against the layer's diff_id).
         `stream()` gives a fresh compressor and `read_again(member)` the layer's bytes from a read of the archive,
-        for when nothing trustworthy was spooled.
+        for when nothing trustworthy was spooled. `on_size(size)` is told a followed blob's size once it is whole
+        (a follower's progress).
         """
         member = blob.layer.member
         entry = self.entry(member.name)
@@ -260,7 +262,7 @@ class SpoolSession:
         ready = entry.ready()
         # A blob already known to come from other layer bytes than this push read is not even sent.
         mismatch = read is not None and ready is not None and ready.source_digest != read
-        followed = None if mismatch else self._follow(entry, upload, cancel, chunks is None)
+        followed = None if mismatch else self._follow(entry, upload, cancel, chunks is None, on_size)
         if followed is not None:
             sent, ready = followed
             if read in (None, ready.source_digest):
@@ -276,14 +278,14 @@ class SpoolSession:
         sent = upload(again.pieces(read_again(member)), None)
         return Sent(sent, again.blob_digest(), again.source_digest())
 
-    def _follow(self, entry: "SpoolEntry", upload: Upload, cancel: Callable[[object], None],
-                patient: bool) -> "tuple[object, SpooledBlob] | None":
+    def _follow(self, entry: "SpoolEntry", upload: Upload, cancel: Callable[[object], None], patient: bool,
+                on_size: Callable[[int], None] | None = None) -> "tuple[object, SpooledBlob] | None":
         """Upload the layer's blob as its writer writes it (or whole, once written); None when nothing trustworthy
         came of it. `patient`: while the push holding the index may still reach this layer, wait for it."""
         while True:
             writing = entry.held()
             if entry.ready() is not None or (writing and os.path.exists(entry.part_path)):
-                return _send_followed(entry, upload, cancel)
+                return _send_followed(entry, upload, cancel, on_size)
             if not writing and not (patient and self.producer_alive()):
                 return None
             time.sleep(POLL)  # its writer is about to start it, or has not reached it yet
@@ -327,11 +329,18 @@ def _drain(chunks: Iterator[bytes]) -> str:
     return "sha256:" + digest.hexdigest()
 
 
-def _send_followed(entry: "SpoolEntry", upload: Upload,
-                   cancel: Callable[[object], None]) -> "tuple[object, SpooledBlob] | None":
+def _send_followed(entry: "SpoolEntry", upload: Upload, cancel: Callable[[object], None],
+                   on_size: Callable[[int], None] | None = None) -> "tuple[object, SpooledBlob] | None":
     """Upload the blob being written (or written); the session and the blob's facts when the bytes sent are exactly
-    the published blob (same file, size and CRC-32), else None with the session cancelled."""
+    the published blob (same file, size and CRC-32), else None with the session cancelled. `on_size` is told the
+    blob's size as soon as it is whole (already published, or once its writer let go)."""
     seen: dict = {"size": 0, "inode": None, "crc": 0}
+
+    def whole(info: os.stat_result) -> None:
+        """Tell `on_size` the blob's size if the file open is the published blob."""
+        ready = entry.ready() if on_size else None
+        if on_size and ready is not None and ready.identity == (info.st_dev, info.st_ino):
+            on_size(ready.size)
 
     def pieces(hashing: bool) -> Iterator[bytes]:
         handle = entry.open_current()
@@ -339,6 +348,8 @@ def _send_followed(entry: "SpoolEntry", upload: Upload,
             return
         with handle:
             info = os.fstat(handle.fileno())
+            if hashing:
+                whole(info)  # published before this push opened it
             while True:
                 piece = handle.read(READ_SIZE)
                 if piece:
@@ -358,6 +369,7 @@ def _send_followed(entry: "SpoolEntry", upload: Upload,
                     break
             if hashing:
                 seen["inode"] = (info.st_dev, info.st_ino)
+                whole(info)  # its writer let go: published now, unless it failed (then cancelled below)
 
     sent = upload(pieces(True), lambda: pieces(False))
     ready = entry.ready()

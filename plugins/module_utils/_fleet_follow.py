@@ -11,6 +11,7 @@ from __future__ import annotations
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._follow_progress import FollowProgress
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._image_archive import (
     Archive,
     Layer,
@@ -28,6 +29,7 @@ class FleetFollowing:
 
     _index: SpoolIndex | None = None
     _followed = False
+    _follow_progress: FollowProgress | None = None  # a follower's progress: each layer's share of the archive
 
     def _indexed_archive(self: Any, archive_path: str) -> Archive:
         """The archive's index: from the spool when another push publishes it, else from a scan (then spooled)."""
@@ -35,6 +37,8 @@ class FleetFollowing:
             try:
                 archive = self._index.load(archive_path, self.phases)
                 self._followed = True  # layers come from the spool: _start_each reads no archive
+                self._follow_progress = FollowProgress(self.progress)
+                self._follow_progress.index(archive.members.values())
                 return archive
             except IndexLost:
                 self._index.claim()  # its indexer failed: this push reads the archive, and may index it for others
@@ -48,6 +52,7 @@ class FleetFollowing:
         by member name, once the index is complete. None when the indexer failed (nothing started is kept)."""
         futures: dict[str, Future] = {}
         self.progress.phase("sending")
+        self._follow_progress = FollowProgress(self.progress)  # shares estimated until the index is complete
         try:
             with ThreadPoolExecutor(max_workers=self.layer_readers + FOLLOWERS, thread_name_prefix="follow") as pool:
                 try:
@@ -58,8 +63,10 @@ class FleetFollowing:
                     self._spooling.abandoned = True  # layers still waiting for the indexer stop now
                     raise
             archive = self._index.load(archive_path, self.phases)
+            self._follow_progress.index(archive.members.values())
             return archive, {name: future.result() for name, future in futures.items()}
         except IndexLost:
+            self._follow_progress = None  # this push reads the archive now: its reads count
             self._cancel_sent(futures.values())
             self._spooling.abandoned = False
             self._index.claim()

@@ -24,6 +24,7 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
 )
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._blob_spool import BlobSpool
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._fleet_follow import FleetFollowing
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._follow_progress import LayerCredit
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._image_archive import (
     GZIP_MAGIC,
     Archive,
@@ -125,6 +126,7 @@ class DirectPusher(FleetFollowing):
         started = time.monotonic()
         self._spooling = self.spool.join(archive_path, self.compression) if self.spool and not self.check_mode else None
         self._index = SpoolIndex(self._spooling) if self._spooling else None
+        self._follow_progress = None  # set while this push follows another's index: credits per layer sent
         try:
             with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="gzip") as self._compressors:
                 result = self._push(archive_path, source_image)
@@ -323,28 +325,35 @@ class DirectPusher(FleetFollowing):
         `chunks` None: this push reads no archive unless the spool has nothing for it (it follows another's index).
         """
         blob = BlobStream(layer, self.compression, self._compressors, self.phases)
+        credit = self._follow_progress.layer(layer.member) if self._follow_progress else None
         if self._spooling and self._source and self._spooling.wants(blob):
             sent = self._spooling.send(
                 blob, chunks, lambda: BlobStream(layer, self.compression, self._compressors, self.phases),
-                self._source.read_again, lambda pieces, replay: self._upload(layer, pieces, replay), self.client.cancel)
-            self.progress.blob()
-            return OpenBlob(sent.upload, sent.blob_digest, sent.source_digest)
-        if chunks is None:
-            if self._source is None:
-                raise ArchiveError("no archive to read the layer from")
-            chunks = self._source.read_again(layer.member)
-        upload = self._upload(layer, blob.pieces(chunks), None)
+                self._source.read_again, lambda pieces, replay: self._upload(layer, pieces, replay, credit),
+                self.client.cancel, credit.blob_size if credit else None)
+            opened = OpenBlob(sent.upload, sent.blob_digest, sent.source_digest)
+        else:
+            if chunks is None:
+                if self._source is None:
+                    raise ArchiveError("no archive to read the layer from")
+                chunks = self._source.read_again(layer.member)
+            upload = self._upload(layer, blob.pieces(chunks), None, credit)
+            opened = OpenBlob(upload, blob.blob_digest(), blob.source_digest())
+        if credit:
+            credit.done()
         self.progress.blob()
-        return OpenBlob(upload, blob.blob_digest(), blob.source_digest())
+        return opened
 
-    def _upload(self, layer: Layer, pieces: Iterator[bytes], replay: Callable[[], Iterator[bytes]] | None) -> OpenUpload:
-        """Send a blob's pieces to a new upload session; `replay()` gives them again (None: from the archive)."""
+    def _upload(self, layer: Layer, pieces: Iterator[bytes], replay: Callable[[], Iterator[bytes]] | None,
+                credit: LayerCredit | None = None) -> OpenUpload:
+        """Send a blob's pieces to a new upload session; `replay()` gives them again (None: from the archive).
+        `credit`: the layer's share of the archive, for a push that follows another's (it reads no archive)."""
         # Compression runs ahead of the upload, so that the registry's work on one chunk overlaps ours on the next.
         produced = ahead(rechunk(pieces, CHUNK), UPLOAD_AHEAD)
         again = (lambda: rechunk(replay(), CHUNK)) if replay else (lambda: self._blob_again(layer))
+        on_sent = self.progress.sent if credit is None else lambda count: (self.progress.sent(count), credit.sent(count))
         try:
-            return self.client.send(self._repo, timed_chunks(produced, self.phases, "upload"), self.progress.sent,
-                                    replay=again)
+            return self.client.send(self._repo, timed_chunks(produced, self.phases, "upload"), on_sent, replay=again)
         finally:
             produced.close()  # a failed upload stops the compressing thread now, not when the error is collected
 

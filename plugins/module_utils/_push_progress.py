@@ -9,7 +9,9 @@ or a registry answer); the collection's `push_progress` action reads it while th
 
 Bytes are counted as the archive is read (compressed bytes of a gzip archive, member bytes of a plain tar), against
 the archive's size, so the rate and the time left follow the slowest part, whether that is reading, compressing or
-sending. Layers the registry already holds, or mounts, count as done.
+sending. Layers the registry already holds, or mounts, count as done. A push that follows another push of the same
+archive reads none of it: it is credited each layer's share of the archive as it sends the layer (_follow_progress).
+Bytes done never pass the archive's size before the push ends.
 """
 
 from __future__ import annotations
@@ -60,6 +62,10 @@ class PushProgress:
         """`count` more bytes of the archive read."""
         self._add(bytes_done=count)
 
+    def credit(self, count: int) -> None:
+        """`count` more bytes of the archive done without reading them (a push following another's spool)."""
+        self._add(bytes_done=count)
+
     def sent(self, count: int) -> None:
         """`count` more bytes sent to the registry."""
         self._add(bytes_sent=count)
@@ -82,6 +88,8 @@ class PushProgress:
         with self._lock:
             for key, value in counts.items():
                 self.state[key] += value
+            if self.state["bytes_total"]:  # never past the archive (a follower's credits are estimates)
+                self.state["bytes_done"] = min(self.state["bytes_done"], self.state["bytes_total"])
         self.write()
 
     def write(self, force: bool = False) -> None:

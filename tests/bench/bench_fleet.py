@@ -208,8 +208,9 @@ def main() -> int:
     load_after = os.getloadavg()
     runs = [median_run([run for run in every if run["size"] == size and run["spool"] == spool])
             for spool in spools for size in sizes]
+    registry = f"distribution {DISTRIBUTION_VERSION} built with {go_version()}" if binary else "Debian docker-registry"
     print(f"\nFleet push benchmark: {archive.stat().st_size / 2**30:.2f} GiB .tar.gz, {os.cpu_count()} cores, "
-          f"fresh HTTP registry processes on loopback ({'distribution ' + DISTRIBUTION_VERSION + ' built with ' + go_version() if binary else 'Debian docker-registry'}), one fork per registry; "
+          f"fresh HTTP registry processes on loopback ({registry}), one fork per registry; "
           f"{args.repeat} run(s) per case, interleaved, medians; load average before "
           f"{' '.join(f'{load:.2f}' for load in load_before)}, after {' '.join(f'{load:.2f}' for load in load_after)}\n")
     print(f"{'run':32} {'seconds':>8} {'vs 1':>6} {'CPU s':>7} {'vs 1':>6} {'registries CPU s':>17} "

@@ -12,6 +12,7 @@ the forks start in.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import uuid
 from pathlib import Path
@@ -20,7 +21,9 @@ import pytest
 import requests
 
 from ansible_cli import REPO, ansible_env, run_playbook
+from fault_proxy import FaultProxy
 from fixtures.image_archives import write_docker_archive
+from progress_fixtures import MB, PROGRESS, SUMMARY, rising
 
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._blob_compression import (
     BlobStream,
@@ -67,11 +70,12 @@ class Fleet:
         for process in self.processes:
             process.__exit__()
 
-    def inventory(self) -> str:
+    def inventory(self, addresses: list[str] | None = None) -> str:
+        """Each cluster pushing to its registry (or to the address given in its place: a proxy in front of it)."""
         hosts = {f"cluster-{index}": {
             "ansible_connection": "local", "ansible_python_interpreter": sys.executable,
             "_mlops": {"registry": {"host": address, "insecure": True, "repositories": {"pps": self.repo}}}}
-            for index, address in enumerate(self.addresses)}
+            for index, address in enumerate(addresses or self.addresses)}
         path = self.root / "fleet.yml"
         path.write_text(json.dumps({"clusters": {"hosts": hosts}}))
         return str(path)
@@ -226,3 +230,41 @@ def test_a_damaged_spooled_index_sends_every_fork_back_to_the_archive(rig, tmp_p
         assert all(result["archive_bytes_read"] >= archive.stat().st_size for result in results), results
     holder.leave()
     assert spools(cache / "datarobot_mlops" / "spool") == []
+
+
+FOLLOW_RATE = 8 * MB  # bytes per second to each registry: the fleet's push of ~80 MB takes ~10 s
+
+
+def test_every_fork_of_a_fleet_shows_its_progress_rising(rig, tmp_path):
+    """Each registry behind a slow loopback link, progress lines every second: the fork that reads the archive and
+    the one that follows it (it reads none of it, and said 0% until its end before) both show rising percentages."""
+    # Two large layers sent side by side, each in several chunks (a chunk sent is what moves the progress)
+    layers = [{f"opt/pps/part{index}.bin": os.urandom(40 * MB)} for index in range(2)] + \
+        [{"etc/pps.conf": uuid.uuid4().hex.encode()}]
+    archive = write_docker_archive(tmp_path / "pps.tar.gz", ["datarobot/datarobot-portable-prediction-api:fleet"],
+                                   layers, compress=True).path
+    cache = tmp_path / "cache"
+    holder = BlobSpool(str(cache / "datarobot_mlops" / "spool"), 1 << 30).join(str(archive), Compression())
+    with Fleet(tmp_path / "fleet", 2) as fleet, \
+            FaultProxy(int(fleet.addresses[0].rsplit(":", 1)[1])) as first, \
+            FaultProxy(int(fleet.addresses[1].rsplit(":", 1)[1])) as second:
+        first.faults.rate = second.faults.rate = FOLLOW_RATE
+        proxies = [f"127.0.0.1:{proxy.port}" for proxy in (first, second)]
+        env = ansible_env(ANSIBLE_FORKS="2", XDG_CACHE_HOME=str(cache), ANSIBLE_STDOUT_CALLBACK="default")
+        run = run_playbook(PLAYBOOK, inventory=fleet.inventory(proxies), env=env,
+                           extra_vars={"mlops_pps_image_archive": str(archive), "mlops_pps_image_version": "9.2.0",
+                                       "mlops_pps_image_poll": 1})
+        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+        assert len({manifest for manifest, _layers in fleet.manifests("9.2.0")}) == 1
+    holder.leave()
+    lines = [line.strip() for line in run.stdout.splitlines()]
+    for proxy in proxies:
+        image = f"{proxy}/{fleet.repo}:9.2.0"
+        end = next((index for index, line in enumerate(lines)
+                    if (match := SUMMARY.match(line)) and match["image"] == image), None)
+        assert end is not None, f"no summary line for {image} in:\n{run.stdout[-3000:]}"
+        percents = [int(match["percent"]) for line in lines[:end]
+                    if (match := PROGRESS.match(line)) and match["image"] == image]
+        assert len([percent for percent in rising(percents) if percent > 0]) >= 2, \
+            f"{image}: progress lines before the end: {percents}\n{run.stdout[-3000:]}"
+        assert percents == sorted(percents), (image, percents)
