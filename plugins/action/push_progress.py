@@ -16,6 +16,7 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._job_files import (
     is_local,
     job_reader,
+    job_remover,
 )
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._push_job import (
     PROGRESS,
@@ -33,6 +34,7 @@ ARGUMENT_SPEC = dict(
     job_dir=dict(type="str", required=True),
     interval=dict(type="int", default=5),
     timeout=dict(type="int", default=7260),
+    remove=dict(type="bool", default=False),
 )
 
 
@@ -59,10 +61,22 @@ class ActionModule(ActionBase):
             job = watch(lambda stalled: job_status(read, job_dir, check_alive=stalled), read_status, display.display,
                         interval=max(1, args["interval"]), timeout=max(1, args["timeout"]),
                         sleep=sleep_until_result(job_dir) if local else time.sleep)
+            job.pop("invocation", None)
         except MlopsError as exc:
-            result.update(failed=True, msg=str(exc))
-            return result
-        job.pop("invocation", None)
+            job = {"failed": True, "msg": str(exc)}
         result.update(job)
-        result["finished"] = bool(result.get("finished"))
+        result.update(finished=bool(result.get("finished")), job_dir=job_dir)
+        result["job_dir_removed"] = args["remove"] and self._remove(job_dir, result, task_vars)
         return result
+
+    def _remove(self, job_dir: str, result: dict[str, Any], task_vars: dict[str, Any] | None) -> bool:
+        """Remove the ended job's directory (directly on the local connection, else with the file module); a
+        problem is a warning in `result`, not a failure of the push. Whether it is gone."""
+        remove = job_remover(self._connection.transport, self._play_context.become,
+                             partial(self._execute_module, task_vars=task_vars))
+        problem = remove(job_dir)
+        if problem:
+            result["warnings"] = list(result.get("warnings") or []) + [
+                f"The push's job directory was not removed ({problem}); remove it by hand (it holds no credential). "
+                "The push's result is not affected."]
+        return problem is None

@@ -39,7 +39,7 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
 )
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._push_job import (
     PROGRESS,
-    start,
+    start_job,
 )
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._push_progress import (
     PushProgress,
@@ -118,7 +118,6 @@ def run(module: RegistryModule) -> dict:
     if not params["background"] or module.check_mode:
         return push(module, target, params["progress_file"])
     target.client.close_connections()  # the worker opens its own; inherited sockets are closed when it detaches
-    progress_file = params["progress_file"] or os.path.join(params["job_dir"], PROGRESS)
     told = len(get_warning_messages())  # given with this task's own result
 
     def clean(result: dict) -> dict:
@@ -126,7 +125,11 @@ def run(module: RegistryModule) -> dict:
         warnings = list(get_warning_messages()[told:])
         return remove_values({**result, **({"warnings": warnings} if warnings else {})}, module.no_log_values)
 
-    return start(params["job_dir"], params["background_timeout"], lambda: push(module, target, progress_file), clean)
+    def work(job_dir: str) -> dict:
+        return push(module, target, params["progress_file"] or os.path.join(job_dir, PROGRESS))
+
+    # Without job_dir, start_job makes one (0700, in the temporary directory) and names it in the result.
+    return start_job(params["job_dir"], params["background_timeout"], work, clean)
 
 
 def _output(result: PushResult, method: str, diff: bool) -> dict:

@@ -7,7 +7,9 @@ Why not Ansible's `async`: an async job cannot be pipelined, so its module file,
 runs. Here the module runs as any other, pipelined (its arguments arrive on standard input and are never written),
 and, asked to, forks a detached worker that keeps the arguments it already parsed in memory and does the push.
 
-The job lives in a private directory (`job_dir`, mode 0700, made by the caller):
+The job lives in a private directory (`job_dir`, mode 0700): the caller's, or, when it gives none, one that
+`start_job` makes in the temporary directory (`pps-push-*`), returns, and removes again if the worker does not start;
+the watcher (`push_progress` with `remove`) removes it once the job has ended:
 
 - `worker.json`: the worker's pid and its start time (`/proc/<pid>/stat`), so a watcher can tell a worker that died
   without a result (or a pid taken by another process since) from one still pushing;
@@ -26,6 +28,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 import threading
 import time
 from typing import Any, Callable
@@ -34,7 +38,9 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._json_file import write_json
 
 RESULT, PROGRESS, WORKER = "result.json", "progress.json", "worker.json"
+JOB_DIR_PREFIX = "pps-push-"
 Work = Callable[[], "dict[str, Any]"]
+JobWork = Callable[[str], "dict[str, Any]"]  # given the job directory
 Clean = Callable[["dict[str, Any]"], "dict[str, Any]"]
 Read = Callable[[str], "str | None"]
 
@@ -165,7 +171,14 @@ def start(job_dir: str, seconds: int, work: Work, clean: Clean) -> dict[str, Any
     if seconds < 1:
         raise PushJobError(f"background_timeout must be at least one second, not {seconds}.")
     read_end, write_end = os.pipe()
-    first = os.fork()
+    try:
+        first = os.fork()
+    except OSError as exc:
+        os.close(read_end)
+        os.close(write_end)
+        raise PushJobError(f"The background push could not be started: no new process ({exc.strerror or exc}). "
+                           "Free processes or memory on this host, or push in the foreground "
+                           "(mlops_pps_image_background: false).") from exc
     if first == 0:  # the first child: a session of its own, then the worker, then gone (the worker is init's)
         try:
             os.close(read_end)
@@ -183,6 +196,30 @@ def start(job_dir: str, seconds: int, work: Work, clean: Clean) -> dict[str, Any
                            "push in the foreground (mlops_pps_image_background: false) to see why.")
     return {"changed": False, "started": True, "finished": False, "job_dir": job_dir, "pid": int(told),
             "background_timeout": seconds}
+
+
+def make_job_dir() -> str:
+    """A new private directory (mode 0700) for a push job, in this host's temporary directory (TMPDIR)."""
+    try:
+        return tempfile.mkdtemp(prefix=JOB_DIR_PREFIX)
+    except OSError as exc:
+        raise PushJobError(f"Cannot make a private directory for the background push in {tempfile.gettempdir()}: "
+                           f"{exc.strerror or exc}. Give a writable temporary directory (TMPDIR) or a job_dir of "
+                           "your own.") from exc
+
+
+def start_job(job_dir: str | None, seconds: int, work: JobWork, clean: Clean) -> dict[str, Any]:
+    """`start()` of `work(job_dir)` in `job_dir`, the caller's; or, when None, in a directory made here
+    (`make_job_dir`), which the result names as `job_dir` and which is removed again when the worker did not start
+    (a failed start never leaves one behind)."""
+    if job_dir is not None:
+        return start(job_dir, seconds, lambda: work(job_dir), clean)
+    made = make_job_dir()
+    try:
+        return start(made, seconds, lambda: work(made), clean)
+    except BaseException:
+        shutil.rmtree(made, ignore_errors=True)
+        raise
 
 
 def _load(text: str | None) -> dict[str, Any] | None:

@@ -160,15 +160,23 @@ options:
         the job runs."
       - The worker writes C(worker.json) (its pid and start time), C(progress.json) and at the end C(result.json)
         (the result this module would return, secret values masked as Ansible masks them, mode 0600) into
-        I(job_dir). Remove I(job_dir) once the push is collected (the C(pps_image) role does).
+        I(job_dir), which this module makes when it is not given (returned as RV(job_dir)). Remove it once the push
+        is collected, as M(datarobot_mlops.management_agent.push_progress) with C(remove=true) does (the
+        C(pps_image) role asks it to).
       - Ignored in check mode, which pushes nothing and runs in the foreground.
     type: bool
     default: false
     version_added: 0.2.0
   job_dir:
     description:
-      - With I(background), a new directory of the user that runs the module, closed to others (mode 0700), for the
-        worker's files; M(ansible.builtin.tempfile) with C(state=directory) makes one. Required with I(background).
+      - With I(background), the directory for the worker's files.
+      - When not given, the module makes a new one itself (mode 0700, C(pps-push-*) in the temporary directory of the
+        host that runs it, C(TMPDIR) or C(/tmp)) and returns it as RV(job_dir); if the worker cannot be started, it
+        removes that directory again before it fails. Remove it once the push is collected
+        (M(datarobot_mlops.management_agent.push_progress) with C(remove=true)).
+      - A directory given here is the caller's and kept as it is. It must be a new directory of the user that runs
+        the module, closed to others (mode 0700), holding no earlier job (M(ansible.builtin.tempfile) with
+        C(state=directory) makes one).
     type: path
     version_added: 0.2.0
   background_timeout:
@@ -201,7 +209,7 @@ requirements:
   - isal (optional, for fast gzip; zlib is used without it)
   - docker (for C(method=daemon))
 notes:
-  - An Ansible module cannot print while it runs. For very large archives give I(background) and I(job_dir), then
+  - An Ansible module cannot print while it runs. For very large archives give I(background), then
     wait with the M(datarobot_mlops.management_agent.push_progress) action, which prints progress lines (as the
     C(pps_image) role does); or push by hand with C(python tools/pps_push.py --help).
   - The watcher tells a worker that died (SIGKILL, out of memory) from a running one through C(/proc/<pid>/stat) on
@@ -225,31 +233,20 @@ EXAMPLES = r"""
     tag: 9.2.0
     method: daemon
 
-- name: A private directory for the background push
-  ansible.builtin.tempfile:
-    state: directory
-    prefix: pps-push-
-  register: job_dir
-
-- name: Push in the background
+- name: Push in the background (the module makes its private job directory)
   datarobot_mlops.management_agent.pps_image:
     src: /data/datarobot-portable-prediction-api-9.2.0.tar.gz
     name: registry.example.com/datarobot/datarobot-portable-prediction-api
     tag: 9.2.0
     background: true
-    job_dir: "{{ job_dir.path }}"
   register: pps_job
 
-- name: Wait for it, a progress line every 5 seconds
+- name: Wait for it, a progress line every 5 seconds, then remove the job directory
   datarobot_mlops.management_agent.push_progress:
     job_dir: "{{ pps_job.job_dir }}"
     interval: 5
+    remove: true
   register: pps
-
-- name: Remove the job directory
-  ansible.builtin.file:
-    path: "{{ job_dir.path }}"
-    state: absent
 """
 
 RETURN = r"""
@@ -258,9 +255,12 @@ started:
   returned: when started in the background
   type: bool
 job_dir:
-  description: With I(background), the job directory (for M(datarobot_mlops.management_agent.push_progress)).
+  description:
+    - With I(background), the job directory (for M(datarobot_mlops.management_agent.push_progress)), I(job_dir) as
+      given, or the one the module made (mode 0700) when it was not given.
   returned: when started in the background
   type: str
+  sample: /tmp/pps-push-k2x9d1ab
 pid:
   description: With I(background), the worker's process id.
   returned: when started in the background
@@ -380,8 +380,7 @@ ARGUMENT_SPEC = dict(
 
 
 def main() -> None:
-    module = RegistryModule(ARGUMENT_SPEC, supports_check_mode=True,
-                            required_if=[("background", True, ["job_dir"])])
+    module = RegistryModule(ARGUMENT_SPEC, supports_check_mode=True)
     module.run(lambda: run(module))
 
 

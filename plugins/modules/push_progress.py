@@ -45,6 +45,19 @@ options:
         give a little more here so that its own message is the one you read.
     type: int
     default: 7260
+  remove:
+    description:
+      - Once the job has ended (its result read, or the push failed, timed out, or its worker is gone without a
+        result; also when this wait reaches I(timeout)), remove I(job_dir) and everything in it, and return
+        RV(job_dir_removed).
+      - On the local connection without become the action removes it itself; otherwise it runs
+        M(ansible.builtin.file) with C(state=absent) through the connection. A directory that cannot be removed is a
+        warning, not a failure of the push (RV(job_dir_removed) is then false).
+      - Give it for a I(job_dir) that belongs to this push only, such as the one
+        M(datarobot_mlops.management_agent.pps_image) makes when it is given none.
+    type: bool
+    default: false
+    version_added: 0.2.0
 attributes:
   check_mode:
     support: none
@@ -60,30 +73,24 @@ attributes:
     description: It waits for the collection's own background push, not for an Ansible async job.
 notes:
   - The progress and result files hold counts, the image name and the result only, never a credential; remove
-    I(job_dir) once the push is collected.
+    I(job_dir) once the push is collected (I(remove)).
 seealso:
   - module: datarobot_mlops.management_agent.pps_image
 """
 
 EXAMPLES = r"""
-- name: A private directory for the background push
-  ansible.builtin.tempfile:
-    state: directory
-    prefix: pps-push-
-  register: job_dir
-
-- name: Push in the background
+- name: Push in the background (the module makes the job directory)
   datarobot_mlops.management_agent.pps_image:
     src: /data/datarobot-portable-prediction-api-9.2.0.tar.gz
     name: registry.example.com/datarobot/datarobot-portable-prediction-api
     tag: 9.2.0
     background: true
-    job_dir: "{{ job_dir.path }}"
   register: pps_job
 
-- name: Wait for the push, showing its progress
+- name: Wait for the push, showing its progress, then remove its job directory
   datarobot_mlops.management_agent.push_progress:
     job_dir: "{{ pps_job.job_dir }}"
+    remove: true
   register: pps
 """
 
@@ -96,4 +103,12 @@ summary:
   description: The push's summary line; the other values are those M(datarobot_mlops.management_agent.pps_image) returns.
   returned: success
   type: str
+job_dir:
+  description: The I(job_dir) watched.
+  returned: always
+  type: str
+job_dir_removed:
+  description: Whether I(remove) removed I(job_dir) (or found it gone already); false when I(remove) is false.
+  returned: always
+  type: bool
 """

@@ -218,12 +218,20 @@ def test_archive_pushes_docker_save_archives_without_a_daemon(rig, scenario, tmp
     check = run_playbook(PLAYBOOK, extra_vars=extra, check=True)
     assert check.returncode == 0 and check.changed > 0, check.failure()
     assert scenario.manifest("management_agent").status_code == 404
-    pushed = run_playbook(PLAYBOOK, extra_vars={**extra, "mlops_agent_images_docker_host": "unix:///nonexistent.sock"})
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    pushed = run_playbook(PLAYBOOK, extra_vars={**extra, "mlops_agent_images_docker_host": "unix:///nonexistent.sock"},
+                          env=ansible_env(TMPDIR=str(scratch)))
     assert pushed.returncode == 0, pushed.failure()
-    # In the background by default, as the PPS image: started, then collected with a summary line each.
-    assert all(result["started"] for result in pushed.task("Push the image archives")["results"])
+    # In the background by default, as the PPS image: started, each in a job directory the module made, then collected
+    # with a summary line each, the watcher removing the directory (the removal task then has nothing to do).
+    started = pushed.task("Push the image archives")["results"]
+    assert all(result["started"] and Path(result["job_dir"]).parent == scratch for result in started), started
     waited = pushed.task("Wait for the image pushes, a progress line every few seconds")["results"]
     assert [": pushed, " in result["summary"] for result in waited] == [True, True], waited
+    assert [result["job_dir_removed"] for result in waited] == [True, True], waited
+    assert pushed.task("Remove the pushes' job directories").get("results", []) == []
+    assert not list(scratch.iterdir()), "a job directory was left behind"
     published = pushed.task(PUBLISH)["ansible_facts"]["__agent_images_published"]["agent_images"]
     scenario.assert_holds(archives, published)
     again = run_playbook(PLAYBOOK, extra_vars=extra)

@@ -187,9 +187,14 @@ def test_check_mode_and_second_run_stay_quiet_and_unchanged(rig, tmp_path):
     assert "started" not in check.task("Push the PPS image")
     first = run_playbook(PLAYBOOK, extra_vars=extra)
     assert first.returncode == 0 and first.changed >= 1, first.failure()
-    assert first.task("Push the PPS image")["started"] is True
-    assert first.task("Wait for the PPS push, a progress line every few seconds")["summary"].startswith(
-        f"{rig['RIG_REGISTRY']}/{repo}:9.2.0: pushed, ")
+    started = first.task("Push the PPS image")
+    assert started["started"] is True and Path(started["job_dir"]).name.startswith("pps-push-")  # the module made it
+    waited = first.task("Wait for the PPS push, a progress line every few seconds")
+    assert waited["summary"].startswith(f"{rig['RIG_REGISTRY']}/{repo}:9.2.0: pushed, ")
+    # the watcher removed the job directory: the stage's removal task is skipped, no module run of its own
+    assert waited["job_dir_removed"] is True and waited["job_dir"] == started["job_dir"]
+    assert not Path(started["job_dir"]).exists()
+    assert first.task("Remove the push's job directory").get("skipped") is True
     again = run_playbook(PLAYBOOK, extra_vars=extra)
     assert again.returncode == 0 and again.changed == 0, again.failure()
     assert "already in the registry" in again.task("Wait for the PPS push, a progress line every few seconds")["summary"]

@@ -3,10 +3,12 @@ itself at its deadline, and the watcher's reading of those files (result, or ali
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
 import stat
+import tempfile
 import time
 from pathlib import Path
 
@@ -21,6 +23,7 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
 )
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._json_file import write_json
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._push_job import (
+    PROGRESS,
     RESULT,
     WORKER,
     PushJobError,
@@ -31,6 +34,7 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
     process_start,
     sleep_until_result,
     start,
+    start_job,
     worker_alive,
 )
 
@@ -182,6 +186,61 @@ def test_liveness_needs_the_same_process_not_only_the_same_pid(tmp_path):
 def test_a_job_that_cannot_start_says_so(tmp_path):
     with pytest.raises(PushJobError, match="at least one second"):
         start(str(private(tmp_path)), 0, dict, dict)
+
+
+@pytest.fixture
+def temp_dir(tmp_path, monkeypatch) -> Path:
+    """This test's own temporary directory, as TMPDIR would name it (where the module makes a job directory)."""
+    folder = tmp_path / "tmp"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    return folder
+
+
+def test_without_a_job_dir_the_job_makes_a_private_one_and_names_it(temp_dir):
+    def work(job_dir: str) -> dict:
+        write_json(os.path.join(job_dir, PROGRESS), {"bytes_done": 1})
+        return {"changed": True, "job_dir_seen": job_dir}
+
+    started = start_job(None, 60, work, dict)
+    made = Path(started["job_dir"])
+    assert made.parent == temp_dir and made.name.startswith("pps-push-")
+    assert stat.S_IMODE(made.stat().st_mode) == 0o700 and made.stat().st_uid == os.getuid()
+    result = wait_for(made / RESULT)
+    assert result["changed"] is True and result["job_dir_seen"] == str(made)  # the work was told where it runs
+    assert gone(started["pid"])
+    assert [p.name for p in temp_dir.iterdir()] == [made.name]
+
+
+def test_a_job_dir_made_for_a_start_that_fails_is_removed(temp_dir, monkeypatch):
+    with pytest.raises(PushJobError, match="at least one second"):
+        start_job(None, 0, lambda job_dir: {}, dict)
+    assert not list(temp_dir.iterdir()), "the job directory of a failed start was left behind"
+
+    def no_fork() -> int:
+        raise OSError(errno.EAGAIN, os.strerror(errno.EAGAIN))
+
+    monkeypatch.setattr(os, "fork", no_fork)
+    with pytest.raises(PushJobError, match="could not be started: no new process .*foreground"):
+        start_job(None, 60, lambda job_dir: {}, dict)
+    assert not list(temp_dir.iterdir()), "the job directory of a failed start was left behind"
+
+
+def test_a_given_job_dir_is_the_callers_and_kept_when_the_start_fails(tmp_path, temp_dir):
+    job = private(tmp_path)
+    with pytest.raises(PushJobError, match="at least one second"):
+        start_job(str(job), 0, lambda job_dir: {}, dict)
+    assert job.is_dir()
+    started = start_job(str(job), 60, lambda job_dir: {"changed": False, "job_dir_seen": job_dir}, dict)
+    assert started["job_dir"] == str(job)
+    assert wait_for(job / RESULT)["job_dir_seen"] == str(job)
+    assert not list(temp_dir.iterdir())  # nothing made beside it
+
+
+def test_a_temporary_directory_that_cannot_be_used_is_a_clear_failure(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "missing"))
+    with pytest.raises(PushJobError, match="Cannot make a private directory .* in .*missing.*TMPDIR"):
+        start_job(None, 60, lambda job_dir: {}, dict)
 
 
 def test_a_slurp_read_decodes_the_content_and_a_failure_is_none():
