@@ -43,6 +43,7 @@ from bench_pps import (  # noqa: E402
     built_registry,
     log,
 )
+from loopback_links import LoopbackLinks  # noqa: E402
 
 MANIFEST_TYPES = "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json"
 PR_SET_CHILD_SUBREAPER = 36  # prctl(2)
@@ -130,7 +131,8 @@ def reap_orphans(seconds: float = 10.0) -> None:
             time.sleep(0.05)
 
 
-def fleet_run(archive: Path, size: int, spool: bool, extra: dict | None = None, binary: Path | None = None) -> dict:
+def fleet_run(archive: Path, size: int, spool: bool, extra: dict | None = None, binary: Path | None = None,
+              link_rate: float = 0.0) -> dict:
     """One playbook run pushing `archive` to `size` fresh registries with `size` forks; seconds and digests.
 
     CPU seconds are those of every process the run started (ansible, the modules, the pushes' background workers,
@@ -139,6 +141,8 @@ def fleet_run(archive: Path, size: int, spool: bool, extra: dict | None = None, 
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="bench-fleet-") as scratch:
         registries = [stack.enter_context(FreshRegistry(f"fleet-{index}", binary)) for index in range(size)]
+        if link_rate:
+            stack.enter_context(LoopbackLinks([registry.port for registry in registries], link_rate))
         registry_cpu = [process_cpu(registry.process.process.pid) for registry in registries]
         addresses = [registry.address for registry in registries]
         env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_FORKS": str(size),
@@ -195,6 +199,8 @@ def main() -> int:
     parser.add_argument("--without-spool", action="store_true", help="also run each size with the spool off")
     parser.add_argument("--repeat", type=int, default=1, help="runs of every case, interleaved; medians printed")
     parser.add_argument("--extra-vars", type=json.loads, default={}, help="JSON of more variables for every run")
+    parser.add_argument("--link-rate", type=float, default=0.0,
+                        help="MB/s: give each registry a link of its own at this rate (tc on loopback; needs root)")
     parser.add_argument("--registry", choices=("built", "debian"), default="built",
                         help="the distribution registry built with this machine's Go (default), or Debian's")
     args = parser.parse_args()
@@ -204,13 +210,16 @@ def main() -> int:
     sizes = [int(size) for size in args.sizes.split(",")]
     spools = [True, False] if args.without_spool else [True]
     load_before = os.getloadavg()
-    every = [fleet_run(archive, size, spool, args.extra_vars, binary) for _round in range(args.repeat) for size in sizes for spool in spools]
+    every = [fleet_run(archive, size, spool, args.extra_vars, binary, args.link_rate)
+             for _round in range(args.repeat) for size in sizes for spool in spools]
     load_after = os.getloadavg()
     runs = [median_run([run for run in every if run["size"] == size and run["spool"] == spool])
             for spool in spools for size in sizes]
     registry = f"distribution {DISTRIBUTION_VERSION} built with {go_version()}" if binary else "Debian docker-registry"
     print(f"\nFleet push benchmark: {archive.stat().st_size / 2**30:.2f} GiB .tar.gz, {os.cpu_count()} cores, "
-          f"fresh HTTP registry processes on loopback ({registry}), one fork per registry; "
+          f"fresh HTTP registry processes on loopback ({registry}), "
+          f"{f'each behind a link of its own at {args.link_rate:g} MB/s' if args.link_rate else 'unlimited loopback'}, "
+          "one fork per registry; "
           f"{args.repeat} run(s) per case, interleaved, medians; load average before "
           f"{' '.join(f'{load:.2f}' for load in load_before)}, after {' '.join(f'{load:.2f}' for load in load_after)}\n")
     print(f"{'run':32} {'seconds':>8} {'vs 1':>6} {'CPU s':>7} {'vs 1':>6} {'registries CPU s':>17} "
