@@ -43,13 +43,15 @@ class Compression:
         """Names the exact compressor: the same bytes in give the same digest out only for the same one."""
         if self.kind == "none":
             return "none"
-        return f"{'isal' if _isal else 'zlib'}-{self.level}-blocks{COMPRESS_BLOCK}"
+        # "-whole": isal's one-shot compress (other bytes than its streaming compressor gave before 2026-11-27)
+        return f"isal-{self.level}-blocks{COMPRESS_BLOCK}-whole" if _isal else f"zlib-{self.level}-blocks{COMPRESS_BLOCK}"
 
-    def compressor(self) -> Any:
-        """A fresh gzip compressor (one per block, so blocks are independent)."""
+    def compress(self, block: bytes) -> bytes:
+        """One whole block as one gzip member (wbits 31: gzip framing, mtime 0, no name), in one call."""
         if _isal is not None:
-            return _isal.compressobj(min(self.level, 3), _isal.DEFLATED, 31)
-        return zlib.compressobj(self.level, zlib.DEFLATED, 31)  # wbits 31: gzip framing, mtime 0, no name
+            return _isal.compress(block, min(self.level, 3), 31)
+        compressor = zlib.compressobj(self.level, zlib.DEFLATED, 31)
+        return compressor.compress(block) + compressor.flush()
 
 
 class BlobStream:
@@ -72,12 +74,13 @@ class BlobStream:
         self._blob_hash = hashlib.sha256() if self.compress else self._source_hash
 
     def _gzip_block(self, block: bytes) -> bytes:
-        # One compressor and one compress() call per whole block, always: isal's output (unlike zlib's) depends on
-        # how its input is split between compress() calls, so bytes fed as they arrive (pieces of any size from a
-        # read, a pipe or a queue) would give another blob, and another digest, for the same layer.
+        # One call per whole block, always: isal's output (unlike zlib's) depends on how its input is split between
+        # compress() calls, so bytes fed as they arrive would give another blob, and another digest, for the same
+        # layer. With isal, the one-shot compress(): its streaming compressobj() now and then (in about one run in
+        # three of four processes compressing side by side) gave one 2 MiB block 1 or 2 bytes otherwise, from the
+        # same bytes; the one-shot call did not in 10 such runs, at the same speed and size.
         with self.phases.timed("compress", len(block)):
-            compressor = self.compression.compressor()
-            return compressor.compress(block) + compressor.flush()
+            return self.compression.compress(block)
 
     def _blocks(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
         for block in rechunk(chunks, COMPRESS_BLOCK):

@@ -138,6 +138,7 @@ def fleet_run(archive: Path, size: int, spool: bool, extra: dict | None = None, 
     CPU seconds are those of every process the run started (ansible, the modules, the pushes' background workers,
     the registries), counted once they have all ended: on a shared machine they say more about the cost than the wall time does.
     """
+    spool = bool((extra or {}).get("mlops_pps_image_spool", spool))  # --extra-vars may set it too
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="bench-fleet-") as scratch:
         registries = [stack.enter_context(FreshRegistry(f"fleet-{index}", binary)) for index in range(size)]
