@@ -4,8 +4,6 @@ archive, credited as the layer's blob is sent."""
 from __future__ import annotations
 
 import os
-import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -19,7 +17,7 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._image_archive import Member
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._push_progress import PushProgress
 from fixtures.image_archives import write_docker_archive
-from test__image_push import MemoryRegistry, pusher
+from test__image_push import MemoryRegistry, fleet, pusher
 
 ARCHIVE = 1_000_000
 
@@ -129,22 +127,13 @@ def test_a_following_push_shows_rising_progress_while_it_sends(tmp_path, compres
                                    compress=compress)
     size = archive.path.stat().st_size
     spool = BlobSpool(str(tmp_path / "spool"), 1 << 30)
-    holder = spool.join(str(archive.path), Compression())  # a fork still running: the spool stays
     clients = [Watched() for _fork in range(2)]
-    start = threading.Barrier(len(clients))
 
     def push(client):
         client.progress = PushProgress(None, "reg/pps:1", size)
-        if together:
-            start.wait(10)
         return pusher(client, spool=spool, progress=client.progress).push(str(archive.path))
 
-    if together:
-        with ThreadPoolExecutor(len(clients)) as pool:
-            results = list(pool.map(push, clients))
-    else:
-        results = [push(client) for client in clients]
-    holder.leave()
+    results = fleet(clients, push, together, spool.join(str(archive.path), Compression()))  # the spool stays open
     followers = [client for client, result in zip(clients, results) if result.archive_bytes_read == 0]
     assert len(followers) == 1, [result.archive_bytes_read for result in results]
     seen = followers[0].seen

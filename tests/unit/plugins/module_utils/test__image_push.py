@@ -267,6 +267,25 @@ def test_a_corrupt_small_layer_leaves_no_blob_and_no_session(tmp_path, compress)
     assert client.blobs == {} and client.sessions == {} and client.manifests == {}
 
 
+def fleet(clients, push, together: bool, holder) -> list:
+    """Each client's push, one after the other or side by side (threads started at once, as forks are); `holder`,
+    a spool session kept open meanwhile (a fork still running), leaves at the end."""
+    start = threading.Barrier(len(clients))
+
+    def one(client):
+        if together:
+            start.wait(10)
+        return push(client)
+
+    try:
+        if together:
+            with ThreadPoolExecutor(len(clients)) as pool:
+                return list(pool.map(one, clients))
+        return [one(client) for client in clients]
+    finally:
+        holder.leave()
+
+
 def tarfile_member(path, name):
     import tarfile
 
@@ -283,21 +302,9 @@ def test_pushes_of_one_archive_read_it_once_and_get_the_same_image(tmp_path, com
     archive = write_docker_archive(tmp_path / ("a.tar.gz" if compress else "a.tar"), ["pps:1"], layers,
                                    compress=compress)
     spool = BlobSpool(str(tmp_path / "spool"), 1 << 30)
-    holder = spool.join(str(archive.path), Compression())
     clients = [MemoryRegistry() for _fork in range(3)]
-    start = threading.Barrier(len(clients))
-
-    def push(client):
-        if together:
-            start.wait(10)
-        return pusher(client, spool=spool).push(str(archive.path))
-
-    if together:
-        with ThreadPoolExecutor(len(clients)) as pool:
-            results = list(pool.map(push, clients))
-    else:
-        results = [push(client) for client in clients]
-    holder.leave()
+    results = fleet(clients, lambda client: pusher(client, spool=spool).push(str(archive.path)), together,
+                    spool.join(str(archive.path), Compression()))
     size = archive.path.stat().st_size
     assert sorted(result.archive_bytes_read > 0 for result in results) == [False, False, True], results
     assert all(result.archive_bytes_read >= size for result in results if result.archive_bytes_read)
