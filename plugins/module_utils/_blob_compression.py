@@ -13,7 +13,7 @@ import hashlib
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Iterator
 
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._image_archive import Layer
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._push_pipeline import (
