@@ -63,10 +63,11 @@ def inventory(path: Path, addresses: list[str]) -> Path:
     return path
 
 
-def digest(address: str) -> str:
+def manifest(address: str) -> tuple[str, str]:
+    """The pushed tag's manifest digest (as the registry names it) and body."""
     answer = requests.get(f"http://{address}/v2/{REPOSITORY}/manifests/1", headers={"Accept": MANIFEST_TYPES},
                           timeout=30)
-    return answer.headers.get("Docker-Content-Digest", f"(HTTP {answer.status_code})")
+    return answer.headers.get("Docker-Content-Digest", f"(HTTP {answer.status_code})"), answer.text
 
 
 def members(blob: bytes) -> list[tuple[int, bytes]]:
@@ -159,13 +160,11 @@ def fleet_run(archive: Path, size: int, spool: bool, extra: dict | None = None, 
                            for registry, before_cpu in zip(registries, registry_cpu))
         if proc.returncode:
             raise RuntimeError(f"the fleet push failed:\n{proc.stdout[-3000:]}")
-        digests = {digest(address) for address in addresses}
-        layers = [layer["digest"][7:19] for layer in requests.get(
-            f"http://{addresses[0]}/v2/{REPOSITORY}/manifests/1", headers={"Accept": MANIFEST_TYPES},
-            timeout=30).json().get("layers", [])]
+        manifests = [manifest(address) for address in addresses]
+        digests = {digest for digest, _body in manifests}
+        bodies = [body for _digest, body in manifests]
+        layers = [layer["digest"][7:19] for layer in json.loads(bodies[0]).get("layers", [])]
         if len(digests) > 1:  # what differs: the layers' digests, or only their sizes (the manifests, in full)
-            bodies = [requests.get(f"http://{address}/v2/{REPOSITORY}/manifests/1",
-                                   headers={"Accept": MANIFEST_TYPES}, timeout=30).text for address in addresses]
             log(f"different manifests: {sorted(digests)}\n" + "\n".join(bodies) + f"\n{proc.stdout[-4000:]}")
             log(compare_layers(addresses, [json.loads(body) for body in bodies]))
         left = [path.name for path in (Path(scratch) / "cache" / "datarobot_mlops" / "spool").glob("*")
