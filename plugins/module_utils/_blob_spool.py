@@ -338,8 +338,10 @@ def _send_followed(entry: "SpoolEntry", upload: Upload, cancel: Callable[[object
 
     def whole(info: os.stat_result) -> None:
         """Tell `on_size` the blob's size if the file open is the published blob."""
-        ready = entry.ready() if on_size else None
-        if on_size and ready is not None and ready.identity == (info.st_dev, info.st_ino):
+        if on_size is None:
+            return
+        ready = entry.ready()
+        if ready is not None and ready.identity == (info.st_dev, info.st_ino):
             on_size(ready.size)
 
     def pieces(hashing: bool) -> Iterator[bytes]:
