@@ -46,6 +46,7 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
 )
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import MlopsError
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._json_file import write_json
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._push_pipeline import CHUNK
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._image_archive import Member
 
 try:
@@ -53,7 +54,6 @@ try:
 except ImportError:  # pragma: no cover - zlib's is the fallback
     _isal_crc32 = None
 
-READ_SIZE = 1024 * 1024
 # CRC-32 by isal (PCLMUL, about 14 GB/s here) where it is installed, else zlib's (about 2 GB/s): the same checksum.
 crc32: Callable[[bytes, int], int] = _isal_crc32 if _isal_crc32 is not None else zlib.crc32
 USERS = "users"
@@ -353,8 +353,9 @@ def _send_followed(entry: "SpoolEntry", upload: Upload, cancel: Callable[[object
             if hashing:
                 whole(info)  # published before this push opened it
             while True:
-                piece = handle.read(READ_SIZE)
-                if piece:
+                # Whole upload chunks, read once the writer is past them: they go to the upload uncopied.
+                if os.fstat(handle.fileno()).st_size - handle.tell() >= CHUNK:
+                    piece = handle.read(CHUNK)
                     if hashing:
                         seen["crc"] = crc32(piece, seen["crc"])
                         seen["size"] += len(piece)

@@ -37,6 +37,7 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._push_cache import PushCache
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._push_progress import PushProgress
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._push_pipeline import (
+    CHUNK,
     Feeder,
     ahead,
     from_file,
@@ -62,7 +63,6 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
 )
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._spool_index import SpoolIndex
 
-CHUNK = 8 * 1024 * 1024  # per PATCH; also what a retry may resend
 UPLOAD_AHEAD = 1  # chunks compressed ahead of the one being uploaded, per layer
 T = TypeVar("T")
 

@@ -23,6 +23,7 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
 )
 
 T = TypeVar("T")
+CHUNK = 8 * 1024 * 1024  # bytes per PATCH of an upload; also what a retry may resend
 QUEUE_CHUNKS = 4  # READ_SIZE pieces per layer being fed from a gzip stream: bounds memory (8 MiB a layer)
 
 LayerWork = Callable[[Layer, Iterator[bytes]], T]
@@ -108,20 +109,27 @@ def drain(pipe: queue.Queue, failed: threading.Event) -> Iterator[bytes]:
 
 
 def rechunk(pieces: Iterator[bytes], size: int) -> Iterator[bytes]:
-    """Pieces of any size in, `size`-byte chunks out, copying each byte once."""
-    held: list[bytes] = []
+    """Pieces of any size in, `size`-byte chunks out (the last may be shorter), copying each byte at most once.
+
+    A piece that is a whole chunk by itself, with nothing held before it, passes as it is (a follower's reads of
+    the spool are whole chunks); the rest is cut by views and joined once into each chunk.
+    """
+    held: list[bytes | memoryview] = []
     count = 0
     for piece in pieces:
-        if not piece:
+        length = len(piece)
+        if length == size and not held:
+            yield piece
             continue
-        held.append(piece)
-        count += len(piece)
-        if count >= size:
-            joined = b"".join(held)
-            for start in range(0, len(joined) - size + 1, size):
-                yield joined[start:start + size]
-            rest = joined[len(joined) - len(joined) % size:]
-            held, count = ([rest], len(rest)) if rest else ([], 0)
+        start = 0
+        while start < length:
+            take = min(size - count, length - start)
+            held.append(piece if take == length else memoryview(piece)[start:start + take])
+            count += take
+            start += take
+            if count == size:
+                yield b"".join(held)
+                held, count = [], 0
     if held:
         yield b"".join(held)
 

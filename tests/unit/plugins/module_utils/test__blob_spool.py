@@ -18,6 +18,7 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
     SpoolSession,
 )
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._image_archive import Layer, Member
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils import _blob_spool
 
 DATA = os.urandom(3 * 1024 * 1024) + b"\0" * (2 * 1024 * 1024)  # larger than a compression block, partly compressible
 COMPRESSION = Compression()
@@ -227,8 +228,9 @@ class Trickle(Uploads):
         return super().upload(iter(self.pieces), replay)
 
 
-def test_a_waiting_push_uploads_the_layer_while_it_is_being_written(tmp_path):
+def test_a_waiting_push_uploads_the_layer_while_it_is_being_written(tmp_path, monkeypatch):
     """Per layer, not per blob: the follower's upload has the writer's first bytes while the writer is still at it."""
+    monkeypatch.setattr(_blob_spool, "CHUNK", 1024)  # a follower reads whole upload chunks: the first piece makes one
     spool = BlobSpool(str(tmp_path / "spool"), 1 << 30)
     first, second = spool.join(archive(tmp_path), COMPRESSION), spool.join(archive(tmp_path), COMPRESSION)
     writer, follower = Trickle(pause=True), Trickle()

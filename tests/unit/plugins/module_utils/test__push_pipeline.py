@@ -29,6 +29,15 @@ def test_rechunk_gives_fixed_chunks_and_keeps_every_byte(pieces):
     assert 0 < len(chunks[-1]) <= 3
 
 
+def test_rechunk_passes_whole_chunks_as_they_are_and_cuts_the_rest_once():
+    whole, other = b"a" * 4, b"b" * 4
+    long = b"0123456789"
+    chunks = list(rechunk(iter([whole, other, b"c", long, whole]), 4))
+    assert chunks[0] is whole and chunks[1] is other  # no copy of a read that is a chunk already
+    assert chunks[2:] == [b"c012", b"3456", b"789a", b"aaa"]
+    assert {type(chunk) for chunk in chunks} == {bytes}
+
+
 def test_rechunk_of_nothing_is_nothing():
     assert list(rechunk(iter([b"", b""]), 4)) == []
 
