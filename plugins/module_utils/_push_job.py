@@ -17,7 +17,9 @@ the watcher (`push_progress` with `remove`) removes it once the job has ended:
 - `result.json`: the module's result, written once at the end (0600, a temporary file renamed into place), through
   the caller's `clean` (which masks the values Ansible would mask).
 
-The worker stops itself after `seconds` and then writes a failed result that says so. `job_status()` is the
+The worker stops itself after `seconds` and then writes a failed result that says so. It also stops, and removes
+the job directory, once the Ansible run that started it has ended (`_ansible_run`: interrupted, cancelled, or failed
+before it collected the push): nobody would collect it any more. `job_status()` is the
 watcher's half: it reads those files through a `read` callable and answers as `async_status` would (`finished`, or
 the result). The `push_progress` action reads them (`_job_files`) directly on the local connection (every inventory of the
 collection), ending its waits as soon as the result is there (`sleep_until_result`), and with `slurp` through any
@@ -34,6 +36,11 @@ import threading
 import time
 from typing import Any, Callable
 
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._ansible_run import (
+    RunProcess,
+    ansible_run,
+    is_running,
+)
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import MlopsError
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._json_file import write_json
 
@@ -102,8 +109,8 @@ def outcome(work: Work) -> dict[str, Any]:
 class Worker:
     """The detached process's part: run the push once, or stop it at the deadline; write the result either way."""
 
-    def __init__(self, job_dir: str, seconds: int, clean: Clean) -> None:
-        self.job_dir, self.seconds, self.clean = job_dir, seconds, clean
+    def __init__(self, job_dir: str, seconds: int, clean: Clean, owner: RunProcess | None = None) -> None:
+        self.job_dir, self.seconds, self.clean, self.owner = job_dir, seconds, clean, owner
         self._once = threading.Lock()
 
     def finish(self, result: dict[str, Any]) -> bool:
@@ -128,11 +135,30 @@ class Worker:
                 pass
             os._exit(3)
 
+    def watch_owner(self, every: float = 1.0) -> None:
+        """Once the Ansible run that started the push has ended, end the push and remove its job directory: nobody
+        will collect it (Ctrl-C, a cancelled job, a run that failed before collecting it)."""
+        while self.owner is not None and is_running(self.owner):
+            time.sleep(every)
+        if self._once.acquire(blocking=False):  # pylint: disable=consider-using-with  # no result, ever
+            for name in (PROGRESS, WORKER, RESULT):
+                try:
+                    os.unlink(os.path.join(self.job_dir, name))
+                except OSError:
+                    pass
+            try:
+                os.rmdir(self.job_dir)  # only when empty: what else a caller's job_dir holds is the caller's
+            except OSError:
+                pass
+            os._exit(4)
+
     def run(self, work: Work) -> int:
-        """Run `work` under the deadline; the exit status for the process."""
+        """Run `work` under the deadline, and while the run that started it goes on; the exit status."""
         timer = threading.Timer(self.seconds, self.expire)
         timer.daemon = True
         timer.start()
+        if self.owner is not None:
+            threading.Thread(target=self.watch_owner, name="owner", daemon=True).start()
         result = outcome(work)
         timer.cancel()
         self.finish(result)
@@ -147,7 +173,8 @@ def _detach() -> None:
     os.closerange(3, max(os.sysconf("SC_OPEN_MAX"), 256) if hasattr(os, "sysconf") else 1024)
 
 
-def _worker_process(job_dir: str, seconds: int, work: Work, clean: Clean, ready: int) -> None:
+def _worker_process(job_dir: str, seconds: int, work: Work, clean: Clean, ready: int,
+                    owner: RunProcess | None) -> None:
     """In the grandchild: record who it is, tell the module, detach, push, exit without returning to the caller."""
     status = 1
     try:
@@ -157,13 +184,14 @@ def _worker_process(job_dir: str, seconds: int, work: Work, clean: Clean, ready:
         os.write(ready, str(pid).encode())
         os.close(ready)
         _detach()
-        status = Worker(job_dir, seconds, clean).run(work)
+        status = Worker(job_dir, seconds, clean, owner).run(work)
     finally:
         os._exit(status)  # never back into the module's code (it would print a second result)
 
 
-def start(job_dir: str, seconds: int, work: Work, clean: Clean) -> dict[str, Any]:
-    """Start `work` in a detached worker (double fork, new session) and return at once with its pid.
+def start(job_dir: str, seconds: int, work: Work, clean: Clean, owner: RunProcess | None = None) -> dict[str, Any]:
+    """Start `work` in a detached worker (double fork, new session) and return at once with its pid; the worker
+    stops once `owner` (the Ansible run, `ansible_run()`) has ended.
 
     Everything `work` needs must be imported already: the module's own files may be gone once it has returned.
     """
@@ -184,7 +212,7 @@ def start(job_dir: str, seconds: int, work: Work, clean: Clean) -> dict[str, Any
             os.close(read_end)
             os.setsid()
             if os.fork() == 0:
-                _worker_process(job_dir, seconds, work, clean, write_end)
+                _worker_process(job_dir, seconds, work, clean, write_end, owner)
         finally:
             os._exit(0)
     os.close(write_end)
@@ -211,12 +239,13 @@ def make_job_dir() -> str:
 def start_job(job_dir: str | None, seconds: int, work: JobWork, clean: Clean) -> dict[str, Any]:
     """`start()` of `work(job_dir)` in `job_dir`, the caller's; or, when None, in a directory made here
     (`make_job_dir`), which the result names as `job_dir` and which is removed again when the worker did not start
-    (a failed start never leaves one behind)."""
+    (a failed start never leaves one behind). The worker stops when the Ansible run this module runs under ends."""
+    owner = ansible_run()
     if job_dir is not None:
-        return start(job_dir, seconds, lambda: work(job_dir), clean)
+        return start(job_dir, seconds, lambda: work(job_dir), clean, owner)
     made = make_job_dir()
     try:
-        return start(made, seconds, lambda: work(made), clean)
+        return start(made, seconds, lambda: work(made), clean, owner)
     except BaseException:
         shutil.rmtree(made, ignore_errors=True)
         raise

@@ -163,6 +163,10 @@ options:
         I(job_dir), which this module makes when it is not given (returned as RV(job_dir)). Remove it once the push
         is collected, as M(datarobot_mlops.management_agent.push_progress) with C(remove=true) does (the
         C(pps_image) role asks it to).
+      - The worker stops once the Ansible run that started it has ended (interrupted, cancelled, or failed before it
+        collected the push), and removes its files from I(job_dir) (and I(job_dir) when nothing else is in it). It
+        finds that run among the module's parent processes in C(/proc), on the local connection. Through ssh it
+        pushes until it ends or reaches I(background_timeout).
       - Ignored in check mode, which pushes nothing and runs in the foreground.
     type: bool
     default: false

@@ -8,6 +8,8 @@ import json
 import os
 import signal
 import stat
+import subprocess
+import tempfile
 import threading
 import time
 import uuid
@@ -15,7 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from ansible_cli import ansible_env, run_playbook
+import requests
+
+from ansible_cli import BIN, REPO, ansible_env, run_playbook
 from fault_proxy import FaultProxy
 from fixtures.image_archives import write_docker_archive
 from progress_fixtures import MB, PROGRESS, RATE, SUMMARY, large_archive, rising  # noqa: F401 pylint: disable=unused-import
@@ -106,6 +110,77 @@ def test_the_time_limit_stops_the_worker(rig, large_archive, tmp_path, ledger):
     assert "mlops_pps_image_background_seconds" in message
     assert proxy.faults.body_bytes.get("PATCH", 0) < 200 * MB, "the push went on after its time limit"
     assert not list(scratch.glob("pps-push-*")), "the job directory was left behind"
+
+
+def test_an_interrupted_run_stops_its_background_push(rig, large_archive, tmp_path, ledger):
+    """Ctrl-C (SIGINT to the run's process group) mid-push: the run ends, and the detached worker, which no signal of
+    the terminal reaches, sees the run gone, stops sending within seconds and removes its job directory. No tag."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    upstream = int(rig["RIG_INSECURE_REGISTRY"].rsplit(":", 1)[1])
+    with FaultProxy(upstream) as proxy, tempfile.TemporaryDirectory(prefix="published-") as published:
+        proxy.faults.rate = RATE
+        repo = f"datarobot/interrupted-{uuid.uuid4().hex[:6]}"
+        source = Path(published) / "published.yml"
+        source.write_text(json.dumps({"all": {"vars": {"_mlops": {"registry": {
+            "host": f"127.0.0.1:{proxy.port}", "insecure": True, "repositories": {"pps": repo}}}}}}))
+        extra = {"mlops_pps_image_archive": str(large_archive), "mlops_pps_image_version": "9.2.0",
+                 "mlops_pps_image_poll": 2}
+        argv = [str(BIN / "ansible-playbook"), "-i", str(REPO / "inventories/local"), "-i", str(source),
+                str(REPO / PLAYBOOK), "-e", json.dumps(extra)]
+        run = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
+                               env=ansible_env(ANSIBLE_STDOUT_CALLBACK="default", TMPDIR=str(scratch)),
+                               start_new_session=True)  # a process group of its own, as a terminal gives a job
+        try:
+            watcher = threading.Thread(target=run.wait, daemon=True)
+            watcher.start()
+            worker = wait_for_worker(scratch, watcher)
+            time.sleep(4)  # a few progress lines first
+            os.killpg(run.pid, signal.SIGINT)
+            output = run.communicate(timeout=60)[0]
+            interrupted = time.monotonic()
+            stopped = gone(worker["pid"], 15)
+            waited = time.monotonic() - interrupted
+            sent = settled(lambda: proxy.faults.body_bytes.get("PATCH", 0))  # the proxy drains what it holds
+        finally:
+            if run.poll() is None:
+                os.killpg(run.pid, signal.SIGKILL)
+        tagged = requests.get(f"http://{rig['RIG_INSECURE_REGISTRY']}/v2/{repo}/manifests/9.2.0", timeout=30,
+                              headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"}).status_code
+    held = run.returncode != 0 and stopped and sent < 250 * MB and tagged == 404 and not list(scratch.glob("pps-push-*"))
+    ledger.record("fault", "the run interrupted (Ctrl-C) while its PPS push runs in the background", held,
+                  f"the worker stopped {waited:.1f}s after the run ended, {sent / MB:.0f} MB sent, tag: HTTP {tagged}")
+    assert run.returncode != 0, output[-3000:]
+    assert stopped, f"the worker (pid {worker['pid']}) went on after the run that started it had ended"
+    assert sent < 250 * MB, f"{sent / MB:.0f} MB of ~300 MB went to the registry: the push did not stop"
+    assert tagged == 404, "the interrupted push tagged the image"
+    assert not list(scratch.glob("pps-push-*")), "the job directory was left behind"
+
+
+def settled(count, seconds: float = 20) -> int:
+    """`count()` once two looks a second apart agree."""
+    deadline, last = time.monotonic() + seconds, count()
+    while time.monotonic() < deadline:
+        time.sleep(1)
+        now = count()
+        if now == last:
+            return now
+        last = now
+    raise AssertionError(f"still counting after {seconds}s: {last}")
+
+
+def gone(pid: int, seconds: float) -> bool:
+    """Whether process `pid` has ended within `seconds` (a zombie counts: it runs no more)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat", encoding="utf-8") as handle:
+                if handle.read().rpartition(")")[2].split()[0] in ("Z", "X"):
+                    return True
+        except OSError:
+            return True
+        time.sleep(0.1)
+    return False
 
 
 def failure_line(stdout: str) -> str:

@@ -8,12 +8,14 @@ import json
 import os
 import signal
 import stat
+import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._ansible_run import RunProcess
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import MlopsError
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._job_files import (
     is_local,
@@ -158,6 +160,34 @@ def test_the_worker_stops_itself_at_its_deadline_and_says_so(tmp_path):
     assert result["failed"] is True and result["timed_out"] is True
     assert "did not end within 1s" in result["msg"] and "mlops_pps_image_background_seconds" in result["msg"]
     assert gone(started["pid"]), "the worker went on after its deadline"
+
+
+def test_the_worker_stops_and_clears_its_job_once_the_run_that_started_it_has_ended(tmp_path):
+    """Ctrl-C, a cancelled job, a run that failed before collecting the push: nobody will read its result."""
+    job = private(tmp_path)
+    run = subprocess.Popen(["sleep", "60"])  # stands for the ansible-playbook process
+    owner = RunProcess(run.pid, process_start(run.pid))
+    started = start(str(job), 60, lambda: time.sleep(60) or {"changed": True}, dict, owner)
+    wait_for(job / WORKER)
+    time.sleep(1.5)
+    assert not gone(started["pid"], 0.1), "the worker stopped while the run went on"
+    run.kill()
+    run.wait()
+    assert gone(started["pid"]), "the worker went on after the run that started it had ended"
+    assert not job.exists()
+
+
+def test_a_callers_job_dir_keeps_what_is_not_the_jobs_when_the_run_ends(tmp_path):
+    job = private(tmp_path)
+    (job / "notes.txt").write_text("the caller's")
+    run = subprocess.Popen(["sleep", "60"])
+    started = start(str(job), 60, lambda: time.sleep(60) or {"changed": True}, dict,
+                    RunProcess(run.pid, process_start(run.pid)))
+    wait_for(job / WORKER)
+    run.kill()
+    run.wait()
+    assert gone(started["pid"])
+    assert sorted(path.name for path in job.iterdir()) == ["notes.txt"]
 
 
 def test_a_killed_worker_is_told_from_a_running_one(tmp_path):
