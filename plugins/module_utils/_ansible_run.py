@@ -15,6 +15,7 @@ from typing import NamedTuple
 
 ANSIBLE_COMMANDS = frozenset({"ansible-playbook", "ansible", "ansible-console", "ansible-pull"})
 MAX_DEPTH = 64  # ancestors looked at, at most (a loop in a damaged /proc ends here)
+ENDED_STATES = ("Z", "X", "x")  # a zombie, or dead: the process runs no more though /proc still shows it
 
 
 class RunProcess(NamedTuple):
@@ -24,15 +25,29 @@ class RunProcess(NamedTuple):
     start: str
 
 
-def _stat(pid: int, proc: str) -> "tuple[int, str, str] | None":
-    """(parent pid, start time in clock ticks, state) of `pid`, or None."""
+def stat_fields(text: str) -> "list[str] | None":
+    """The fields of a /proc/<pid>/stat text after the command name (state first, parent pid, ..., start time at
+    index 19), or None when the text is not one."""
+    head, paren, rest = text.rpartition(")")  # the command name may hold spaces and parentheses
+    fields = rest.split()
+    if not head or not paren or len(fields) < 20:
+        return None
+    return fields
+
+
+def read_stat(pid: int, proc: str = "/proc") -> "list[str] | None":
+    """`stat_fields` of process `pid`, or None where there is no such process (or no /proc)."""
     try:
         with open(os.path.join(proc, str(pid), "stat"), encoding="utf-8", errors="replace") as handle:
-            text = handle.read()
+            return stat_fields(handle.read())
     except OSError:
         return None
-    fields = text.rpartition(")")[2].split()  # the command name may hold spaces and parentheses
-    if len(fields) < 20 or not fields[1].isdigit():
+
+
+def _stat(pid: int, proc: str) -> "tuple[int, str, str] | None":
+    """(parent pid, start time in clock ticks, state) of `pid`, or None."""
+    fields = read_stat(pid, proc)
+    if fields is None or not fields[1].isdigit():
         return None
     return int(fields[1]), fields[19], fields[0]
 
@@ -53,7 +68,7 @@ def _is_ansible(argv: "list[str] | None") -> bool:
 def is_running(process: RunProcess, proc: str = "/proc") -> bool:
     """Whether `process` still runs (the same pid, started at the same time, not a zombie)."""
     stat = _stat(process.pid, proc)
-    return stat is not None and stat[1] == process.start and stat[2] not in ("Z", "X", "x")
+    return stat is not None and stat[1] == process.start and stat[2] not in ENDED_STATES
 
 
 def ansible_run(pid: "int | None" = None, proc: str = "/proc") -> "RunProcess | None":

@@ -37,9 +37,12 @@ import time
 from typing import Any, Callable
 
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._ansible_run import (
+    ENDED_STATES,
     RunProcess,
     ansible_run,
     is_running,
+    read_stat,
+    stat_fields,
 )
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import MlopsError
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._json_file import write_json
@@ -75,21 +78,14 @@ def check_job_dir(path: str) -> None:
 
 def parse_proc_stat(text: str) -> tuple[str, str] | None:
     """(state, start time in clock ticks) from the text of /proc/<pid>/stat; None when it is not one."""
-    head, paren, rest = text.rpartition(")")  # the command name may hold spaces and parentheses
-    fields = rest.split()
-    if not head or not paren or len(fields) < 20:
-        return None
-    return fields[0], fields[19]
+    fields = stat_fields(text)
+    return (fields[0], fields[19]) if fields else None
 
 
 def process_start(pid: int) -> str | None:
     """The start time of process `pid` (/proc), or None where there is no /proc or no such process."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as handle:
-            parsed = parse_proc_stat(handle.read())
-    except OSError:
-        return None
-    return parsed[1] if parsed else None
+    fields = read_stat(pid)
+    return fields[19] if fields else None
 
 
 def outcome(work: Work) -> dict[str, Any]:
@@ -137,8 +133,11 @@ class Worker:
 
     def watch_owner(self, every: float = 1.0) -> None:
         """Once the Ansible run that started the push has ended, end the push and remove its job directory: nobody
-        will collect it (Ctrl-C, a cancelled job, a run that failed before collecting it)."""
-        while self.owner is not None and is_running(self.owner):
+        will collect it (Ctrl-C, a cancelled job, a run that failed before collecting it). Without an owner there
+        is nothing to watch."""
+        if self.owner is None:
+            return
+        while is_running(self.owner):
             time.sleep(every)
         if self._once.acquire(blocking=False):  # pylint: disable=consider-using-with  # no result, ever
             for name in (PROGRESS, WORKER, RESULT):
@@ -270,7 +269,7 @@ def worker_alive(read: Read, worker: dict[str, Any]) -> bool:
     if not worker.get("start"):
         return True
     parsed = parse_proc_stat(read(f"/proc/{int(worker['pid'])}/stat") or "")
-    return parsed is not None and parsed[1] == str(worker["start"]) and parsed[0] not in ("Z", "X", "x")
+    return parsed is not None and parsed[1] == str(worker["start"]) and parsed[0] not in ENDED_STATES
 
 
 def job_status(read: Read, job_dir: str, *, check_alive: bool = True) -> dict[str, Any]:
