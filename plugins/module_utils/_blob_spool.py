@@ -30,6 +30,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import mmap
 import os
 import secrets
 import shutil
@@ -353,9 +354,9 @@ def _send_followed(entry: "SpoolEntry", upload: Upload, cancel: Callable[[object
             if hashing:
                 whole(info)  # published before this push opened it
             while True:
-                # Whole upload chunks, read once the writer is past them: they go to the upload uncopied.
+                # Whole upload chunks, once the writer is past them: mapped, they go to the upload uncopied.
                 if os.fstat(handle.fileno()).st_size - handle.tell() >= CHUNK:
-                    piece = handle.read(CHUNK)
+                    piece = next_chunk(handle)
                     if hashing:
                         seen["crc"] = crc32(piece, seen["crc"])
                         seen["size"] += len(piece)
@@ -380,6 +381,24 @@ def _send_followed(entry: "SpoolEntry", upload: Upload, cancel: Callable[[object
         cancel(sent)
         return None
     return sent, ready
+
+
+def next_chunk(handle: IO[bytes]) -> "bytes | memoryview":
+    """The next CHUNK bytes of a spooled blob, already written: mapped where the file allows it, so that the upload
+    sends them from the page cache without reading them into this process first (a follower's CPU is mostly these
+    copies); read where it does not. Spool files only grow until they are unlinked (never truncated), so a mapping of
+    written bytes stays valid."""
+    offset = handle.tell()
+    if offset % mmap.ALLOCATIONGRANULARITY == 0:
+        try:
+            mapping = mmap.mmap(handle.fileno(), CHUNK, offset=offset, prot=mmap.PROT_READ,
+                                flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0))
+        except (OSError, ValueError):
+            pass  # a file system without mmap: read it
+        else:
+            handle.seek(offset + CHUNK)
+            return memoryview(mapping)
+    return handle.read(CHUNK)
 
 
 class SpoolEntry:

@@ -11,7 +11,10 @@ before and after is printed too. Nothing passes or fails on timings; the target 
 The registries run on the pushing machine's own cores, where a real fleet's registries cost the controller nothing.
 By default they are the distribution registry built with this machine's Go (`bench_pps.built_registry`), whose
 sha256 uses the CPU's SHA instructions; `--registry debian` runs Debian's docker-registry (Go 1.19, about twice the
-CPU per byte received) instead.
+CPU per byte received) instead. They store what they receive in memory (/dev/shm) by default, as a real fleet's
+registries write to disks of their own. On the pushing machine's disk (`--registry-storage disk`) each costs about
+0.1 CPU s more, and the kernel writes their 2 GB back while later runs go on. "machine CPU s" is every core's busy
+time over the run (/proc/stat), kernel threads included.
 """
 
 from __future__ import annotations
@@ -48,6 +51,8 @@ from loopback_links import LoopbackLinks  # noqa: E402
 MANIFEST_TYPES = "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json"
 PR_SET_CHILD_SUBREAPER = 36  # prctl(2)
 REPOSITORY = "bench/datarobot-portable-prediction-api"
+# The registries' storage by default: memory (tmpfs), as a real fleet's registries write to disks of their own.
+MEMORY_STORAGE = Path("/dev/shm/datarobot-mlops-bench")
 
 
 def go_version() -> str:
@@ -119,6 +124,14 @@ def adopt_orphans() -> None:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
 
 
+def machine_busy() -> float:
+    """CPU seconds every core of the machine has been busy since boot (/proc/stat): unlike a process's own figures,
+    it holds the kernel's threads too, such as those writing dirty pages back to disk."""
+    fields = [int(field) for field in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 def reap_orphans(seconds: float = 10.0) -> None:
     """Wait for the adopted workers (a worker writes its result, then exits), so that RUSAGE_CHILDREN holds their CPU
     seconds; a worker still running after `seconds` is left uncounted."""
@@ -133,7 +146,7 @@ def reap_orphans(seconds: float = 10.0) -> None:
 
 
 def fleet_run(archive: Path, size: int, spool: bool, extra: dict | None = None, binary: Path | None = None,
-              link_rate: float = 0.0) -> dict:
+              link_rate: float = 0.0, storage: Path | None = None) -> dict:
     """One playbook run pushing `archive` to `size` fresh registries with `size` forks; seconds and digests.
 
     CPU seconds are those of every process the run started (ansible, the modules, the pushes' background workers,
@@ -142,7 +155,7 @@ def fleet_run(archive: Path, size: int, spool: bool, extra: dict | None = None, 
     spool = bool((extra or {}).get("mlops_pps_image_spool", spool))  # --extra-vars may set it too
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="bench-fleet-") as scratch:
-        registries = [stack.enter_context(FreshRegistry(f"fleet-{index}", binary)) for index in range(size)]
+        registries = [stack.enter_context(FreshRegistry(f"fleet-{index}", binary, storage)) for index in range(size)]
         if link_rate:
             stack.enter_context(LoopbackLinks([registry.port for registry in registries], link_rate))
         registry_cpu = [process_cpu(registry.process.process.pid) for registry in registries]
@@ -153,9 +166,9 @@ def fleet_run(archive: Path, size: int, spool: bool, extra: dict | None = None, 
                 str(REPO / "playbooks" / "pps_image.yml"), "-e",
                 json.dumps({"mlops_pps_image_archive": str(archive), "mlops_pps_image_version": "1",
                             "mlops_pps_image_spool": spool, **(extra or {})})]
-        started = time.monotonic()
+        started, busy = time.monotonic(), machine_busy()
         proc = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=REPO, check=False)
-        seconds = time.monotonic() - started
+        seconds, busy = time.monotonic() - started, machine_busy() - busy
         registry_cpu = sum(process_cpu(registry.process.process.pid) - before_cpu
                            for registry, before_cpu in zip(registries, registry_cpu))
         if proc.returncode:
@@ -176,7 +189,7 @@ def fleet_run(archive: Path, size: int, spool: bool, extra: dict | None = None, 
     log(f"{name}: {seconds:.1f}s, {cpu:.1f} CPU s, {len(digests)} distinct manifest digest(s), "
         f"spool left: {left or 'none'}")
     return {"name": name, "size": size, "spool": spool, "seconds": seconds, "cpu": cpu, "digests": digests,
-            "registry_cpu": registry_cpu,
+            "registry_cpu": registry_cpu, "machine_cpu": busy,
             "layers": layers,
             "left": left}
 
@@ -187,6 +200,7 @@ def median_run(runs: list[dict]) -> dict:
     return {**runs[0], "seconds": statistics.median(run["seconds"] for run in runs),
             "cpu": statistics.median(run["cpu"] for run in runs),
             "registry_cpu": statistics.median(run["registry_cpu"] for run in runs),
+            "machine_cpu": statistics.median(run["machine_cpu"] for run in runs),
             "all_seconds": [round(run["seconds"], 1) for run in runs],
             "same": all(len(run["digests"]) == 1 for run in runs),
             "across": len(set().union(*(run["digests"] for run in runs))),
@@ -203,6 +217,8 @@ def main() -> int:
                         help="MB/s: give each registry a link of its own at this rate (tc on loopback; needs root)")
     parser.add_argument("--registry", choices=("built", "debian"), default="built",
                         help="the distribution registry built with this machine's Go (default), or Debian's")
+    parser.add_argument("--registry-storage", choices=("memory", "disk"), default="memory",
+                        help="where the registries keep what they receive: /dev/shm (default) or the bench cache on disk")
     args = parser.parse_args()
     adopt_orphans()
     _plain, archive = build_archive()
@@ -210,20 +226,21 @@ def main() -> int:
     sizes = [int(size) for size in args.sizes.split(",")]
     spools = [True, False] if args.without_spool else [True]
     load_before = os.getloadavg()
-    every = [fleet_run(archive, size, spool, args.extra_vars, binary, args.link_rate)
+    storage = MEMORY_STORAGE if args.registry_storage == "memory" else None
+    every = [fleet_run(archive, size, spool, args.extra_vars, binary, args.link_rate, storage)
              for _round in range(args.repeat) for size in sizes for spool in spools]
     load_after = os.getloadavg()
     runs = [median_run([run for run in every if run["size"] == size and run["spool"] == spool])
             for spool in spools for size in sizes]
     registry = f"distribution {DISTRIBUTION_VERSION} built with {go_version()}" if binary else "Debian docker-registry"
     print(f"\nFleet push benchmark: {archive.stat().st_size / 2**30:.2f} GiB .tar.gz, {os.cpu_count()} cores, "
-          f"fresh HTTP registry processes on loopback ({registry}), "
+          f"fresh HTTP registry processes on loopback ({registry}, storing on {args.registry_storage}), "
           f"{f'each behind a link of its own at {args.link_rate:g} MB/s' if args.link_rate else 'unlimited loopback'}, "
           "one fork per registry; "
           f"{args.repeat} run(s) per case, interleaved, medians; load average before "
           f"{' '.join(f'{load:.2f}' for load in load_before)}, after {' '.join(f'{load:.2f}' for load in load_after)}\n")
     print(f"{'run':32} {'seconds':>8} {'vs 1':>6} {'CPU s':>7} {'vs 1':>6} {'registries CPU s':>17} "
-          f"{'the rest CPU s':>15} {'vs 1':>6} {'one digest a run':>17} "
+          f"{'the rest CPU s':>15} {'vs 1':>6} {'machine CPU s':>14} {'one digest a run':>17} "
           f"{'digests, all runs':>18} {'spool left':>11}")
     for run in runs:
         one = next((r for r in runs if r["size"] == 1 and r["spool"] == run["spool"]), None)
@@ -232,7 +249,7 @@ def main() -> int:
         rest = run["cpu"] - run["registry_cpu"]
         rest_ratio = f"{rest / (one['cpu'] - one['registry_cpu']):5.2f}x" if one else "     -"
         print(f"{run['name']:32} {run['seconds']:8.1f} {ratio:>6} {run['cpu']:7.1f} {cpu_ratio:>6} "
-              f"{run['registry_cpu']:17.1f} {rest:15.1f} {rest_ratio:>6} "
+              f"{run['registry_cpu']:17.1f} {rest:15.1f} {rest_ratio:>6} {run['machine_cpu']:14.1f} "
               f"{str(run['same']):>17} {run['across']:>18} {str(bool(run['left'])):>11}  runs: {run['all_seconds']}")
     for run in runs:
         if run["across"] > 1:  # which layers came out otherwise from one run to the next

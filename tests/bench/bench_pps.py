@@ -203,8 +203,8 @@ def built_registry() -> Path:
 class FreshRegistry:
     """A new, empty docker-registry on loopback (HTTP) for one run, so no tool finds blobs to reuse."""
 
-    def __init__(self, name: str, binary: Path | None = None) -> None:
-        self.root = CACHE / "registries" / name
+    def __init__(self, name: str, binary: Path | None = None, storage: Path | None = None) -> None:
+        self.root = (storage or CACHE / "registries") / name
         self.binary = binary
         self.process: RegistryProcess | None = None
         self.port = free_port()

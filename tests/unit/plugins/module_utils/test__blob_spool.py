@@ -305,3 +305,38 @@ def test_an_archive_rewritten_in_place_with_its_old_mtime_gets_a_spool_of_its_ow
         handle.write(b"ARCHIVE")
     os.utime(path, ns=(stats.st_atime_ns, stats.st_mtime_ns))  # the old modification time put back
     assert spool.join(path, COMPRESSION).directory != before.directory
+
+
+def test_a_follower_sends_whole_chunks_from_a_mapping_of_the_spool_file(tmp_path, monkeypatch):
+    """Mapped, not read: the bytes are the file's, and the upload gets a view of the page cache, not a copy."""
+    monkeypatch.setattr(_blob_spool, "CHUNK", 64 * 1024)
+    path = tmp_path / "blob"
+    data = os.urandom(3 * 64 * 1024 + 100)
+    path.write_bytes(data)
+    with open(path, "rb") as handle:
+        pieces = [_blob_spool.next_chunk(handle) for _chunk in range(3)]
+        assert handle.tell() == 3 * 64 * 1024 and handle.read() == data[-100:]
+    assert all(isinstance(piece, memoryview) for piece in pieces)
+    assert b"".join(pieces) == data[:3 * 64 * 1024]
+
+
+def test_a_chunk_the_page_size_does_not_divide_is_read(tmp_path, monkeypatch):
+    monkeypatch.setattr(_blob_spool, "CHUNK", 1000)
+    path = tmp_path / "blob"
+    data = os.urandom(5000)
+    path.write_bytes(data)
+    with open(path, "rb") as handle:
+        first, second = _blob_spool.next_chunk(handle), _blob_spool.next_chunk(handle)  # offsets 0 and 1000
+    assert isinstance(first, memoryview) and isinstance(second, bytes)
+    assert bytes(first) + second == data[:2000]
+
+
+def test_a_follower_uploads_mapped_chunks_that_are_the_writers_bytes(tmp_path, monkeypatch):
+    monkeypatch.setattr(_blob_spool, "CHUNK", 1024 * 1024)  # DATA compresses to several whole chunks
+    spool = BlobSpool(str(tmp_path / "spool"), 1 << 30)
+    first, second = spool.join(archive(tmp_path), COMPRESSION), spool.join(archive(tmp_path), COMPRESSION)
+    writer, follower = Uploads(), Trickle()
+    send(first, writer)
+    send(second, follower)
+    assert any(isinstance(piece, memoryview) for piece in follower.pieces)
+    assert follower.sent == writer.sent == [expected()[0]] and second.reused == 1
