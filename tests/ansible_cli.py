@@ -106,8 +106,8 @@ class PlaybookRun:
 
 
 def run_playbook(playbook: str, *, inventory: str = "inventories/local", extra_vars: dict[str, Any] | None = None,
-                 check: bool = False, diff: bool = False, tags: str | None = None, verbosity: int = 0,
-                 env: dict[str, str] | None = None) -> PlaybookRun:
+                 check: bool = False, diff: bool = False, tags: str | None = None, skip_tags: str | None = None,
+                 verbosity: int = 0, env: dict[str, str] | None = None) -> PlaybookRun:
     """`_mlops` in `extra_vars` (what earlier stages would have published) goes in as an inventory variable of every
     host, not with -e: extra vars outrank set_fact, so a stage could not add its own keys to it."""
     extra_vars = dict(extra_vars or {})
@@ -122,6 +122,8 @@ def run_playbook(playbook: str, *, inventory: str = "inventories/local", extra_v
             argv += ["-e", json.dumps(extra_vars)]
         if tags:
             argv += ["--tags", tags]
+        if skip_tags:
+            argv += ["--skip-tags", skip_tags]
         argv += _mode_flags(check, diff, verbosity)
         proc = subprocess.run(argv, capture_output=True, text=True, env=env or ansible_env(), cwd=REPO,
                               timeout=1800, check=False)

@@ -264,3 +264,11 @@ def test_helm_4_with_a_kubernetes_core_that_cannot_drive_it_is_refused(rig, coll
                                                "mlops_ingress_nginx_class": "absent-class"}, env=env)
     assert "No ingress class absent-class exists" in quiet.failure()
     assert "kubernetes.core.helm" not in quiet.failure()
+    # the same helm 4 with the ingress stage on but left out of the run: nothing to refuse either, and the class is
+    # checked, as this run will not install it
+    skipped = run_playbook(PLAYBOOK, extra_vars={"mlops_helm_binary": rig["HELM4"],
+                                                 "mlops_ingress_nginx_class": "absent-class"},
+                           skip_tags="ingress", env=env)
+    assert ("No ingress class absent-class exists and this run skips the ingress stage (--skip-tags): run it, or set "
+            "mlops_ingress_nginx_class to an existing class") in skipped.failure()
+    assert "kubernetes.core.helm" not in skipped.failure()
