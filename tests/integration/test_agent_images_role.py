@@ -12,7 +12,6 @@ import re
 import stat
 import subprocess
 import tarfile
-import tempfile
 import threading
 import time
 import uuid
@@ -114,22 +113,25 @@ def mlops_namespace(new_namespace):
     return new_namespace("t-agent-images")
 
 
-def scratch_docker_configs() -> set[str]:
-    return {p.name for p in Path(tempfile.gettempdir()).glob("agent-images-docker-*")}
+def scratch_docker_configs(tmpdir: Path) -> set[str]:
+    """The role's private docker configs in `tmpdir`, a run's own TMPDIR: another test's run cannot add one."""
+    return {p.name for p in tmpdir.glob("agent-images-docker-*")}
 
 
-def test_build_pushes_both_images_once_after_the_registry_stage(rig, scenario, mlops_namespace):
+def test_build_pushes_both_images_once_after_the_registry_stage(rig, scenario, mlops_namespace, tmp_path):
     """registry.yml then agent_images.yml, as site.yml chains them; the second run builds nothing."""
     extra = {"mlops_namespace": mlops_namespace, "mlops_registry_host": rig["RIG_REGISTRY"],
              "mlops_registry_username": rig["RIG_REGISTRY_USER"], "mlops_registry_password": rig["RIG_REGISTRY_PASSWORD"],
              "mlops_registry_ca_path": rig["RIG_REGISTRY_CA"], "mlops_registry_path_prefix": scenario.prefix,
              "mlops_agent_tarball": str(scenario.tarball), "mlops_agent_tarball_cache_dir": str(scenario.cache)}
-    configs_before = scratch_docker_configs()
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
     started = time.monotonic()
-    first = run_playbook(CHAINED, extra_vars=extra, verbosity=3)
+    first = run_playbook(CHAINED, extra_vars=extra, verbosity=3, env=ansible_env(TMPDIR=str(scratch)))
     assert first.returncode == 0, first.failure() or first.stderr[-3000:]
     assert rig["RIG_REGISTRY_PASSWORD"] not in first.stdout + first.stderr
-    assert scratch_docker_configs() == configs_before  # the login's docker config is gone
+    assert f"{scratch}/agent-images-docker-" in first.stdout  # the login's docker config was made there (-vvv) ...
+    assert scratch_docker_configs(scratch) == set()  # ... and is gone
     built = [(build["key"], build["changed"]) for build in first.task(MAKE)["builds"]]
     assert built == [("management_agent", True), ("tracking_agent", True)]
 
@@ -180,9 +182,11 @@ def test_present_verifies_and_names_what_is_missing(rig, scenario):
     assert "mlops_agent_images_method build" in message and "mlops_tracking_agent_enabled: false" in message
 
 
-def test_check_mode_builds_and_pushes_nothing(rig, scenario):
-    configs_before = scratch_docker_configs()
-    check = run_playbook(PLAYBOOK, extra_vars=scenario.vars(mlops_tracking_agent_enabled=False), check=True)
+def test_check_mode_builds_and_pushes_nothing(rig, scenario, tmp_path):
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    check = run_playbook(PLAYBOOK, extra_vars=scenario.vars(mlops_tracking_agent_enabled=False), check=True,
+                         env=ansible_env(TMPDIR=str(scratch)))
     assert check.returncode == 0, check.failure()
     reports = check_mode_report(check)
     assert len(reports) == 1
@@ -193,7 +197,7 @@ def test_check_mode_builds_and_pushes_nothing(rig, scenario):
     assert scenario.manifest("management_agent").status_code == 404
     assert scenario.manifest("tracking_agent").status_code == 404
     assert scenario.local_images() == []
-    assert scratch_docker_configs() == configs_before
+    assert scratch_docker_configs(scratch) == set()
     published = check.task(PUBLISH)["ansible_facts"]["__agent_images_published"]["agent_images"]
     assert list(published) == ["management_agent"] and published["management_agent"]["digest"] == ""
     # The tarball was unpacked (the chart is needed in check mode too), into the cache only.
