@@ -167,6 +167,25 @@ def test_a_fleet_without_a_spool_still_gets_the_same_digests(rig, tmp_path):
         assert not (cache / "datarobot_mlops" / "spool").exists()
 
 
+def test_a_single_cluster_writes_no_spool(rig, tmp_path):
+    """One host in the batch: no other fork can follow it, so the role turns the spool off and nothing of the
+    compressed image is written to disk, even while another push of the archive holds its spool open."""
+    archive, cache = fleet_archive(tmp_path), tmp_path / "cache"
+    spool_root = cache / "datarobot_mlops" / "spool"
+    holder = BlobSpool(str(spool_root), 1 << 30).join(str(archive), Compression())
+    with Fleet(tmp_path / "fleet", 1) as fleet:
+        run = push(fleet, archive, cache)
+        assert run.returncode == 0, run.failure()
+        assert run.task("Push the PPS image", "cluster-0")["invocation"]["module_args"]["spool"] is False
+        result = pushed(run, fleet)[0]
+        assert result["changed"] and result["blobs_from_spool"] == 0
+        assert result["archive_bytes_read"] >= archive.stat().st_size
+        written = [path.name for path in Path(holder.directory).iterdir() if path.name != "users"]
+        assert written == [], written
+    holder.leave()
+    assert spools(spool_root) == []
+
+
 def test_what_a_broken_fork_left_in_the_spool_is_never_uploaded(rig, tmp_path, ledger):
     """Three layers, three leftovers: a spooled blob with other bytes under the right facts, a half-written `.part`
     of a writer that died (no facts), a blob cut short under facts that claim it whole. The forks must upload the
