@@ -186,7 +186,8 @@ def fleet_run(archive: Path, size: int, spool: bool, extra: dict | None = None, 
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     # with one host the role writes no spool whatever mlops_pps_image_spool says (nobody could follow it)
-    name = f"{size} registr{'y' if size == 1 else 'ies'}, spool {'on' if spool else 'off'}{' (unused)' if size == 1 and spool else ''}"
+    unused = " (unused)" if size == 1 and spool else ""
+    name = f"{size} registr{'y' if size == 1 else 'ies'}, spool {'on' if spool else 'off'}{unused}"
     log(f"{name}: {seconds:.1f}s, {cpu:.1f} CPU s, {len(digests)} distinct manifest digest(s), "
         f"spool left: {left or 'none'}")
     return {"name": name, "size": size, "spool": spool, "seconds": seconds, "cpu": cpu, "digests": digests,

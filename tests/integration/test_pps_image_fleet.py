@@ -29,7 +29,7 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
     BlobStream,
     Compression,
 )
-from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._blob_spool import BlobSpool
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._blob_spool import USERS, BlobSpool
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._image_archive import Archive
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._spool_index import SpoolIndex
 
@@ -180,7 +180,7 @@ def test_a_single_cluster_writes_no_spool(rig, tmp_path):
         result = pushed(run, fleet)[0]
         assert result["changed"] and result["blobs_from_spool"] == 0
         assert result["archive_bytes_read"] >= archive.stat().st_size
-        written = [path.name for path in Path(holder.directory).iterdir() if path.name != "users"]
+        written = [path.name for path in Path(holder.directory).iterdir() if path.name != USERS]
         assert written == [], written
     holder.leave()
     assert spools(spool_root) == []
