@@ -128,7 +128,7 @@ demo: system-packages setup rig-binaries rig-up
 bench: setup
 	$(BIN)/python tests/bench/bench_pps.py
 
-# A fleet push (one registry per cluster, one fork each) with 1, 2 and 4 registries: wall times and their ratio.
+# A fleet push (one registry per cluster) with 1, 2 and 4 registries: wall times and their ratio.
 bench-fleet: setup
 	$(BIN)/python tests/bench/bench_fleet.py $(BENCH_FLEET_ARGS)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import NamedTuple
+from typing import Any, Callable, Mapping, NamedTuple
 
 from ansible.module_utils.basic import missing_required_lib
 from ansible.module_utils.common.parameters import remove_values
@@ -24,6 +24,12 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
 )
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._docker_config import Credentials
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import MlopsError
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._fleet_progress import FleetProgress
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._fleet_push import (
+    destinations,
+    identity,
+    push_all,
+)
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._image_archive import ArchiveError
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._image_push import (
     DirectPusher,
@@ -46,7 +52,10 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
     summary_line,
 )
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._registry_client import RegistryClient
-from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._registry_module import RegistryModule
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._registry_module import (
+    RegistryModule,
+    client_from_params,
+)
 
 
 class PpsPushError(MlopsError):
@@ -62,15 +71,20 @@ class Target(NamedTuple):
     credentials: Credentials | None
 
 
-def _target(module: RegistryModule) -> Target:
+def _target(module: RegistryModule, name: str | None = None, params: Mapping[str, Any] | None = None) -> Target:
     """The repository and tags, and a registry client that may push there (asked now, so that a wrong login or
-    address fails the task itself, in the background too)."""
-    params = module.params
-    repository = Repository.parse(params["name"])
-    tags = [validate_tag(params["tag"])] + [validate_tag(t) for t in params["additional_tags"]]
-    if params["method"] == "daemon" and not HAS_DOCKER:
+    address fails the task itself, in the background too). `name` and `params`: a fleet destination's."""
+    options = module.params
+    repository = Repository.parse(name or options["name"])
+    tags = [validate_tag(options["tag"])] + [validate_tag(t) for t in options["additional_tags"]]
+    if options["method"] == "daemon" and not HAS_DOCKER:
         raise PpsPushError(missing_required_lib("docker", reason="for method=daemon"))
-    client, credentials = module.registry_client(repository.registry)
+    if params is None:
+        client, credentials = module.registry_client(repository.registry)
+    else:
+        client, credentials, warning = client_from_params(repository.registry, params)
+        if warning:
+            module.warn(f"{name}: {warning}")
     client.check_access(repository.path)
     return Target(repository, tags, client, credentials)
 
@@ -92,11 +106,15 @@ def _pusher(module: RegistryModule, target: Target, progress: PushProgress) -> D
                         required=bool(params["spool_dir"])) if params["spool"] else None)
 
 
-def push(module: RegistryModule, target: Target, progress_file: str | None) -> dict:
-    """Push the archive the parameters name; the module's return values. An unreadable file is an ArchiveError."""
+def push(module: RegistryModule, target: Target, progress_file: str | None,
+         fleet: FleetProgress | None = None) -> dict:
+    """Push the archive the parameters name to `target`; the module's return values. An unreadable file is an
+    ArchiveError. In a fleet, the progress goes into the fleet's sum (`fleet`) instead of `progress_file`."""
     params = module.params
     size = os.path.getsize(params["src"]) if os.path.isfile(params["src"]) else 0
-    progress = PushProgress(progress_file, f"{params['name']}:{params['tag']}", size)
+    progress = PushProgress(None if fleet else progress_file, f"{params['name']}:{params['tag']}", size)
+    if fleet:
+        fleet.join(progress)
     started = time.monotonic()
     try:
         result = _pusher(module, target, progress).push(params["src"], params["source_image"])
@@ -111,13 +129,65 @@ def push(module: RegistryModule, target: Target, progress_file: str | None) -> d
     return output
 
 
+def _fleet_work(module: RegistryModule, own: Target | MlopsError) -> tuple[list[Target], Callable[[str | None], dict]]:
+    """The fleet's targets (checked now, as the own one) and what pushes to all of them: the own push shows the
+    progress, named with the count of the others."""
+    params = module.params
+    if params["method"] == "daemon":
+        raise PpsPushError("fleet pushes from the archive itself: it needs method direct (or auto), not daemon.")
+    checked: dict[str, Target | MlopsError] = {}
+    images: dict[str, str] = {}
+    first = {identity(params["name"], params): ""}  # "": the run's own
+    same: dict[str, str] = {}  # a destination pushed to under another key already
+    for destination in destinations(params):
+        images[destination.key] = f"{destination.name}:{params['tag']}"
+        same_as = first.setdefault(identity(destination.name, destination.params), destination.key)
+        if same_as != destination.key:
+            same[destination.key] = same_as
+            continue
+        try:
+            checked[destination.key] = _target(module, destination.name, destination.params)
+        except MlopsError as exc:
+            checked[destination.key] = exc
+    more = len(checked)
+    label = f"{params['name']}:{params['tag']} and {more} more registr{'y' if more == 1 else 'ies'}"
+
+    def pushing(target: Target | MlopsError, progress: FleetProgress) -> Callable[[], dict]:
+        def go() -> dict:
+            if isinstance(target, MlopsError):
+                raise target
+            return push(module, target, None, progress)
+        return go
+
+    def work(progress_file: str | None) -> dict:
+        progress = FleetProgress(progress_file, label)
+        try:
+            return push_all(pushing(own, progress),
+                            {key: pushing(target, progress) for key, target in checked.items()}, images, same)
+        finally:
+            progress.remove()
+
+    return [t for t in [own, *checked.values()] if isinstance(t, Target)], work
+
+
 def run(module: RegistryModule) -> dict:
     """Push now, or start the push in a detached worker (`background`) and return at once."""
     params = module.params
-    target = _target(module)
+    if params["fleet"]:
+        try:
+            own: Target | MlopsError = _target(module)
+        except MlopsError as exc:  # the fleet's pushes go on: the run fails at their end, with their entries
+            own = exc
+        targets, action = _fleet_work(module, own)
+    else:
+        targets = [_target(module)]
+
+        def action(progress_file: str | None) -> dict:
+            return push(module, targets[0], progress_file)
     if not params["background"] or module.check_mode:
-        return push(module, target, params["progress_file"])
-    target.client.close_connections()  # the worker opens its own; inherited sockets are closed when it detaches
+        return action(params["progress_file"])
+    for target in targets:
+        target.client.close_connections()  # the worker opens its own; inherited sockets are closed when it detaches
     told = len(get_warning_messages())  # given with this task's own result
 
     def clean(result: dict) -> dict:
@@ -126,7 +196,7 @@ def run(module: RegistryModule) -> dict:
         return remove_values({**result, **({"warnings": warnings} if warnings else {})}, module.no_log_values)
 
     def work(job_dir: str) -> dict:
-        return push(module, target, params["progress_file"] or os.path.join(job_dir, PROGRESS))
+        return action(params["progress_file"] or os.path.join(job_dir, PROGRESS))
 
     # Without job_dir, start_job makes one (0700, in the temporary directory) and names it in the result.
     return start_job(params["job_dir"], params["background_timeout"], work, clean)

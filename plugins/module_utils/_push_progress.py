@@ -45,6 +45,8 @@ class PushProgress:
         self._lock = threading.Lock()
         self._written = 0.0
         self.on_sent: Callable[[int], None] | None = None  # told every count `sent` is told
+        # Without a file of its own: told when the file would be written (a FleetProgress writes the pushes' sum)
+        self.relay: Callable[[bool], None] | None = None
 
     def phase(self, name: str) -> None:
         with self._lock:
@@ -92,9 +94,15 @@ class PushProgress:
                 self.state["bytes_done"] = min(self.state["bytes_done"], self.state["bytes_total"])
         self.write()
 
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return dict(self.state)
+
     def write(self, force: bool = False) -> None:
         """Replace the file with the current state (at most once a second unless `force`)."""
         if not self.path:
+            if self.relay:
+                self.relay(force)
             return
         with self._lock:
             now = self.clock()

@@ -126,6 +126,47 @@ options:
       - MiB the spool of one archive may hold. Layers that do not fit are compressed by each push itself.
     type: int
     default: 16384
+  fleet:
+    description:
+      - More registries to push the same archive and tags to, in this run (the role's fleet mode, where one host
+        of a play batch pushes for every host that pushes the same archive). Each is a push of its own, in a thread;
+        with I(spool), they compress each layer once between them.
+      - A destination that cannot be reached, logged in to or pushed to fails alone; its entry in RV(fleet) says
+        why. The task fails only when its own destination (I(name)) fails; its result then still holds RV(fleet).
+      - Needs C(method=direct) or C(auto). The progress (I(progress_file)) is the own push's, named with the count
+        of the other registries.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      key:
+        description: What the destination's entry in RV(fleet) is keyed by (the role gives the inventory host).
+        type: str
+        required: true
+      name:
+        description: The destination's repository, C(registry/path) as I(name).
+        type: str
+        required: true
+      username:
+        description:
+          - Its login. Without one, the environment's login is used as in a run of its own (C(REGISTRY_USERNAME),
+            C(REGISTRY_PASSWORD), for C(REGISTRY_HOST) when set), or the docker config's for its registry; never
+            this run's I(username).
+        type: str
+      password:
+        description: The password or token of I(username).
+        type: str
+      ca_path:
+        description: As I(ca_path), for this registry.
+        type: path
+      validate_certs:
+        description: As I(validate_certs), for this registry.
+        type: bool
+        default: true
+      insecure:
+        description: As I(insecure), for this registry.
+        type: bool
+        default: false
   retries:
     description: Attempts for each request on connection errors, 5xx and 429 answers, with exponential backoff.
     type: int
@@ -251,9 +292,36 @@ EXAMPLES = r"""
     interval: 5
     remove: true
   register: pps
+
+- name: One push for three regions' registries, each layer compressed once
+  datarobot_mlops.management_agent.pps_image:
+    src: /data/datarobot-portable-prediction-api-9.2.0.tar.gz
+    name: 123456789012.dkr.ecr.us-east-1.amazonaws.com/datarobot/datarobot-portable-prediction-api
+    tag: 9.2.0
+    username: AWS
+    password: "{{ ecr_tokens['us-east-1'] }}"
+    fleet:
+      - key: eu-west-1
+        name: 123456789012.dkr.ecr.eu-west-1.amazonaws.com/datarobot/datarobot-portable-prediction-api
+        username: AWS
+        password: "{{ ecr_tokens['eu-west-1'] }}"
+      - key: ap-south-1
+        name: 123456789012.dkr.ecr.ap-south-1.amazonaws.com/datarobot/datarobot-portable-prediction-api
+        username: AWS
+        password: "{{ ecr_tokens['ap-south-1'] }}"
+  register: pps  # pps.fleet['eu-west-1'].digest, ...
 """
 
 RETURN = r"""
+fleet:
+  description:
+    - With I(fleet), each destination's result by its key, with the values this module returns for its own push
+      (C(changed), C(image), C(digest), C(summary) and the counts); a destination that failed has C(failed) and
+      C(msg) instead.
+  returned: with I(fleet), when the push ran (also when the task failed)
+  type: dict
+  sample: {"cluster-2": {"changed": true, "image": "registry-2.example.com/datarobot/pps:9.2.0",
+           "digest": "sha256:4f0c...", "summary": "..."}}
 started:
   description: With I(background), the push was started in its worker; the other values come with its result.
   returned: when started in the background
@@ -374,6 +442,15 @@ ARGUMENT_SPEC = dict(
     spool=dict(type="bool", default=True),
     spool_dir=dict(type="path"),
     spool_max_size=dict(type="int", default=16384),
+    fleet=dict(type="list", elements="dict", default=[], options=dict(
+        key=dict(type="str", required=True, no_log=False),
+        name=dict(type="str", required=True),
+        username=dict(type="str"),
+        password=dict(type="str", no_log=True),
+        ca_path=dict(type="path"),
+        validate_certs=dict(type="bool", default=True),
+        insecure=dict(type="bool", default=False),
+    ), required_together=[("username", "password")]),
     retries=dict(type="int", default=5),
     timeout=dict(type="raw", default=300),
     progress_file=dict(type="path"),

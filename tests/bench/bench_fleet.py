@@ -3,10 +3,12 @@
 Pushes `make bench`'s archive (built once and cached; the .tar.gz, like the vendor's) with playbooks/pps_image.yml
 to N fresh HTTP docker-registry processes on loopback, one per localhost-aliased cluster, with N forks, and prints
 the wall time of each run, its ratio to the one-registry run, and whether every registry got the same manifest
-digest. `--without-spool` adds the same runs with the spool off (each fork compresses the archive itself), for
-comparison. `--repeat N` runs every case N times, interleaved (1, 2, 4 registries, spool on and off, then again),
-so that other load on a shared machine falls on every case alike, and prints each case's median; the load average
-before and after is printed too. Nothing passes or fails on timings; the target is printed beside the figures.
+digest. By default the role's fleet mode pushes: one module run on the first cluster pushes for all of them.
+`--per-host` adds the same runs with a module run per cluster, sharing the spool (mlops_pps_image_fleet: false), and
+`--without-spool` with a module run per cluster and the spool off (each compresses the archive itself), for
+comparison. `--repeat N` runs every case N times, interleaved (1, 2, 4 registries, each mode, then again), so that
+other load on a shared machine falls on every case alike, and prints each case's median; the load average before and
+after is printed too. Nothing passes or fails on timings; the target is printed beside the figures.
 
 The registries run on the pushing machine's own cores, where a real fleet's registries cost the controller nothing.
 By default they are the distribution registry built with this machine's Go (`bench_pps.built_registry`), whose
@@ -146,13 +148,14 @@ def reap_orphans(seconds: float = 10.0) -> None:
 
 
 def fleet_run(archive: Path, size: int, spool: bool, extra: dict | None = None, binary: Path | None = None,
-              link_rate: float = 0.0, storage: Path | None = None) -> dict:
+              link_rate: float = 0.0, storage: Path | None = None, one_run: bool = True) -> dict:
     """One playbook run pushing `archive` to `size` fresh registries with `size` forks; seconds and digests.
 
     CPU seconds are those of every process the run started (ansible, the modules, the pushes' background workers,
     the registries), counted once they have all ended: on a shared machine they say more about the cost than the wall time does.
     """
     spool = bool((extra or {}).get("mlops_pps_image_spool", spool))  # --extra-vars may set it too
+    one_run = bool((extra or {}).get("mlops_pps_image_fleet", one_run))
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="bench-fleet-") as scratch:
         registries = [stack.enter_context(FreshRegistry(f"fleet-{index}", binary, storage)) for index in range(size)]
@@ -165,7 +168,7 @@ def fleet_run(archive: Path, size: int, spool: bool, extra: dict | None = None, 
         argv = [str(BIN / "ansible-playbook"), "-i", str(inventory(Path(scratch) / "fleet.yml", addresses)),
                 str(REPO / "playbooks" / "pps_image.yml"), "-e",
                 json.dumps({"mlops_pps_image_archive": str(archive), "mlops_pps_image_version": "1",
-                            "mlops_pps_image_spool": spool, **(extra or {})})]
+                            "mlops_pps_image_spool": spool, "mlops_pps_image_fleet": one_run, **(extra or {})})]
         started, busy = time.monotonic(), machine_busy()
         proc = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=REPO, check=False)
         seconds, busy = time.monotonic() - started, machine_busy() - busy
@@ -185,12 +188,12 @@ def fleet_run(archive: Path, size: int, spool: bool, extra: dict | None = None, 
     reap_orphans()
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    # with one host the role writes no spool whatever mlops_pps_image_spool says (nobody could follow it)
-    unused = " (unused)" if size == 1 and spool else ""
-    name = f"{size} registr{'y' if size == 1 else 'ies'}, spool {'on' if spool else 'off'}{unused}"
+    # with one host there is no fleet, and the role writes no spool (nobody could follow it)
+    mode = "one run" if one_run else f"forks, spool {'on' if spool else 'off'}"
+    name = f"{size} registr{'y' if size == 1 else 'ies'}, {mode}{' (alike)' if size == 1 else ''}"
     log(f"{name}: {seconds:.1f}s, {cpu:.1f} CPU s, {len(digests)} distinct manifest digest(s), "
         f"spool left: {left or 'none'}")
-    return {"name": name, "size": size, "spool": spool, "seconds": seconds, "cpu": cpu, "digests": digests,
+    return {"name": name, "size": size, "mode": mode, "seconds": seconds, "cpu": cpu, "digests": digests,
             "registry_cpu": registry_cpu, "machine_cpu": busy,
             "layers": layers,
             "left": left}
@@ -212,7 +215,11 @@ def median_run(runs: list[dict]) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", default="1,2,4", help="registries per run, comma-separated (default 1,2,4)")
-    parser.add_argument("--without-spool", action="store_true", help="also run each size with the spool off")
+    parser.add_argument("--per-host", action="store_true",
+                        help="also run each size with a module run per host sharing the spool (mlops_pps_image_fleet: "
+                             "false), the design before one run pushed for the fleet")
+    parser.add_argument("--without-spool", action="store_true",
+                        help="also run each size with a module run per host and the spool off")
     parser.add_argument("--repeat", type=int, default=1, help="runs of every case, interleaved; medians printed")
     parser.add_argument("--extra-vars", type=json.loads, default={}, help="JSON of more variables for every run")
     parser.add_argument("--link-rate", type=float, default=0.0,
@@ -226,40 +233,41 @@ def main() -> int:
     _plain, archive = build_archive()
     binary = built_registry() if args.registry == "built" else None
     sizes = [int(size) for size in args.sizes.split(",")]
-    spools = [True, False] if args.without_spool else [True]
+    modes = [(True, True)] + [(True, False)] * args.per_host + [(False, False)] * args.without_spool  # spool, one run
     load_before = os.getloadavg()
     storage = MEMORY_STORAGE if args.registry_storage == "memory" else None
-    every = [fleet_run(archive, size, spool, args.extra_vars, binary, args.link_rate, storage)
-             for _round in range(args.repeat) for size in sizes for spool in spools]
+    every = [fleet_run(archive, size, spool, args.extra_vars, binary, args.link_rate, storage, one_run)
+             for _round in range(args.repeat) for size in sizes for spool, one_run in modes]
     load_after = os.getloadavg()
-    runs = [median_run([run for run in every if run["size"] == size and run["spool"] == spool])
-            for spool in spools for size in sizes]
+    names = list(dict.fromkeys(run["mode"] for run in every))
+    runs = [median_run([run for run in every if run["size"] == size and run["mode"] == mode])
+            for mode in names for size in sizes]
     registry = f"distribution {DISTRIBUTION_VERSION} built with {go_version()}" if binary else "Debian docker-registry"
     print(f"\nFleet push benchmark: {archive.stat().st_size / 2**30:.2f} GiB .tar.gz, {os.cpu_count()} cores, "
           f"fresh HTTP registry processes on loopback ({registry}, storing on {args.registry_storage}), "
           f"{f'each behind a link of its own at {args.link_rate:g} MB/s' if args.link_rate else 'unlimited loopback'}, "
-          "one fork per registry; "
+          "one fork per cluster; "
           f"{args.repeat} run(s) per case, interleaved, medians; load average before "
           f"{' '.join(f'{load:.2f}' for load in load_before)}, after {' '.join(f'{load:.2f}' for load in load_after)}\n")
-    print(f"{'run':32} {'seconds':>8} {'vs 1':>6} {'CPU s':>7} {'vs 1':>6} {'registries CPU s':>17} "
+    print(f"{'run':36} {'seconds':>8} {'vs 1':>6} {'CPU s':>7} {'vs 1':>6} {'registries CPU s':>17} "
           f"{'the rest CPU s':>15} {'vs 1':>6} {'machine CPU s':>14} {'one digest a run':>17} "
           f"{'digests, all runs':>18} {'spool left':>11}")
     for run in runs:
-        one = next((r for r in runs if r["size"] == 1 and r["spool"] == run["spool"]), None)
+        one = next((r for r in runs if r["size"] == 1 and r["mode"] == run["mode"]), None)
         ratio = f"{run['seconds'] / one['seconds']:5.2f}x" if one else "     -"
         cpu_ratio = f"{run['cpu'] / one['cpu']:5.2f}x" if one else "     -"
         rest = run["cpu"] - run["registry_cpu"]
         rest_ratio = f"{rest / (one['cpu'] - one['registry_cpu']):5.2f}x" if one else "     -"
-        print(f"{run['name']:32} {run['seconds']:8.1f} {ratio:>6} {run['cpu']:7.1f} {cpu_ratio:>6} "
+        print(f"{run['name']:36} {run['seconds']:8.1f} {ratio:>6} {run['cpu']:7.1f} {cpu_ratio:>6} "
               f"{run['registry_cpu']:17.1f} {rest:15.1f} {rest_ratio:>6} {run['machine_cpu']:14.1f} "
               f"{str(run['same']):>17} {run['across']:>18} {str(bool(run['left'])):>11}  runs: {run['all_seconds']}")
     for run in runs:
         if run["across"] > 1:  # which layers came out otherwise from one run to the next
             print(f"  {run['name']}: layer digests (first 12 hex) per run:")
             for each in every:
-                if each["size"] == run["size"] and each["spool"] == run["spool"]:
+                if each["size"] == run["size"] and each["mode"] == run["mode"]:
                     print(f"    {each['layers']}")
-    four, one = (next((r for r in runs if r["size"] == n and r["spool"]), None) for n in (4, 1))
+    four, one = (next((r for r in runs if r["size"] == n and r["mode"] == names[0]), None) for n in (4, 1))
     if four and one:
         print(f"\ntarget (printed, not enforced): 4 registries / 1 registry = {four['seconds'] / one['seconds']:.2f} "
               f"wall, {four['cpu'] / one['cpu']:.2f} CPU  (target <= 1.5)")

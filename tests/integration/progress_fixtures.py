@@ -16,7 +16,8 @@ from fixtures.image_archives import write_docker_archive
 
 MB = 10**6
 RATE = 12 * MB  # bytes per second through the proxy: ~300 MB take ~25 s
-PROGRESS = re.compile(r"^(?P<image>\S+): (?P<percent>\d+)% [\d.]+ [kMG]?B of [\d.]+ [kMG]?B, [\d.]+ MB/s, "
+# a fleet's pushes made by one module run show as one: "<image> and N more registries"
+PROGRESS = re.compile(r"^(?P<image>\S+(?: and \d+ more registr(?:y|ies))?): (?P<percent>\d+)% [\d.]+ [kMG]?B of [\d.]+ [kMG]?B, [\d.]+ MB/s, "
                       r"(about \w+ left|time left not known yet); blobs \d+( of \d+)? done \(\d+ mounted, \d+ skipped\)$")
 SUMMARY = re.compile(r"^(?P<image>\S+): pushed, (?P<size>[\d.]+ [kMG]?B) archive, [\d.]+ [kMG]?B sent in [\d.]+s "
                      r"\([\d.]+ MB/s\)$")

@@ -31,6 +31,7 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
 )
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._blob_spool import USERS, BlobSpool
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._image_archive import Archive
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._push_progress import human_bytes
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._spool_index import SpoolIndex
 
 sys.path.insert(0, str(REPO / "tests" / "rig"))
@@ -99,10 +100,13 @@ def fleet_archive(tmp_path: Path) -> Path:
                                 layers, compress=True).path
 
 
-def push(fleet: Fleet, archive: Path, cache: Path, tag: str = "9.2.0"):
+def push(fleet: Fleet, archive: Path, cache: Path, tag: str = "9.2.0", one_run: bool = False):
+    """The stage, each cluster's push in a fork of its own (sharing the spool), or `one_run`: the first cluster's
+    module run pushing for all (mlops_pps_image_fleet)."""
     env = ansible_env(ANSIBLE_FORKS=str(fleet.size), XDG_CACHE_HOME=str(cache))
     return run_playbook(PLAYBOOK, inventory=fleet.inventory(), env=env,
-                        extra_vars={"mlops_pps_image_archive": str(archive), "mlops_pps_image_version": tag})
+                        extra_vars={"mlops_pps_image_archive": str(archive), "mlops_pps_image_version": tag,
+                                    "mlops_pps_image_fleet": one_run})
 
 
 def spools(root: Path) -> list[Path]:
@@ -111,22 +115,29 @@ def spools(root: Path) -> list[Path]:
 
 
 def pushed(run, fleet: Fleet) -> list[dict]:
-    """Each cluster's pps_image result: collected by the wait task when the push ran in the background (the default)."""
+    """Each cluster's pps_image result: collected by the wait task when the push ran in the background (the default),
+    or, for a fleet's other clusters, its entry in the first cluster's result."""
     results = []
     for index in range(fleet.size):
-        started = run.task("Push the PPS image", f"cluster-{index}")
-        results.append(run.task("Wait for the PPS push, a progress line every few seconds", f"cluster-{index}")
-                       if started.get("started") else started)
+        host = f"cluster-{index}"
+        started = run.task("Push the PPS image", host)
+        if started.get("skipped"):
+            results.append(run.task("The push's result",
+                                    host)["ansible_facts"]["__pps_image_push"])
+        else:
+            results.append(run.task("Wait for the PPS push, a progress line every few seconds", host)
+                           if started.get("started") else started)
     return results
 
 
+@pytest.mark.parametrize("one_run", [True, False], ids=["one run", "forks"])
 @pytest.mark.parametrize("size", [2, 4])
-def test_a_fleet_compresses_each_layer_once_and_gets_the_same_digests(rig, tmp_path, size, ledger):
+def test_a_fleet_compresses_each_layer_once_and_gets_the_same_digests(rig, tmp_path, size, one_run, ledger):
     archive, cache = fleet_archive(tmp_path), tmp_path / "cache"
     spool_root = cache / "datarobot_mlops" / "spool"
     with Fleet(tmp_path / "fleet", size) as fleet:
         holder = BlobSpool(str(spool_root), 1 << 30).join(str(archive), Compression())  # a fork still running
-        first = push(fleet, archive, cache)
+        first = push(fleet, archive, cache, one_run=one_run)
         assert first.returncode == 0, first.failure() + first.stderr[-2000:]
         results = pushed(first, fleet)
         assert all(result["changed"] for result in results)
@@ -145,8 +156,12 @@ def test_a_fleet_compresses_each_layer_once_and_gets_the_same_digests(rig, tmp_p
         holder.leave()
         assert spools(spool_root) == [], "the last push out leaves no spool"
 
-        again = push(fleet, archive, cache)
-        ledger.record("idempotence", f"fleet push to {size} registries, second run", again.returncode == 0 and
+        # one module run pushed for all, or one for each
+        assert [bool(first.task("Push the PPS image", f"cluster-{index}").get("skipped"))
+                for index in range(size)] == [False] + [one_run] * (size - 1)
+
+        again = push(fleet, archive, cache, one_run=one_run)
+        ledger.record("idempotence", f"fleet push to {size} registries{' in one run' if one_run else ''}, second run", again.returncode == 0 and
                       again.changed == 0, again.failure(), count=again.changed)
         assert again.returncode == 0 and again.changed == 0, again.failure()
         assert spools(spool_root) == []
@@ -254,9 +269,11 @@ def test_a_damaged_spooled_index_sends_every_fork_back_to_the_archive(rig, tmp_p
 FOLLOW_RATE = 8 * MB  # bytes per second to each registry: the fleet's push of ~80 MB takes ~10 s
 
 
-def test_every_fork_of_a_fleet_shows_its_progress_rising(rig, tmp_path):
-    """Each registry behind a slow loopback link, progress lines every second: the fork that reads the archive and
-    the one that follows it (it reads none of it, and said 0% until its end before) both show rising percentages."""
+@pytest.mark.parametrize("one_run", [False, True], ids=["forks", "one run"])
+def test_every_push_of_a_fleet_shows_its_progress_rising(rig, tmp_path, one_run):
+    """Each registry behind a slow loopback link, progress lines every second. In forks, the fork that reads the
+    archive and the one that follows it (it reads none of it, and said 0% until its end before) both show rising
+    percentages. In one run, its one line sums both pushes' bytes, and rises."""
     # Two large layers sent side by side, each in several chunks (a chunk sent is what moves the progress)
     layers = [{f"opt/pps/part{index}.bin": os.urandom(40 * MB)} for index in range(2)] + \
         [{"etc/pps.conf": uuid.uuid4().hex.encode()}]
@@ -267,23 +284,71 @@ def test_every_fork_of_a_fleet_shows_its_progress_rising(rig, tmp_path):
     with Fleet(tmp_path / "fleet", 2) as fleet, \
             FaultProxy(int(fleet.addresses[0].rsplit(":", 1)[1])) as first, \
             FaultProxy(int(fleet.addresses[1].rsplit(":", 1)[1])) as second:
-        first.faults.rate = second.faults.rate = FOLLOW_RATE
+        # in one run, the first registry's link is faster: its push ends well before the other's
+        first.faults.rate, second.faults.rate = (4 if one_run else 1) * FOLLOW_RATE, FOLLOW_RATE
         proxies = [f"127.0.0.1:{proxy.port}" for proxy in (first, second)]
         env = ansible_env(ANSIBLE_FORKS="2", XDG_CACHE_HOME=str(cache), ANSIBLE_STDOUT_CALLBACK="default")
         run = run_playbook(PLAYBOOK, inventory=fleet.inventory(proxies), env=env,
                            extra_vars={"mlops_pps_image_archive": str(archive), "mlops_pps_image_version": "9.2.0",
-                                       "mlops_pps_image_poll": 1})
+                                       "mlops_pps_image_poll": 1, "mlops_pps_image_fleet": one_run})
         assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
         assert len({manifest for manifest, _layers in fleet.manifests("9.2.0")}) == 1
     holder.leave()
     lines = [line.strip() for line in run.stdout.splitlines()]
-    for proxy in proxies:
-        image = f"{proxy}/{fleet.repo}:9.2.0"
+    shown = [(f"{proxies[0]}/{fleet.repo}:9.2.0 and 1 more registry", f"{proxies[0]}/{fleet.repo}:9.2.0")] \
+        if one_run else [(f"{proxy}/{fleet.repo}:9.2.0",) * 2 for proxy in proxies]
+    for image, summary in shown:
         end = next((index for index, line in enumerate(lines)
-                    if (match := SUMMARY.match(line)) and match["image"] == image), None)
-        assert end is not None, f"no summary line for {image} in:\n{run.stdout[-3000:]}"
+                    if (match := SUMMARY.match(line)) and match["image"] == summary), None)
+        assert end is not None, f"no summary line for {summary} in:\n{run.stdout[-3000:]}"
         percents = [int(match["percent"]) for line in lines[:end]
                     if (match := PROGRESS.match(line)) and match["image"] == image]
         assert len([percent for percent in rising(percents) if percent > 0]) >= 2, \
             f"{image}: progress lines before the end: {percents}\n{run.stdout[-3000:]}"
         assert percents == sorted(percents), (image, percents)
+        if one_run:  # one line for both pushes: of both pushes' bytes
+            both = f" of {human_bytes(2 * archive.stat().st_size)}, "
+            assert all(both in line for line in lines[:end] if line.startswith(f"{image}: ")), run.stdout[-3000:]
+
+
+def test_in_one_run_each_cluster_fails_alone_and_no_secret_is_shown(rig, tmp_path, ledger):
+    """One module run pushes for three clusters: the first's registry cannot be reached (the run's own), the second's
+    refuses every upload, the third's works and takes a login. Each of the first two fails with its own registry's
+    message; the third gets the image; the login's password is never printed."""
+    archive, cache = fleet_archive(tmp_path), tmp_path / "cache"
+    password = f"fleet-secret-{uuid.uuid4().hex}"
+    with Fleet(tmp_path / "fleet", 3) as fleet, FaultProxy(int(fleet.addresses[1].rsplit(":", 1)[1])) as refusing:
+        refusing.faults.fail(1000, 403, lambda method, path: method == "POST" and "/blobs/uploads/" in path)
+        unreachable = f"127.0.0.1:{free_port(taken=[int(a.rsplit(':', 1)[1]) for a in fleet.addresses])}"
+        inventory = json.loads(Path(fleet.inventory([unreachable, f"127.0.0.1:{refusing.port}",
+                                                     fleet.addresses[2]])).read_text())
+        inventory["clusters"]["hosts"]["cluster-2"]["_mlops"]["registry"].update(username="pusher", password=password)
+        (tmp_path / "fleet.json").write_text(json.dumps(inventory))
+        env = ansible_env(ANSIBLE_FORKS="3", XDG_CACHE_HOME=str(cache))
+        run = run_playbook(PLAYBOOK, inventory=str(tmp_path / "fleet.json"), env=env,
+                           extra_vars={"mlops_pps_image_archive": str(archive), "mlops_pps_image_version": "9.2.0"})
+        failures = {host: result.get("msg", "") for task in run.document["plays"][0]["tasks"]
+                    for host, result in task["hosts"].items() if result.get("failed")}
+        third = pushed_by_first(run, "cluster-2")
+        served = requests.get(f"http://{fleet.addresses[2]}/v2/{fleet.repo}/manifests/9.2.0",
+                              headers={"Accept": MANIFEST_TYPES}, timeout=10)
+        held = sorted(failures) == ["cluster-0", "cluster-1"] and unreachable in failures["cluster-0"] and \
+            "rejected" in failures["cluster-1"] and served.status_code == 200 and password not in run.stdout
+        ledger.record("fault", "fleet push in one run: its own registry unreachable, another refusing uploads",
+                      held, str(failures))
+        assert run.returncode != 0
+        assert sorted(failures) == ["cluster-0", "cluster-1"], failures
+        assert unreachable in failures["cluster-0"], failures
+        assert "rejected" in failures["cluster-1"] and f"127.0.0.1:{refusing.port}" in failures["cluster-1"], failures
+        assert third["changed"] and third["digest"] == served.headers["Docker-Content-Digest"], third
+        assert run.task("Push the PPS image", "cluster-2").get("skipped"), "the first cluster pushed for the others"
+        ledger.record("secret", "fleet push in one run: a cluster's registry password in the run's output",
+                      password not in run.stdout + run.stderr)
+        assert password not in run.stdout + run.stderr
+    assert spools(cache / "datarobot_mlops" / "spool") == [] if (cache / "datarobot_mlops" / "spool").exists() \
+        else True
+
+
+def pushed_by_first(run, host: str) -> dict:
+    """A fleet's other cluster's result: its entry in the first cluster's result."""
+    return run.task("The push's result", host)["ansible_facts"]["__pps_image_push"]
