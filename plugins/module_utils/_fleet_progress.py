@@ -6,15 +6,13 @@ percent and the time left follow the slowest registry, and the line says 100% on
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from typing import Any, Callable
 
-from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._json_file import write_json
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._push_progress import (
-    WRITE_EVERY,
     PushProgress,
+    StatusFile,
 )
 
 SUMMED = ("bytes_total", "bytes_done", "bytes_sent", "blobs_total", "blobs_done", "blobs_mounted", "blobs_skipped")
@@ -34,10 +32,10 @@ class FleetProgress:
     """Writes the sum of the pushes that `join` it to `path` (None: nowhere), at most once a second unless forced."""
 
     def __init__(self, path: str | None, image: str, clock: Callable[[], float] = time.time) -> None:
-        self.path, self.image, self.clock = path, image, clock
+        self.image = image
         self.members: list[PushProgress] = []
         self._lock = threading.Lock()
-        self._written = 0.0
+        self._file = StatusFile(path, clock)
 
     def join(self, progress: PushProgress) -> None:
         with self._lock:
@@ -45,22 +43,9 @@ class FleetProgress:
         progress.relay = self.write
 
     def write(self, force: bool = False) -> None:
-        if not self.path:
-            return
         with self._lock:
-            now = self.clock()
-            if not self.members or (not force and now - self._written < WRITE_EVERY):
-                return
-            self._written = now
-            state = combined(self.image, [member.snapshot() for member in self.members])
-            try:
-                write_json(self.path, state)
-            except OSError:
-                pass  # progress is a courtesy: a full disk or a removed directory never fails the push
+            if self.members:
+                self._file.write(combined(self.image, [member.snapshot() for member in self.members]), force)
 
     def remove(self) -> None:
-        if self.path:
-            try:
-                os.unlink(self.path)
-            except OSError:
-                pass
+        self._file.remove()

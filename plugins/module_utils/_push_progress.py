@@ -43,7 +43,7 @@ class PushProgress:
         self.state: dict[str, Any] = dict.fromkeys(FIELDS, 0)
         self.state.update(image=image, phase="checking", started=now, sending_since=now, bytes_total=total)
         self._lock = threading.Lock()
-        self._written = 0.0
+        self._file = StatusFile(path, clock)
         self.on_sent: Callable[[int], None] | None = None  # told every count `sent` is told
         # Without a file of its own: told when the file would be written (a FleetProgress writes the pushes' sum)
         self.relay: Callable[[bool], None] | None = None
@@ -105,14 +105,30 @@ class PushProgress:
                 self.relay(force)
             return
         with self._lock:
-            now = self.clock()
-            if not force and now - self._written < WRITE_EVERY:
-                return
-            self._written = now
-            try:
-                write_json(self.path, self.state)
-            except OSError:
-                pass  # progress is a courtesy: a full disk or a removed directory never fails the push
+            self._file.write(self.state, force)
+
+    def remove(self) -> None:
+        self._file.remove()
+
+
+class StatusFile:
+    """A push's progress file: rewritten atomically, at most once a second unless forced, and never a reason for the
+    push to fail (a full disk or a removed directory only loses the courtesy)."""
+
+    def __init__(self, path: str | None, clock: Callable[[], float] = time.time) -> None:
+        self.path, self.clock = path, clock
+        self._written = 0.0
+
+    def write(self, state: dict[str, Any], force: bool = False) -> None:
+        """Write `state` unless one was written less than WRITE_EVERY seconds ago (the caller holds its lock)."""
+        now = self.clock()
+        if not self.path or (not force and now - self._written < WRITE_EVERY):
+            return
+        self._written = now
+        try:
+            write_json(self.path, state)
+        except OSError:
+            pass
 
     def remove(self) -> None:
         if self.path:
