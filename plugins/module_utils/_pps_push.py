@@ -130,8 +130,8 @@ def push(module: RegistryModule, target: Target, progress_file: str | None,
 
 
 def _fleet_work(module: RegistryModule, own: Target | MlopsError) -> tuple[list[Target], Callable[[str | None], dict]]:
-    """The fleet's targets (checked now, as the own one) and what pushes to all of them: the own push shows the
-    progress, named with the count of the others."""
+    """The fleet's targets (checked now, as the own one) and what pushes to all of them. The progress file holds
+    the sum of all the pushes, under the own image and the count of the other registries."""
     params = module.params
     if params["method"] == "daemon":
         raise PpsPushError("fleet pushes from the archive itself: it needs method direct (or auto), not daemon.")
@@ -150,7 +150,8 @@ def _fleet_work(module: RegistryModule, own: Target | MlopsError) -> tuple[list[
         except MlopsError as exc:
             checked[destination.key] = exc
     more = len(checked)
-    label = f"{params['name']}:{params['tag']} and {more} more registr{'y' if more == 1 else 'ies'}"
+    others = f" and {more} more registr{'y' if more == 1 else 'ies'}" if more else ""
+    label = f"{params['name']}:{params['tag']}{others}"
 
     def pushing(target: Target | MlopsError, progress: FleetProgress) -> Callable[[], dict]:
         def go() -> dict:

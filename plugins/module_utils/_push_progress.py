@@ -211,8 +211,11 @@ def watch(poll_job: Callable[[bool], dict[str, Any]], read_status: Callable[[], 
         status = read_status()
         job = poll_job(status is None or status == last)
         if job.get("finished") or job.get("failed"):
-            if job.get("summary"):
-                show(str(job["summary"]))
+            # its own push's line, then those of the registries it pushed to for a fleet (`fleet`)
+            for summary in [job.get("summary")] + [entry.get("summary") for entry in (job.get("fleet") or {}).values()
+                                                   if isinstance(entry, dict)]:
+                if summary:
+                    show(str(summary))
             return job
         if status:
             show(progress_line(status, now()))

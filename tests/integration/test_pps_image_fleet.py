@@ -306,9 +306,12 @@ def test_every_push_of_a_fleet_shows_its_progress_rising(rig, tmp_path, one_run)
         assert len([percent for percent in rising(percents) if percent > 0]) >= 2, \
             f"{image}: progress lines before the end: {percents}\n{run.stdout[-3000:]}"
         assert percents == sorted(percents), (image, percents)
-        if one_run:  # one line for both pushes: of both pushes' bytes
+        if one_run:  # one line for both pushes: of both pushes' bytes; at the end, each registry's summary
             both = f" of {human_bytes(2 * archive.stat().st_size)}, "
             assert all(both in line for line in lines[:end] if line.startswith(f"{image}: ")), run.stdout[-3000:]
+            other = f"{proxies[1]}/{fleet.repo}:9.2.0"
+            assert any((match := SUMMARY.match(line)) and match["image"] == other for line in lines[end:]), \
+                run.stdout[-3000:]
 
 
 def test_in_one_run_each_cluster_fails_alone_and_no_secret_is_shown(rig, tmp_path, ledger):
@@ -352,3 +355,28 @@ def test_in_one_run_each_cluster_fails_alone_and_no_secret_is_shown(rig, tmp_pat
 def pushed_by_first(run, host: str) -> dict:
     """A fleet's other cluster's result: its entry in the first cluster's result."""
     return run.task("The push's result", host)["ansible_facts"]["__pps_image_push"]
+
+
+def test_in_one_run_two_clusters_of_one_registry_are_pushed_to_once(rig, tmp_path):
+    """Three clusters, two of them with the same registry, repository and login: the run uploads each blob to that
+    registry once, and both clusters get its result."""
+    archive, cache = fleet_archive(tmp_path), tmp_path / "cache"
+    with Fleet(tmp_path / "fleet", 2) as fleet, FaultProxy(int(fleet.addresses[0].rsplit(":", 1)[1])) as shared:
+        through = f"127.0.0.1:{shared.port}"
+        inventory = json.loads(Path(fleet.inventory([through, fleet.addresses[1]])).read_text())
+        hosts = inventory["clusters"]["hosts"]
+        hosts["cluster-2"] = json.loads(json.dumps(hosts["cluster-0"]))
+        (tmp_path / "fleet.json").write_text(json.dumps(inventory))
+        run = run_playbook(PLAYBOOK, inventory=str(tmp_path / "fleet.json"),
+                           env=ansible_env(ANSIBLE_FORKS="3", XDG_CACHE_HOME=str(cache)),
+                           extra_vars={"mlops_pps_image_archive": str(archive), "mlops_pps_image_version": "9.2.0"})
+        assert run.returncode == 0, run.failure() + run.stderr[-2000:]
+        uploads = [path for method, path, _status in shared.faults.seen
+                   if method == "POST" and "/blobs/uploads/" in path]
+        assert len(uploads) == LAYERS + 1, uploads  # the layers and the config, once
+        served = fleet.manifests("9.2.0")
+        assert len({manifest for manifest, _layers in served}) == 1, served
+    own, twin = (run.task("Wait for the PPS push, a progress line every few seconds", "cluster-0"),
+                 pushed_by_first(run, "cluster-2"))
+    assert own["changed"] and twin["changed"] and twin["digest"] == own["digest"] == served[0][0], (own, twin)
+    assert twin["image"] == f"{through}/{fleet.repo}:9.2.0"

@@ -157,6 +157,14 @@ def test_watch_shows_lines_until_the_job_ends_then_its_summary():
     assert stalled == [True, False, True]  # liveness is asked for when the progress did not move
 
 
+def test_watch_ends_with_the_summary_of_every_registry_a_fleet_run_pushed_to():
+    job = {"finished": True, "changed": True, "summary": "own: pushed",
+           "fleet": {"cluster-1": {"summary": "one: pushed"}, "cluster-2": {"failed": True, "msg": "refused"}}}
+    shown = []
+    watch(lambda stalled: job, lambda: None, shown.append, interval=1, timeout=5, sleep=lambda seconds: None)
+    assert shown == ["own: pushed", "one: pushed"]  # a failed registry's message is its own host's failure
+
+
 def test_watch_returns_a_failed_job_and_gives_up_after_its_timeout():
     failed = watch(lambda stalled: {"failed": True, "msg": "could not find job"}, lambda: None, print, interval=1,
                    timeout=5, sleep=lambda s: None)
