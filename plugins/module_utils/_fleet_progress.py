@@ -19,8 +19,12 @@ SUMMED = ("bytes_total", "bytes_done", "bytes_sent", "blobs_total", "blobs_done"
 
 
 def combined(image: str, states: list[dict[str, Any]]) -> dict[str, Any]:
-    """One push's state for several: the counts summed, the earliest start, the phase of the first not done."""
+    """One push's state for several: the counts summed (the blobs: the image's count for each push), the earliest
+    start, the phase of the first not done."""
     state: dict[str, Any] = {key: sum(int(part.get(key, 0)) for part in states) for key in SUMMED}
+    # Every push sends the same image: once one knows its blob count, each has that many (a follower that reads no
+    # archive may never count them itself).
+    state["blobs_total"] = max(int(part.get("blobs_total", 0)) for part in states) * len(states)
     running = [part["phase"] for part in states if part.get("phase") != "done"]
     state.update(image=image, phase=running[0] if running else "done",
                  started=min(part["started"] for part in states),

@@ -44,6 +44,7 @@ def test_one_run_pushes_for_the_fleet_under_core_216(rig, tmp_path, core_version
         results = pushed(first, fleet)
         served = fleet.manifests("9.2.0")
         assert all(result["changed"] for result in results), results
+        assert first.document["stats"]["cluster-1"]["changed"] >= 1, first.document["stats"]  # its own change
         assert [result["digest"] for result in results] == [manifest for manifest, _layers in served]
         assert len({manifest for manifest, _layers in served}) == 1, served
         again = push(fleet, archive, cache)

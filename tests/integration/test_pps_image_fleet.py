@@ -156,9 +156,11 @@ def test_a_fleet_compresses_each_layer_once_and_gets_the_same_digests(rig, tmp_p
         holder.leave()
         assert spools(spool_root) == [], "the last push out leaves no spool"
 
-        # one module run pushed for all, or one for each
+        # one module run pushed for all, or one for each; each cluster reports its own change
         assert [bool(first.task("Push the PPS image", f"cluster-{index}").get("skipped"))
                 for index in range(size)] == [False] + [one_run] * (size - 1)
+        assert all(first.document["stats"][f"cluster-{index}"]["changed"] >= 1 for index in range(size)), \
+            first.document["stats"]
 
         again = push(fleet, archive, cache, one_run=one_run)
         ledger.record("idempotence", f"fleet push to {size} registries{' in one run' if one_run else ''}, second run", again.returncode == 0 and

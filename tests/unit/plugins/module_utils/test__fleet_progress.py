@@ -20,6 +20,7 @@ def test_counts_are_summed_and_the_line_runs_until_every_push_is_done():
     assert (state["bytes_total"], state["bytes_done"], state["blobs_done"], state["blobs_mounted"]) == (200, 130, 5, 2)
     assert (state["phase"], state["started"], state["sending_since"]) == ("sending", 9.0, 11.0)
     assert combined("x", [first, first])["phase"] == "done"
+    assert combined("x", [first, {**second, "blobs_total": 0}])["blobs_total"] == 8  # the same image: 4 each
 
 
 def test_the_members_write_through_the_fleet_file(tmp_path):
