@@ -14,7 +14,7 @@ description:
     result, as the module would have returned it; meanwhile, every I(interval) seconds, prints one line read from
     the push's progress file with the percent, the bytes read and in all, MB/s, the time left, and the blobs done,
     mounted and skipped. When the push ends it prints the push's summary line (archive size, bytes sent, seconds,
-    throughput).
+    throughput), and, for a push with a I(fleet), the summary line of every other registry it pushed to.
   - The lines go through Ansible's display, so they show on the command line and, under ansible-runner
     (AWX, Automation Controller), as verbose events in the job output.
   - The job's files (C(progress.json), C(result.json), C(worker.json) in I(job_dir)) are read through the
