@@ -2,7 +2,7 @@
 # Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
 """The progress of a fleet's pushes made side by side in one run (`_fleet_push`), written as one push's: the file
 push_progress reads holds their counts summed (bytes of the archive done and in all, blobs) under one name, so the
-percent and the time left follow the slowest registry, and the line says 100% only when every push has ended."""
+percent and the time left follow the slowest registry."""
 
 from __future__ import annotations
 

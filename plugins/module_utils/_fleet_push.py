@@ -90,13 +90,11 @@ def push_all(own: Push, others: Mapping[str, Push], images: Mapping[str, str],
     own push's ends the run, as a FleetError that carries the entries. `same` maps the key of a destination pushed
     to already under another key to that key ("" for the run's own): it gets the same entry, and no push."""
     entries: dict[str, dict[str, Any]] = {}
-    failures: dict[str, BaseException] = {}
 
     def one(key: str, push: Push) -> None:
         try:
             entries[key] = push()
         except (MlopsError, OSError) as exc:
-            failures[key] = exc
             entries[key] = failed_entry(images.get(key, ""), exc)
 
     pushes = {"": own, **others}  # "": the run's own destination (fleet keys are never empty)
@@ -106,7 +104,6 @@ def push_all(own: Push, others: Mapping[str, Push], images: Mapping[str, str],
     for key, first in (same or {}).items():
         entries[key] = {name: value for name, value in entries[first].items() if name != "fleet"}
     fleet = {key: entries[key] for key in images}
-    if "" in failures:
-        error = failures[""]
-        raise FleetError(str(error) if isinstance(error, MlopsError) else f"{error}", {"fleet": fleet})
+    if entries[""].get("failed"):
+        raise FleetError(entries[""]["msg"], {"fleet": fleet})
     return {**entries[""], "fleet": fleet}

@@ -133,8 +133,8 @@ options:
         with I(spool), they compress each layer once between them.
       - A destination that cannot be reached, logged in to or pushed to fails alone; its entry in RV(fleet) says
         why. The task fails only when its own destination (I(name)) fails; its result then still holds RV(fleet).
-      - Needs C(method=direct) or C(auto). The progress (I(progress_file)) is the own push's, named with the count
-        of the other registries.
+      - Needs C(method=direct) or C(auto). The progress (I(progress_file)) sums all the pushes (bytes and blobs),
+        under this run's image and the count of the other registries.
     type: list
     elements: dict
     default: []

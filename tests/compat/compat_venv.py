@@ -7,13 +7,14 @@ so tests/compat can be collected together with tests/integration, whose modules 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from ansible_cli import REPO, ansible_env
+from ansible_cli import REPO, PlaybookRun, ansible_env
 
 COMPAT_VENV = Path(os.environ.get("COMPAT_VENV") or REPO / ".cache" / "venv-core216").absolute()
 COMPAT_BIN = COMPAT_VENV / "bin"
@@ -39,6 +40,20 @@ def compat_env(**extra: str) -> dict[str, str]:
     env["PATH"] = f"{COMPAT_BIN}:{env['PATH']}"
     env.update(extra)
     return env
+
+
+def compat_playbook(playbook: str, inventory: str, extra_vars: dict, timeout: int = 1800,
+                    **env: str) -> PlaybookRun:
+    """The virtualenv's ansible-playbook from the checkout, `env` added to its environment; its JSON output (the
+    checkout's ansible.cfg) as a PlaybookRun, empty where there is none."""
+    proc = subprocess.run([str(COMPAT_BIN / "ansible-playbook"), "-i", inventory, str(REPO / playbook), "-e",
+                           json.dumps(extra_vars)], capture_output=True, text=True, env=compat_env(**env), cwd=REPO,
+                          timeout=timeout, check=False)
+    try:
+        document = json.loads(proc.stdout[proc.stdout.index("{"):])
+    except ValueError:
+        document = {}
+    return PlaybookRun(document, proc.stdout, proc.stderr, proc.returncode)
 
 
 def compat_run(*argv: str, timeout: int = 300) -> subprocess.CompletedProcess:

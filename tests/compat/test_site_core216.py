@@ -8,27 +8,19 @@ interpreter. The newest line is covered by tests/integration/test_site.py.
 from __future__ import annotations
 
 import json
-import subprocess
 import uuid
 
 
 from ansible_cli import REPO, PlaybookRun
 # core_version and rig: fixtures, used by name
-from compat_venv import COMPAT_BIN, COMPAT_PYTHON, COMPAT_VENV, compat_env, compat_run
+from compat_venv import COMPAT_BIN, COMPAT_PYTHON, COMPAT_VENV, compat_playbook, compat_run
 from compat_venv import core_version  # noqa: F401  pylint: disable=unused-import
 from integration.conftest import cleanup, demo_archives, kubectl, release_status, rig  # noqa: F401  pylint: disable=unused-import
 
 
 def run_site(namespace: str) -> PlaybookRun:
     extra = {"mlops_namespace": namespace, "ansible_python_interpreter": str(COMPAT_PYTHON)}
-    proc = subprocess.run([str(COMPAT_BIN / "ansible-playbook"), "-i", str(REPO / "inventories/local"),
-                           str(REPO / "site.yml"), "-e", json.dumps(extra)],
-                          capture_output=True, text=True, env=compat_env(), cwd=REPO, timeout=1800, check=False)
-    try:
-        document = json.loads(proc.stdout[proc.stdout.index("{"):])
-    except ValueError:
-        document = {}
-    return PlaybookRun(document, proc.stdout, proc.stderr, proc.returncode)
+    return compat_playbook("site.yml", str(REPO / "inventories/local"), extra)
 
 
 def test_the_run_uses_the_216_engine_and_collections(core_version):
