@@ -17,6 +17,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Mapping, NamedTuple
 
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import MlopsError
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._registry_module import (
+    PASSWORD_ENV,
+    USERNAME_ENV,
+)
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._secret_env import secret_from_env
 
 # The registry_auth options a fleet destination gives for itself; the rest (retries, timeout, docker_config) are
@@ -51,8 +55,7 @@ def destination_params(params: Mapping[str, Any], given: Mapping[str, Any],
     if given.get("username"):
         options.update(username=given["username"], password=given.get("password"))
     else:
-        options.update(username=environ.get("REGISTRY_USERNAME") or None,
-                       password=secret_from_env("REGISTRY_PASSWORD", environ))
+        options.update(username=environ.get(USERNAME_ENV) or None, password=secret_from_env(PASSWORD_ENV, environ))
     return options
 
 

@@ -32,10 +32,13 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
     secret_fallback,
 )
 
+# The environment's login, read by the options' fallbacks and by a fleet destination without a login of its own.
+USERNAME_ENV, PASSWORD_ENV = "REGISTRY_USERNAME", "REGISTRY_PASSWORD"
+
 # The options of the registry_auth doc fragment (modules add retries and timeout).
 REGISTRY_AUTH_ARGUMENT_SPEC: dict[str, dict[str, Any]] = dict(
-    username=dict(type="str", fallback=(env_fallback, ["REGISTRY_USERNAME"])),
-    password=dict(type="str", no_log=True, fallback=(secret_fallback, ["REGISTRY_PASSWORD"])),
+    username=dict(type="str", fallback=(env_fallback, [USERNAME_ENV])),
+    password=dict(type="str", no_log=True, fallback=(secret_fallback, [PASSWORD_ENV])),
     credentials_host=dict(type="str", fallback=(env_fallback, ["REGISTRY_HOST"])),
     docker_config=dict(type="path"),
     ca_path=dict(type="path", fallback=(env_fallback, ["REGISTRY_CA_PATH"])),

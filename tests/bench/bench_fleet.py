@@ -42,6 +42,7 @@ import requests
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_pps import (  # noqa: E402
     BIN,
+    CACHE,
     process_cpu,
     DISTRIBUTION_VERSION,
     REPO,
@@ -51,6 +52,7 @@ from bench_pps import (  # noqa: E402
     log,
 )
 from loopback_links import LoopbackLinks  # noqa: E402
+from transfer_floor import blobs, transfer  # noqa: E402
 
 MANIFEST_TYPES = "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json"
 PR_SET_CHILD_SUBREAPER = 36  # prctl(2)
@@ -182,6 +184,7 @@ def fleet_run(archive: Path, size: int, spool: bool, extra: dict | None = None, 
         digests = {digest for digest, _body in manifests}
         bodies = [body for _digest, body in manifests]
         layers = [layer["digest"][7:19] for layer in json.loads(bodies[0]).get("layers", [])]
+        layer_sizes = [layer["size"] for layer in json.loads(bodies[0]).get("layers", [])]
         if len(digests) > 1:  # what differs: the layers' digests, or only their sizes (the manifests, in full)
             log(f"different manifests: {sorted(digests)}\n" + "\n".join(bodies) + f"\n{proc.stdout[-4000:]}")
             log(compare_layers(addresses, [json.loads(body) for body in bodies]))
@@ -197,7 +200,7 @@ def fleet_run(archive: Path, size: int, spool: bool, extra: dict | None = None, 
         f"spool left: {left or 'none'}")
     return {"name": name, "size": size, "mode": mode, "seconds": seconds, "cpu": cpu, "digests": digests,
             "registry_cpu": registry_cpu, "machine_cpu": busy,
-            "layers": layers,
+            "layers": layers, "layer_sizes": layer_sizes,
             "left": left}
 
 
@@ -230,6 +233,10 @@ def main() -> int:
                         help="the distribution registry built with this machine's Go (default), or Debian's")
     parser.add_argument("--registry-storage", choices=("memory", "disk"), default="memory",
                         help="where the registries keep what they receive: /dev/shm (default) or the bench cache on disk")
+    parser.add_argument("--floor", action="store_true",
+                        help="also time the bare transfer of the pushed layers to 1 and to the most registries (no "
+                             "archive, no compression, no Ansible: tests/bench/transfer_floor.py), and print what it "
+                             "leaves of the target on these cores")
     args = parser.parse_args()
     adopt_orphans()
     _plain, archive = build_archive()
@@ -278,7 +285,36 @@ def main() -> int:
     if four and one:
         print(f"\ntarget (printed, not enforced): 4 registries / 1 registry = {four['seconds'] / one['seconds']:.2f} "
               f"wall, {four['cpu'] / one['cpu']:.2f} CPU  (target <= 1.5)")
+    if args.floor and one:
+        print_floor(every[0]["layer_sizes"], [1, max(sizes)], args.repeat, binary, storage, one)
     return 0
+
+
+def print_floor(layer_sizes: list[int], counts: list[int], repeat: int, binary: Path | None, storage: Path | None,
+                one: dict) -> None:
+    """The bare transfer's figures (medians of `repeat` interleaved rounds), and the run time it implies at best for
+    the most registries: the one-registry run plus the transfer's extra CPU spread over every core."""
+    directory = (storage or CACHE) / "floor-blobs"
+    try:
+        files = blobs(directory, layer_sizes)
+        every = [transfer(files, count, binary, storage) for _round in range(repeat) for count in counts]
+    finally:
+        subprocess.run(["rm", "-rf", str(directory)], check=False)
+    rows = {count: {key: statistics.median(run[key] for run in every if run["count"] == count)
+                    for key in ("seconds", "registries_cpu", "sender_cpu")} for count in counts}
+    print(f"\nBare transfer of the pushed layers ({sum(layer_sizes) / 1e9:.2f} GB in {len(layer_sizes)} blobs) from "
+          "memory, this collection's registry client, a thread per registry; no archive, no compression, no Ansible; "
+          f"{repeat} run(s) each, medians:")
+    print(f"{'registries':>10} {'seconds':>8} {'registries CPU s':>17} {'sender CPU s':>13}")
+    for count, row in rows.items():
+        print(f"{count:>10} {row['seconds']:8.2f} {row['registries_cpu']:17.2f} {row['sender_cpu']:13.2f}")
+    most, cores = counts[-1], os.cpu_count() or 1
+    extra = sum(rows[most][key] - rows[1][key] for key in ("registries_cpu", "sender_cpu"))
+    best = one["seconds"] + extra / cores
+    print(f"{most} registries take {extra:.1f} CPU s more than one to receive and send the same bytes. On {cores} "
+          f"cores, with the registries on them, a run pushing to {most} registries that keeps every core busy while "
+          f"it pushes takes at best the one-registry run plus that: {one['seconds']:.1f} + {extra:.1f} / {cores} = "
+          f"{best:.1f} s, {best / one['seconds']:.2f}x, however it compresses.")
 
 
 if __name__ == "__main__":
