@@ -1,11 +1,11 @@
-"""`make bench-fleet --floor`: what the bare transfer of an image's layers to N registries costs on this machine.
+"""`make bench-fleet BENCH_FLEET_ARGS=--floor`: what the bare transfer of an image's layers to N registries costs here.
 
 The same compressed bytes a fleet push sends (blobs of the pushed layers' sizes, random so that nothing is shared)
 go from files in memory to N fresh registries at once, a thread each, through this collection's registry client
 (8 MiB PATCHes from mapped chunks, as a fleet push's followers send them): no archive read, no compression, no
-Ansible. Its CPU seconds, the registries' and the sender's, are what every further registry adds to any push on these
-cores, however it compresses. A fleet push's 4 / 1 ratio is measured against that here, not against 1: on the rig the
-registries share the pushing machine's two cores, where a real fleet's registries cost the controller nothing.
+Ansible. What N registries cost over one here, the registries' CPU and the sender's, every push to N registries pays
+on these cores, however it compresses: on the rig the registries share the pushing machine's cores, where a real
+fleet's registries cost the controller nothing.
 """
 
 from __future__ import annotations
