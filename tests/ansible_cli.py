@@ -83,12 +83,13 @@ class PlaybookRun:
         return self.stats.get("changed", 0)
 
     def task(self, name: str, host: str | None = None) -> dict[str, Any]:
-        """The result of the last task whose name ends with `name` (roles prefix their name)."""
+        """The result of the last task whose name ends with `name` (roles prefix their name) that ran on `host` (the
+        free strategy records a task once per host)."""
         found = None
         for play in self.document.get("plays", []):
             for task in play["tasks"]:
-                if task["task"]["name"].endswith(name):
-                    hosts = task["hosts"]
+                hosts = task["hosts"]
+                if task["task"]["name"].endswith(name) and (host is None or host in hosts):
                     found = hosts[host] if host else next(iter(hosts.values()))
         if found is None:
             raise AssertionError(f"no task named {name!r} ran; stderr: {self.stderr[-2000:]}")

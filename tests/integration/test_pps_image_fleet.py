@@ -382,3 +382,24 @@ def test_in_one_run_two_clusters_of_one_registry_are_pushed_to_once(rig, tmp_pat
                  pushed_by_first(run, "cluster-2"))
     assert own["changed"] and twin["changed"] and twin["digest"] == own["digest"] == served[0][0], (own, twin)
     assert twin["image"] == f"{through}/{fleet.repo}:9.2.0"
+
+
+def test_with_the_free_strategy_configured_each_cluster_pushes_for_itself(rig, tmp_path):
+    """Fleet mode reads the other hosts' facts in step, which the free strategy does not keep: with it configured
+    (ANSIBLE_STRATEGY, as ansible.cfg's `strategy` would), every cluster runs its own push, and the registries still
+    get the same digests (through the spool), in one run and again as a no-op."""
+    archive, cache = fleet_archive(tmp_path), tmp_path / "cache"
+    with Fleet(tmp_path / "fleet", 2) as fleet:
+        env = ansible_env(ANSIBLE_FORKS="2", XDG_CACHE_HOME=str(cache), ANSIBLE_STRATEGY="free")
+        extra_vars = {"mlops_pps_image_archive": str(archive), "mlops_pps_image_version": "9.2.0"}
+        run = run_playbook(PLAYBOOK, inventory=fleet.inventory(), env=env, extra_vars=extra_vars)
+        assert run.returncode == 0, run.failure() + run.stderr[-2000:]
+        for host in ("cluster-0", "cluster-1"):
+            own = run.task("Push the PPS image", host)
+            assert not own.get("skipped") and own["started"], (host, own)
+            collected = run.task("Wait for the PPS push, a progress line every few seconds", host)
+            assert collected["changed"] and not collected.get("fleet"), (host, collected)  # pushed for itself alone
+        served = fleet.manifests("9.2.0")
+        assert len({manifest for manifest, _layers in served}) == 1, served
+        again = run_playbook(PLAYBOOK, inventory=fleet.inventory(), env=env, extra_vars=extra_vars)
+        assert again.returncode == 0 and again.changed == 0, again.failure()
