@@ -74,6 +74,16 @@ class PlaybookRun:
     stderr: str
     returncode: int
 
+    @classmethod
+    def of(cls, proc: subprocess.CompletedProcess) -> "PlaybookRun":
+        """An ansible-playbook run's outcome, its json callback's document read from stdout (empty where there is
+        none: the run stopped before it, or printed something else)."""
+        try:
+            document = json.loads(proc.stdout[proc.stdout.index("{"):])
+        except ValueError:
+            document = {}
+        return cls(document, proc.stdout, proc.stderr, proc.returncode)
+
     @property
     def stats(self) -> dict[str, int]:
         return next(iter(self.document.get("stats", {}).values()), {})
@@ -128,8 +138,4 @@ def run_playbook(playbook: str, *, inventory: str = "inventories/local", extra_v
         argv += _mode_flags(check, diff, verbosity)
         proc = subprocess.run(argv, capture_output=True, text=True, env=env or ansible_env(), cwd=REPO,
                               timeout=1800, check=False)
-    try:
-        document = json.loads(proc.stdout[proc.stdout.index("{"):])
-    except ValueError:
-        document = {}
-    return PlaybookRun(document, proc.stdout, proc.stderr, proc.returncode)
+    return PlaybookRun.of(proc)

@@ -183,8 +183,9 @@ def fleet_run(archive: Path, size: int, spool: bool, extra: dict | None = None, 
         manifests = [manifest(address) for address in addresses]
         digests = {digest for digest, _body in manifests}
         bodies = [body for _digest, body in manifests]
-        layers = [layer["digest"][7:19] for layer in json.loads(bodies[0]).get("layers", [])]
-        layer_sizes = [layer["size"] for layer in json.loads(bodies[0]).get("layers", [])]
+        pushed_layers = json.loads(bodies[0]).get("layers", [])
+        layers = [layer["digest"][7:19] for layer in pushed_layers]
+        layer_sizes = [layer["size"] for layer in pushed_layers]
         if len(digests) > 1:  # what differs: the layers' digests, or only their sizes (the manifests, in full)
             log(f"different manifests: {sorted(digests)}\n" + "\n".join(bodies) + f"\n{proc.stdout[-4000:]}")
             log(compare_layers(addresses, [json.loads(body) for body in bodies]))

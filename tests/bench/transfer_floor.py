@@ -33,19 +33,16 @@ REPOSITORY = "bench/transfer-floor"
 
 
 def blobs(directory: Path, sizes: list[int]) -> list[tuple[Path, str]]:
-    """One file of random bytes per size, and its digest (made once per set of sizes, kept in `directory`)."""
+    """One new file of random bytes per size in `directory`, and its digest (hashed as it is written)."""
     directory.mkdir(parents=True, exist_ok=True)
     made = []
     for index, size in enumerate(sizes):
-        path = directory / f"blob-{index}-{size}"
-        if not path.exists() or path.stat().st_size != size:
-            with open(path, "wb") as handle:
-                for _start in range(0, size, 1 << 20):
-                    handle.write(os.urandom(min(1 << 20, size - handle.tell())))
-        digest = hashlib.sha256()
-        with open(path, "rb") as handle:
-            for piece in iter(lambda: handle.read(1 << 20), b""):
+        path, digest = directory / f"blob-{index}", hashlib.sha256()
+        with open(path, "wb") as handle:
+            for start in range(0, size, 1 << 20):
+                piece = os.urandom(min(1 << 20, size - start))
                 digest.update(piece)
+                handle.write(piece)
         made.append((path, "sha256:" + digest.hexdigest()))
     return made
 

@@ -46,14 +46,9 @@ def compat_playbook(playbook: str, inventory: str, extra_vars: dict, timeout: in
                     **env: str) -> PlaybookRun:
     """The virtualenv's ansible-playbook from the checkout, `env` added to its environment; its JSON output (the
     checkout's ansible.cfg) as a PlaybookRun, empty where there is none."""
-    proc = subprocess.run([str(COMPAT_BIN / "ansible-playbook"), "-i", inventory, str(REPO / playbook), "-e",
-                           json.dumps(extra_vars)], capture_output=True, text=True, env=compat_env(**env), cwd=REPO,
-                          timeout=timeout, check=False)
-    try:
-        document = json.loads(proc.stdout[proc.stdout.index("{"):])
-    except ValueError:
-        document = {}
-    return PlaybookRun(document, proc.stdout, proc.stderr, proc.returncode)
+    return PlaybookRun.of(subprocess.run(
+        [str(COMPAT_BIN / "ansible-playbook"), "-i", inventory, str(REPO / playbook), "-e", json.dumps(extra_vars)],
+        capture_output=True, text=True, env=compat_env(**env), cwd=REPO, timeout=timeout, check=False))
 
 
 def compat_run(*argv: str, timeout: int = 300) -> subprocess.CompletedProcess:

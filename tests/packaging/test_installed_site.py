@@ -46,12 +46,8 @@ def environment(rig, demo_archives, installed) -> dict[str, str]:  # noqa: F811 
 def site(env: dict[str, str], cwd: Path, namespace: str) -> PlaybookRun:
     argv = [str(BIN / "ansible-playbook"), f"{FQCN}.site", "-i", str(REPO / "inventories/local"),
             "-e", json.dumps({"mlops_namespace": namespace})]
-    proc = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=cwd, timeout=1800, check=False)
-    try:
-        document = json.loads(proc.stdout[proc.stdout.index("{"):])
-    except ValueError:
-        document = {}
-    return PlaybookRun(document, proc.stdout, proc.stderr, proc.returncode)
+    return PlaybookRun.of(subprocess.run(argv, capture_output=True, text=True, env=env, cwd=cwd, timeout=1800,
+                                         check=False))
 
 
 def _paths(run: PlaybookRun) -> list[str]:
