@@ -110,3 +110,18 @@ def push_all(own: Push, others: Mapping[str, Push], images: Mapping[str, str],
     if entries[""].get("failed"):
         raise FleetError(entries[""]["msg"], {"fleet": fleet})
     return {**entries[""], "fleet": fleet}
+
+
+def fleet_diff(result: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One diff per registry of a fleet run, each headed by its image, so that `--diff` shows every registry the run
+    pushed to, not only its own: the run's own first, then each destination's, a registry shared by several keys
+    once. Entries without a diff (a destination that failed) show nothing."""
+    diffs: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for entry in [result, *result.get("fleet", {}).values()]:
+        image = entry.get("image", "")
+        if "diff" not in entry or image in seen:
+            continue
+        seen.add(image)
+        diffs.append({**entry["diff"], "before_header": image, "after_header": image})
+    return diffs

@@ -27,6 +27,7 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._fleet_progress import FleetProgress
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._fleet_push import (
     destinations,
+    fleet_diff,
     identity,
     push_all,
 )
@@ -163,10 +164,13 @@ def _fleet_work(module: RegistryModule, own: Target | MlopsError) -> tuple[list[
     def work(progress_file: str | None) -> dict:
         progress = FleetProgress(progress_file, label)
         try:
-            return push_all(pushing(own, progress),
-                            {key: pushing(target, progress) for key, target in checked.items()}, images, same)
+            result = push_all(pushing(own, progress),
+                              {key: pushing(target, progress) for key, target in checked.items()}, images, same)
         finally:
             progress.remove()
+        if module._diff:
+            result["diff"] = fleet_diff(result)
+        return result
 
     return [t for t in [own, *checked.values()] if isinstance(t, Target)], work
 

@@ -240,7 +240,9 @@ attributes:
         remembered in the cache, layers stored compressed, or C(compression=none)); otherwise C(digest) is empty.
   diff_mode:
     support: full
-    description: Shows the tag's manifest digest before and after.
+    description:
+      - Shows the tag's manifest digest before and after.
+      - With I(fleet), one diff per registry, each headed by its image, the run's own first.
   idempotent:
     support: full
     description: A second run with the same archive and tag reports C(changed=false) and sends nothing.

@@ -100,11 +100,11 @@ def fleet_archive(tmp_path: Path) -> Path:
                                 layers, compress=True).path
 
 
-def push(fleet: Fleet, archive: Path, cache: Path, tag: str = "9.2.0", one_run: bool = False):
+def push(fleet: Fleet, archive: Path, cache: Path, tag: str = "9.2.0", one_run: bool = False, diff: bool = False):
     """The stage, each cluster's push in a fork of its own (sharing the spool), or `one_run`: the first cluster's
     module run pushing for all (mlops_pps_image_fleet)."""
     env = ansible_env(ANSIBLE_FORKS=str(fleet.size), XDG_CACHE_HOME=str(cache))
-    return run_playbook(PLAYBOOK, inventory=fleet.inventory(), env=env,
+    return run_playbook(PLAYBOOK, inventory=fleet.inventory(), env=env, diff=diff,
                         extra_vars={"mlops_pps_image_archive": str(archive), "mlops_pps_image_version": tag,
                                     "mlops_pps_image_fleet": one_run})
 
@@ -137,7 +137,7 @@ def test_a_fleet_compresses_each_layer_once_and_gets_the_same_digests(rig, tmp_p
     spool_root = cache / "datarobot_mlops" / "spool"
     with Fleet(tmp_path / "fleet", size) as fleet:
         holder = BlobSpool(str(spool_root), 1 << 30).join(str(archive), Compression())  # a fork still running
-        first = push(fleet, archive, cache, one_run=one_run)
+        first = push(fleet, archive, cache, one_run=one_run, diff=True)
         assert first.returncode == 0, first.failure() + first.stderr[-2000:]
         results = pushed(first, fleet)
         assert all(result["changed"] for result in results)
@@ -153,6 +153,13 @@ def test_a_fleet_compresses_each_layer_once_and_gets_the_same_digests(rig, tmp_p
         # One manifest digest everywhere: it covers every layer's digest.
         assert len({manifest for manifest, _layers in served}) == 1, served
         assert {result["digest"] for result in results} == {served[0][0]}
+        # --diff shows every registry: in one run, the first cluster's diff has one per registry, headed by its image
+        images = [f"{address}/{fleet.repo}:9.2.0" for address in fleet.addresses]
+        diffs = results[0]["diff"] if one_run else [result["diff"] for result in results]
+        assert isinstance(diffs, list), diffs
+        assert [diff.get("before_header", diff["after"]["image"]) for diff in diffs] == images, diffs
+        assert [(diff["before"]["digest"], diff["after"]["digest"]) for diff in diffs] == \
+            [("", served[0][0])] * size, diffs
         holder.leave()
         assert spools(spool_root) == [], "the last push out leaves no spool"
 

@@ -11,6 +11,7 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
     FleetError,
     destination_params,
     destinations,
+    fleet_diff,
     identity,
     push_all,
 )
@@ -95,3 +96,19 @@ def test_the_pushes_run_side_by_side():
         return lambda: barrier.wait() is not None and {"image": name}
     result = push_all(push("own"), {"a": push("a"), "b": push("b")}, {"a": "a:1", "b": "b:1"})
     assert {result["image"], result["fleet"]["a"]["image"], result["fleet"]["b"]["image"]} == {"own", "a", "b"}
+
+
+def pushed_with_diff(image, before, after):
+    return lambda: {"image": image, "changed": before != after,
+                    "diff": {"before": {"image": image, "digest": before}, "after": {"image": image, "digest": after}}}
+
+
+def test_the_diff_shows_every_registry_once_headed_by_its_image():
+    result = push_all(pushed_with_diff("own:1", "", "sha256:new"),
+                      {"a": pushed_with_diff("a:1", "sha256:old", "sha256:new"), "b": failing("b refused")},
+                      {"a": "a:1", "a-twin": "a:1", "b": "b:1", "own-twin": "own:1"}, {"a-twin": "a", "own-twin": ""})
+    diffs = fleet_diff(result)
+    assert [(diff["before_header"], diff["after_header"]) for diff in diffs] == [("own:1", "own:1"), ("a:1", "a:1")]
+    assert [(diff["before"]["digest"], diff["after"]["digest"]) for diff in diffs] == \
+        [("", "sha256:new"), ("sha256:old", "sha256:new")]
+    assert "before_header" not in result["fleet"]["a"]["diff"]  # each entry keeps its own diff as it was
