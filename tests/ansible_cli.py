@@ -59,12 +59,7 @@ def run_module(fqcn: str, args: dict[str, Any], *, check: bool = False, diff: bo
     argv = module_argv(fqcn, args, check=check, diff=diff, verbosity=verbosity)
     proc = subprocess.run(argv, capture_output=True, text=True, env=env or ansible_env(), cwd=cwd,
                           timeout=900, check=False)
-    try:
-        document = json.loads(proc.stdout[proc.stdout.index("{"):])
-        result = document["plays"][0]["tasks"][0]["hosts"]["localhost"]
-    except (ValueError, KeyError, IndexError):
-        result = {}
-    return Outcome(result, proc.stdout, proc.stderr, proc.returncode)
+    return Outcome(PlaybookRun.of(proc).first_result(), proc.stdout, proc.stderr, proc.returncode)
 
 
 @dataclass
@@ -83,6 +78,13 @@ class PlaybookRun:
         except ValueError:
             document = {}
         return cls(document, proc.stdout, proc.stderr, proc.returncode)
+
+    def first_result(self, host: str = "localhost") -> dict[str, Any]:
+        """The first task's result on `host` (an ad-hoc run's module, a one-task play's), empty where none ran."""
+        try:
+            return self.document["plays"][0]["tasks"][0]["hosts"][host]
+        except (KeyError, IndexError):
+            return {}
 
     @property
     def stats(self) -> dict[str, int]:

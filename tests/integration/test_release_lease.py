@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from ansible_cli import ansible_env, module_argv, run_module
+from ansible_cli import PlaybookRun, ansible_env, module_argv, run_module
 from conftest import descendants, kubectl
 from test_agent_deployment import (  # noqa: F401 pylint: disable=unused-import
     BROKEN_TAG, CHART, agent_values, helm, history, release)
@@ -203,7 +203,7 @@ def test_two_holders_on_one_machine_in_different_pid_namespaces(release, namespa
             time.sleep(1)
     finally:
         out, err = holder.communicate(timeout=300)
-    first = json.loads(out[out.index("{"):])["plays"][0]["tasks"][0]["hosts"]["localhost"] if "{" in out else {}
+    first = PlaybookRun.of(subprocess.CompletedProcess(holder.args, holder.returncode, out, err)).first_result()
     after = run_module(MODULE, args(values=agent_values(tag="9.2.3")))
     message = second.result.get("msg", "")
     held = (second.failed and "Another operation is in progress" in message and left[-1] == (2, "pending-upgrade")

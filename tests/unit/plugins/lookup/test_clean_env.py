@@ -8,7 +8,7 @@ import subprocess
 import uuid
 from pathlib import Path
 
-from ansible_cli import BIN, REPO, ansible_env
+from ansible_cli import BIN, REPO, PlaybookRun, ansible_env
 
 PLAY = """
 - hosts: localhost
@@ -40,7 +40,7 @@ def test_the_command_gets_the_common_and_the_named_variables_only(tmp_path):
                 SITE_NOTE=canary, HELM_CACHE_HOME="/c", DOCKER_HOST="unix:///d.sock", DOCKER_PASSWORD=canary,
                 HTTPS_PROXY="http://proxy.invalid:3128")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
-    result = json.loads(run.stdout[run.stdout.index("{"):])["plays"][0]["tasks"][0]["hosts"]["localhost"]
+    result = PlaybookRun.of(run).first_result()
     *lines, arg = result["stdout"].splitlines()
     child = dict(line.split("=", 1) for line in lines if "=" in line)
     assert canary not in result["stdout"]

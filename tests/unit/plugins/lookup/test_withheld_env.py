@@ -11,7 +11,7 @@ import subprocess
 import uuid
 from pathlib import Path
 
-from ansible_cli import BIN, REPO, ansible_env
+from ansible_cli import BIN, REPO, PlaybookRun, ansible_env
 
 PLAY = """
 - hosts: localhost
@@ -44,7 +44,7 @@ def test_the_child_of_a_module_gets_no_secret_and_keeps_what_it_needs(tmp_path):
                 HELM_NOTE=f"x-{canary}-x", K8S_AUTH_CONTEXT="ctx", KUBECONFIG="/k", AWS_PROFILE="eks",
                 HELM_CACHE_HOME="/c", PLAY_SET="overridden by the play")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
-    result = json.loads(run.stdout[run.stdout.index("{"):])["plays"][0]["tasks"][0]["hosts"]["localhost"]
+    result = PlaybookRun.of(run).first_result()
     child = dict(line.split("=", 1) for line in result["stdout"].splitlines() if "=" in line)
     assert canary not in result["stdout"]
     assert child["DATAROBOT_API_TOKEN"] == child["SITE_NOTE"] == child["REGISTRY_PASSWORD"] == ""
