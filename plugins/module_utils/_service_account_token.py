@@ -6,9 +6,9 @@ OpenShift's integrated registry accepts a ServiceAccount token as password.
 The SA's own dockercfg secret has the wrong format for Kaniko, so we write a
 kubernetes.io/dockerconfigjson secret. Tokens come from the TokenRequest API
 (bounded lifetime) or, where OpenShift still keeps one, the legacy token
-secret. A token is replaced when it is missing, for another ServiceAccount,
-rejected by the API server, or within `renew_before` of expiring, so re-runs
-do not churn the secret.
+secret. A token is replaced when it is missing, for another ServiceAccount (or
+an earlier one of the same name), rejected by the API server, or within
+`renew_before` of expiring, so re-runs do not churn the secret.
 """
 
 from __future__ import annotations
@@ -77,6 +77,15 @@ def stored_token(config: Mapping[str, Any], registries: Sequence[str], username:
     return tokens.pop() or None
 
 
+def account_uid(claims: Mapping[str, Any]) -> str | None:
+    """The uid of the ServiceAccount a token was issued to, where its claims say: a TokenRequest's token under
+    kubernetes.io.serviceaccount, a legacy token secret's under its own key."""
+    bound = claims.get("kubernetes.io")
+    account = bound.get("serviceaccount") if isinstance(bound, dict) else None
+    uid = account.get("uid") if isinstance(account, dict) else claims.get("kubernetes.io/serviceaccount/service-account.uid")
+    return uid if isinstance(uid, str) and uid else None
+
+
 def expiry(token: str) -> datetime.datetime | None:
     exp = jwt_claims(token).get("exp")
     return datetime.datetime.fromtimestamp(exp, datetime.timezone.utc) if isinstance(exp, (int, float)) else None
@@ -94,8 +103,10 @@ class Verdict:
 
 def judge(secret: Mapping[str, Any] | None, *, registries: Sequence[str], username: str, wanted_subject: str,
           now: datetime.datetime, renew_before: datetime.timedelta,
-          authenticated: bool | None) -> Verdict:
-    """Decide from the existing secret alone (plus the API server's TokenReview answer, when we could ask)."""
+          authenticated: bool | None, wanted_uid: str | None = None) -> Verdict:
+    """Decide from the existing secret and the ServiceAccount's uid (`wanted_uid`), plus the API server's TokenReview
+    answer when we may ask for one: without it (no cluster-wide create on tokenreviews), a token of a ServiceAccount
+    deleted and created again under the same name is still told by its uid."""
     if secret is None:
         return Verdict(True, "the secret does not exist")
     if secret.get("type") != "kubernetes.io/dockerconfigjson":
@@ -106,6 +117,10 @@ def judge(secret: Mapping[str, Any] | None, *, registries: Sequence[str], userna
     claims = jwt_claims(token)
     if claims.get("sub") != wanted_subject:
         return Verdict(True, f"the stored token is not {wanted_subject}'s")
+    issued_to = account_uid(claims)
+    if wanted_uid and issued_to and issued_to != wanted_uid:
+        return Verdict(True, f"the stored token is of an earlier ServiceAccount of that name (uid {issued_to}, now "
+                             f"{wanted_uid}): it was deleted and created again")
     expires_at = expiry(token)
     if authenticated is False:
         return Verdict(True, "the API server no longer accepts the stored token", expires_at)
@@ -276,7 +291,8 @@ def _renew(tokens: ServiceAccountTokens, want: Renewal, check_mode: bool, diff: 
                     wanted_subject=subject(want.namespace, want.service_account),
                     now=datetime.datetime.now(datetime.timezone.utc),
                     renew_before=datetime.timedelta(seconds=want.renew_before),
-                    authenticated=tokens.authenticated(current) if current else None)
+                    authenticated=tokens.authenticated(current) if current else None,
+                    wanted_uid=(account.get("metadata") or {}).get("uid"))
     result: dict[str, Any] = dict(changed=verdict.renew, reason=verdict.reason, expires_at=_iso(verdict.expires_at),
                                   token_source="existing")
     if verdict.renew and not check_mode:

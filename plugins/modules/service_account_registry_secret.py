@@ -16,8 +16,10 @@ description:
   - The token comes from the TokenRequest API with a lifetime of I(token_lifetime), or, with I(token_source=auto)
     on clusters that still create them, from the non-expiring legacy token secret named by the ServiceAccount's
     dockercfg secret (annotation C(openshift.io/token-secret.name)).
-  - The secret is left alone while its token belongs to the ServiceAccount, is accepted by the API server
-    (TokenReview, when the caller may ask) and expires later than I(renew_before) from now. Re-running the task
+  - The secret is left alone while its token belongs to the ServiceAccount (its subject, and the ServiceAccount's uid
+    where the token names one, so that a ServiceAccount deleted and created again gets a new token), is accepted by
+    the API server (a TokenReview, when the caller may create C(tokenreviews); without that cluster-wide permission
+    the token's claims decide) and expires later than I(renew_before) from now. Re-running the task
     therefore changes nothing until the token is due; run it more often than I(renew_before) (e.g. from a
     scheduled AWX job) so the image builder never holds an expired token.
 author:

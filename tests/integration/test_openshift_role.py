@@ -227,14 +227,15 @@ def test_missing_service_account_is_a_clear_error(target):
 
 
 def test_preflight_asks_for_the_token_calls_on_openshift(openshift_rig, namespace, tmp_path):
-    """registry-creds comes from a TokenRequest (serviceaccounts/token) checked by a TokenReview: a user who may
-    do neither is stopped by preflight, not by the openshift stage halfway through."""
+    """registry-creds comes from a TokenRequest (serviceaccounts/token): a user who may not make one is stopped by
+    preflight, not by the openshift stage halfway through. A TokenReview (cluster-wide) is not asked for: the
+    module does without it (test_a_recreated_service_account_gets_a_new_token_without_token_reviews)."""
     path = kubeconfig_of(namespace, "installer", tmp_path / "kubeconfig")[0]
     name = f"{namespace}-installer"
-    token_calls = [{"verb": "create", "resource": "serviceaccounts", "subresource": "token", "namespace": namespace},
-                   {"verb": "create", "group": "authentication.k8s.io", "resource": "tokenreviews"}]
+    token_calls = [{"verb": "create", "resource": "serviceaccounts", "subresource": "token", "namespace": namespace}]
     wanted = role_defaults(namespace, "openshift")
     assert all(call in wanted for call in token_calls)
+    assert not [entry for entry in wanted if entry["resource"] == "tokenreviews"]
     try:
         grant(name, namespace, "installer", [entry for entry in wanted if entry not in token_calls] + SURVEY_GRANTS)
         run = run_playbook("playbooks/preflight.yml", extra_vars={"mlops_namespace": namespace},
@@ -243,9 +244,7 @@ def test_preflight_asks_for_the_token_calls_on_openshift(openshift_rig, namespac
         lines = run.failure().split("\n- ")[1:]
         assert lines == [
             f"Not allowed to create serviceaccounts/token (core API group) in namespace {namespace}: bind the user "
-            "to a role that grants it.",
-            "Not allowed to create tokenreviews (authentication.k8s.io API group) cluster-wide: bind the user to a "
-            "role that grants it."], lines
+            "to a role that grants it."], lines
         kubectl("delete", "clusterrole,clusterrolebinding", name)
         grant(name, namespace, "installer", wanted + SURVEY_GRANTS)
         enough = run_playbook("playbooks/preflight.yml", extra_vars={"mlops_namespace": namespace},
@@ -253,5 +252,42 @@ def test_preflight_asks_for_the_token_calls_on_openshift(openshift_rig, namespac
         assert enough.returncode == 0, enough.failure()
         assert enough.task("Publish what later stages need")["ansible_facts"]["__preflight_published"][
             "platform"] == "openshift"
+    finally:
+        kubectl("delete", "clusterrole,clusterrolebinding", name, "--ignore-not-found", check=False)
+
+
+def test_a_recreated_service_account_gets_a_new_token_without_token_reviews(target, tmp_path):
+    """A user who may not create tokenreviews (cluster-wide): the stored token is judged by its claims, and the uid
+    it names tells a ServiceAccount deleted and created again, whose old token the API server no longer accepts."""
+    kubectl("create", "namespace", target)
+    kubectl("-n", target, "create", "serviceaccount", SA)
+    path = kubeconfig_of(target, "installer", tmp_path / "kubeconfig")[0]
+    name = f"{target}-installer"
+    grant(name, target, "installer", [{"verb": verb, "resource": resource, "namespace": target}
+                                      for verb, resource in [("get", "serviceaccounts"), ("get", "secrets"),
+                                                             ("create", "secrets"), ("update", "secrets"),
+                                                             ("create", "serviceaccounts/token")]])
+    args = {"namespace": target, "service_account": SA, "registries": [INTERNAL], "token_source": "token_request",
+            "token_lifetime": 3600, "renew_before": 600}
+    env = ansible_env(KUBECONFIG=str(path))
+    try:
+        assert "yes" != kubectl("auth", "can-i", "create", "tokenreviews.authentication.k8s.io",
+                                f"--as=system:serviceaccount:{target}:installer", check=False).stdout.strip()
+        first = run_module("datarobot_mlops.management_agent.service_account_registry_secret", args, env=env)
+        assert first.result["changed"] and not first.failed, first.result.get("msg")
+        token = login(target)[INTERNAL]["password"]
+        again = run_module("datarobot_mlops.management_agent.service_account_registry_secret", args, env=env)
+        assert not again.result["changed"] and again.result["reason"] == "the stored token is valid", again.result
+        kubectl("-n", target, "delete", "serviceaccount", SA)
+        kubectl("-n", target, "create", "serviceaccount", SA)
+        checked = run_module("datarobot_mlops.management_agent.service_account_registry_secret", args, env=env,
+                             check=True)
+        assert checked.result["changed"] and "deleted and created again" in checked.result["reason"], checked.result
+        assert login(target)[INTERNAL]["password"] == token  # check mode wrote nothing
+        renewed = run_module("datarobot_mlops.management_agent.service_account_registry_secret", args, env=env)
+        assert renewed.result["changed"] and "deleted and created again" in renewed.result["reason"], renewed.result
+        fresh = login(target)[INTERNAL]["password"]
+        assert fresh != token and whoami(fresh) == f"system:serviceaccount:{target}:{SA}"
+        assert token not in renewed.stdout + renewed.stderr and fresh not in renewed.stdout + renewed.stderr
     finally:
         kubectl("delete", "clusterrole,clusterrolebinding", name, "--ignore-not-found", check=False)

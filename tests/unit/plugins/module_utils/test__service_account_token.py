@@ -32,9 +32,21 @@ def secret(token: str, registries=(REGISTRY,), username="serviceaccount", kind="
     return {"type": kind, "data": {".dockerconfigjson": data}}
 
 
-def verdict(existing, authenticated=True, registries=(REGISTRY,)):
+UID = "6a1f0e9c-0000-4000-8000-000000000001"
+EARLIER_UID = "6a1f0e9c-0000-4000-8000-000000000000"
+
+
+def verdict(existing, authenticated=True, registries=(REGISTRY,), uid=UID):
     return judge(existing, registries=list(registries), username="serviceaccount", wanted_subject=SUBJECT, now=NOW,
-                 renew_before=datetime.timedelta(days=30), authenticated=authenticated)
+                 renew_before=datetime.timedelta(days=30), authenticated=authenticated, wanted_uid=uid)
+
+
+def bound(uid):
+    """A TokenRequest token's claims name the ServiceAccount's uid under kubernetes.io."""
+    return {"kubernetes.io": {"namespace": "ns", "serviceaccount": {"name": "builder", "uid": uid}}}
+
+
+LEGACY_UID_CLAIM = "kubernetes.io/serviceaccount/service-account.uid"
 
 
 def in_days(days: float) -> int:
@@ -60,10 +72,25 @@ def test_non_expiring_legacy_token_is_kept():
     (secret(jwt(sub=SUBJECT, exp=in_days(29))), True, "expires at"),
     (secret(jwt(sub=SUBJECT, exp=in_days(-1))), True, "expires at"),
     (secret(jwt(sub=SUBJECT, exp=in_days(60))), False, "no longer accepts"),
+    # TokenReview forbidden (None): the uid the token names tells a ServiceAccount created again
+    (secret(jwt(sub=SUBJECT, exp=in_days(60), **bound(EARLIER_UID))), None, "deleted and created again"),
+    (secret(jwt(sub=SUBJECT, **{LEGACY_UID_CLAIM: EARLIER_UID})), None, "deleted and created again"),
 ])
 def test_renewal_reasons(existing, authenticated, reason):
     result = verdict(existing, authenticated)
     assert result.renew and reason in result.reason
+
+
+@pytest.mark.parametrize("claims, uid", [
+    (bound(UID), UID),  # the token of this ServiceAccount
+    ({}, UID),  # a token that names no uid: the other checks decide
+    (bound(EARLIER_UID), None),  # a ServiceAccount whose uid is not known
+    ({"kubernetes.io": "odd", LEGACY_UID_CLAIM: UID}, UID),
+    ({LEGACY_UID_CLAIM: ["not", "a", "uid"]}, UID),
+])
+def test_a_token_is_kept_unless_it_names_another_uid(claims, uid):
+    result = verdict(secret(jwt(sub=SUBJECT, exp=in_days(60), **claims)), authenticated=None, uid=uid)
+    assert not result.renew, result.reason
 
 
 def test_claims_of_garbage_are_empty():
