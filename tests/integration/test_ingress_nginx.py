@@ -77,6 +77,8 @@ def test_second_run_changes_nothing(release):
     names = release[0]
     again = run_playbook("playbooks/ingress.yml", extra_vars=names)
     assert again.returncode == 0 and again.changed == 0
+    # kubernetes.core.helm is given no option it deprecates (wait_timeout: timeout since kubernetes.core 2.3.0)
+    assert "parameter is deprecated" not in again.stdout + again.stderr, again.stderr
 
 
 def test_user_values_win_and_check_mode_changes_nothing(release):
