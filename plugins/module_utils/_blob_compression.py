@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterator
 
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import MlopsError
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._image_archive import Layer
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._push_pipeline import (
     ordered,
@@ -29,6 +30,11 @@ except ImportError:  # pragma: no cover - zlib is the fallback
 
 COMPRESS_BLOCK = 2 * 1024 * 1024  # gzip member size: fixed, so the same layer always gives the same digest
 IN_FLIGHT = 4  # blocks being compressed per layer
+BLOCK_ATTEMPTS = 3  # compressions of one block, when compressing a blob again, before its other bytes are an error
+
+
+class BlobChanged(MlopsError):
+    """A blob compressed again came out as other bytes than the first time, so it cannot resume an upload."""
 
 
 @dataclass
@@ -72,6 +78,8 @@ class BlobStream:
         self.phases = phases or Phases()
         self._source_hash = hashlib.sha256()
         self._blob_hash = hashlib.sha256() if self.compress else self._source_hash
+        # The blob's digest so far after each compressed block: what compressing it again must match (again()).
+        self._marks: list[bytes] = []
 
     def _gzip_block(self, block: bytes) -> bytes:
         # One call per whole block, always: isal's output (unlike zlib's) depends on how its input is split between
@@ -103,7 +111,47 @@ class BlobStream:
         for out in outputs:
             with self.phases.timed("hash_blob", len(out)):
                 self._blob_hash.update(out)
+                self._marks.append(self._blob_hash.copy().digest())
             yield out
+
+    def again(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
+        """The bytes `pieces()` gave, once more, from the layer's bytes `chunks` read again (to resend what a
+        registry lost).
+
+        isal, now and then, compresses a block to other bytes (docs/pps_image.md), so each block is checked against
+        the digest `pieces()` reached there, and compressed again when it differs; a block that keeps differing
+        raises BlobChanged. Only the blocks `pieces()` has given can be checked, so only those are given.
+        """
+        if not self.compress:
+            yield from chunks  # the archive's own bytes: read again, they are the same
+            return
+        digest = hashlib.sha256()
+        blocks = rechunk(chunks, COMPRESS_BLOCK)
+        outputs: Iterator[tuple[bytes, bytes]]
+        if self.pool is None:
+            outputs = map(self._gzip_pair, blocks)
+        else:
+            outputs = ordered(self.pool, self._gzip_pair, blocks, IN_FLIGHT)
+        for index, (block, out) in enumerate(outputs):
+            if index >= len(self._marks):
+                return
+            for attempt in range(1, BLOCK_ATTEMPTS + 1):
+                tried = digest.copy()
+                tried.update(out)
+                if tried.digest() == self._marks[index]:
+                    break
+                if attempt == BLOCK_ATTEMPTS:
+                    raise BlobChanged(
+                        f"Layer {self.layer.member.name}: the registry lost its upload session, and compressing the "
+                        f"layer again gave other bytes at block {index} ({BLOCK_ATTEMPTS} tries) than the first "
+                        "time, so the upload cannot resume. The compressor (isal) does this now and then; nothing "
+                        "of this layer was stored: run again.")
+                out = self._gzip_block(block)
+            digest = tried
+            yield out
+
+    def _gzip_pair(self, block: bytes) -> tuple[bytes, bytes]:
+        return block, self._gzip_block(block)
 
     def source_digest(self) -> str:
         """Digest of the bytes read from the archive (checked against the archive's own digest)."""

@@ -60,9 +60,8 @@ crc32: Callable[[bytes, int], int] = _isal_crc32 if _isal_crc32 is not None else
 USERS = "users"
 POLL = 0.02  # seconds between looks at a blob being written, or at a layer not reached yet
 
-# upload(pieces, replay): sends `pieces` to a new upload session, left open; `replay()` gives them again (None: the
-# pusher's own way, a second read of the archive).
-Upload = Callable[[Iterator[bytes], "Callable[[], Iterator[bytes]] | None"], object]
+# upload(pieces, replay): sends `pieces` to a new upload session, left open; `replay()` gives them again.
+Upload = Callable[[Iterator[bytes], Callable[[], Iterator[bytes]]], object]
 
 
 class SpoolError(MlopsError):
@@ -258,7 +257,8 @@ class SpoolSession:
         entry = self.entry(member.name)
         # A push following another's index leaves the layer to that push while it runs (it announced it).
         if entry.ready() is None and not (chunks is None and self.producer_alive()) and entry.try_lock():
-            return self._produce(entry, member.size, blob, read_again(member) if chunks is None else chunks, upload)
+            return self._produce(entry, member.size, blob, read_again(member) if chunks is None else chunks, upload,
+                                 lambda: blob.again(read_again(member)))
         read = _drain(chunks) if chunks is not None else None  # a read under way is consumed, not left blocked
         ready = entry.ready()
         # A blob already known to come from other layer bytes than this push read is not even sent.
@@ -273,11 +273,13 @@ class SpoolSession:
             cancel(sent)
         if chunks is None and self.abandoned:
             raise Abandoned(f"layer {member.name}: the push this one followed failed")
+        fresh = stream()
         if chunks is None and entry.try_lock():  # nobody spooled it: compress it here, for the others too
-            return self._produce(entry, member.size, stream(), read_again(member), upload)
-        again = stream()  # nothing trustworthy spooled: compress it here after all
-        sent = upload(again.pieces(read_again(member)), None)
-        return Sent(sent, again.blob_digest(), again.source_digest())
+            return self._produce(entry, member.size, fresh, read_again(member), upload,
+                                 lambda: fresh.again(read_again(member)))
+        # nothing trustworthy spooled: compress it here after all
+        sent = upload(fresh.pieces(read_again(member)), lambda: fresh.again(read_again(member)))
+        return Sent(sent, fresh.blob_digest(), fresh.source_digest())
 
     def _follow(self, entry: "SpoolEntry", upload: Upload, cancel: Callable[[object], None], patient: bool,
                 on_size: Callable[[int], None] | None = None) -> "tuple[object, SpooledBlob] | None":
@@ -292,11 +294,17 @@ class SpoolSession:
             time.sleep(POLL)  # its writer is about to start it, or has not reached it yet
 
     def _produce(self, entry: "SpoolEntry", estimate: int, blob: BlobStream, chunks: Iterator[bytes],
-                 upload: Upload) -> Sent:
-        """Compress and upload the layer, writing it to the spool on the way; the lock goes once it is written."""
+                 upload: Upload, again: Callable[[], Iterator[bytes]]) -> Sent:
+        """Compress and upload the layer, writing it to the spool on the way; the lock goes once it is written.
+        `again()` compresses the layer again, for a resend when there is no spooled copy to read."""
         out = entry.writer() if self.reserve(estimate) else None
         if out is None:
             entry.unlock()
+
+        def replay() -> Iterator[bytes]:
+            """What was sent, for a registry that lost it: the spooled bytes (the same, not compressed again)."""
+            handle = entry.open_current() if out is not None else None
+            return again() if handle is None else _read_through(handle)
 
         def teed() -> Iterator[bytes]:
             crc = 0
@@ -311,7 +319,7 @@ class SpoolSession:
 
         pieces = teed()
         try:
-            sent = upload(pieces, None)
+            sent = upload(pieces, replay)
         finally:
             try:
                 pieces.close()
@@ -320,6 +328,12 @@ class SpoolSession:
             entry.discard(out)
             entry.unlock()
         return Sent(sent, blob.blob_digest(), blob.source_digest())
+
+
+def _read_through(handle: IO[bytes]) -> Iterator[bytes]:
+    """A spooled blob's bytes written so far, in upload chunks; the file is closed at the end."""
+    with handle:
+        yield from iter(lambda: handle.read(CHUNK), b"")
 
 
 def _drain(chunks: Iterator[bytes]) -> str:

@@ -337,32 +337,31 @@ class DirectPusher(FleetFollowing):
                 if self._source is None:
                     raise ArchiveError("no archive to read the layer from")
                 chunks = self._source.read_again(layer.member)
-            upload = self._upload(layer, blob.pieces(chunks), None, credit)
+            upload = self._upload(layer, blob.pieces(chunks), lambda: blob.again(self._read_again(layer)), credit)
             opened = OpenBlob(upload, blob.blob_digest(), blob.source_digest())
         if credit:
             credit.done()
         self.progress.blob()
         return opened
 
-    def _upload(self, layer: Layer, pieces: Iterator[bytes], replay: Callable[[], Iterator[bytes]] | None,
+    def _upload(self, layer: Layer, pieces: Iterator[bytes], replay: Callable[[], Iterator[bytes]],
                 credit: LayerCredit | None = None) -> OpenUpload:
-        """Send a blob's pieces to a new upload session; `replay()` gives them again (None: from the archive).
+        """Send a blob's pieces to a new upload session; `replay()` gives them again.
         `credit`: the layer's share of the archive, for a push that follows another's (it reads no archive)."""
         # Compression runs ahead of the upload, so that the registry's work on one chunk overlaps ours on the next.
         produced = ahead(rechunk(pieces, CHUNK), UPLOAD_AHEAD)
-        again = (lambda: rechunk(replay(), CHUNK)) if replay else (lambda: self._blob_again(layer))
         on_sent = self.progress.sent if credit is None else lambda count: (self.progress.sent(count), credit.sent(count))
         try:
-            return self.client.send(self._repo, timed_chunks(produced, self.phases, "upload"), on_sent, replay=again)
+            return self.client.send(self._repo, timed_chunks(produced, self.phases, "upload"), on_sent,
+                                    replay=lambda: rechunk(replay(), CHUNK))
         finally:
             produced.close()  # a failed upload stops the compressing thread now, not when the error is collected
 
-    def _blob_again(self, layer: Layer) -> Iterator[bytes]:
-        """The blob's chunks once more, from the archive file (compression is deterministic: the same bytes)."""
+    def _read_again(self, layer: Layer) -> Iterator[bytes]:
+        """The layer's bytes once more, from the archive file."""
         if self._source is None:
             raise ArchiveError("no archive to read the layer from again")
-        again = BlobStream(layer, self.compression, self._compressors, self.phases)
-        return rechunk(again.pieces(self._source.read_again(layer.member)), CHUNK)
+        return self._source.read_again(layer.member)
 
     def _send(self, layer: Layer, chunks: Iterator[bytes] | None) -> CheckedBlob:
         """Send a layer whose digest is known, and check it; a mismatch cancels the session."""

@@ -5,11 +5,19 @@ The library is driven directly (not through Ansible) so that the proxy lives in 
 
 from __future__ import annotations
 
+import gzip
+import hashlib
+import threading
 import uuid
 
 import pytest
 import requests
 
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._blob_compression import (
+    BlobChanged,
+    Compression,
+)
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._blob_spool import BlobSpool
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._image_push import (
     CHUNK,
     DirectPusher,
@@ -31,10 +39,11 @@ def proxy(rig):
         yield running
 
 
-def push(proxy, facts, repo, retries=5):
+def push(proxy, facts, repo, retries=5, compression=None, spool=None):
     repository = Repository.parse(f"127.0.0.1:{proxy.port}/{repo}")
     client = RegistryClient(repository.registry, insecure=True, retries=retries, backoff=0.01)
-    return DirectPusher(client, repository, ["1.0"], cache=PushCache(None)).push(str(facts.path))
+    return DirectPusher(client, repository, ["1.0"], cache=PushCache(None), compression=compression or Compression(),
+                        spool=spool).push(str(facts.path))
 
 
 def is_patch(method, path):
@@ -162,6 +171,64 @@ def test_a_cut_in_a_later_chunk_after_part_reached_the_registry_replays_the_blob
     assert [seen[2] for seen in _patches(proxy)][:3] == [202, 202, -1]
     assert sum(1 for seen in proxy.faults.seen if seen[0] == "POST") == 3  # layer, layer again, config
     assert_same_image(pulled_back(rig, f"{rig['RIG_INSECURE_REGISTRY']}/{repo}:1.0", tmp_path, insecure=True), facts)
+
+
+class Wavering(Compression):
+    """The compressor, except that the first block compressed for the `time`-th time comes out as other bytes (a
+    valid gzip member of the same block): what isal now and then does, which cannot be made to happen on demand."""
+
+    def __init__(self, time: int) -> None:
+        super().__init__()
+        self.time, self.done, self.seen, self.lock = time, False, {}, threading.Lock()
+
+    def compress(self, block: bytes) -> bytes:
+        key = hashlib.sha256(block).digest()
+        with self.lock:
+            self.seen[key] = self.seen.get(key, 0) + 1
+            other = not self.done and self.seen[key] == self.time
+            self.done = self.done or other
+        return gzip.compress(block, compresslevel=9, mtime=0) if other else super().compress(block)
+
+
+def test_a_lost_session_resent_from_a_second_compression_that_came_out_otherwise_still_lands(rig, proxy, tmp_path):
+    """The blob's first bytes, compressed again for a new session, come out otherwise in one block: that block is
+    compressed again until it matches what was sent, so the registry gets the blob the digest names."""
+    facts = _big_layer_archive(tmp_path, 3, compress=True)
+    repo = f"faults/wavering-{uuid.uuid4().hex[:6]}"
+    compression = Wavering(time=2)
+    proxy.faults.cut(1024 * 1024, nth_patch(3, []), forward=True)
+    result = push(proxy, facts, repo, compression=compression)
+    assert compression.done and result.blobs_uploaded == 2
+    assert sum(1 for seen in proxy.faults.seen if seen[0] == "POST") == 3  # layer, layer again, config
+    assert not [seen for seen in proxy.faults.seen if seen[0] == "PUT" and seen[2] == 400]  # no digest refused
+    assert_same_image(pulled_back(rig, f"{rig['RIG_INSECURE_REGISTRY']}/{repo}:1.0", tmp_path, insecure=True), facts)
+
+
+def test_a_push_that_spools_its_layers_resends_a_lost_session_from_the_spool(rig, proxy, tmp_path):
+    """The first push of a fleet writes each layer to the spool as it sends it: what a lost session held is read
+    back from there, so no block is compressed a second time (and none can come out otherwise)."""
+    facts = _big_layer_archive(tmp_path, 3, compress=True)
+    repo = f"faults/spooled-{uuid.uuid4().hex[:6]}"
+    compression = Wavering(time=2)
+    proxy.faults.cut(1024 * 1024, nth_patch(3, []), forward=True)
+    result = push(proxy, facts, repo, compression=compression, spool=BlobSpool(str(tmp_path / "spool"), 1 << 30))
+    assert result.blobs_uploaded == 2
+    assert sum(1 for seen in proxy.faults.seen if seen[0] == "POST") == 3  # layer, layer again, config
+    assert not compression.done  # no block was compressed twice
+    assert_same_image(pulled_back(rig, f"{rig['RIG_INSECURE_REGISTRY']}/{repo}:1.0", tmp_path, insecure=True), facts)
+
+
+def test_a_lost_session_whose_first_compression_was_the_odd_one_fails_clearly_and_stores_nothing(
+        rig, proxy, tmp_path):
+    """The bytes the registry lost cannot be made again: the push stops with what happened and what to do, before
+    the registry is asked to store a blob under a digest it does not have, and no tag appears."""
+    facts = _big_layer_archive(tmp_path, 3, compress=True)
+    repo = f"faults/odd-{uuid.uuid4().hex[:6]}"
+    proxy.faults.cut(1024 * 1024, nth_patch(3, []), forward=True)
+    with pytest.raises(BlobChanged, match=r"lost its upload session.*other bytes.*nothing of this layer was stored"):
+        push(proxy, facts, repo, compression=Wavering(time=1))
+    assert not [seen for seen in proxy.faults.seen if seen[0] == "PUT"]
+    assert tags(rig, repo) is None
 
 
 def test_a_lost_answer_to_a_stored_patch_resumes_in_the_same_run(rig, proxy, tmp_path):

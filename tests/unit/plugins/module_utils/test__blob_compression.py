@@ -10,7 +10,9 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 import pytest
 
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._blob_compression import (
+    BLOCK_ATTEMPTS,
     COMPRESS_BLOCK,
+    BlobChanged,
     BlobStream,
     Compression,
 )
@@ -123,3 +125,80 @@ def test_with_isal_a_block_is_isals_one_shot_gzip_member_and_the_key_says_so():
     assert Compression().compress(block) == isal_zlib.compress(block, 1, 31)
     assert gzip.decompress(Compression().compress(block)) == block
     assert Compression().key == f"isal-1-blocks{COMPRESS_BLOCK}-whole"
+
+
+# --- compressing a blob again, to resend what a registry lost --------------------------------------------------------
+
+class Wavering(Compression):
+    """A compressor that gives other bytes (a valid gzip member of the same block) on the calls it is told: what
+    isal now and then does, which cannot be made to happen on demand."""
+
+    def __init__(self, other_on: set[int]) -> None:
+        super().__init__()
+        self.calls, self.other_on = 0, other_on
+
+    def compress(self, block: bytes) -> bytes:
+        self.calls += 1
+        if self.calls in self.other_on:
+            return gzip.compress(block, compresslevel=9, mtime=0)
+        return super().compress(block)
+
+
+def _chunks(data: bytes, pieces: int = 5):
+    step = max(1, len(data) // pieces)
+    return iter([data[i:i + step] for i in range(0, len(data), step)])
+
+
+@pytest.mark.parametrize("threads", [0, 2])
+def test_compressed_again_a_blob_gives_the_bytes_it_gave_before(threads):
+    with ThreadPoolExecutor(threads) if threads else _no_pool() as pool:
+        stream = BlobStream(layer(), Compression(), pool)
+        first = b"".join(stream.pieces(_chunks(LAYER)))
+        again = b"".join(stream.again(_chunks(LAYER, 13)))
+    assert again == first
+    assert stream.source_digest() == "sha256:" + hashlib.sha256(LAYER).hexdigest()  # again() leaves the digests be
+
+
+def test_compressed_again_only_as_far_as_it_was_given_before():
+    """Only what the first compression gave can be checked: a blob resent while it is still being compressed stops
+    there (the registry held no more of it)."""
+    stream = BlobStream(layer(), Compression())
+    given = stream.pieces(_chunks(LAYER))
+    first_two = next(given) + next(given)
+    assert b"".join(stream.again(_chunks(LAYER))) == first_two
+
+
+def test_a_block_that_comes_out_otherwise_when_compressed_again_is_compressed_once_more():
+    blocks = -(-len(LAYER) // COMPRESS_BLOCK)
+    wavering = Wavering({blocks + 2})  # the second block, compressed again
+    stream = BlobStream(layer(), wavering)
+    first = b"".join(stream.pieces(_chunks(LAYER)))
+    assert b"".join(stream.again(_chunks(LAYER))) == first
+    assert wavering.calls == 2 * blocks + 1
+
+
+def test_a_blob_whose_first_compression_was_the_odd_one_cannot_be_resent_and_says_so():
+    """The first compression gave the odd bytes, and the registry lost them: no compression gives them again. The
+    error names the layer and what to do, before any byte that differs is given."""
+    stream = BlobStream(layer(), Wavering({2}))
+    first = b"".join(stream.pieces(_chunks(LAYER)))
+    given = []
+    with pytest.raises(BlobChanged, match=r"Layer blobs/x: .* other bytes at block 1 \(3 tries\).*run again") as raised:
+        for piece in stream.again(_chunks(LAYER)):
+            given.append(piece)
+    assert BLOCK_ATTEMPTS == 3 and "Traceback" not in str(raised.value)
+    assert b"".join(given) == first[:len(b"".join(given))] and len(given) == 1
+
+
+def test_an_uncompressed_blob_again_is_the_layers_bytes_read_again():
+    stream = BlobStream(layer(compressed=True), Compression())
+    assert b"".join(stream.pieces(iter([b"ab", b"c"]))) == b"abc"
+    assert b"".join(stream.again(iter([b"a", b"bc"]))) == b"abc"
+
+
+class _no_pool:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False

@@ -8,6 +8,7 @@ import threading
 import time
 
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._blob_compression import (
+    COMPRESS_BLOCK,
     BlobStream,
     Compression,
 )
@@ -340,3 +341,48 @@ def test_a_follower_uploads_mapped_chunks_that_are_the_writers_bytes(tmp_path, m
     send(second, follower)
     assert any(isinstance(piece, memoryview) for piece in follower.pieces)
     assert follower.sent == writer.sent == [expected()[0]] and second.reused == 1
+
+
+class Resending(Uploads):
+    """An upload whose registry loses the session once the blob is sent: it asks `replay()` for the bytes again."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.resent: list[bytes] = []
+
+    def upload(self, pieces, replay):
+        sent = super().upload(pieces, replay)
+        self.resent.append(b"".join(replay()))
+        return sent
+
+
+class Counting(Compression):
+    calls = 0
+
+    def compress(self, block: bytes) -> bytes:
+        Counting.calls += 1
+        return super().compress(block)
+
+
+def test_the_writer_resends_what_it_spooled_and_compresses_nothing_again(tmp_path):
+    """The spooled bytes are the ones sent: read back, they need no second compression (which isal, now and then,
+    would make other bytes)."""
+    spool = BlobSpool(str(tmp_path / "spool"), 1 << 30)
+    item, uploads = layer(), Resending()
+    stream = BlobStream(item, Counting())
+    spool.join(archive(tmp_path), COMPRESSION).send(stream, chunks(), lambda: BlobStream(item, Counting()),
+                                                    lambda member: chunks(), uploads.upload, uploads.cancel)
+    compressed_once = Counting.calls
+    assert uploads.resent == uploads.sent == [expected()[0]]
+    assert compressed_once == -(-len(DATA) // COMPRESS_BLOCK) == Counting.calls
+
+
+def test_with_a_full_spool_the_writer_resends_a_checked_second_compression(tmp_path):
+    spool = BlobSpool(str(tmp_path / "spool"), 1024)
+    item, uploads = layer(), Resending()
+    before = Counting.calls
+    spool.join(archive(tmp_path), COMPRESSION).send(BlobStream(item, Counting()), chunks(),
+                                                    lambda: BlobStream(item, Counting()), lambda member: chunks(),
+                                                    uploads.upload, uploads.cancel)
+    assert uploads.resent == uploads.sent == [expected()[0]]
+    assert Counting.calls - before == 2 * -(-len(DATA) // COMPRESS_BLOCK)
