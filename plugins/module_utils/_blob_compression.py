@@ -4,7 +4,8 @@
 
 A registry names a blob by its digest, so a layer compressed twice must give the same bytes twice, or every
 run would upload it again. Fixed-size blocks, each its own gzip member with no timestamp, give that, and let
-the blocks be compressed in parallel threads.
+the blocks be compressed in parallel threads. isal, rarely, still gives a block other bytes (docs/pps_image.md):
+where the same bytes matter within a run (resending what a registry lost), BlobStream.again() checks them.
 """
 
 from __future__ import annotations
