@@ -21,8 +21,9 @@ one sub-directory per archive (path, size, mtime, inode) and compressor, one blo
 - each push registers itself in the sub-directory (pid and process start time); the last one to leave removes
   the sub-directory, and a later run removes any left by pushes that no longer run (a crash).
 
-Compression is deterministic (fixed blocks, no timestamp), so whichever push compresses a layer, every registry
-gets the same blob digest.
+One push compresses each layer and the others send its bytes, so every registry gets the same blob digest, even
+where isal, rarely, would compress the layer to other bytes a second time (docs/pps_image.md). The writer resends
+what a registry lost from its own spooled bytes, for the same reason.
 """
 
 from __future__ import annotations
