@@ -267,6 +267,27 @@ def ledger(request) -> Ledger:
     return Ledger(LEDGER, request.node.nodeid)
 
 
+OUTCOMES = pytest.StashKey[dict]()  # a test item's reports by phase (setup, call, teardown), as they are made
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Keep each phase's report on the item, so that a fixture's teardown can record how the test ended."""
+    report = yield
+    item.stash.setdefault(OUTCOMES, {})[report.when] = report
+    return report
+
+
+@pytest.fixture
+def counted_fault(request, ledger):
+    """For a module whose every test injects a fault: the ledger counts each, held when the test passed."""
+    yield
+    call = request.node.stash.get(OUTCOMES, {}).get("call")
+    held = call is not None and call.passed
+    case = request.node.name.removeprefix("test_").replace("_", " ")
+    ledger.record("fault", f"{request.module.__name__}: {case}", held, "" if held or call is None else call.longreprtext)
+
+
 # --- what a push under a fault ended as (the reliability suite's registry faults) --------------------------------
 
 MANIFEST_TYPES = "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json"

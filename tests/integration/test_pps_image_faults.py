@@ -32,6 +32,11 @@ from fault_proxy import FaultProxy
 from test_pps_image import archive, assert_same_image, pulled_back
 
 
+@pytest.fixture(autouse=True)
+def counted(counted_fault):
+    """Every test here injects a fault into a push: the reliability ledger counts it."""
+
+
 @pytest.fixture
 def proxy(rig):
     upstream = int(rig["RIG_INSECURE_REGISTRY"].rsplit(":", 1)[1])
