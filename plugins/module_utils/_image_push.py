@@ -334,9 +334,7 @@ class DirectPusher(FleetFollowing):
             opened = OpenBlob(sent.upload, sent.blob_digest, sent.source_digest)
         else:
             if chunks is None:
-                if self._source is None:
-                    raise ArchiveError("no archive to read the layer from")
-                chunks = self._source.read_again(layer.member)
+                chunks = self._read_again(layer)
             upload = self._upload(layer, blob.pieces(chunks), lambda: blob.again(self._read_again(layer)), credit)
             opened = OpenBlob(upload, blob.blob_digest(), blob.source_digest())
         if credit:
@@ -360,7 +358,7 @@ class DirectPusher(FleetFollowing):
     def _read_again(self, layer: Layer) -> Iterator[bytes]:
         """The layer's bytes once more, from the archive file."""
         if self._source is None:
-            raise ArchiveError("no archive to read the layer from again")
+            raise ArchiveError("no archive to read the layer from")
         return self._source.read_again(layer.member)
 
     def _send(self, layer: Layer, chunks: Iterator[bytes] | None) -> CheckedBlob:
