@@ -6,6 +6,7 @@ import multiprocessing
 import os
 import random
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from contextlib import nullcontext
 
 import pytest
 
@@ -25,9 +26,13 @@ def layer(compressed: bool = False) -> Layer:
 
 def blob(data: bytes, compression: Compression, pool=None, pieces: int = 7) -> tuple[bytes, BlobStream]:
     stream = BlobStream(layer(), compression, pool)
+    return b"".join(stream.pieces(_chunks(data, pieces))), stream
+
+
+def _chunks(data: bytes, pieces: int = 5):
+    """`data` in about `pieces` pieces, as an archive read hands them over."""
     step = max(1, len(data) // pieces)
-    out = b"".join(stream.pieces(iter([data[i:i + step] for i in range(0, len(data), step)])))
-    return out, stream
+    return iter([data[i:i + step] for i in range(0, len(data), step)])
 
 
 DATA = os.urandom(COMPRESS_BLOCK // 2) + b"\0" * (2 * COMPRESS_BLOCK + 12345)
@@ -144,14 +149,9 @@ class Wavering(Compression):
         return super().compress(block)
 
 
-def _chunks(data: bytes, pieces: int = 5):
-    step = max(1, len(data) // pieces)
-    return iter([data[i:i + step] for i in range(0, len(data), step)])
-
-
 @pytest.mark.parametrize("threads", [0, 2])
 def test_compressed_again_a_blob_gives_the_bytes_it_gave_before(threads):
-    with ThreadPoolExecutor(threads) if threads else _no_pool() as pool:
+    with ThreadPoolExecutor(threads) if threads else nullcontext() as pool:
         stream = BlobStream(layer(), Compression(), pool)
         first = b"".join(stream.pieces(_chunks(LAYER)))
         again = b"".join(stream.again(_chunks(LAYER, 13)))
@@ -194,11 +194,3 @@ def test_an_uncompressed_blob_again_is_the_layers_bytes_read_again():
     stream = BlobStream(layer(compressed=True), Compression())
     assert b"".join(stream.pieces(iter([b"ab", b"c"]))) == b"abc"
     assert b"".join(stream.again(iter([b"a", b"bc"]))) == b"abc"
-
-
-class _no_pool:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
