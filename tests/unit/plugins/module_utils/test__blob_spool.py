@@ -357,32 +357,37 @@ class Resending(Uploads):
 
 
 class Counting(Compression):
-    calls = 0
+    """The compressor, counting the blocks it compresses."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
 
     def compress(self, block: bytes) -> bytes:
-        Counting.calls += 1
+        self.calls += 1
         return super().compress(block)
+
+
+BLOCKS = -(-len(DATA) // COMPRESS_BLOCK)
 
 
 def test_the_writer_resends_what_it_spooled_and_compresses_nothing_again(tmp_path):
     """The spooled bytes are the ones sent: read back, they need no second compression (which isal, now and then,
     would make other bytes)."""
     spool = BlobSpool(str(tmp_path / "spool"), 1 << 30)
-    item, uploads = layer(), Resending()
-    stream = BlobStream(item, Counting())
-    spool.join(archive(tmp_path), COMPRESSION).send(stream, chunks(), lambda: BlobStream(item, Counting()),
-                                                    lambda member: chunks(), uploads.upload, uploads.cancel)
-    compressed_once = Counting.calls
+    item, uploads, counting = layer(), Resending(), Counting()
+    spool.join(archive(tmp_path), COMPRESSION).send(BlobStream(item, counting), chunks(),
+                                                    lambda: BlobStream(item, counting), lambda member: chunks(),
+                                                    uploads.upload, uploads.cancel)
     assert uploads.resent == uploads.sent == [expected()[0]]
-    assert compressed_once == -(-len(DATA) // COMPRESS_BLOCK) == Counting.calls
+    assert counting.calls == BLOCKS
 
 
 def test_with_a_full_spool_the_writer_resends_a_checked_second_compression(tmp_path):
     spool = BlobSpool(str(tmp_path / "spool"), 1024)
-    item, uploads = layer(), Resending()
-    before = Counting.calls
-    spool.join(archive(tmp_path), COMPRESSION).send(BlobStream(item, Counting()), chunks(),
-                                                    lambda: BlobStream(item, Counting()), lambda member: chunks(),
+    item, uploads, counting = layer(), Resending(), Counting()
+    spool.join(archive(tmp_path), COMPRESSION).send(BlobStream(item, counting), chunks(),
+                                                    lambda: BlobStream(item, counting), lambda member: chunks(),
                                                     uploads.upload, uploads.cancel)
     assert uploads.resent == uploads.sent == [expected()[0]]
-    assert Counting.calls - before == 2 * -(-len(DATA) // COMPRESS_BLOCK)
+    assert counting.calls == 2 * BLOCKS
