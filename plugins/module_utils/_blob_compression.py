@@ -38,12 +38,24 @@ class BlobChanged(MlopsError):
     """A blob compressed again came out as other bytes than the first time, so it cannot resume an upload."""
 
 
+class CompressionOptionError(MlopsError):
+    """A compression option the compressors cannot take; the message names the values they can."""
+
+
 @dataclass
 class Compression:
     """How uncompressed layers are stored: `kind` gzip or none, and the gzip level."""
 
     kind: str = "gzip"  # gzip | none
     level: int = 1
+
+    def __post_init__(self) -> None:
+        """Refuse a level gzip has not now: later, in a compressing thread, isal's IsalError or zlib.error (neither
+        an OSError nor an MlopsError) would end the module in a traceback."""
+        if isinstance(self.level, bool) or not isinstance(self.level, int) or not 0 <= self.level <= 9:
+            raise CompressionOptionError(
+                f"compression_level {self.level} is no gzip level: give 0 (no compression) to 9 (smallest); 1, the "
+                "default, is the fastest that compresses (with isal installed, levels above 3 compress as 3).")
 
     @property
     def key(self) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import random
 import time
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, Optional
 from urllib.parse import urljoin
 
 from ansible.module_utils.basic import env_fallback
@@ -54,6 +54,43 @@ class DataRobotError(MlopsError):
         self.status = status
 
 
+# What follows an answer that did not come from DataRobot's API: another service, or a proxy's page, at the endpoint.
+NOT_DATAROBOT = ("the endpoint did not answer as DataRobot's API does. Check endpoint (the roles' "
+                 "mlops_datarobot_endpoint): DataRobot's URL, such as https://app.datarobot.com/api/v2, with nothing "
+                 "else (another service, a proxy's login page) answering in its place.")
+_JSON_KINDS = {dict: "a JSON object", list: "a JSON array", str: "a JSON string", int: "a JSON number",
+               float: "a JSON number", bool: "a JSON boolean", type(None): "JSON null"}
+
+# Says what is wrong with a decoded answer (`None` when nothing is), given it and its text as it came.
+AnswerCheck = Callable[[Any, str], Optional[str]]
+
+
+def _quoted(kind: str, text: str) -> str:
+    text = text.strip()
+    return f"{kind} ({text[:100]}{'...' if len(text) > 100 else ''})"
+
+
+def an_object(value: Any, text: str) -> str | None:
+    """What nearly every endpoint answers: one JSON object."""
+    if isinstance(value, dict):
+        return None
+    kind = _quoted(_JSON_KINDS.get(type(value), "JSON"), text) if text.strip() else "an empty body"
+    return f"{kind}, where DataRobot's API answers a JSON object"
+
+
+def a_page(value: Any, text: str) -> str | None:
+    """A page of a list: an object with the items (objects) in `data` and the next page's link, if any, in `next`."""
+    problem = an_object(value, text)
+    if problem:
+        return problem
+    data = value.get("data", [])
+    if not isinstance(data, list) or not all(isinstance(item, dict) for item in data):
+        return "a JSON object whose data is no list of objects, where DataRobot's API answers a page of a list"
+    if value.get("next") and not isinstance(value["next"], str):
+        return "a JSON object whose next is no link, where DataRobot's API answers a page of a list"
+    return None
+
+
 def _never_sent(exc: "RequestException") -> bool:
     """The connection was never made (refused, unreachable, connect timeout): the server saw nothing."""
     reason = getattr(exc.args[0], "reason", None) if exc.args else None
@@ -81,6 +118,10 @@ def api_base(endpoint: str, allow_insecure_http: bool = False) -> str:
 class DataRobotClient:
     def __init__(self, endpoint: str, token: str, *, verify: bool | str = True, timeout: float = 60,
                  retries: int = 4, backoff: float = 0.5, allow_insecure_http: bool = False) -> None:
+        """`retries` counts the attempts of each request; fewer than one would send nothing, so it is refused here."""
+        if retries < 1:
+            raise DataRobotError(f"retries is {retries}: give 1 or more (the attempts for each DataRobot request; 1 "
+                                 "sends each request once).")
         self.base = api_base(endpoint, allow_insecure_http)
         self.token, self.verify, self.timeout = token, verify, timeout
         self.retries, self.backoff = retries, backoff
@@ -91,8 +132,12 @@ class DataRobotClient:
             lambda source, target: DataRobotError(downgrade_message(f"DataRobot at {self.base}", source, target))))
 
     def request(self, method: str, path: str, *, body: Any = None, params: dict[str, Any] | None = None,
-                expected: tuple[int, ...] = (200,), idempotent: bool = True) -> Any:
+                expected: tuple[int, ...] = (200,), idempotent: bool = True,
+                check: AnswerCheck | None = an_object) -> Any:
         """`idempotent=False` (a create): never sent twice once it may have reached the server.
+
+        `check` says what is wrong with an expected answer that DataRobot's API would not give (another service at
+        the endpoint), a DataRobotError then; `None` takes any answer, an empty body as None (a DELETE's 204).
 
         `path` may be a link from an answer (`next`): followed only on the endpoint's own origin, as the session
         carries the API token.
@@ -121,7 +166,7 @@ class DataRobotClient:
                 self._sleep(attempt)
                 continue
             if answer.status_code in expected:
-                return self._json(answer) if answer.content else None
+                return self._expected(method, path, answer, check)
             if answer.status_code in RETRY_STATUSES and attempt < self.retries:
                 self._sleep(attempt)
                 continue
@@ -130,6 +175,19 @@ class DataRobotClient:
 
     def _sleep(self, attempt: int) -> None:
         time.sleep(self.backoff * 2 ** (attempt - 1) * (1 + random.random() / 2))
+
+    def _expected(self, method: str, path: str, answer: "requests.Response", check: AnswerCheck | None) -> Any:
+        """The decoded answer, once `check` finds nothing wrong with it."""
+        value = self._json(answer) if answer.content else None
+        problem = check(value, answer.text) if check else None
+        if problem:
+            raise self._not_datarobot(method, path, answer.status_code, problem)
+        return value
+
+    def _not_datarobot(self, method: str, path: str, status: int, problem: str) -> DataRobotError:
+        problem = problem.replace(self.token, "********") if self.token else problem
+        return DataRobotError(f"DataRobot at {self.base} answered {status} to {method} {path}: {problem}: "
+                              f"{NOT_DATAROBOT}", status)
 
     def _json(self, answer: "requests.Response") -> Any:
         try:
@@ -140,14 +198,22 @@ class DataRobotClient:
                                  "endpoint right, or is a proxy in the way?", answer.status_code) from exc
 
     def _error(self, method: str, path: str, answer: "requests.Response", attempt: int) -> DataRobotError:
-        try:
-            detail = answer.json().get("message") or answer.text[:200]
-        except ValueError:
-            detail = f"a non-JSON answer ({answer.headers.get('Content-Type', 'no content type')})"
+        """DataRobot's refusal, with its message; JSON that is no error object is not DataRobot's, and said so."""
         status = answer.status_code
         hints = {401: "the API token was rejected: check api_token (DATAROBOT_API_TOKEN) and that it belongs "
                       "to this endpoint",
                  403: "the token's user may not do this: check its permissions"}
+        if not answer.content:
+            detail = "an empty body"
+        else:
+            try:
+                body = answer.json()
+            except ValueError:
+                detail = f"a non-JSON answer ({answer.headers.get('Content-Type', 'no content type')})"
+            else:
+                if not isinstance(body, dict) and status not in hints:
+                    return self._not_datarobot(method, path, status, an_object(body, answer.text) or "")
+                detail = (body.get("message") if isinstance(body, dict) else None) or answer.text[:200]
         hint = hints.get(status, detail)
         tries = f" after {attempt} attempts" if attempt > 1 else ""
         return DataRobotError(f"DataRobot at {self.base} answered {status} to {method} {path}{tries}: {hint}", status)
@@ -159,12 +225,12 @@ class DataRobotClient:
 
     def pages(self, path: str, params: dict[str, Any] | None = None) -> Iterator[dict[str, Any]]:
         """Every item of a paginated list, following `next` links."""
-        page = self.request("GET", path, params={"offset": 0, "limit": 100, **(params or {})})
+        page = self.request("GET", path, params={"offset": 0, "limit": 100, **(params or {})}, check=a_page)
         while True:
             yield from page.get("data", [])
             if not page.get("next"):
                 return
-            page = self.request("GET", page["next"])
+            page = self.request("GET", page["next"], check=a_page)
 
     def prediction_environments(self, search: str | None = None) -> list[dict[str, Any]]:
         return list(self.pages("predictionEnvironments/", {"search": search} if search else None))
@@ -186,7 +252,7 @@ class DataRobotClient:
     def delete_prediction_environment(self, environment_id: str) -> bool:
         """True when deleted now; False when it was already gone (404/410)."""
         try:
-            self.request("DELETE", f"predictionEnvironments/{environment_id}/", expected=(204,))
+            self.request("DELETE", f"predictionEnvironments/{environment_id}/", expected=(204,), check=None)
             return True
         except DataRobotError as exc:
             if exc.status in (404, 410):

@@ -92,6 +92,10 @@ class ReadOnlyCluster:
             raise error(f"Reading {what} from {self.host} failed: the API server {hint}") from exc
         except (TransportError, OSError) as exc:
             raise _unreachable(self.host, what, exc) from exc
+        except ResourceNotFoundError as exc:  # the kind is not served: an API server older (or other) than supported
+            raise KubernetesAccessError(
+                f"Reading {what} from {self.host} failed: the API server does not serve it ({exc}). Check that the "
+                "cluster runs a supported Kubernetes or OpenShift version.") from exc
 
     def version(self) -> Mapping[str, Any]:
         return self._ask("the server version", lambda: self._k8s.client.version["kubernetes"])
@@ -100,9 +104,17 @@ class ReadOnlyCluster:
         answer = self._ask("the API groups", lambda: self._k8s.client.request("get", "/apis"))
         return sorted(group["name"] for group in answer.to_dict().get("groups", []))
 
-    def _list(self, what: str, api_version: str, kind: str, **query: str) -> list[dict[str, Any]]:
+    def _list(self, what: str, api_version: str, kind: str, *, unserved_is_empty: bool = False,
+              **query: str) -> list[dict[str, Any]]:
+        """The items of `kind`; with `unserved_is_empty`, none where the API server does not serve the kind at all."""
+
         def call() -> list[dict[str, Any]]:
-            resource = self._k8s.resource(kind, api_version)
+            try:
+                resource = self._k8s.resource(kind, api_version)
+            except ResourceNotFoundError:
+                if unserved_is_empty:
+                    return []
+                raise
             return resource.get(**query).to_dict().get("items", [])
 
         return self._ask(what, call)
@@ -114,8 +126,10 @@ class ReadOnlyCluster:
         return self._list("nodes", "v1", "Node")
 
     def ingress_classes(self) -> list[str]:
+        """The IngressClass names; none where the API server has no networking.k8s.io/v1 IngressClass (before 1.19),
+        so that the survey can still say the cluster is older than the minimum."""
         return sorted(item["metadata"]["name"] for item in self._list("ingress classes", "networking.k8s.io/v1",
-                                                                      "IngressClass"))
+                                                                      "IngressClass", unserved_is_empty=True))
 
     def openshift_version(self) -> str | None:
         """The desired version in ClusterVersion 'version', or None where the cluster has none."""

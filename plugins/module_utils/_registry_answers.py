@@ -85,9 +85,35 @@ def reason(exc: Exception) -> str:
     return text.strip(" ()'\"")[:300]
 
 
+def _json_kind(value: object) -> str:
+    """What a decoded JSON value is, in JSON's own words (an array, not a list)."""
+    if value is None:
+        return "JSON null"
+    if isinstance(value, bool):
+        return "a JSON boolean"
+    kinds = {dict: "a JSON object", list: "a JSON array", str: "a JSON string", int: "a JSON number",
+             float: "a JSON number"}
+    return kinds.get(type(value), "JSON")
+
+
 def error_text(answer: "requests.Response") -> str:
+    """What to quote of an error answer: the distribution API's error codes and messages, else the body (cut).
+
+    JSON that is no error object (an array, a string, "errors" that are no list of objects) comes from something
+    other than a registry's distribution API: a mistaken host, port or path. Said so, instead of failing to read it.
+    """
+    text = answer.text[:200]
     try:
-        errors = answer.json().get("errors") or []
-        return "; ".join(f"{e.get('code')}: {e.get('message')}" for e in errors) or answer.text[:200]
+        body = answer.json()
     except ValueError:
-        return answer.text[:200]
+        return text
+    errors = body.get("errors") if isinstance(body, dict) else None
+    if isinstance(body, dict) and not errors:
+        return text
+    if isinstance(errors, list) and all(isinstance(error, dict) for error in errors):
+        return "; ".join(f"{error.get('code')}: {error.get('message')}" for error in errors)
+    what = (f'{_json_kind(body)} whose "errors" is no list of codes and messages' if isinstance(body, dict)
+            else _json_kind(body))
+    return (f"{what} ({text}), where the distribution API answers an error object "
+            '({"errors": [{"code": ..., "message": ...}]}): it did not come from a registry; check that the '
+            "registry's host, port and path lead to the registry (not to another service or a proxy's page).")

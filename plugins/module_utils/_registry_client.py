@@ -112,6 +112,10 @@ class RegistryClient:
     def __init__(self, registry: str, credentials: Credentials | None = None, *, ca_path: str | None = None,
                  validate_certs: bool = True, insecure: bool = False, retries: int = 5,
                  timeout: float = 300, backoff: float = 0.5) -> None:
+        """`retries` counts the attempts of each request; fewer than one would send nothing, so it is refused here."""
+        if retries < 1:
+            raise RegistryError(f"retries is {retries}: give 1 or more (the attempts for each registry request; "
+                                "1 sends each request once, without retrying).")
         self.registry = registry
         self.base = f"{'http' if insecure else 'https'}://{registry}"
         self.credentials = credentials
@@ -208,11 +212,11 @@ class RegistryClient:
         return False
 
     def _check_realm(self, realm: str) -> None:
-        refusal = realm_refusal(realm, plain_http=self.base.startswith("http://"))
+        refusal = realm_refusal(realm, self.base)
         if refusal:
             raise RegistryError(f"Registry {self.registry} asks for tokens from {refusal}, so the credentials are not "
-                                "sent. Give its token service an https:// realm (a plain-HTTP test registry: insecure: "
-                                "true).")
+                                "sent. Give its token service an https:// realm (a plain-HTTP registry, insecure: true, "
+                                "may name a plain-HTTP realm on its own host only).")
 
     def _downgrade_error(self, source: str, target: str) -> RegistryError:
         return RegistryError(downgrade_message(f"Registry {self.registry}", source, target))

@@ -17,6 +17,7 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
     BlobStream,
     Compression,
 )
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import MlopsError
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._image_archive import Layer, Member
 
 
@@ -64,6 +65,20 @@ def test_the_key_names_the_compressor_so_cached_digests_never_mix():
     assert Compression("none").key == "none"
     assert Compression(level=1).key != Compression(level=6).key
     assert str(COMPRESS_BLOCK) in Compression().key
+
+
+@pytest.mark.parametrize("level", [-5, -1, 10, 99])
+def test_a_level_gzip_has_not_is_refused_up_front_naming_the_valid_ones(level):
+    """Not later in a compressing thread, where the compressor's own error (isal's IsalError, zlib.error) is no
+    OSError or MlopsError and ended the module in a traceback."""
+    with pytest.raises(MlopsError, match=rf"compression_level {level} is no gzip level: give 0 \(no compression\) to "
+                                         r"9 \(smallest\)"):
+        Compression("gzip", level)
+
+
+@pytest.mark.parametrize("level", [0, 9])
+def test_the_lowest_and_highest_gzip_levels_compress(level):
+    assert gzip.decompress(Compression("gzip", level).compress(DATA)) == DATA
 
 
 def _mixed_layer() -> bytes:

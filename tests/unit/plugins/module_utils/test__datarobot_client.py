@@ -178,3 +178,70 @@ def test_an_unreachable_endpoint_is_tried_then_named():
                                   allow_insecure_http=True)
     with pytest.raises(DataRobotError, match="Cannot reach DataRobot .* \\(tried 2 times\\)"):
         unreachable.version()
+
+
+# --- answers that are not DataRobot's: another service (or a proxy) at the endpoint ---------------------------------
+
+NOT_DATAROBOT = (r"did not answer as DataRobot's API does\. Check endpoint \(the roles' mlops_datarobot_endpoint\): "
+                 r"DataRobot's URL, such as https://app\.datarobot\.com/api/v2")
+
+
+@pytest.mark.parametrize("body, what", [(["nope"], r'a JSON array \(\["nope"\]\)'),
+                                        ("nope", r'a JSON string \("nope"\)'), (7, r"a JSON number \(7\)")])
+def test_an_error_that_is_no_json_object_says_the_endpoint_is_not_datarobots(api, body, what):
+    api.answer("/api/v2/version/", (400, body))
+    with pytest.raises(DataRobotError, match=f"answered 400 to GET version/: {what}.*" + NOT_DATAROBOT) as caught:
+        client(api).version()
+    assert caught.value.status == 400 and TOKEN not in str(caught.value)
+
+
+def test_an_error_with_an_empty_body_says_so(api):
+    api.answer("/api/v2/version/", (400, None))
+    with pytest.raises(DataRobotError, match="answered 400 to GET version/: an empty body$"):
+        client(api).version()
+
+
+@pytest.mark.parametrize("body, what", [([], r"a JSON array \(\[\]\)"), (None, "an empty body"),
+                                        ({"data": "abc"}, "a JSON object whose data is no list of objects"),
+                                        ({"data": [1, 2]}, "a JSON object whose data is no list of objects"),
+                                        ({"data": [], "next": 5}, "a JSON object whose next is no link")])
+def test_a_list_page_that_is_not_datarobots_is_a_clear_error(api, body, what):
+    api.answer("/api/v2/predictionEnvironments/", (200, body))
+    with pytest.raises(DataRobotError, match=f"answered 200 to GET predictionEnvironments/: {what}.*" + NOT_DATAROBOT):
+        client(api).prediction_environments(search="prod")
+
+
+@pytest.mark.parametrize("body", [[], None, "id"])
+def test_an_environment_answer_that_is_no_object_is_an_error_not_a_missing_environment(api, body):
+    """An empty 200 read as "no such environment" would send the user after a wrong id."""
+    api.answer("/api/v2/predictionEnvironments/abc/", (200, body))
+    with pytest.raises(DataRobotError, match="answered 200 to GET predictionEnvironments/abc/: .*" + NOT_DATAROBOT):
+        client(api).prediction_environment("abc")
+
+
+@pytest.mark.parametrize("body", [[], None])
+def test_a_create_or_update_answer_that_is_no_object_is_a_clear_error(api, body):
+    api.answer("/api/v2/predictionEnvironments/", (201, body))
+    api.answer("/api/v2/predictionEnvironments/abc/", (200, body))
+    with pytest.raises(DataRobotError, match="answered 201 to POST predictionEnvironments/: .*" + NOT_DATAROBOT):
+        client(api).create_prediction_environment({"name": "n"})
+    with pytest.raises(DataRobotError, match="answered 200 to PATCH predictionEnvironments/abc/: .*" + NOT_DATAROBOT):
+        client(api).update_prediction_environment("abc", {"name": "n"})
+
+
+def test_a_delete_answers_with_no_body(api):
+    api.answer("/api/v2/predictionEnvironments/abc/", (204, None))
+    assert client(api).delete_prediction_environment("abc") is True
+
+
+@pytest.mark.parametrize("retries", [0, -2])
+def test_fewer_than_one_attempt_is_refused_when_the_client_is_built(api, retries):
+    with pytest.raises(DataRobotError, match=f"retries is {retries}: give 1 or more"):
+        client(api, retries=retries)
+    assert api.seen == []
+
+
+def test_a_refused_token_is_named_whatever_json_comes_with_it(api):
+    api.answer("/api/v2/version/", (401, ["denied"]))
+    with pytest.raises(DataRobotError, match="answered 401 to GET version/: the API token was rejected"):
+        client(api).version()

@@ -1,5 +1,10 @@
 from __future__ import annotations
 
+import pytest
+from kubernetes.dynamic.exceptions import ResourceNotFoundError
+
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._cluster_survey import survey
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import MlopsError
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._kubernetes import ReadOnlyCluster
 
 
@@ -52,3 +57,50 @@ def test_a_subresource_is_reviewed_as_one_and_named_in_the_denial():
         "Not allowed to create tokenreviews (authentication.k8s.io API group) cluster-wide: bind the user to a role "
         "that grants it.",
     ]
+
+
+class _NodesOnly:
+    """A Kubernetes 1.18 API server: no networking.k8s.io/v1 (IngressClass came in 1.19)."""
+
+    configuration = type("Configuration", (), {"host": "https://k8s-1-18.example:6443"})()
+
+    def resource(self, kind: str, api_version: str) -> Answer:
+        raise ResourceNotFoundError(f"No matches found for {{'api_version': '{api_version}', 'kind': '{kind}'}}")
+
+
+def test_a_cluster_without_the_ingressclass_api_has_no_ingress_classes():
+    assert ReadOnlyCluster(_NodesOnly()).ingress_classes() == []
+
+
+def test_a_cluster_older_than_the_minimum_is_reported_not_a_traceback():
+    """cluster_requirements on 1.18: the survey reaches its verdict (too old) instead of failing on IngressClass."""
+
+    class Nodes:
+        def get(self, **query: str) -> Answer:
+            return Answer({"items": [{"metadata": {"name": "n1"}, "spec": {}, "status": {
+                "capacity": {"cpu": "4", "memory": "16Gi", "ephemeral-storage": "100Gi"},
+                "conditions": [{"type": "Ready", "status": "True"}]}}]})
+
+    class OldCluster(_NodesOnly):
+        class client:  # noqa: N801 (the dynamic client's attribute)
+            version = {"kubernetes": {"gitVersion": "v1.18.20", "major": "1", "minor": "18"}}
+
+            @staticmethod
+            def request(method: str, path: str) -> Answer:
+                return Answer({"groups": [{"name": "apps"}]})
+
+        def resource(self, kind: str, api_version: str):
+            return Nodes() if kind == "Node" else super().resource(kind, api_version)
+
+    params = dict(min_node_cpu="2", min_node_memory="6G", min_node_ephemeral_storage="38G", platform="auto",
+                  node_selector=None, permissions=[], kubernetes_permissions=[], openshift_permissions=[],
+                  fail_on_unmet=True)
+    with pytest.raises(MlopsError, match=r"1\.18") as raised:
+        survey(ReadOnlyCluster(OldCluster()), params)
+    assert raised.value.result["ingress_classes"] == []
+
+
+def test_a_kind_the_api_server_does_not_serve_elsewhere_is_a_clear_error():
+    with pytest.raises(MlopsError, match=r"Reading nodes from https://k8s-1-18\.example:6443 failed: the API server "
+                                         r"does not serve it .*supported Kubernetes or OpenShift version"):
+        ReadOnlyCluster(_NodesOnly()).nodes()

@@ -309,12 +309,21 @@ def test_a_realm_that_is_no_https_url_is_refused(realm):
     assert len(session.calls) == 1
 
 
-def test_a_plain_http_registry_may_name_a_plain_http_realm():
+def test_a_plain_http_registry_may_name_a_plain_http_realm_on_its_own_host():
     token = answer(200, body=b'{"token": "t"}')
-    client, session = client_and_session(answer(401, {"WWW-Authenticate": 'Bearer realm="http://auth.example/t"'}),
-                                         token, answer(200), credentials=BASIC, insecure=True)
+    client, session = client_and_session(
+        answer(401, {"WWW-Authenticate": 'Bearer realm="http://registry.example:5001/t"'}),
+        token, answer(200), credentials=BASIC, insecure=True)
     client.request("GET", "/v2/", scopes=("s",), expected={200})
-    assert session.calls[1][1].startswith("http://auth.example/t?") and session.calls[1][2]["auth"] == ("u", "p")
+    assert session.calls[1][1].startswith("http://registry.example:5001/t?") and session.calls[1][2]["auth"] == ("u", "p")
+
+
+def test_a_plain_http_registry_never_sends_the_credentials_to_a_plain_http_realm_elsewhere():
+    client, session = client_and_session(answer(401, {"WWW-Authenticate": 'Bearer realm="http://auth.example/t"'}),
+                                         credentials=BASIC, insecure=True)
+    with pytest.raises(RegistryError, match=r"plain HTTP on auth.example, not the registry's own host.*own host only"):
+        client.request("GET", "/v2/", scopes=("s",), expected={200})
+    assert len(session.calls) == 1
 
 
 def test_a_chunk_answer_moves_the_location():
@@ -558,3 +567,18 @@ def test_a_token_answer_that_is_no_json_object_with_a_token_is_a_clear_error(bod
                          answer(200, body=body))
     with pytest.raises(RegistryError, match="returned no token"):
         client.check_login()
+
+
+# --- options refused before anything is sent ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("retries", [0, -1])
+def test_fewer_than_one_attempt_is_refused_when_the_client_is_built(retries):
+    with pytest.raises(RegistryError, match=rf"retries is {retries}: give 1 or more .*1 sends each request once"):
+        RegistryClient(REGISTRY, retries=retries)
+
+
+def test_one_attempt_sends_each_request_once():
+    client, session = client_and_session(answer(503), retries=1)
+    with pytest.raises(RegistryError, match="answered 503 to GET /v2/: $"):
+        client.request("GET", "/v2/", scopes=(), expected={200})
+    assert len(session.calls) == 1
