@@ -12,17 +12,15 @@ description:
   - A program started by C(ansible.builtin.command) inherits the whole environment of the module, which on a
     C(local) connection is the environment of C(ansible-playbook) (or of the AWX job), often holding secrets of other
     tools (C(DATAROBOT_API_TOKEN), C(REGISTRY_PASSWORD), cloud keys, anything exported under any name).
-  - This lookup returns an argv prefix, C(/bin/sh -c SCRIPT sh), to put before the program's own argv. The program
-    then runs under C(env -i) with only the variables every program needs (C(PATH), C(HOME), C(USER), C(LOGNAME),
-    C(SHELL), C(LANG), C(LANGUAGE), C(TZ), C(TMPDIR), C(TERM), proxies, C(SSL_CERT_FILE), C(SSL_CERT_DIR), C(LC_*),
-    C(XDG_*)) and those named in the terms. It is the collection's allow-list for child processes, the one its own
-    modules use.
-  - The values are read where the command runs, when it runs, and are never written into the argv (which a task
-    shows in its result and at high verbosity).
-  - The script names every variable it reads and starts no program before C(env -i) clears the environment (any it
-    started would hold the whole environment, secrets included, while it ran). So a prefix in the terms is matched
-    against the variables of the controller, where the lookup runs and where a C(local) connection's command runs;
-    on a remote host, a variable of that prefix set only there is not passed.
+  - This lookup returns an argv prefix, C(/bin/sh -c SCRIPT clean_env PYTHON LAUNCHER NAMES... --), to put before
+    the program's own argv. The shell finds a Python (the controller's, where a C(local) connection's command runs,
+    else C(python3) on C(PATH)) and the launcher it runs starts the program with only the variables every program
+    needs (C(PATH), C(HOME), C(USER), C(LOGNAME), C(SHELL), C(LANG), C(LANGUAGE), C(TZ), C(TMPDIR), C(TERM), proxies,
+    C(SSL_CERT_FILE), C(SSL_CERT_DIR), C(LC_*), C(XDG_*)) and those named in the terms, nothing else. It is the
+    collection's allow-list for child processes, the one its own modules use.
+  - Only the names are on a command line; the values are read where the command runs, when it runs, and are never
+    written into any process's argv (which every local user can read in C(/proc/<pid>/cmdline), and which a task
+    shows in its result). A prefix in the terms is matched there too, against the variables the command is run with.
   - Use it with C(query) (or C(lookup) with C(wantlist=true)), which keeps the argv a list.
 author:
   - DataRobot MLOps collection maintainers (@datarobot-community)
@@ -47,7 +45,8 @@ EXAMPLES = r"""
 
 RETURN = r"""
 _raw:
-  description: The argv to put before the program's, C(/bin/sh), C(-c), the script, C(sh).
+  description: The argv to put before the program's, C(/bin/sh), C(-c), the script, C(clean_env), the Python, the
+    launcher, the allowed names and prefixes, C(--).
   type: list
   elements: str
 """
@@ -62,7 +61,7 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
 
 
 class LookupModule(LookupBase):
-    """clean_env: `/bin/sh -c SCRIPT sh`, which runs the program after it under `env -i` with the allowed variables."""
+    """clean_env: the argv prefix that runs the program after it with the allowed variables only (clean_env_argv)."""
 
     def run(self, terms: list[Any], variables: dict[str, Any] | None = None, **kwargs: Any) -> list[str]:
         self.set_options(var_options=variables, direct=kwargs)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from typing import Iterable, Mapping
 
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import MlopsError
@@ -116,38 +117,67 @@ class BadChildEnvName(MlopsError):
     """A name for clean_env_argv that a shell could not use as a variable name."""
 
 
-def clean_env_argv(extra: Iterable[str] = (), environ_names: Iterable[str] | None = None) -> list[str]:
+# The launcher clean_env_argv puts before a program: a Python that builds the program's environment from its own and
+# execs the program with it. It reads only its arguments (names, PREFIX_* patterns, then `--` and the program's argv)
+# and runs on any Python 3 from 3.4 (-I), whatever the controller's version. Python sets LC_CTYPE itself when the
+# locale is C (PEP 538 coercion, which no option turns off): the shell keeps the caller's LC_CTYPE, or its absence,
+# in CLEAN_ENV_LC_CTYPE, and the launcher restores it.
+LAUNCHER = """\
+import errno, os, sys
+args = sys.argv[1:]
+split = args.index("--") if "--" in args else len(args)
+specs, argv = args[:split], args[split + 1:]
+if not argv:
+    sys.exit("clean_env: no program to run after --")
+names = frozenset(spec for spec in specs if not spec.endswith("*"))
+prefixes = tuple(spec[:-1] for spec in specs if spec.endswith("*"))
+source = dict(os.environ)
+source.pop("LC_CTYPE", None)
+if "CLEAN_ENV_LC_CTYPE" in source:
+    source["LC_CTYPE"] = source.pop("CLEAN_ENV_LC_CTYPE")
+env = dict((key, value) for key, value in source.items() if key in names or key.startswith(prefixes))
+try:
+    os.execvpe(argv[0], argv, env)
+except OSError as exc:
+    sys.stderr.write("clean_env: cannot run %s: %s\\n" % (argv[0], exc.strerror))
+    sys.exit(127 if exc.errno == errno.ENOENT else 126)
+"""
+# `/bin/sh -c FIND_PYTHON clean_env PYTHON LAUNCHER SPECS... -- PROGRAM ARGS...`: the controller's Python when it is
+# there (a local connection's command runs on the controller), else python3 on PATH. Builtins only.
+FIND_PYTHON = (
+    'py=$1; shift; '
+    '[ -x "$py" ] || py=python3; '
+    'command -v "$py" >/dev/null 2>&1 || { echo "clean_env: no Python to start the command with: neither the '
+    'controller\'s nor python3 is on this host" >&2; exit 127; }; '
+    'unset CLEAN_ENV_LC_CTYPE; '
+    'if [ -n "${LC_CTYPE+set}" ]; then CLEAN_ENV_LC_CTYPE=$LC_CTYPE; export CLEAN_ENV_LC_CTYPE; fi; '
+    'exec "$py" -I -S -c "$@"'
+)
+
+
+def clean_env_argv(extra: Iterable[str] = (), python: str | None = None) -> list[str]:
     """The argv to put before a program's own so that it runs with only the common variables (COMMON_NAMES,
     COMMON_PREFIXES) and `extra` ones: names, or `PREFIX_*` for every variable whose name starts with PREFIX_.
 
-    A role's `ansible.builtin.command` runs where the task runs, so the values are read there, at run time, not by
-    the controller: `/bin/sh -c SCRIPT sh PROGRAM ARGS...`. SCRIPT appends `NAME=value` for each allowed variable
-    that is set to its arguments, rotates PROGRAM ARGS behind them and runs `exec env -i NAME=value... PROGRAM ARGS`.
-    No value is written into the argv a task shows, and nothing else of the environment (DATAROBOT_API_TOKEN,
-    REGISTRY_PASSWORD, a secret under any other name) reaches the program.
+    `/bin/sh -c FIND_PYTHON clean_env PYTHON LAUNCHER NAMES... PREFIX_*... -- PROGRAM ARGS...`: the shell finds a
+    Python (`python`, default this controller's own, else python3 on PATH) and execs it with `-I -S` (no PYTHON*
+    variable, no site, no user code); LAUNCHER keeps the allowed variables of its environment and execs the program
+    with them alone (os.execvpe). Only names are on any command line, never a value: /proc/<pid>/cmdline is readable
+    by every local user, so `env -i NAME=value... PROGRAM` would show a proxy's password, say, to all of them. The
+    values are read where the command runs and when it runs, and a prefix is matched there too.
 
-    The prefixes are matched against `environ_names` (default: this process's variables; the lookup runs on the
-    controller, which is where a local connection's command runs), so that SCRIPT names every variable it reads and
-    starts no program of its own (an `env | sed` there would hold the whole environment, secrets included, for as
-    long as it runs) before `env -i` replaces it."""
-    names, prefixes = set(COMMON_NAMES), list(COMMON_PREFIXES)
+    Why not a shell script that unsets what is not allowed and then execs the program: a shell cannot do that
+    reliably. bash hands on to its children the variables whose names are no shell identifiers (a secret exported as
+    `my.token`), which `unset` cannot name, and dash stops at such a name; a readonly variable (bash's SHELLOPTS,
+    taken from the environment) cannot be unset; `export -p` differs between shells and needs a quote-aware parser
+    for values holding newlines; and bash exports variables of its own (PWD, SHLVL). A Python builds the program's
+    environment from nothing, the way `env -i` did, and Python is there wherever Ansible runs a module."""
+    specs = set(COMMON_NAMES) | {f"{prefix}*" for prefix in COMMON_PREFIXES}
     for item in extra:
         name = str(item)
         if not SHELL_NAME.fullmatch(name.removesuffix("*")):
             raise BadChildEnvName(f"{name!r} is not a variable name (or a PREFIX_* of names) a shell can read: use "
                                   "letters, digits and underscores, not starting with a digit.")
-        if name.endswith("*"):
-            prefixes.append(name[:-1])
-        else:
-            names.add(name)
-    present = os.environ if environ_names is None else environ_names
-    names.update(name for name in present if name.startswith(tuple(prefixes)) and SHELL_NAME.fullmatch(name))
-    script = (
-        "n=$#; "
-        f"for name in {' '.join(sorted(names))}; do "
-        "eval \"[ -n \\\"\\${$name+set}\\\" ] && set -- \\\"\\$@\\\" \\\"$name=\\${$name}\\\"\"; "
-        "done; "
-        "while [ \"$n\" -gt 0 ]; do set -- \"$@\" \"$1\"; shift; n=$((n - 1)); done; "
-        "exec env -i \"$@\""
-    )
-    return ["/bin/sh", "-c", script, "sh"]
+        specs.add(name)
+    return ["/bin/sh", "-c", FIND_PYTHON, "clean_env", python or sys.executable or "python3", LAUNCHER,
+            *sorted(specs), "--"]

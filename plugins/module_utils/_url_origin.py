@@ -65,12 +65,24 @@ def relative_to(target: str, base: str) -> str:
     return parts.path + (f"?{parts.query}" if parts.query else "")
 
 
-def realm_refusal(realm: str, plain_http: bool) -> str | None:
-    """Why a token realm may not receive credentials, or None for an https URL (or http when `plain_http`)."""
+def realm_refusal(realm: str, registry: str) -> str | None:
+    """Why the token realm a registry names may not receive its credentials, or None when it may.
+
+    `registry` is the registry's own URL (`https://host:port`, or `http://host:port` when the user marked it
+    insecure). An https realm on any host may: the distribution token protocol names a token service of its own
+    (registry-1.docker.io sends clients to auth.docker.io, a GitLab registry to the GitLab host), and TLS proves
+    who it is. A plain-http realm may only on the host of a registry the user chose to reach over plain HTTP (any
+    port: a token service beside the registry): the user accepted clear text to that host, and to no other."""
     scheme, host, _port = origin(realm)
-    if host and (scheme == "https" or (plain_http and scheme == "http")):
+    if host and scheme == "https":
         return None
     if host and scheme == "http":
+        own_scheme, own_host, _own_port = origin(registry)
+        if own_scheme == "http" and host == own_host:
+            return None
+        if own_scheme == "http":
+            return (f"{shown(realm)}, which is plain HTTP on {host}, not the registry's own host {own_host} (insecure "
+                    "covers that host only): they would travel in clear text to a host never chosen for it")
         return f"{shown(realm)}, which is plain HTTP: they would travel in clear text"
     return f"{realm[:100]!r}, which is not an https:// URL"
 

@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
+import sys
 
 import pytest
 
@@ -92,9 +95,11 @@ def test_blanked_environment_maps_each_settable_name_to_empty():
     assert blanked_environment("helm_module", source=source) == {"DATAROBOT_API_TOKEN": "", "SITE_NOTE": ""}
 
 
-def _run_clean(extra: list[str], env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(clean_env_argv(extra, environ_names=env) + list(args), capture_output=True, text=True,
-                          env=env, check=True, timeout=30)
+def _run_clean(extra: list[str], env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """The program behind the wrapper, started with `env` (not the test's environment: prefixes are matched where
+    the command runs)."""
+    return subprocess.run(clean_env_argv(extra) + list(args), capture_output=True, text=True, env=env, check=check,
+                          timeout=30)
 
 
 def test_clean_env_argv_keeps_the_common_and_the_callers_variables_read_where_it_runs():
@@ -124,10 +129,10 @@ def test_clean_env_argv_hands_the_programs_arguments_over_unchanged():
     assert out.splitlines() == [f"[{arg}]" for arg in args]
 
 
-def test_clean_env_argv_starts_no_program_before_env_clears_the_environment(tmp_path):
-    """Every program the script started before `env -i` would hold the whole environment, secrets included: the
-    shell's builtins only, then `env` (which clears it at once). Programs that record being run stand in for any
-    the script could start."""
+def test_clean_env_argv_starts_no_program_but_its_launcher_before_the_environment_is_cleared(tmp_path):
+    """Every program started before the launcher clears the environment would hold all of it, secrets included: the
+    shell's builtins only, then the launcher (which clears it at once). Programs on PATH that record being run stand
+    in for any the script could start."""
     tools = tmp_path / "bin"
     tools.mkdir()
     for name in ("sed", "grep", "awk", "cut", "tr", "printenv", "cat"):
@@ -143,3 +148,75 @@ def test_clean_env_argv_refuses_a_name_a_shell_cannot_read():
     for bad in ("A B", "X;rm", "1ABC", "*", "A*B*", "$(id)"):
         with pytest.raises(BadChildEnvName, match="not a variable name"):
             clean_env_argv([bad])
+
+
+SECRETS = {"HTTPS_PROXY": "http://proxyuser:Pr0xy-Passw0rd-1@proxy.example:3128",
+           "CLOUDSDK_PROXY_PASSWORD": "gcloud-proxy-pass-2", "DOCKER_HOST": "tcp://docker-host-secret-3:2375",
+           "LC_NOTE": "line one\nline-two-secret-4"}
+
+
+@pytest.mark.skipif(not shutil.which("strace"), reason="needs strace to see the argv of every process started")
+def test_clean_env_argv_puts_no_value_on_the_command_line_of_any_process(tmp_path):
+    """/proc/<pid>/cmdline is readable by every local user: no allowed variable's value may be in the argv of any
+    process the wrapper starts, not even for the instant before it starts the program."""
+    env = dict(SECRETS, PATH=os.environ["PATH"], HOME="/home/u", REGISTRY_PASSWORD="reg-password-5")
+    trace = tmp_path / "trace"
+    run = subprocess.run(["strace", "-f", "-qq", "-s", "65536", "-e", "trace=execve", "-o", str(trace)]
+                         + clean_env_argv(["CLOUDSDK_*", "DOCKER_HOST"]) + ["env"],
+                         capture_output=True, text=True, env=env, check=True, timeout=60)
+    execs = [line for line in trace.read_text().splitlines() if "execve(" in line]
+    assert len(execs) >= 2, execs  # the wrapper and the program at least: strace saw them
+    for name, value in SECRETS.items():
+        shown = value.replace("\n", "\\n")  # as strace prints it
+        assert not [line for line in execs if shown in line or value.split("\n")[-1] in line], name
+    child = dict(line.split("=", 1) for line in run.stdout.replace("line one\n", "line one ").splitlines())
+    assert child == {"PATH": os.environ["PATH"], "HOME": "/home/u", "HTTPS_PROXY": SECRETS["HTTPS_PROXY"],
+                     "CLOUDSDK_PROXY_PASSWORD": SECRETS["CLOUDSDK_PROXY_PASSWORD"],
+                     "DOCKER_HOST": SECRETS["DOCKER_HOST"], "LC_NOTE": "line one line-two-secret-4"}
+
+
+def test_clean_env_argv_reads_the_prefixes_where_the_command_runs_not_where_the_argv_is_built(monkeypatch):
+    monkeypatch.delenv("CLOUDSDK_LATE_NOTE", raising=False)
+    argv = clean_env_argv(["CLOUDSDK_*"])  # built where no CLOUDSDK_LATE_NOTE is set
+    env = {"PATH": os.environ["PATH"], "CLOUDSDK_LATE_NOTE": "set where it runs", "CLOUDSDKX": "no"}
+    out = subprocess.run(argv + ["env"], capture_output=True, text=True, env=env, check=True, timeout=30).stdout
+    assert sorted(out.splitlines()) == ["CLOUDSDK_LATE_NOTE=set where it runs", f"PATH={os.environ['PATH']}"]
+
+
+def test_clean_env_argv_passes_no_variable_a_shell_cannot_name_and_keeps_odd_values_whole():
+    """Names a shell cannot unset (an exported bash function, a dotted name) still never reach the program, and a
+    value with newlines or quotes arrives as it was."""
+    value = "a\nexport EVIL='x'\n\"b\" $HOME `id`"
+    env = {"PATH": os.environ["PATH"], "LC_ODD": value, "BASH_FUNC_f%%": "() {  echo secret-fn-6\n}",
+           "dotted.name": "secret-dot-7", "SHELLOPTS": "braceexpand:hashall", "SHLVL": "4"}
+    out = _run_clean([], env, "cat", "/proc/self/environ").stdout  # the program's environment, exactly
+    assert sorted(out.split("\0")[:-1]) == [f"LC_ODD={value}", f"PATH={os.environ['PATH']}"]
+
+
+def test_clean_env_argv_says_so_when_the_program_cannot_be_run():
+    run = _run_clean([], {"PATH": os.environ["PATH"]}, "no-such-program-here", "x", check=False)
+    assert run.returncode == 127
+    assert "no-such-program-here" in run.stderr
+
+
+@pytest.mark.parametrize("lc_ctype", [None, "C", "", "xx_XX.NOT-INSTALLED"])
+def test_clean_env_argv_hands_lc_ctype_on_as_it_was_though_python_coerces_it(lc_ctype):
+    """The launcher's Python sets LC_CTYPE=C.UTF-8 when the locale is C (PEP 538): the program still gets the caller's
+    LC_CTYPE, or none."""
+    env = {"PATH": os.environ["PATH"], **({} if lc_ctype is None else {"LC_CTYPE": lc_ctype})}
+    out = _run_clean([], env, "cat", "/proc/self/environ").stdout
+    assert sorted(out.split("\0")[:-1]) == sorted(f"{key}={value}" for key, value in env.items())
+
+
+def test_clean_env_argv_falls_back_to_python3_on_path_and_says_so_when_there_is_none(tmp_path):
+    argv = clean_env_argv(python=str(tmp_path / "no-python-here")) + ["cat", "/proc/self/environ"]
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    (tools / "cat").symlink_to(shutil.which("cat"))
+    (tools / "python3").symlink_to(os.path.realpath(sys.executable))
+    env = {"PATH": str(tools), "LC_X": "x", "SECRET_NOTE": "s"}
+    run = subprocess.run(argv, capture_output=True, text=True, env=env, check=True, timeout=30)
+    assert sorted(run.stdout.split("\0")[:-1]) == ["LC_X=x", f"PATH={tools}"]
+    (tools / "python3").unlink()
+    run = subprocess.run(argv, capture_output=True, text=True, env={"PATH": str(tools)}, check=False, timeout=30)
+    assert run.returncode == 127 and "clean_env: no Python to start the command with" in run.stderr

@@ -48,16 +48,27 @@ def test_relative_to_keeps_paths_on_the_origin_and_full_urls_elsewhere():
     assert relative_to("https://s.example/u?s=1", base) == "https://s.example/u?s=1"
 
 
-@pytest.mark.parametrize(("realm", "plain_http", "refusal"), [
-    ("https://auth.example/token", False, None),
-    ("http://auth.example/token", True, None),
-    ("http://auth.example/token", False, "plain HTTP"),
-    ("/token", False, "not an https:// URL"),
-    ("", True, "not an https:// URL"),
+@pytest.mark.parametrize(("realm", "registry", "refusal"), [
+    # https realms anywhere: the distribution token protocol (registry-1.docker.io -> auth.docker.io)
+    ("https://auth.example/token", "https://registry.example", None),
+    ("https://auth.example/token", "http://registry.example:5000", None),
+    # plain http: only on the host the user marked insecure, whatever its port
+    ("http://registry.example:5000/token", "http://registry.example:5000", None),
+    ("http://REGISTRY.example:5001/token", "http://registry.example:5000", None),
+    ("http://127.0.0.1/token", "http://127.0.0.1:5000", None),
+    ("http://[::1]:5001/token", "http://[::1]:5000", None),
+    ("http://auth.example/token", "http://registry.example:5000", "plain HTTP on auth.example"),
+    ("http://127.0.0.2:5000/token", "http://127.0.0.1:5000", "plain HTTP on 127.0.0.2"),
+    ("http://registry.example.evil.example/token", "http://registry.example", "plain HTTP on registry.example.evil"),
+    ("http://registry.example:5000/token", "https://registry.example:5000", "plain HTTP"),
+    ("http://auth.example/token", "https://registry.example", "plain HTTP"),
+    ("/token", "https://registry.example", "not an https:// URL"),
+    ("", "http://registry.example", "not an https:// URL"),
+    ("ftp://registry.example/token", "http://registry.example", "not an https:// URL"),
 ])
-def test_realms_must_be_https_urls(realm, plain_http, refusal):
-    found = realm_refusal(realm, plain_http)
-    assert (found is None) if refusal is None else (refusal in found)
+def test_realms_must_be_https_urls_or_plain_http_on_the_insecure_registrys_own_host(realm, registry, refusal):
+    found = realm_refusal(realm, registry)
+    assert (found is None) if refusal is None else (refusal in found), found
 
 
 def redirect(source: str, target: str) -> requests.Response:
