@@ -4,7 +4,9 @@
 
 The module keeps the argument handling; this file turns the parameters into a ReleaseSpec, a Helm and a
 cluster client, runs the Reconciler and turns its Outcome (or failure) into the module's result, with
-every secret the Masker learned hidden from Ansible's output, invocation included.
+every secret the Masker learned hidden from Ansible's output, invocation included. The secrets of `values` are
+hidden from the moment the arguments are read (ReleaseArgumentsModule, as a kubeconfig dictionary's are in every
+Kubernetes module), as Ansible's own validation can fail, printing the invocation, before the module has run.
 
 The chart values reach helm on its standard input only (never a file: a killed run would leave it behind), and
 helm runs with an allow-listed environment (_child_env, _helm_env), not the module's.
@@ -14,9 +16,10 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from ansible.module_utils.basic import missing_required_lib
+from ansible.module_utils.common.validation import check_type_dict, check_type_list
 
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._child_env import helm_environment
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._helm_cli import (
@@ -30,8 +33,11 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._helm_env import helm_connection
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import MlopsError
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._duration import to_seconds
-from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._k8s_module import MlopsK8sModule
-from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._masking import Masker
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._k8s_module import (
+    K8sArgumentsModule,
+    MlopsK8sModule,
+)
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._masking import Masker, all_strings
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._release_cluster import ReleaseCluster
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._release_errors import (
     InvalidReleaseRequest,
@@ -47,6 +53,46 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
     compose_values,
     load_values_file,
 )
+
+VALUES_OPTIONS = ("values", "release_values")  # the option and its alias, as a task may spell it
+
+
+class ReleaseArgumentsModule(K8sArgumentsModule):
+    """K8sArgumentsModule that also hides the secrets of `values` as given, before validating them.
+
+    `values` cannot be no_log: Ansible would then hide every string of it (a namespace, a URL, a replica count) in
+    everything the module returns, `values` and `diff` included. So only its secrets are hidden, found as the module
+    finds them (Masker), and found early: a failed validation prints the invocation before the module runs.
+    """
+
+    def secrets_of_arguments(self, params: Mapping[str, Any]) -> set[str]:
+        return super().secrets_of_arguments(params) | secrets_of_values(params)
+
+
+def secrets_of_values(params: Mapping[str, Any]) -> set[str]:
+    """The secrets in agent_deployment's `values` as given (not validated yet)."""
+    try:
+        paths: list[str] | None = [str(path) for path in check_type_list(params.get("secret_value_paths") or [])
+                                   if not isinstance(path, (dict, list))]
+    except TypeError:
+        paths = None  # which values are secret cannot be told: all of them are hidden
+    found: set[str] = set()
+    for option in VALUES_OPTIONS:
+        values = params.get(option)
+        if values is None:
+            continue
+        try:
+            values = check_type_dict(values)
+        except TypeError:  # not values at all (validation fails): hidden whole, as it may hold anything
+            found |= all_strings(values)
+            continue
+        if paths is None:
+            found |= all_strings(values)
+            continue
+        masker = Masker(paths)
+        masker.collect_values(values)
+        found |= masker.secrets
+    return found
 
 
 def run_agent_deployment(module: MlopsK8sModule) -> None:

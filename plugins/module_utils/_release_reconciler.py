@@ -10,7 +10,8 @@ Decides from observed facts, never "always changed":
   an object is gone (_release_manifest);
 - failure: the agent Deployments are watched (_rollout_watch); when they do not become available, what
   explains it is collected *before* the release is rolled back (or a failed first install removed),
-  because the rollback replaces those pods;
+  because the rollback replaces those pods; collecting it is best effort, as a read that fails (events
+  forbidden, the API server away) must not keep the rollback from running;
 - interruption: a run that changes the release holds it (_release_guard), so a revision left pending by
   a run that died is recovered by the next run, and one written by anyone else is never touched.
 
@@ -25,6 +26,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, NamedTuple, Protocol, Sequence
 
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import MlopsError
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._helm_cli import (
     Helm,
     HelmError,
@@ -33,6 +35,7 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
     StoppedWaiting,
     resolve_chart,
 )
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._kubernetes import KubernetesAccessError
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._masking import (
     MASK,
     Masker,
@@ -164,6 +167,22 @@ class Reconciler:
 
     def collect_diagnostics(self, documents: Sequence[Mapping[str, Any]], namespace: str) -> dict[str, Any]:
         return canonical(self.masker.values(self.watcher.diagnostics(documents, namespace)))
+
+    def _diagnose(self, documents: Sequence[Mapping[str, Any]],
+                  namespace: str) -> tuple[dict[str, Any] | None, str | None]:
+        """(diagnostics, None), or (None, why they could not be read): they only explain a failure, so a failed
+        read (events forbidden, the API server away) must neither stop the rollback nor replace the failure."""
+        try:
+            return self.collect_diagnostics(documents, namespace), None
+        except MlopsError as exc:
+            return None, f"The diagnostics (Deployments, pods, Warning events) could not be read: {exc}"
+
+    def _status_now(self, spec: ReleaseSpec, known: Revision | None) -> dict[str, Any]:
+        """The release's status for a failure report; the last revision seen when helm cannot read it again."""
+        try:
+            return describe(spec.name, spec.namespace, self._guard().latest())
+        except MlopsError:
+            return describe(spec.name, spec.namespace, known)
 
     # -- state: present
 
@@ -367,15 +386,19 @@ class Reconciler:
 
     def _wait_or_fail(self, spec: ReleaseSpec, documents: Sequence[Mapping[str, Any]], deadline: float,
                       drift: list[dict[str, Any]], what: str) -> None:
-        waiting = self.wait_available(documents, spec.namespace, deadline)
+        """After a repair (the objects were patched: changed), fail when the Deployments do not become available."""
+        try:
+            waiting = self.wait_available(documents, spec.namespace, deadline)
+        except KubernetesAccessError as exc:
+            waiting = [f"whether the Deployments became available could not be read: {exc}"]
         if not waiting:
             return
-        diagnostics = self.collect_diagnostics(documents, spec.namespace)
+        diagnostics, unreadable = self._diagnose(documents, spec.namespace)
+        explained = format_diagnostics(diagnostics) if diagnostics else unreadable or ""
         raise ReleaseFailed(
             self.masker.text(f"{what} failed: " + "; ".join(waiting) + f" (waited up to {spec.wait_timeout}s).\n"
-                             + format_diagnostics(diagnostics)),
-            changed=True, diagnostics=diagnostics, drift=drift,
-            status=describe(spec.name, spec.namespace, self._guard().latest()))
+                             + explained),
+            changed=True, diagnostics=diagnostics, drift=drift, status=self._status_now(spec, None))
 
     # -- upgrade, and recovering from a failed one
 
@@ -407,6 +430,10 @@ class Reconciler:
                     return "; ".join(waiting) + f" (waited up to {spec.wait_timeout}s)"
         except StoppedWaiting as exc:
             return str(exc)
+        except KubernetesAccessError as exc:
+            # The API server stayed away past the deadline, or refused a read: helm wrote a revision that cannot
+            # be shown to work, and it is handled as a failed one (rolled back when atomic).
+            return f"whether the Deployments became available could not be read: {exc}"
         except HelmError as exc:
             if BUSY_ERRORS.search(exc.stderr or str(exc)):
                 raise self._guard().overtaken(exc) from exc  # the new revision is not ours: never roll it back
@@ -417,9 +444,17 @@ class Reconciler:
                         documents: Sequence[Mapping[str, Any]], drift: list[dict[str, Any]]) -> None:
         """Explain a failed upgrade, after rolling it back when atomic; always raises ReleaseFailed."""
         guard = self._guard()
-        after = guard.history()
+        try:
+            after = guard.history()
+        except MlopsError as exc:
+            # What helm left is unknown: a blind rollback could undo nothing, or someone else's revision.
+            raise ReleaseFailed(self.masker.text(
+                f"{headline}\nReading the release's history afterwards failed as well ({exc}), so nothing was rolled "
+                f"back and helm may have left a failed revision. Check with: helm history {spec.name} -n "
+                f"{spec.namespace}; if its latest revision is not deployed, recover with: "
+                f"{guard.fix_command(last_deployed(history))}"), changed=True, drift=drift) from exc
         created = bool(after) and after[-1].revision > (history[-1].revision if history else 0)
-        diagnostics = self.collect_diagnostics(documents, spec.namespace) if created else None
+        diagnostics, unreadable = self._diagnose(documents, spec.namespace) if created else (None, None)
         lines = [headline]
         if not created:
             lines.append("helm created no new revision; nothing on the cluster was changed.")
@@ -432,19 +467,24 @@ class Reconciler:
             text = format_diagnostics(diagnostics)
             if text:
                 lines.append(text)
+        elif unreadable:
+            lines.append(unreadable)
         raise ReleaseFailed(self.masker.text("\n".join(lines)), changed=created, diagnostics=diagnostics,
-                            drift=drift, status=describe(spec.name, spec.namespace, guard.latest()))
+                            drift=drift, status=self._status_now(spec, after[-1] if after else None))
 
     def _recover(self, spec: ReleaseSpec, history: Sequence[Revision], after: Sequence[Revision]) -> str:
         guard = self._guard()
         good = last_deployed(history)
         try:
             guard.roll_back_or_uninstall(after[-1].revision, good)
-        except HelmError as exc:
+        except MlopsError as exc:  # helm, or recording the rollback in the Lease: the failed upgrade is still news
             return f"Recovering failed as well ({exc}). Fix it with: {guard.fix_command(good)}"
         if good is None:
             return f"The release had no working revision before, so it was uninstalled (release {spec.name} is gone)."
-        now = guard.latest()
+        try:
+            now = guard.latest()
+        except MlopsError:
+            now = None  # the rollback itself succeeded: only the revision number it made is not known
         return (f"Rolled back to revision {good.revision} (chart {good.chart}), the last deployed one"
                 + (f"; the release is now at revision {now.revision}." if now else "."))
 

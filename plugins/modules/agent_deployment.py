@@ -23,7 +23,10 @@ description:
     waits, and a container stuck in a state that waiting does not cure (see I(stuck_timeout)) ends the wait early;
     when they do not become available, the failing pods, their containers' waiting reasons (C(ImagePullBackOff),
     C(CrashLoopBackOff), ...) and recent Warning events are collected before the release is rolled back to the last
-    deployed revision (a failed first install is uninstalled), and reported in C(msg) and C(diagnostics);
+    deployed revision (a failed first install is uninstalled), and reported in C(msg) and C(diagnostics). Reading
+    them is best effort - when it fails (events forbidden to the user, the API server away) the rollback still runs
+    and C(msg) says why they are missing; an API server that stays away past I(wait_timeout) while the Deployments
+    are checked fails the upgrade as well;
     (4) B(a concurrency guard and recovery from interrupted runs) - a run that changes the release holds a
     C(coordination.k8s.io) Lease named C(<release_name>-agent-deployment) in I(release_namespace), and records there
     each revision before helm writes it. A second run finds the Lease held and fails with "Another operation is in
@@ -44,15 +47,18 @@ description:
     written (a killed run leaves none behind). Upgrades always pass C(--reset-values).
   - helm runs with only the environment it needs - C(PATH), C(HOME), locale, C(TMPDIR), proxies, C(SSL_CERT_*),
     C(XDG_*), C(HELM_*), C(KUBECONFIG), C(KUBECACHEDIR), the C(AWS_*), C(GOOGLE_*), C(CLOUDSDK_*), C(AZURE_*) and
-    C(AAD_*) variables kubeconfig credential plugins read - and the connection options as helm's variables
-    (I(api_key) as C(HELM_KUBETOKEN), readable only by the same user; helm's only other ways to take a token are its
-    command line, readable by all, or a file). Other variables, and any whose value holds a secret of the values,
-    are not passed. I(kubeconfig) is never copied to a file; given as a dictionary, it reaches helm in memory
-    (Linux). I(validate_certs=false) needs helm 3.10 or newer.
+    C(AAD_*) variables kubeconfig credential plugins read - and the connection options I(context), I(host),
+    I(ca_cert) and I(validate_certs) as helm's variables. I(api_key) is in neither helm's environment (which every
+    program helm starts would inherit) nor its command line (readable by all local users); it reaches helm inside an
+    in-memory kubeconfig (Linux), the context helm would otherwise use with the token added to its user, as
+    C(HELM_KUBETOKEN) would add it (where there is no in-memory file, it stays C(HELM_KUBETOKEN)). Other variables,
+    and any whose value holds a secret of the values, are not passed. I(kubeconfig) is never copied to a file; given
+    as a dictionary, it reaches helm in memory (Linux). I(validate_certs=false) needs helm 3.10 or newer.
   - Secrets are masked as C(********) in C(values), C(diff), C(drift), C(diagnostics) and messages - values under
     keys that look like a token, password, secret, API key or credential (not their C(...Name)/C(...Ref) siblings),
     under I(secret_value_paths), Secret data in manifests and env vars with such names - and their strings are
-    hidden from Ansible's output, even at C(-vvv).
+    hidden from Ansible's output, even at C(-vvv). The secrets of I(values) and of a I(kubeconfig) dictionary are
+    hidden from the start, so also in the C(invocation) of a task whose arguments fail Ansible's validation.
 author:
   - DataRobot MLOps collection maintainers (@datarobot-community)
 extends_documentation_fragment:
@@ -87,7 +93,10 @@ options:
     type: bool
     default: false
   values:
-    description: Chart values; they win over I(values_files).
+    description:
+      - Chart values; they win over I(values_files).
+      - Not C(no_log) as a whole, so that C(values) and C(diff) stay readable; its secrets (see I(secret_value_paths))
+        are hidden everywhere, the C(invocation) of a task that fails validation included.
     type: dict
     default: {}
     aliases: [release_values]
@@ -262,7 +271,7 @@ drift:
     desired: {description: Its value in the manifest., type: raw}
 diagnostics:
   description: Why the release's Deployments did not become available, collected before rolling back.
-  returned: on failure, when a new revision was created
+  returned: on failure, when a new revision was created and they could be read (else C(msg) says why not)
   type: dict
   contains:
     deployments:
@@ -278,6 +287,7 @@ diagnostics:
 
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._k8s_module import MlopsK8sModule
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._release_module import (
+    ReleaseArgumentsModule,
     run_agent_deployment,
 )
 from ansible_collections.kubernetes.core.plugins.module_utils.helm_args_common import (
@@ -306,7 +316,7 @@ ARGUMENT_SPEC = dict(
 
 
 def main() -> None:
-    module = MlopsK8sModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True,
+    module = MlopsK8sModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True, module_class=ReleaseArgumentsModule,
                             mutually_exclusive=HELM_AUTH_MUTUALLY_EXCLUSIVE,
                             required_if=[("state", "present", ("chart_ref",))])
     run_agent_deployment(module)

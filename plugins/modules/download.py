@@ -31,7 +31,7 @@ options:
   url:
     description:
       - C(http://) or C(https://) URL of the file. It may hold a login (C(user:password@)) or a signed query; both are
-        hidden in the output.
+        hidden in the output. When the arguments fail validation, the whole URL is hidden.
     type: str
     required: true
   checksum:
@@ -134,7 +134,7 @@ would_download:
   returned: always
   type: int
 url:
-  description: The URL without its login and query.
+  description: The URL without its login, query and fragment.
   returned: always
   type: str
 checksum:
@@ -157,7 +157,7 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import exit_with
 
 ARGUMENT_SPEC = dict(
-    url=dict(type="str", required=True),
+    url=dict(type="str", required=True, no_log=True),
     checksum=dict(type="str", required=True),
     cache_dir=dict(type="path", default="~/.cache/datarobot_mlops/downloads"),
     filename=dict(type="str"),
@@ -170,8 +170,15 @@ ARGUMENT_SPEC = dict(
 
 
 def hide_url_secrets(module: AnsibleModule) -> None:
-    """The URL's password and query (a signed URL's token) are masked in everything the module returns."""
-    parts = urlsplit(module.params["url"])
+    """The URL's password and query (a signed URL's token) are masked in everything the module returns.
+
+    `url` is no_log, so a failed validation (which prints the invocation before main() could get here) shows none
+    of it. Once the arguments are valid only its secrets stay hidden, so the URL itself can be shown (the `url`
+    result, messages): hidden whole, a URL without secrets would read `********` everywhere.
+    """
+    url = module.params["url"]
+    parts = urlsplit(url)
+    module.no_log_values.discard(url)
     for secret in (parts.password, parts.query):
         if secret:
             module.no_log_values.add(secret)

@@ -17,10 +17,14 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
     StoppedWaiting,
     parse_helm_version,
 )
-from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._kubernetes import ApiUnavailable
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._kubernetes import (
+    ApiUnavailable,
+    KubernetesAccessError,
+)
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._release_cluster import (
     label_selector,
 )
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._release_guard import ReleaseGuard
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._release_reconciler import (
     MASK,
     InvalidReleaseRequest,
@@ -700,3 +704,148 @@ def test_a_briefly_absent_api_server_is_waited_for(tmp_path):
     with pytest.raises(ApiUnavailable):
         reconciler.wait_available(parse_manifest(MANIFEST), "ns", deadline=now[0] + 10)
     assert reconciler.stuck_watch(parse_manifest(MANIFEST), "ns", 1)() is None  # no verdict while it is away
+
+
+# ---------------------------------------------------------------- a failure whose explanation cannot be read
+
+
+class BlindCluster(FakeCluster):
+    """A cluster on which some reads fail once `blind` is set: `events` (a 403 listing events), `pods`, or
+    `everything` (an API server that stays away)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.blind: str | None = None
+
+    def get(self, api_version, kind, namespace, name):
+        if self.blind == "everything":
+            raise ApiUnavailable("Cannot reach the API server at https://127.0.0.1:6443 while reading Deployment")
+        return super().get(api_version, kind, namespace, name)
+
+    def pods(self, namespace, selector):
+        if self.blind == "pods":
+            raise ApiUnavailable("Cannot reach the API server at https://127.0.0.1:6443 while reading pods")
+        return super().pods(namespace, selector)
+
+    def warning_events(self, namespace):
+        if self.blind == "events":
+            raise KubernetesAccessError(f"Reading events in {namespace} from https://k8s failed: the API server "
+                                        "forbids it: grant the user read access, or run as a cluster administrator.")
+        return super().warning_events(namespace)
+
+
+@pytest.fixture
+def blind_rig(tmp_path):
+    """The rig on a BlindCluster, with a clock that moves only when the reconciler sleeps."""
+    cluster = BlindCluster()
+    helm = FakeHelm(cluster, MANIFEST)
+    now = [0.0]
+    counter = iter(range(1000))
+
+    def write_values(values):
+        path = tmp_path / f"values-{next(counter)}.json"
+        path.write_text(json.dumps(values))
+        return str(path)
+
+    def reconciler():
+        return Reconciler(helm, cluster, Masker(), write_values, poll=1, clock=lambda: now[0],
+                          sleep=lambda seconds: now.__setitem__(0, now[0] + max(seconds, 1)))
+
+    return helm, cluster, reconciler
+
+
+@pytest.mark.parametrize("blind, why", [("events", "the API server forbids it"),
+                                        ("pods", "Cannot reach the API server")])
+def test_a_failed_upgrade_is_rolled_back_even_when_its_diagnostics_cannot_be_read(blind_rig, blind, why):
+    helm, cluster, reconciler = blind_rig
+    reconciler().present(spec())
+    helm.fail_upgrade, cluster.blind = True, blind
+    with pytest.raises(ReleaseFailed) as failure:
+        reconciler().present(spec(image="repo/agent:does-not-exist"))
+    message = str(failure.value)
+    assert helm.calls == ["upgrade", "upgrade", "rollback 1"]
+    assert failure.value.changed is True and failure.value.status["revision"] == 3
+    assert message.startswith("Upgrading release bosun in namespace ns to chart agent-1.0.0 failed: ")
+    assert "UPGRADE FAILED" in message and "Rolled back to revision 1" in message
+    assert "could not be read" in message and why in message
+    assert "t0k3n-abcdef" not in message
+
+
+def test_a_failed_first_install_is_uninstalled_even_when_its_diagnostics_cannot_be_read(blind_rig):
+    helm, cluster, reconciler = blind_rig
+    helm.fail_upgrade, cluster.blind = True, "events"
+    with pytest.raises(ReleaseFailed, match="uninstalled") as failure:
+        reconciler().present(spec())
+    assert helm.calls == ["upgrade", "uninstall"] and helm.revisions == []
+    assert failure.value.changed is True and "could not be read" in str(failure.value)
+
+
+def test_an_api_server_that_stays_away_after_the_upgrade_fails_it_and_rolls_it_back(blind_rig):
+    helm, cluster, reconciler = blind_rig
+    reconciler().present(spec())
+    helm.on_upgrade = lambda: setattr(cluster, "blind", "everything")  # helm wrote; then the API server went away
+    away = spec(replicas=2)
+    away.wait_timeout = 30
+    with pytest.raises(ReleaseFailed) as failure:
+        reconciler().present(away)
+    message = str(failure.value)
+    assert helm.calls == ["upgrade", "upgrade", "rollback 1"]
+    assert failure.value.changed is True
+    assert message.startswith("Upgrading release bosun in namespace ns to chart agent-1.0.0 failed: ")
+    assert "Cannot reach the API server" in message and "Rolled back to revision 1" in message
+
+
+def test_a_repair_that_does_not_become_available_fails_changed_even_when_its_diagnostics_cannot_be_read(blind_rig):
+    helm, cluster, reconciler = blind_rig
+    reconciler().present(spec())
+    live = cluster.objects[("Deployment", "bosun-agent")]
+    live["spec"]["template"]["spec"]["containers"][0]["image"] = "evil:1"
+    live["status"]["availableReplicas"] = 0
+    cluster.blind = "events"
+    with pytest.raises(ReleaseFailed) as failure:
+        reconciler().present(spec())
+    assert cluster.patches and failure.value.changed is True
+    assert failure.value.drift and "could not be read" in str(failure.value)
+    assert str(failure.value).startswith("Repairing drift of release bosun failed: ")
+
+
+def test_a_history_that_cannot_be_read_after_a_failed_upgrade_says_how_to_recover(blind_rig):
+    helm, cluster, reconciler = blind_rig
+    reconciler().present(spec())
+    helm.fail_upgrade = True
+    real_history = helm.history
+
+    def history_then_away(name, namespace):
+        if "upgrade" in helm.calls[1:]:
+            raise HelmError("Error: Kubernetes cluster unreachable: the server has asked for the client to provide "
+                            "credentials")
+        return real_history(name, namespace)
+
+    helm.history = history_then_away
+    with pytest.raises(ReleaseFailed) as failure:
+        reconciler().present(spec(image="repo/agent:does-not-exist"))
+    message = str(failure.value)
+    assert helm.calls == ["upgrade", "upgrade"]  # not knowing what helm left, nothing is rolled back blindly
+    assert failure.value.changed is True
+    assert "UPGRADE FAILED" in message and "cluster unreachable" in message
+    assert "helm history bosun -n ns" in message and "helm rollback bosun 1 -n ns" in message
+
+
+def test_a_rollback_that_cannot_be_recorded_still_reports_the_failed_upgrade(blind_rig, monkeypatch):
+    helm, cluster, reconciler = blind_rig
+    reconciler().present(spec())
+    helm.fail_upgrade = True
+    intend = ReleaseGuard.intend
+
+    def intend_but_not_rollbacks(self, revision, operation, rollback_to=None):
+        if operation == "rollback":
+            raise KubernetesAccessError("Cannot reach the API server at https://127.0.0.1:6443 while writing Lease")
+        return intend(self, revision, operation, rollback_to)
+
+    monkeypatch.setattr(ReleaseGuard, "intend", intend_but_not_rollbacks)
+    with pytest.raises(ReleaseFailed) as failure:
+        reconciler().present(spec(image="repo/agent:does-not-exist"))
+    message = str(failure.value)
+    assert failure.value.changed is True and "UPGRADE FAILED" in message
+    assert "Recovering failed as well (Cannot reach the API server" in message
+    assert "helm rollback bosun 1 -n ns" in message
