@@ -226,15 +226,15 @@ class Renewal:
     service_account: str
     name: str
     registries: list[str]
-    username: str
+    registry_username: str
     token_source: str
     token_lifetime: int
     renew_before: int
     unverified_registries: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        if not self.registries or not self.username:
-            raise TokenSecretError("registries and username must not be empty.")
+        if not self.registries or not self.registry_username:
+            raise TokenSecretError("registries and registry_username must not be empty.")
         stray = [host for host in self.unverified_registries if host not in self.registries]
         if stray:
             raise TokenSecretError(f"unverified_registries names {', '.join(stray)}, which registries does not: list "
@@ -286,8 +286,8 @@ def _renew(tokens: ServiceAccountTokens, want: Renewal, check_mode: bool, diff: 
         raise TokenSecretError(f"ServiceAccount {want.namespace}/{want.service_account} does not exist: create it "
                                "first (the openshift role does).")
     existing = tokens.secret(want.name)
-    current = stored_token(secret_docker_config(existing), want.registries, want.username)
-    verdict = judge(existing, registries=want.registries, username=want.username,
+    current = stored_token(secret_docker_config(existing), want.registries, want.registry_username)
+    verdict = judge(existing, registries=want.registries, username=want.registry_username,
                     wanted_subject=subject(want.namespace, want.service_account),
                     now=datetime.datetime.now(datetime.timezone.utc),
                     renew_before=datetime.timedelta(seconds=want.renew_before),
@@ -302,7 +302,7 @@ def _renew(tokens: ServiceAccountTokens, want: Renewal, check_mode: bool, diff: 
         result["expires_at"] = ""
     if diff:
         before = masked(secret_docker_config(existing)) if existing else {}
-        after = masked(docker_config(want.registries, want.username, "x")) if verdict.renew else before
+        after = masked(docker_config(want.registries, want.registry_username, "x")) if verdict.renew else before
         result["diff"] = dict(before={"secret": before, "expires_at": _iso(verdict.expires_at)},
                               after={"secret": after, "expires_at": result["expires_at"] or "(new token)"})
     return result
@@ -317,6 +317,6 @@ def _write_new_token(tokens: ServiceAccountTokens, account: Mapping[str, Any], e
     if not token:
         token, source = tokens.request_token(want.token_lifetime), "token_request"
     expires_at = expiry(token)
-    tokens.write_secret(want.name, docker_config(want.registries, want.username, token),
+    tokens.write_secret(want.name, docker_config(want.registries, want.registry_username, token),
                         {EXPIRY_ANNOTATION: _iso(expires_at) or "never", SOURCE_ANNOTATION: source}, existing)
     return expires_at, source

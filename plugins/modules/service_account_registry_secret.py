@@ -45,8 +45,11 @@ options:
     type: list
     elements: str
     required: true
-  username:
-    description: User name in the login; OpenShift's registry ignores it but it must not be empty.
+  registry_username:
+    description:
+      - User name in the login; OpenShift's registry ignores it but it must not be empty.
+      - Formerly C(username), which is the Kubernetes API's user name (with I(password)), as in every
+        C(kubernetes.core) module.
     type: str
     default: serviceaccount
   token_source:
@@ -121,7 +124,7 @@ ARGUMENT_SPEC = dict(
     service_account=dict(type="str", required=True),
     name=dict(type="str", default="registry-creds"),
     registries=dict(type="list", elements="str", required=True),
-    username=dict(type="str", default="serviceaccount"),
+    registry_username=dict(type="str", default="serviceaccount"),
     token_source=dict(type="str", choices=["auto", "token_request"], default="auto"),
     token_lifetime=dict(type="int", default=7776000, no_log=False),
     renew_before=dict(type="int", default=2592000),

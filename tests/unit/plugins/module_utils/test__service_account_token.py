@@ -143,7 +143,7 @@ def renew(fake, monkeypatch, check_mode=False, diff=False):
 
     monkeypatch.setattr(sat, "ServiceAccountTokens", lambda client, namespace, account: fake)
     want = sat.Renewal(namespace="ns", service_account="builder", name="registry-creds", registries=[REGISTRY],
-                       username="serviceaccount", token_source="auto", token_lifetime=7776000, renew_before=2592000)
+                       registry_username="serviceaccount", token_source="auto", token_lifetime=7776000, renew_before=2592000)
     return sat.renew_registry_secret(lambda: None, want, check_mode, diff)
 
 
@@ -171,7 +171,7 @@ def test_renewal_failures_are_one_error_class_with_the_same_messages(monkeypatch
 
 def _params(**changes):
     return {"namespace": "ns", "service_account": "builder", "name": "registry-creds", "registries": [REGISTRY],
-            "username": "serviceaccount", "token_source": "auto", "token_lifetime": 7776000, "renew_before": 2592000,
+            "registry_username": "serviceaccount", "token_source": "auto", "token_lifetime": 7776000, "renew_before": 2592000,
             "api_key": None, **changes}
 
 
