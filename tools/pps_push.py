@@ -30,9 +30,7 @@ def _import_path() -> None:
 
 _import_path()
 
-from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._image_archive import (  # noqa: E402
-    ArchiveError,
-)
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import MlopsError  # noqa: E402
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._blob_compression import (  # noqa: E402
     Compression,
 )
@@ -44,18 +42,15 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
     default_cache_path,
 )
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._image_reference import (  # noqa: E402
-    InvalidReference,
     Repository,
     validate_tag,
 )
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._docker_config import (  # noqa: E402
     Credentials,
-    DockerConfigError,
     credentials_from_docker_config,
 )
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._registry_client import (  # noqa: E402
     RegistryClient,
-    RegistryError,
 )
 
 
@@ -110,7 +105,7 @@ def main() -> int:
                               workers=args.workers, cache=PushCache(args.cache or None), check_mode=args.check,
                               on_progress=None if args.quiet else Progress())
         result = pusher.push(args.src, args.source_image)
-    except (ArchiveError, InvalidReference, RegistryError, DockerConfigError, OSError) as exc:
+    except (MlopsError, OSError) as exc:  # every error of ours says what to fix; a traceback would not
         print(f"\nerror: {exc}", file=sys.stderr)
         return 1
     if not args.quiet:
@@ -119,6 +114,8 @@ def main() -> int:
         print(json.dumps({"phases": result.phases, "bytes_compressed": result.bytes_compressed}), file=sys.stderr)
     if result.message:
         print(result.message)
+    for warning in pusher.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     state = "would push" if args.check else ("pushed" if result.changed else "already there")
     print(f"{result.image}: {state} {result.digest} (config {result.config_digest}); blobs uploaded "
           f"{result.blobs_uploaded}, skipped {result.blobs_skipped}, {result.bytes_uploaded} bytes in "

@@ -38,6 +38,9 @@ ARGUMENT_SPEC = dict(
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
     _requires_connection = True
+    # Skipped in check mode (Ansible says so in the result): async jobs do not run in check mode, and the wait ends
+    # by removing the jobs' status files (async_status mode=cleanup).
+    _supports_check_mode = False
 
     def run(self, tmp: str | None = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
         result = super().run(tmp, task_vars)

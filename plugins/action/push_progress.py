@@ -41,6 +41,9 @@ ARGUMENT_SPEC = dict(
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
     _requires_connection = True
+    # Skipped in check mode (Ansible says so in the result): a check-mode push runs in the foreground, so there is
+    # no job to wait for, and `remove` would delete a directory.
+    _supports_check_mode = False
 
     def run(self, tmp: str | None = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
         result = super().run(tmp, task_vars)

@@ -41,6 +41,13 @@ MARKER = ".datarobot_mlops_extracted"
 _CHART_KEY = re.compile(r"^(version|appVersion):[ \t]*['\"]?([^'\"#\s]+)['\"]?", re.MULTILINE)
 
 
+# How the messages name what to change: the agent_tarball module's option, and the agent_tarball role's variable
+# that sets it.
+SRC = "src (the agent_tarball role: mlops_agent_tarball)"
+PATH = "path (the agent_tarball role: mlops_agent_tarball_dir)"
+CACHE_DIR = "cache_dir (the agent_tarball role: mlops_agent_tarball_cache_dir)"
+
+
 class TarballError(MlopsError):
     """The tarball or directory cannot be used; the message says why and what to do."""
 
@@ -83,8 +90,9 @@ def _tree(path: str, checksum: str = "", changed: bool = False) -> AgentTree:
 def find_tree(directory: str) -> AgentTree:
     """The agent tree in an already extracted directory: the directory itself or its one top directory."""
     if not os.path.isdir(directory):
-        raise TarballError(f"agent_tarball_dir {directory} is not a directory. Give the directory the agent tarball "
-                           "was extracted into, or the tarball itself (agent_tarball).")
+        raise TarballError(f"path {directory} is not a directory. Give as path the directory the agent tarball was "
+                           "extracted into, or the tarball itself as src (the agent_tarball role: "
+                           "mlops_agent_tarball_dir, or mlops_agent_tarball).")
     candidates = [directory] + sorted(os.path.join(directory, entry) for entry in os.listdir(directory)
                                       if os.path.isdir(os.path.join(directory, entry)))
     for candidate in candidates:
@@ -198,9 +206,10 @@ def extract(source: str, cache_dir: str, check_mode: bool = False) -> AgentTree:
     """Unpack `source` into `<cache_dir>/<sha256[:16]>` unless it is there already."""
     if not os.path.exists(source):
         raise TarballError(f"Agent tarball {source} does not exist. Download datarobot-mlops-agent-<version>.tar.gz "
-                           "from DataRobot (Developer Tools) and set agent_tarball to its path on the controller.")
+                           f"from DataRobot (Developer Tools) and give its path as {SRC}.")
     if not os.path.isfile(source):
-        raise TarballError(f"Agent tarball {source} is not a file; for an extracted tarball set agent_tarball_dir.")
+        raise TarballError(f"Agent tarball {source} is not a file. Give a directory the tarball was extracted into "
+                           f"as {PATH} instead.")
     try:
         checksum = sha256_file(source)
     except OSError as exc:
@@ -244,3 +253,27 @@ def extract(source: str, cache_dir: str, check_mode: bool = False) -> AgentTree:
                 _remove(work)
             raise
     return _tree(os.path.normpath(os.path.join(dest, top)), f"sha256:{checksum}", True)
+
+
+def agent_tree(src: str | None, path: str | None, cache_dir: str, check_mode: bool) -> AgentTree:
+    """The tree `path` names as it is, else `src` unpacked into `cache_dir`; a filesystem failure is a TarballError
+    that names the option (and the role's variable) to change."""
+    if path:
+        try:
+            return find_tree(path)
+        except OSError as exc:
+            raise TarballError(f"Cannot read the extracted agent tarball in {path}: {exc.strerror or exc}. Give a "
+                               f"directory this user can read as {PATH}.") from exc
+    try:
+        return extract(src or "", os.path.abspath(cache_dir), check_mode)
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename else ""
+        raise TarballError(f"Cannot unpack the agent tarball into {cache_dir}: {exc.strerror or exc}{where}. Give a "
+                           f"directory this user can write as {CACHE_DIR}.") from exc
+
+
+def unpack(src: str | None, path: str | None, cache_dir: str, check_mode: bool) -> dict:
+    """The agent_tarball module's return values."""
+    tree = agent_tree(src, path, cache_dir, check_mode)
+    return dict(changed=tree.changed, path=tree.path, chart_path=tree.chart_path, chart_version=tree.chart_version,
+                app_version=tree.app_version, checksum=tree.checksum)

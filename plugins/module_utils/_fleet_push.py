@@ -89,7 +89,9 @@ def identity(name: str, params: Mapping[str, Any]) -> tuple:
 def push_all(own: Push, others: Mapping[str, Push], images: Mapping[str, str],
              same: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Run the run's own push and every fleet destination's at once, a thread each. The result: the own push's
-    values, and `fleet`, each destination's entry by key. An MlopsError (or OSError) ends that one push alone; the
+    values, and `fleet`, each destination's entry by key (with its own `changed`); the run's `changed` is whether
+    any registry changed (one task pushed to them all), `own_changed` whether its own did (a role that reports each
+    cluster as a host of its own takes that one). An MlopsError (or OSError) ends that one push alone; the
     own push's ends the run, as a FleetError that carries the entries. `same` maps the key of a destination pushed
     to already under another key to that key ("" for the run's own): it gets the same entry, and no push."""
     entries: dict[str, dict[str, Any]] = {}
@@ -109,7 +111,8 @@ def push_all(own: Push, others: Mapping[str, Push], images: Mapping[str, str],
     fleet = {key: entries[key] for key in images}
     if entries[""].get("failed"):
         raise FleetError(entries[""]["msg"], {"fleet": fleet})
-    return {**entries[""], "fleet": fleet}
+    changed = any(entry.get("changed") for entry in [entries[""], *fleet.values()])
+    return {**entries[""], "changed": changed, "own_changed": bool(entries[""].get("changed")), "fleet": fleet}
 
 
 def fleet_diff(result: Mapping[str, Any]) -> list[dict[str, Any]]:

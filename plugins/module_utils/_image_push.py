@@ -113,6 +113,7 @@ class DirectPusher(FleetFollowing):
         self._source: Archive | None = None  # the archive being pushed, to read a layer again for a new session
         self.phases = Phases()  # where the time goes, reported with the result
         self.spool, self._spooling = spool, None  # layers compressed once for every push of the archive side by side
+        self.warnings: list[str] = []  # what went wrong without failing the push, for the caller to pass on
 
     @property
     def _repo(self) -> str:
@@ -140,9 +141,22 @@ class DirectPusher(FleetFollowing):
         result.elapsed = round(time.monotonic() - started, 3)
         result.bytes_compressed = self.phases.bytes("compress")
         result.phases = self.phases.report()
-        self.cache.save()
+        if not self.check_mode:  # check mode changes nothing on this host either
+            self._save_cache()
         self.progress.finish()
         return result
+
+    def _save_cache(self) -> None:
+        """The cache only saves later runs time: one that cannot be written is a warning, never a failed push (whatever
+        the push did is done by now)."""
+        try:
+            self.cache.save()
+        except OSError as exc:
+            self.warnings.append(
+                f"The push cache {self.cache.path} could not be written ({exc.strerror or exc}): the push itself is "
+                "done, but the next run reads the archive again to decide what to send. Make that directory writable "
+                "for this user (the default is under XDG_CACHE_HOME or ~/.cache), give another file as the module's "
+                "cache option, or an empty cache to keep none.")
 
     # --- deciding --------------------------------------------------------------------------------------------
 

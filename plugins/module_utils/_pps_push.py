@@ -110,7 +110,8 @@ def _pusher(module: RegistryModule, target: Target, progress: PushProgress) -> D
 def push(module: RegistryModule, target: Target, progress_file: str | None,
          fleet: FleetProgress | None = None) -> dict:
     """Push the archive the parameters name to `target`; the module's return values. An unreadable file is an
-    ArchiveError. In a fleet, the progress goes into the fleet's sum (`fleet`) instead of `progress_file`."""
+    ArchiveError; a cache that cannot be written is a warning (the push is done by then). In a fleet, the progress
+    goes into the fleet's sum (`fleet`) instead of `progress_file`."""
     params = module.params
     size = os.path.getsize(params["src"]) if os.path.isfile(params["src"]) else 0
     progress = PushProgress(None if fleet else progress_file, f"{params['name']}:{params['tag']}", size)
@@ -118,11 +119,14 @@ def push(module: RegistryModule, target: Target, progress_file: str | None,
         fleet.join(progress)
     started = time.monotonic()
     try:
-        result = _pusher(module, target, progress).push(params["src"], params["source_image"])
+        pusher = _pusher(module, target, progress)
+        result = pusher.push(params["src"], params["source_image"])
     except OSError as exc:
         raise ArchiveError(f"Cannot read {params['src']}: {exc.strerror or exc}") from exc
     finally:
         progress.remove()
+    for warning in pusher.warnings if isinstance(pusher, DirectPusher) else []:
+        module.warn(warning)  # with the result (a background push's too: the worker's `clean` collects them)
     output = _output(result, "daemon" if params["method"] == "daemon" else "direct", module._diff)
     seconds = result.elapsed or round(time.monotonic() - started, 3)
     output.update(archive_size=size, summary=summary_line(result.image, size, result.bytes_uploaded, seconds,

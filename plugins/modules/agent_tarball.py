@@ -94,36 +94,10 @@ checksum:
   type: str
 """
 
-import os
-
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._agent_tarball import (
-    AgentTree,
-    TarballError,
-    extract,
-    find_tree,
-)
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._agent_tarball import unpack
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import exit_with
-
-
-def _tree(params: dict, check_mode: bool) -> AgentTree:
-    """The chart tree asked for; a filesystem failure becomes a TarballError that names the cache directory."""
-    try:
-        if params["path"]:
-            return find_tree(params["path"])
-        return extract(params["src"], os.path.abspath(params["cache_dir"]), check_mode)
-    except OSError as exc:
-        raise TarballError(f"Cannot unpack the agent tarball into {params['cache_dir']}: {exc.strerror or exc} "
-                           f"({exc.filename or ''}). Check that the cache directory is writable "
-                           "(agent_tarball_cache_dir).") from exc
-
-
-def unpack(module: AnsibleModule) -> dict:
-    """The chart tree the parameters name; the module's return values."""
-    tree = _tree(module.params, module.check_mode)
-    return dict(changed=tree.changed, path=tree.path, chart_path=tree.chart_path, chart_version=tree.chart_version,
-                app_version=tree.app_version, checksum=tree.checksum)
 
 
 def main() -> None:
@@ -137,7 +111,8 @@ def main() -> None:
         required_one_of=[("src", "path")],
         supports_check_mode=True,
     )
-    exit_with(module, lambda: unpack(module))
+    params = module.params
+    exit_with(module, lambda: unpack(params["src"], params["path"], params["cache_dir"], module.check_mode))
 
 
 if __name__ == "__main__":

@@ -68,7 +68,9 @@ options:
 attributes:
   check_mode:
     support: none
-    description: Async jobs do not run in check mode.
+    description:
+      - Skipped in check mode, changing nothing (the jobs' status files are kept). Async jobs do not run in check
+        mode; there is nothing to wait for.
   diff_mode:
     support: none
     description: Nothing to compare.

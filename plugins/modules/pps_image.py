@@ -96,8 +96,11 @@ options:
   cache:
     description:
       - File where runs remember archive-to-image and layer-to-blob facts. Default
-        C(~/.cache/datarobot_mlops/pps_image.json). An empty string disables it (each run then reads the archive).
-    type: str
+        C(~/.cache/datarobot_mlops/pps_image.json) (C($XDG_CACHE_HOME/datarobot_mlops/pps_image.json) when set). An
+        empty string disables it (each run then reads the archive).
+      - Only a hint that saves time, so a file that cannot be written is a warning, not a failure; the push is done
+        by then. Check mode does not write it.
+    type: path
   spool:
     description:
       - With C(method=direct), compress each layer once for every push of the same archive running at the same
@@ -133,6 +136,8 @@ options:
         with I(spool), they compress each layer once between them.
       - A destination that cannot be reached, logged in to or pushed to fails alone; its entry in RV(fleet) says
         why. The task fails only when its own destination (I(name)) fails; its result then still holds RV(fleet).
+      - The task reports C(changed) when any of its registries changed; each entry of RV(fleet) has its own
+        C(changed).
       - Needs C(method=direct) or C(auto). The progress (I(progress_file)) sums all the pushes (bytes and blobs),
         under this run's image and the count of the other registries.
     type: list
@@ -235,9 +240,10 @@ attributes:
     support: full
     description:
       - Reports which blobs would be uploaded and about how many bytes (C(msg), C(would_upload_bytes)); sends and
-        compresses nothing, so it costs about what a run with nothing to do costs. The manifest digest the tag would
-        get is reported when every blob's digest is known without compressing (an earlier push of the same layers
-        remembered in the cache, layers stored compressed, or C(compression=none)); otherwise C(digest) is empty.
+        compresses nothing and writes no I(cache), so it costs about what a run with nothing to do costs. The
+        manifest digest the tag would get is reported when every blob's digest is known without compressing (an
+        earlier push of the same layers remembered in the cache, layers stored compressed, or C(compression=none));
+        otherwise C(digest) is empty.
   diff_mode:
     support: full
     description:
@@ -324,8 +330,22 @@ fleet:
   type: dict
   sample: {"cluster-2": {"changed": true, "image": "registry-2.example.com/datarobot/pps:9.2.0",
            "digest": "sha256:4f0c...", "summary": "..."}}
+own_changed:
+  description:
+    - With I(fleet), whether the push to I(name) itself changed that registry; C(changed) is whether any registry
+      changed. The role reports each cluster as a host of its own, so the fleet's first host takes this one.
+  returned: with I(fleet), when the push ran
+  type: bool
+  sample: false
 started:
   description: With I(background), the push was started in its worker; the other values come with its result.
+  returned: when started in the background
+  type: bool
+finished:
+  description:
+    - With I(background), always false here; the push goes on in its worker, and
+      M(datarobot_mlops.management_agent.push_progress) returns it true with the push's result (as Ansible's
+      C(async_status) does).
   returned: when started in the background
   type: bool
 job_dir:
@@ -440,7 +460,7 @@ ARGUMENT_SPEC = dict(
     workers=dict(type="int"),
     manifest_format=dict(type="str", choices=["auto", "docker", "oci"], default="auto"),
     mount_from=dict(type="list", elements="str", default=[]),
-    cache=dict(type="str"),
+    cache=dict(type="path"),
     spool=dict(type="bool", default=True),
     spool_dir=dict(type="path"),
     spool_max_size=dict(type="int", default=16384),

@@ -61,7 +61,9 @@ options:
 attributes:
   check_mode:
     support: none
-    description: A check-mode push runs in the foreground; there is nothing to wait for.
+    description:
+      - Skipped in check mode, changing nothing (I(remove) included). A check-mode push runs in the foreground;
+        there is nothing to wait for.
   diff_mode:
     support: none
     description: Nothing to compare; the push's own result carries its diff.

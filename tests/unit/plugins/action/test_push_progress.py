@@ -8,6 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+from ansible.errors import AnsibleActionSkip
 from ansible.parsing.dataloader import DataLoader
 from ansible.playbook.play_context import PlayContext
 from ansible.playbook.task import Task
@@ -66,4 +68,16 @@ def test_a_directory_it_cannot_remove_is_a_warning_not_a_failure(tmp_path):
     assert not result.get("failed") and result["changed"] is True
     assert result["job_dir_removed"] is False
     assert any(f"job directory was not removed ({link}: " in warning for warning in result["warnings"])
+    assert (folder / "result.json").exists()
+
+
+def test_check_mode_skips_the_wait_and_removes_nothing(tmp_path):
+    folder = ended_job(tmp_path, {"changed": True, "summary": "reg/pps:1: pushed"})
+    task = Task.load({"action": FQCN, "args": {"job_dir": str(folder), "remove": True}, "check_mode": True})
+    context = PlayContext()
+    loader = DataLoader()
+    action = ActionModule(task=task, connection=connection_loader.get("local", context, None), play_context=context,
+                          loader=loader, templar=Templar(loader=loader), shared_loader_obj=None)
+    with pytest.raises(AnsibleActionSkip, match="does not support check mode"):
+        action.run(task_vars={})
     assert (folder / "result.json").exists()

@@ -13,6 +13,7 @@ import pytest
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._agent_tarball import (
     CHART_SUBPATH,
     TarballError,
+    agent_tree,
     extract,
     find_tree,
 )
@@ -160,3 +161,13 @@ def test_extracted_directory_is_used_as_it_is(tmp_path):
         find_tree(str(tmp_path / "in"))
     with pytest.raises(TarballError, match="is not a directory"):
         find_tree(str(tmp_path / "missing"))
+
+
+def test_an_extracted_directory_that_cannot_be_read_names_the_option_and_the_role_variable(tmp_path, monkeypatch):
+    def refuse(path):
+        raise PermissionError(13, "Permission denied", path)
+    monkeypatch.setattr(os, "listdir", refuse)
+    with pytest.raises(TarballError, match=r"Cannot read the extracted agent tarball in .*: Permission denied\. "
+                                           r"Give a directory this user can read as path \(the agent_tarball role: "
+                                           r"mlops_agent_tarball_dir\)"):
+        agent_tree(None, str(tmp_path), str(tmp_path / "cache"), False)

@@ -112,3 +112,16 @@ def test_the_diff_shows_every_registry_once_headed_by_its_image():
     assert [(diff["before"]["digest"], diff["after"]["digest"]) for diff in diffs] == \
         [("", "sha256:new"), ("sha256:old", "sha256:new")]
     assert "before_header" not in result["fleet"]["a"]["diff"]  # each entry keeps its own diff as it was
+
+
+def test_the_run_changed_when_any_destination_did_each_entry_keeping_its_own():
+    def pushed(image, changed):
+        return lambda: {"image": image, "changed": changed}
+    result = push_all(pushed("own", False), {"a": pushed("a", True), "b": pushed("b", False)},
+                      {"a": "a:1", "b": "b:1", "own-twin": "own:1"}, {"own-twin": ""})
+    assert result["changed"] is True and result["own_changed"] is False and result["image"] == "own"
+    assert [result["fleet"][key]["changed"] for key in ("a", "b", "own-twin")] == [True, False, False]
+    unchanged = push_all(pushed("own", False), {"a": pushed("a", False), "b": failing("b refused")},
+                         {"a": "a:1", "b": "b:1"})
+    assert unchanged["changed"] is False  # a failed destination changed nothing
+    assert push_all(pushed("own", True), {"a": pushed("a", False)}, {"a": "a:1"})["own_changed"] is True

@@ -313,3 +313,21 @@ def test_pushes_of_one_archive_read_it_once_and_get_the_same_image(tmp_path, com
     assert len({result.digest for result in results}) == 1 and all(client.sessions == {} for client in clients)
     assert all(client.blobs["datarobot/pps"] == clients[0].blobs["datarobot/pps"] for client in clients)
     assert not os.listdir(tmp_path / "spool") or os.listdir(tmp_path / "spool") == [".lock"]
+
+
+def test_check_mode_writes_no_cache(image, tmp_path):
+    cache = tmp_path / "cache" / "pps_image.json"
+    pusher(MemoryRegistry(), cache=PushCache(str(cache)), check_mode=True).push(str(image.path))
+    assert not cache.exists() and not cache.parent.exists()
+
+
+def test_a_cache_that_cannot_be_written_is_a_warning_and_the_push_is_done(image, tmp_path):
+    in_the_way = tmp_path / "a-file"
+    in_the_way.write_text("")
+    cache = in_the_way / "sub" / "pps_image.json"  # under a file: cannot be made
+    client = MemoryRegistry()
+    push = pusher(client, cache=PushCache(str(cache)))
+    result = push.push(str(image.path))
+    assert result.changed and ("datarobot/pps", "1.0") in client.manifests
+    assert len(push.warnings) == 1 and f"cache {cache} could not be written" in push.warnings[0]
+    assert "the push itself is done" in push.warnings[0]
