@@ -69,13 +69,15 @@ def progress_line(image: str, status: BuildStatus, elapsed: float) -> str:
 
 
 def summary_line(image: str, status: BuildStatus, seconds: float) -> str:
-    """The end-of-build line: time taken, build steps, and the push's layers when the output named them."""
+    """The end-of-build line: time taken, build steps, and the push's layers when the output named them. "built and
+    pushed" only where the output shows a push (the agent_images role's builds push nothing: it pushes after them)."""
     details = [f"{status.steps} build steps"] if status.steps else []
     if status.layers:
         details.append(f"{len(status.layers)} layers: {status.layers_mounted} mounted, "
                        f"{status.layers_existing} already there")
     detail = f" ({'; '.join(details)})" if details else ""
-    return f"{image}: built and pushed in {human_duration(seconds)}{detail}"
+    done = "built and pushed" if status.phase in ("pushing", "pushed") else "built"
+    return f"{image}: {done} in {human_duration(seconds)}{detail}"
 
 
 def job_seconds(result: dict[str, Any], fallback: float) -> float:

@@ -4,23 +4,37 @@
 
 `DaemonPusher` answers like `DirectPusher` (`push() -> PushResult`), so the module picks one and calls it;
 whether the tag already holds the image is asked of the registry first, so a no-op never touches the daemon.
+
+`LocalImagePusher` pushes an image the Docker API already holds (one a build made), for the daemon_image_push module.
+
+Either way the registry login goes to the Docker API only in the request that pushes (the SDK's `auth_config`, sent
+as its X-Registry-Auth header): no `docker login`, so no docker config file ever holds it, and no child process gets
+it on its command line or in its environment.
 """
 
 from __future__ import annotations
 
 import importlib.util
-from typing import Any
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
 
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import MlopsError
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._image_archive import Archive, Image
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._push_result import (
     PushResult,
+    TagState,
     already_pushed,
     tag_state,
 )
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._image_reference import Repository
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._masking import Masker
-from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._push_progress import PushProgress
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._push_progress import (
+    PushProgress,
+    human_duration,
+)
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._registry_client import (
     Credentials,
     RegistryClient,
@@ -31,9 +45,100 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
 # which push without a daemon.
 HAS_DOCKER = importlib.util.find_spec("docker") is not None
 
+# The end of a push as Docker (`aux.Digest` too) and podman's Docker API (only this line) report it.
+DIGEST_STATUS = re.compile(r"\bdigest: (sha256:[0-9a-f]{64})\b")
+# Docker's per-layer lines; podman's Docker API sends none.
+LAYER_STATES = ("Preparing", "Waiting", "Pushing", "Pushed", "Layer already exists", "Retrying")
+# What a Docker API says when it does not trust the registry's certificate or finds plain HTTP.
+TRUST_WORDS = ("x509", "certificate", "tls: ", "http response to https client", "https client")
+AUTH_WORDS = ("unauthorized", "authentication required", "denied", "forbidden")
+
 
 class DaemonError(MlopsError):
     """The Docker API failed; the message says which endpoint and what it answered."""
+
+
+def endpoint(docker_host: str | None) -> str:
+    """The Docker API a client for `docker_host` talks to, for messages."""
+    return docker_host or os.environ.get("DOCKER_HOST") or "the default Docker socket"
+
+
+def connect(docker_host: str | None, timeout: int, hint: str = "") -> Any:
+    """A docker SDK client for `docker_host` (else DOCKER_HOST, the CLI's context, the default socket), with
+    DOCKER_TLS_VERIFY and DOCKER_CERT_PATH honoured as the docker CLI does; asks the API's version, so an endpoint
+    that does not answer fails here."""
+    import docker  # pylint: disable=import-outside-toplevel
+    from docker.errors import DockerException  # pylint: disable=import-outside-toplevel
+
+    environment = {**os.environ, "DOCKER_HOST": docker_host} if docker_host else None
+    try:
+        return docker.from_env(environment=environment, timeout=timeout)
+    except DockerException as exc:
+        raise DaemonError(f"Cannot reach the Docker API at {endpoint(docker_host)}: {exc}. Start the daemon (or "
+                          f"podman's API service) or set docker_host (DOCKER_HOST){hint}.") from exc
+
+
+def auth_config(credentials: Credentials | None) -> dict[str, str]:
+    """The login as the push request carries it; {} (anonymous) rather than None, which would make the SDK look
+    for a login in the docker config and its credential helpers itself."""
+    return {"username": credentials.username, "password": credentials.password} if credentials else {}
+
+
+@dataclass
+class TagPush:
+    """What pushing one tag through a Docker API did, as its answer stream said it."""
+
+    digest: str = ""
+    layers: dict[str, str] = field(default_factory=dict)  # layer id -> its last state (Docker only)
+
+    @property
+    def sent(self) -> int:
+        return sum(1 for state in self.layers.values() if state == "Pushed")
+
+    @property
+    def existing(self) -> int:
+        return sum(1 for state in self.layers.values() if state == "Layer already exists")
+
+    @property
+    def mounted(self) -> int:
+        return sum(1 for state in self.layers.values() if state.startswith("Mounted from"))
+
+
+def push_failure(image: str, where: str, detail: str) -> str:
+    """The message of a push the Docker API refused, with what to check for the usual causes."""
+    text = f"Pushing {image} through the Docker API at {where} failed: {detail.strip() or 'no reason given'}."
+    lowered = detail.lower()
+    if any(word in lowered for word in TRUST_WORDS):
+        text += (" The Docker API connects to the registry itself, with its own trust: give it the registry's CA "
+                 "(Docker: /etc/docker/certs.d/<host:port>/ca.crt; podman: /etc/containers/certs.d/<host:port>/), "
+                 "or list a plain-HTTP registry as insecure (Docker: insecure-registries in daemon.json; podman: "
+                 "registries.conf).")
+    elif any(word in lowered for word in AUTH_WORDS):
+        text += " Check the registry login (username, password) and that it may push to this repository."
+    return text
+
+
+def push_tag(api: Any, name: str, tag: str, auth: dict[str, str], where: str,
+             secrets: Iterable[str] = ()) -> TagPush:
+    """Push `name`:`tag` through the Docker API client `api` (the SDK's low-level APIClient), reading its answer
+    stream to the end; an error in it is a RegistryError with every secret masked."""
+    masker = Masker().add(*secrets)
+    pushed = TagPush()
+    for event in api.push(name, tag, auth_config=auth, stream=True, decode=True):
+        if not isinstance(event, dict):
+            continue
+        if event.get("error") or event.get("errorDetail"):
+            detail = str(event.get("error") or (event.get("errorDetail") or {}).get("message", ""))
+            raise RegistryError(push_failure(f"{name}:{tag}", where, masker.text(detail)))
+        pushed.digest = str((event.get("aux") or {}).get("Digest") or pushed.digest)
+        status = str(event.get("status") or "")
+        found = DIGEST_STATUS.search(status)
+        if found:
+            pushed.digest = found[1]
+        layer = event.get("id")
+        if layer and (status in LAYER_STATES or status.startswith(("Mounted from", "Retrying"))):
+            pushed.layers[str(layer)] = status
+    return pushed
 
 
 class DaemonPusher:
@@ -72,16 +177,11 @@ def push_with_daemon(archive: Archive, image: Image, repository: Repository, tag
                      credentials: Credentials | None, docker_host: str | None, timeout: int,
                      progress: PushProgress | None = None) -> dict[str, Any]:
     """Load the archive into the daemon, tag the image, push every tag; returns the pushed manifest digest."""
-    import docker  # pylint: disable=import-outside-toplevel
     from docker.errors import APIError, DockerException  # pylint: disable=import-outside-toplevel
 
-    where = docker_host or "the default Docker socket"
-    try:
-        client = docker.DockerClient(base_url=docker_host, timeout=timeout) if docker_host else \
-            docker.from_env(timeout=timeout)
-    except DockerException as exc:
-        raise DaemonError(f"Cannot reach the Docker API at {where}: {exc}. Start the daemon or set docker_host "
-                          "(DOCKER_HOST), or use method: direct, which needs no daemon.") from exc
+    where = endpoint(docker_host)
+    client = connect(docker_host, timeout, ", or use method: direct, which needs no daemon")
+    secrets = [credentials.password] if credentials else []
     try:
         # Streamed, never read into memory. podman's Docker API cannot read gzip archives (Docker can): we
         # decompress on the way, which suits both.
@@ -91,22 +191,131 @@ def push_with_daemon(archive: Archive, image: Image, repository: Repository, tag
         if local is None:
             raise DaemonError(f"The Docker API at {where} loaded {[i.id for i in loaded]}, not image "
                               f"{image.config_digest} from {archive.path}.")
-        auth = {"username": credentials.username, "password": credentials.password} if credentials else None
         if progress:
             progress.phase("pushing")
         digest = ""
         for tag in tags:
             local.tag(str(repository), tag)
-            for event in client.images.push(str(repository), tag, auth_config=auth, stream=True, decode=True):
-                if "error" in event or "errorDetail" in event:
-                    detail = event.get("error") or event.get("errorDetail", {}).get("message", "")
-                    if credentials:
-                        detail = Masker().add(credentials.password).text(detail)
-                    raise RegistryError(f"Pushing {repository}:{tag} through the Docker API at {where} failed: "
-                                        f"{detail}")
-                digest = (event.get("aux") or {}).get("Digest", digest)
+            digest = push_tag(client.api, str(repository), tag, auth_config(credentials), where, secrets).digest or digest
         return {"digest": digest, "loaded": local.id}
     except (APIError, DockerException) as exc:
-        raise DaemonError(f"The Docker API at {where} failed: {exc}") from exc
+        raise DaemonError(f"The Docker API at {where} failed: {Masker().add(*secrets).text(str(exc))}") from exc
     finally:
         client.close()
+
+
+def holds(state: TagState, image_id: str, repo_digests: Iterable[str], names: Iterable[str]) -> bool:
+    """Whether the tag (`state`) points at the local image: its config is the image (Docker's classic store and
+    podman name an image by its config digest), its manifest is (Docker's containerd store names it by that), or the
+    Docker API recorded that manifest for this repository when it pushed or pulled the image (RepoDigests)."""
+    if not state.digest:
+        return False
+    if image_id and image_id in (state.config_digest, state.digest):
+        return True
+    wanted = {f"{name}@{state.digest}" for name in names}
+    return any(entry in wanted for entry in repo_digests)
+
+
+@dataclass
+class LocalPush:
+    """What `LocalImagePusher.push` found and did."""
+
+    image: str  # name:tag in the registry
+    source: str  # the local image pushed
+    image_id: str
+    changed: bool
+    before: str | None  # the tag's manifest digest before, None when it did not exist
+    digest: str = ""  # the tag's manifest digest after ("" in check mode when it would change)
+    tagged: bool = False  # the local image was (or, in check mode, would be) tagged as `image` first
+    built: bool = True  # the Docker API holds `source` (check mode may ask before it is built)
+    layers: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def summary(self) -> str:
+        """One line for people: what happened to the image, how long it took, and the layers when Docker named them
+        (podman's API does not)."""
+        if not self.changed:
+            return f"{self.image}: already in the registry"
+        if not self.digest:  # check mode
+            return f"{self.image}: would be pushed" + ("" if self.built else f" once {self.source} is built")
+        pushed = TagPush(layers=self.layers)
+        counts = (f" ({len(self.layers)} layers: {pushed.sent} sent, {pushed.existing} already there, "
+                  f"{pushed.mounted} mounted)") if self.layers else ""
+        return f"{self.image}: pushed in {human_duration(self.seconds)}{counts}"
+
+    def as_result(self, diff: bool) -> dict[str, Any]:
+        """The module's return values."""
+        pushed = TagPush(layers=self.layers)
+        result: dict[str, Any] = dict(
+            changed=self.changed, image=self.image, source=self.source, image_id=self.image_id, digest=self.digest,
+            before=self.before or "", tagged=self.tagged, layers_sent=pushed.sent, layers_existing=pushed.existing,
+            layers_mounted=pushed.mounted, seconds=round(self.seconds, 1), summary=self.summary)
+        if self.changed and not self.digest:
+            result["msg"] = self.summary
+        if diff:
+            result["diff"] = dict(before=dict(image=self.image, digest=self.before or ""),
+                                  after=dict(image=self.image, digest=self.digest or "(unknown until pushed)"))
+        return result
+
+
+class LocalImagePusher:
+    """Pushes an image a Docker API holds to `name`:`tag`, unless the registry's tag already holds it.
+
+    The registry client (Basic or token auth, the registry's CA) only reads: whether the tag exists and what it points
+    at, before and after. The push itself is the Docker API's, with the login passed in memory (`auth_config`).
+    """
+
+    def __init__(self, registry: RegistryClient, name: str, tag: str, *, source: str | None = None,
+                 credentials: Credentials | None = None, docker_host: str | None = None, timeout: int = 3600,
+                 check_mode: bool = False, connector: Callable[[str | None, int], Any] = connect,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.registry, self.repository, self.name, self.tag = registry, Repository.parse(name), name, tag
+        self.target = f"{name}:{tag}"
+        self.source = source or self.target
+        self.credentials, self.docker_host, self.timeout = credentials, docker_host, timeout
+        self.check_mode, self.connector, self.clock = check_mode, connector, clock
+
+    def push(self) -> LocalPush:
+        from docker.errors import APIError, DockerException, ImageNotFound  # pylint: disable=import-outside-toplevel
+
+        where = endpoint(self.docker_host)
+        secrets = [self.credentials.password] if self.credentials else []
+        before = tag_state(self.registry, self.repository, self.tag)
+        client = self.connector(self.docker_host, self.timeout)
+        try:
+            try:
+                local = client.images.get(self.source)
+            except ImageNotFound as exc:
+                if self.check_mode:  # asked before the build that makes it: the real run pushes it then
+                    self.registry.check_access(self.repository.path)
+                    return LocalPush(self.target, self.source, "", True, before.digest, built=False,
+                                     tagged=self.source != self.target)
+                raise DaemonError(f"The Docker API at {where} has no image {self.source} to push: build it first, or "
+                                  "give the image's name or ID as source. Builds that went to another Docker API "
+                                  "(DOCKER_HOST, a docker context) are not seen here: give that one as "
+                                  "docker_host.") from exc
+            attrs = local.attrs or {}
+            names = {self.name, str(self.repository)}
+            if holds(before, local.id, attrs.get("RepoDigests") or [], names):
+                return LocalPush(self.target, self.source, local.id, False, before.digest, before.digest or "")
+            self.registry.check_access(self.repository.path)  # a login that may not push fails here, clearly
+            tagged = self.target not in (local.tags or [])
+            if self.check_mode:
+                return LocalPush(self.target, self.source, local.id, True, before.digest, tagged=tagged)
+            started = self.clock()
+            if tagged and not local.tag(self.name, self.tag):
+                raise DaemonError(f"The Docker API at {where} did not tag {self.source} as {self.target}.")
+            pushed = push_tag(client.api, self.name, self.tag, auth_config(self.credentials), where, secrets)
+            seconds = self.clock() - started
+        except (APIError, DockerException) as exc:
+            raise DaemonError(f"The Docker API at {where} failed: {Masker().add(*secrets).text(str(exc))}") from exc
+        finally:
+            client.close()
+        after = tag_state(self.registry, self.repository, self.tag)
+        if not after.digest:
+            raise RegistryError(f"The Docker API at {where} pushed {self.target}, but the registry "
+                                f"{self.repository.registry} has no such tag: is the Docker API pushing to another "
+                                "registry of that name (a mirror, a proxy)?")
+        return LocalPush(self.target, self.source, local.id, True, before.digest, after.digest, tagged,
+                         layers=pushed.layers, seconds=seconds)

@@ -6,6 +6,7 @@ other's images; what they push is deleted from the registry and podman's store a
 
 from __future__ import annotations
 
+import base64
 import io
 import os
 import re
@@ -20,7 +21,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from ansible_cli import ansible_env, run_playbook
+from ansible_cli import ansible_env, run_module, run_playbook
 from fixtures.agent_tarball import build_agent_tarball
 from fixtures.image_archives import write_docker_archive
 from token_registry import TokenRegistry
@@ -28,7 +29,8 @@ from token_registry import TokenRegistry
 PLAYBOOK = "playbooks/agent_images.yml"
 CHAINED = "tests/integration/playbooks/registry_and_agent_images.yml"
 PUBLISH = "Publish the agent image references for the chart"
-MAKE = "Build and push with the vendor Makefile"
+MAKE = "Build with the vendor Makefile"
+PUSH = "Push the built images to the registry"
 
 
 def check_mode_report(run):
@@ -114,7 +116,8 @@ def mlops_namespace(new_namespace):
 
 
 def scratch_docker_configs(tmpdir: Path) -> set[str]:
-    """The role's private docker configs in `tmpdir`, a run's own TMPDIR: another test's run cannot add one."""
+    """The role's empty docker configs (the builds') in `tmpdir`, a run's own TMPDIR: another test's run cannot add
+    one."""
     return {p.name for p in tmpdir.glob("agent-images-docker-*")}
 
 
@@ -130,10 +133,12 @@ def test_build_pushes_both_images_once_after_the_registry_stage(rig, scenario, m
     first = run_playbook(CHAINED, extra_vars=extra, verbosity=3, env=ansible_env(TMPDIR=str(scratch)))
     assert first.returncode == 0, first.failure() or first.stderr[-3000:]
     assert rig["RIG_REGISTRY_PASSWORD"] not in first.stdout + first.stderr
-    assert f"{scratch}/agent-images-docker-" in first.stdout  # the login's docker config was made there (-vvv) ...
+    assert f"{scratch}/agent-images-docker-" in first.stdout  # the builds' empty docker config was made there ...
     assert scratch_docker_configs(scratch) == set()  # ... and is gone
     built = [(build["key"], build["changed"]) for build in first.task(MAKE)["builds"]]
     assert built == [("management_agent", True), ("tracking_agent", True)]
+    pushed = [(result["item"]["key"], result["changed"], result["tagged"]) for result in first.task(PUSH)["results"]]
+    assert pushed == [("management_agent", True, False), ("tracking_agent", True, False)]  # the Makefile named them
 
     host = rig["RIG_REGISTRY"]
     published = first.task(PUBLISH)["ansible_facts"]["__agent_images_published"]["agent_images"]
@@ -146,11 +151,12 @@ def test_build_pushes_both_images_once_after_the_registry_stage(rig, scenario, m
                          "digest": response.headers["Docker-Content-Digest"]}
         # The version came from the tarball's chart (appVersion) and reached the image through the Makefile.
         assert scenario.image_config(key)["config"]["Labels"]["org.opencontainers.image.version"] == scenario.version
-    # The closing summary (site.yml's) has a line per built image: the time it took, its build steps.
+    # The closing summary (site.yml's) has a line per built image: the build's time and steps, the push's time.
     summary = first.task("What this run left on the cluster")["msg"]
     for label, key in (("agent image build", "management_agent"), ("tracking agent image build", "tracking_agent")):
-        assert re.fullmatch(rf"{label}: {re.escape(published[key]['image'])}: built and pushed in \d+s "
-                            r"\(5 build steps\)", next(line for line in summary if line.startswith(label + ":"))), summary
+        line = next(line for line in summary if line.startswith(label + ":"))
+        assert re.fullmatch(rf"{label}: {re.escape(published[key]['image'])}: built in \d+s "
+                            r"\(5 build steps\), pushed in \d+s", line), summary
     print(f"first run (registry + build + push of two images): {time.monotonic() - started:.1f}s")
 
     started = time.monotonic()
@@ -289,12 +295,12 @@ def test_bad_inputs_fail_before_anything_is_touched(rig, scenario, tmp_path):
     assert "truncated or corrupt" in run.failure()
     run = run_playbook(PLAYBOOK, extra_vars=scenario.vars(mlops_agent_tarball=str(tmp_path / "missing.tar.gz")))
     assert "does not exist" in run.failure()
-    # the module names its option; the role names the variable the user sets
-    assert "set agent_tarball to" in run.task("Unpack the agent tarball into the cache (once per tarball checksum)")["msg"]
-    assert "set mlops_agent_tarball to its path" in run.failure()
+    # the module names its option and the role's variable that sets it
+    assert "give its path as src (the agent_tarball role: mlops_agent_tarball)" in run.failure()
     run = run_playbook(PLAYBOOK, extra_vars={**scenario.vars(mlops_agent_tarball=""),
                                              "mlops_agent_tarball_dir": str(tmp_path / "no-such-dir")})
-    assert "mlops_agent_tarball_dir " + str(tmp_path / "no-such-dir") + " is not a directory" in run.failure()
+    assert f"path {tmp_path / 'no-such-dir'} is not a directory" in run.failure()
+    assert "(the agent_tarball role: mlops_agent_tarball_dir, or mlops_agent_tarball)" in run.failure()
 
 
 def test_build_without_a_docker_api_says_what_to_do(rig, scenario):
@@ -335,6 +341,8 @@ def test_build_pushes_organisation_paths_to_the_token_auth_registry(rig, scenari
         assert answer.status_code == 200, answer.text
         assert published[key]["image"] == f"{registry.address}/{path}:{scenario.version}"
         assert published[key]["digest"] == answer.headers["Docker-Content-Digest"]
+    # Built under the Makefile's datarobot/... path, then tagged with the organisation's by the push.
+    assert [result["tagged"] for result in run.task(PUSH)["results"]] == [True, True]
     scopes = {scope for request in registry.requests for scope in request["scopes"]}
     assert {f"repository:{path}:pull,push" for path in paths.values()} <= scopes
     again = run_playbook(PLAYBOOK, extra_vars=scenario.vars(_mlops={"registry": facts}))
@@ -343,7 +351,8 @@ def test_build_pushes_organisation_paths_to_the_token_auth_registry(rig, scenari
 
 BUILD_LINE = re.compile(r"^(?P<image>\S+): (starting|building, step \d+ of \d+|built( \(\d+ steps\))?|pushing"
                         r"(, \d+ of \d+ layers done \(\d+ mounted, \d+ already there\))?|pushed), \d+(s|m\d\ds|h\d\dm)$")
-BUILD_SUMMARY = re.compile(r"^(?P<image>\S+): built and pushed in \d+(s|m\d\ds|h\d\dm)( \(.*\))?$")
+# build_progress's line at a build's end (the push follows, daemon_image_push's).
+BUILD_SUMMARY = re.compile(r"^(?P<image>\S+): built( and pushed)? in \d+(s|m\d\ds|h\d\dm)( \(.*\))?$")
 
 
 class LogSnoop(threading.Thread):
@@ -432,3 +441,126 @@ def test_a_failed_build_names_its_image_and_last_lines_and_leaves_no_log(rig, sc
     assert scenario.manifest("management_agent").status_code == 404
     assert scenario.manifest("tracking_agent").status_code == 200  # built beside it, to the end
     assert not left, "the build log directory was left behind"
+
+
+class DiskSnoop(threading.Thread):
+    """Reads every file under `roots` over and over while a run goes, recording each one that holds one of `needles`
+    (name -> bytes): what a killed run would leave behind, and what anyone who can read it sees meanwhile."""
+
+    def __init__(self, roots: list[Path], needles: dict[str, bytes]) -> None:
+        super().__init__(daemon=True)
+        self.roots, self.needles, self.halt = roots, needles, threading.Event()
+        self.hits: dict[str, set[str]] = {}
+        self.files: set[str] = set()
+
+    def scan(self) -> None:
+        for root in self.roots:
+            for folder, _dirs, names in os.walk(root):
+                for name in names:
+                    path = os.path.join(folder, name)
+                    try:
+                        if os.path.islink(path) or os.path.getsize(path) > 64 * 1024 * 1024:
+                            continue
+                        with open(path, "rb") as stream:
+                            data = stream.read()
+                    except OSError:
+                        continue  # removed between the listing and the read
+                    self.files.add(path)
+                    for label, needle in self.needles.items():
+                        if needle in data:
+                            self.hits.setdefault(path, set()).add(label)
+
+    def run(self) -> None:
+        while not self.halt.is_set():
+            self.scan()
+            self.halt.wait(0.05)
+        self.scan()  # and what is left at the end
+
+
+def login_needles(username: str, password: str) -> dict[str, bytes]:
+    """The password as it may be written: plain, docker config's `auth` (base64 of user:password), base64 alone,
+    in either base64 alphabet."""
+    pair = f"{username}:{password}".encode()
+    needles = {"password": password.encode()}
+    for label, value in (("base64(user:password)", pair), ("base64(password)", password.encode())):
+        needles[label] = base64.b64encode(value).rstrip(b"=")
+        needles[label + ", URL-safe"] = base64.urlsafe_b64encode(value).rstrip(b"=")
+    return needles
+
+
+def test_build_and_push_never_write_the_login_to_disk(rig, tmp_path, ledger):
+    """While both images build (8 s each at least) and are pushed, and after, no file under the run's temporary
+    directories (TMPDIR: the builds' docker config and logs; Ansible's remote and local temporary directories and its
+    async job files; the run's HOME) or podman's API service's own temporary directory holds the registry password,
+    in clear or base64 (docker login's config.json `auth`). The run's HOME is a fresh directory, so ~/.docker and
+    ~/.ansible are this run's too."""
+    scenario = Scenario(rig, tmp_path, build_delay=8)
+    scratch = tmp_path / "tmp"
+    home = tmp_path / "home"
+    for folder in (scratch, home):
+        folder.mkdir()
+    podman_tmp = Path(rig["DOCKER_HOST"].removeprefix("unix://")).parent / "tmp"
+    roots = [scratch, home] + ([podman_tmp] if podman_tmp.is_dir() else [])
+    snoop = DiskSnoop(roots, login_needles(*scenario.auth))
+    snoop.start()
+    try:
+        run = run_playbook(PLAYBOOK, extra_vars=scenario.vars(),
+                           env=ansible_env(TMPDIR=str(scratch), HOME=str(home),
+                                           ANSIBLE_REMOTE_TMP=str(scratch / "ansible-remote"),
+                                           ANSIBLE_LOCAL_TEMP=str(scratch / "ansible-local"),
+                                           ANSIBLE_ASYNC_DIR=str(scratch / "ansible-async"),
+                                           ANSIBLE_KEEP_REMOTE_FILES="0"))
+    finally:
+        snoop.halt.set()
+        snoop.join()
+        scenario.clean()
+    assert run.returncode == 0, run.failure() or run.stdout[-3000:]
+    assert [result["changed"] for result in run.task(PUSH)["results"]] == [True, True]
+    async_files = [path for path in snoop.files if "/ansible-async/" in path]
+    held = {path: sorted(labels) for path, labels in snoop.hits.items()}
+    ledger.record("secret", "agent_images build: no file of the run (TMPDIR, HOME, Ansible's temporary and async "
+                  "files, podman's temporary files) holds the registry password or its base64, while running or after",
+                  bool(async_files) and not held, f"{len(snoop.files)} files read; hits: {held or 'none'}",
+                  count=len(held))
+    assert async_files, "the builds' async job files were not seen: the scan did not cover them"
+    assert any(Path(path).name.endswith(".log") for path in snoop.files), "the build logs were not seen"
+    assert not held, held
+
+
+def test_daemon_image_push_tags_pushes_once_and_checks_against_a_plain_http_registry(rig, tmp_path):
+    """The module alone, against the rig's plain-HTTP registry (which podman's API lists as insecure): an image built
+    under another name is tagged and pushed; check mode and diff say so first and change nothing; a second run
+    changes nothing; an image the Docker API does not hold is named."""
+    host, token = rig["RIG_INSECURE_REGISTRY"], uuid.uuid4().hex[:8]
+    source, name = f"localhost/t{token}/built:1", f"{host}/t{token}/pushed"
+    context = tmp_path / "context"
+    context.mkdir()
+    (context / "Dockerfile").write_text(f"FROM scratch\nLABEL test.token={token}\nCOPY data /data\n")
+    (context / "data").write_bytes(os.urandom(64 * 1024))
+    built = subprocess.run(["docker", "build", "--quiet", "--tag", source, str(context)], capture_output=True,
+                           text=True, check=False, timeout=300, env={**os.environ, "DOCKER_BUILDKIT": "0"})
+    assert built.returncode == 0, built.stderr
+    args = {"source": source, "name": name, "tag": "1", "insecure": True, "docker_host": rig["DOCKER_HOST"]}
+    try:
+        check = run_module("datarobot_mlops.management_agent.daemon_image_push", args, check=True, diff=True)
+        assert not check.failed, check.result.get("msg")
+        assert check.result["changed"] and check.result["tagged"] and check.result["digest"] == ""
+        assert check.result["diff"]["before"]["digest"] == "" and check.result["msg"].endswith("would be pushed")
+        assert requests.get(f"http://{host}/v2/t{token}/pushed/manifests/1", timeout=30).status_code == 404
+        first = run_module("datarobot_mlops.management_agent.daemon_image_push", args)
+        assert not first.failed, first.result.get("msg")
+        assert first.result["changed"] and first.result["tagged"] and first.result["before"] == ""
+        answer = requests.get(f"http://{host}/v2/t{token}/pushed/manifests/1", timeout=30, headers={
+            "Accept": MANIFEST_TYPES})
+        assert answer.status_code == 200 and answer.headers["Docker-Content-Digest"] == first.result["digest"]
+        assert answer.json()["config"]["digest"] == first.result["image_id"]
+        again = run_module("datarobot_mlops.management_agent.daemon_image_push", args)
+        assert not again.failed and again.result["changed"] is False and not again.result["tagged"]
+        assert again.result["summary"] == f"{name}:1: already in the registry"
+        missing = run_module("datarobot_mlops.management_agent.daemon_image_push",
+                             {**args, "source": f"localhost/t{token}/never-built:1", "tag": "2"})
+        assert missing.failed and f"has no image localhost/t{token}/never-built:1 to push" in missing.result["msg"]
+    finally:
+        for image in (source, f"{name}:1"):
+            subprocess.run(["docker", "rmi", "--force", image], capture_output=True, check=False, timeout=120,
+                           env=os.environ)
