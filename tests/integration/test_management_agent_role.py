@@ -118,3 +118,12 @@ def test_missing_settings_fail_before_anything_is_created(rig, target):
     latest = run_playbook("playbooks/management_agent.yml", extra_vars={
         **agent_vars(rig, target), "mlops_management_agent_version": "latest"})
     assert latest.returncode != 0 and "mlops_management_agent_version" in latest.failure()
+
+
+def test_uninstalling_alone_creates_nothing(rig, target):
+    """mlops_management_agent_state absent, the stage alone: no registry stage (which would create the namespace and
+    the registry secret), nothing to uninstall, nothing created."""
+    run = run_playbook("playbooks/management_agent.yml", extra_vars={
+        "mlops_namespace": target, "mlops_management_agent_state": "absent", "mlops_helm_binary": os.environ["HELM"]})
+    assert run.returncode == 0, run.failure() + run.stderr[-2000:]
+    assert kubectl("get", "namespace", target, check=False).returncode != 0

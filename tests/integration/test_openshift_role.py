@@ -291,3 +291,54 @@ def test_a_recreated_service_account_gets_a_new_token_without_token_reviews(targ
         assert token not in renewed.stdout + renewed.stderr and fresh not in renewed.stdout + renewed.stderr
     finally:
         kubectl("delete", "clusterrole,clusterrolebinding", name, "--ignore-not-found", check=False)
+
+
+def test_one_name_each_for_the_login_secret_and_the_service_account(target, tmp_path):
+    """mlops_registry_secret_name and mlops_registry_service_account name the secret and the ServiceAccount in the
+    chart's values (registry stage) and are what the openshift stage writes and makes: Kaniko logs in with the secret
+    the chart names. The former openshift-only names are refused before anything is created."""
+    out = tmp_path / "facts.json"
+    run = run_playbook(PLAYBOOK, extra_vars=ocp_vars(target, mlops_registry_host="registry.apps.example.test",
+                                                     mlops_registry_secret_name="builder-login",
+                                                     mlops_registry_service_account="kaniko-builder",
+                                                     facts_out=str(out)))
+    assert run.returncode == 0, run.failure()
+    builder = json.loads(out.read_text())["image_builder"]
+    assert builder["secretName"] == "builder-login"
+    assert builder["serviceAccount"] == {"create": False, "name": "kaniko-builder", "annotations": {}}
+    secret = json.loads(kubectl("-n", target, "get", "secret", "builder-login", "-o", "json").stdout)
+    auths = json.loads(base64.b64decode(secret["data"][".dockerconfigjson"]))["auths"]
+    assert whoami(auths[INTERNAL]["password"]) == f"system:serviceaccount:{target}:kaniko-builder"
+    assert kubectl("-n", target, "get", "secret", "registry-creds", check=False).returncode != 0
+    subjects = [subject["name"] for item in json.loads(kubectl("-n", target, "get", "rolebindings", "-o",
+                                                               "json").stdout)["items"] for subject in item["subjects"]]
+    assert subjects and set(subjects) == {"kaniko-builder"}
+    old = f"{target}-old"  # the stage alone: its checks come before the registry stage it runs first
+    try:
+        renamed = run_playbook("playbooks/openshift.yml", extra_vars=ocp_vars(
+            old, mlops_registry_host="registry.apps.example.test", mlops_openshift_secret_name="builder-login"))
+        assert renamed.returncode != 0
+        assert "mlops_openshift_secret_name was renamed to mlops_registry_secret_name" in renamed.failure()
+        assert kubectl("get", "namespace", old, check=False).returncode != 0
+    finally:
+        kubectl("delete", "namespace", old, "--wait=false", "--ignore-not-found", check=False)
+
+
+def test_an_external_registry_keeps_its_login_when_the_vendor_is_not_set(target, rig, tmp_path):
+    """On OpenShift with another registry and mlops_registry_vendor unset, both stages take the same default
+    (generic): the registry stage's login for that registry stays in the secret, and the openshift stage neither
+    binds registry-editor nor writes the ServiceAccount's token over it."""
+    out = tmp_path / "facts.json"
+    extra = {"mlops_namespace": target, "mlops_registry_host": rig["RIG_REGISTRY"],
+             "mlops_registry_username": rig["RIG_REGISTRY_USER"], "mlops_registry_password": rig["RIG_REGISTRY_PASSWORD"],
+             "mlops_registry_ca_path": rig["RIG_REGISTRY_CA"], "facts_out": str(out)}
+    # The local inventory sets no vendor: the defaults decide.
+    run = run_playbook(PLAYBOOK, extra_vars=extra)
+    assert run.returncode == 0, run.failure()
+    auths = login(target)
+    assert list(auths) == [rig["RIG_REGISTRY"]] and auths[rig["RIG_REGISTRY"]]["username"] == rig["RIG_REGISTRY_USER"]
+    roles = {item["roleRef"]["name"] for item in
+             json.loads(kubectl("-n", target, "get", "rolebindings", "-o", "json").stdout)["items"]}
+    assert "registry-editor" not in roles and "system:openshift:scc:anyuid" in roles
+    facts = json.loads(out.read_text())
+    assert facts["registry"]["host"] == rig["RIG_REGISTRY"] and facts["image_builder"]["secretName"] == "registry-creds"

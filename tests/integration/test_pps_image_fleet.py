@@ -176,6 +176,26 @@ def test_a_fleet_compresses_each_layer_once_and_gets_the_same_digests(rig, tmp_p
         assert spools(spool_root) == []
 
 
+def test_in_one_run_each_cluster_reports_its_own_registrys_change(rig, tmp_path):
+    """The first cluster's module run pushes for the fleet, and its result's changed is the fleet's: where only the
+    other cluster's registry lacked the image, the first cluster still reports no change of its own (own_changed),
+    and the other cluster reports its own."""
+    archive, cache = fleet_archive(tmp_path), tmp_path / "cache"
+    with Fleet(tmp_path / "fleet", 2) as fleet:
+        env = ansible_env(ANSIBLE_FORKS="2", XDG_CACHE_HOME=str(cache))
+        alone = run_playbook(PLAYBOOK, inventory=fleet.inventory(), env=env,
+                             extra_vars={"mlops_pps_image_archive": str(archive), "mlops_pps_image_version": "9.2.0",
+                                         "mlops_hosts": "cluster-0"})
+        assert alone.returncode == 0 and alone.changed >= 1, alone.failure()
+        both = push(fleet, archive, cache, one_run=True)
+        assert both.returncode == 0, both.failure()
+        waited = both.task("Wait for the PPS push, a progress line every few seconds", "cluster-0")
+        assert waited["own_changed"] is False and waited["fleet"]["cluster-1"]["changed"] is True, waited
+        assert waited["changed"] is False, "the first cluster reported the other cluster's change as its own"
+        stats = both.document["stats"]
+        assert stats["cluster-0"]["changed"] == 0 and stats["cluster-1"]["changed"] >= 1, stats
+
+
 def test_a_fleet_without_a_spool_still_gets_the_same_digests(rig, tmp_path):
     """Forks that start apart (the spool already gone) compress on their own: deterministic gzip, same digests."""
     archive, cache = fleet_archive(tmp_path), tmp_path / "cache"

@@ -189,3 +189,20 @@ def test_the_role_publishes_the_id_and_skips_when_given_one(rig):
     assert given.task("Create or reuse the prediction environment").get("skipped") is True
     assert given.task("Publish the id for the chart's datarobot.predictionEnvId")["ansible_facts"][
         "__prediction_environment_published"]["prediction_environment_id"] == "abc"
+
+
+def test_the_role_deletes_by_the_given_id_and_publishes_none(rig, official):
+    """state absent with an id deletes that environment (found by id, whatever the name says) and publishes no id;
+    a second run finds nothing to delete."""
+    name = unique("role-gone")
+    made = official.PredictionEnvironment.create(name=name, platform="other")
+    extra = {"mlops_prediction_environment_id": made.id, "mlops_prediction_environment_state": "absent",
+             "mlops_prediction_environment_name": unique("other-name")}
+    gone = run_playbook("playbooks/prediction_environment.yml", extra_vars=extra)
+    assert gone.returncode == 0, gone.failure()
+    assert gone.task("Create or reuse the prediction environment")["changed"] is True
+    assert made.id not in [environment.id for environment in official.PredictionEnvironment.list()]
+    assert gone.task("Publish the id for the chart's datarobot.predictionEnvId")["ansible_facts"][
+        "__prediction_environment_published"]["prediction_environment_id"] == ""
+    again = run_playbook("playbooks/prediction_environment.yml", extra_vars=extra)
+    assert again.returncode == 0 and again.changed == 0, again.failure()
