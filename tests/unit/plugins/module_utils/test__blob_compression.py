@@ -9,6 +9,7 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import nullcontext
 
 import pytest
+from isal import isal_zlib  # pinned in requirements-test.txt: a missing isal must fail, not skip
 
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._blob_compression import (
     BLOCK_ATTEMPTS,
@@ -118,7 +119,6 @@ def test_the_same_layer_compressed_many_times_at_once_gives_one_digest(level):
 def test_isal_output_depends_on_how_its_input_is_split_so_each_block_is_compressed_in_one_call():
     """The condition under which isal is not deterministic: the same bytes fed to one compressor in pieces of other
     sizes give other bytes (zlib's do not). A block is always compressed whole, so arrival never matters."""
-    isal_zlib = pytest.importorskip("isal.isal_zlib")  # requirements-test.txt installs it
 
     def fed(pieces: int) -> bytes:
         compressor = isal_zlib.compressobj(1, isal_zlib.DEFLATED, 31)
@@ -140,7 +140,6 @@ def _one_call(block: bytes) -> bytes:
 def test_with_isal_a_block_is_isals_one_shot_gzip_member_and_the_key_says_so():
     """The one-shot call, not the streaming compressor (which now and then gave other bytes for the same block
     under load): another compressor is another cache key, so no layer digest of the old one is reused."""
-    isal_zlib = pytest.importorskip("isal.isal_zlib")
     block = LAYER[:COMPRESS_BLOCK]
     assert Compression().compress(block) == isal_zlib.compress(block, 1, 31)
     assert gzip.decompress(Compression().compress(block)) == block

@@ -41,6 +41,13 @@ def test_a_destination_without_a_login_never_gets_the_runs_own_but_the_environme
 
 
 def test_keys_are_checked():
+    """Each key once and none empty; a fleet that keeps to that is accepted, each key with its own repository."""
+    fleet = [given("cluster-1", username="u1", password="p1"),
+             given("cluster-2", name="registry-2.example.com/pps", username="u2", password="p2")]
+    found = destinations({**RUN, "fleet": fleet})
+    assert [(one.key, one.name) for one in found] == [("cluster-1", "registry-1.example.com/pps"),
+                                                      ("cluster-2", "registry-2.example.com/pps")]
+    assert [one.params["username"] for one in found] == ["u1", "u2"]
     with pytest.raises(MlopsError, match="twice"):
         destinations({**RUN, "fleet": [given("a"), given("a", name="other/pps")]})
     with pytest.raises(MlopsError, match="empty key"):

@@ -5,7 +5,6 @@ import hashlib
 import io
 import json
 import tarfile
-import time
 
 import pytest
 
@@ -317,7 +316,6 @@ def test_a_gzip_bomb_is_refused_at_the_member_header(tmp_path):
             out.write(zeros)  # gzip members one after another are one gzip stream
     assert path.stat().st_size < 4 * 1024 * 1024
     streamed = []
-    started = time.monotonic()
     with pytest.raises(ArchiveError, match="more than 100 times the file's size.*refusing a decompression bomb"):
         Archive.scan(str(path), on_large_member=lambda member, reader: streamed.append(member))
-    assert streamed == [] and time.monotonic() - started < 5
+    assert streamed == []  # refused at the header: the member was never handed on to be inflated

@@ -153,10 +153,8 @@ def test_a_worker_runs_detached_and_writes_a_clean_private_result(tmp_path):
 
 def test_the_worker_stops_itself_at_its_deadline_and_says_so(tmp_path):
     job = private(tmp_path)
-    began = time.monotonic()
     started = start(str(job), 1, lambda: time.sleep(60) or {"changed": True}, dict)
-    result = wait_for(job / RESULT, 15)
-    assert time.monotonic() - began < 15
+    result = wait_for(job / RESULT, 15)  # (a guard against hanging; the stop reason below is what is checked)
     assert result["failed"] is True and result["timed_out"] is True
     assert "did not end within 1s" in result["msg"] and "mlops_pps_image_background_seconds" in result["msg"]
     assert gone(started["pid"]), "the worker went on after its deadline"

@@ -4,7 +4,6 @@ import hashlib
 import http.server
 import json
 import threading
-import time
 
 import pytest
 import requests
@@ -187,6 +186,7 @@ def test_basic_challenge_sends_the_credentials_once_learnt():
 
 
 def test_an_expired_token_is_renewed_once_then_refused():
+    """A 401 on a cached token fetches a new one once (and sends it); a second 401 is refused."""
     token = answer(200, body=json.dumps({"access_token": "a"}).encode())
     client, session = client_and_session(answer(401, {"WWW-Authenticate": BEARER}), token, answer(200),
                                          answer(401, {"WWW-Authenticate": BEARER}),
@@ -195,6 +195,10 @@ def test_an_expired_token_is_renewed_once_then_refused():
     with pytest.raises(RegistryAuthError, match="anonymous access"):
         client.request("GET", "/v2/", scopes=("s",), expected={200})
     assert [call[1].split("?")[0] for call in session.calls].count("https://auth.example/token") == 2
+    # each token got is the one sent: first "a", and "b" only after the renewal (not a stale cached token)
+    sent = [(call[1], (call[2].get("headers") or {}).get("Authorization")) for call in session.calls
+            if not call[1].startswith("https://auth.example/")]
+    assert [authorization for _, authorization in sent] == [None, "Bearer a", "Bearer a", "Bearer b"]
 
 
 def test_an_expected_401_is_returned_when_auth_cannot_change():
@@ -531,11 +535,10 @@ def _hostile_client(server) -> RegistryClient:
 
 
 def test_an_endless_manifest_is_refused_after_4_mib_with_a_clear_error(hostile):
-    started = time.monotonic()
     with pytest.raises(RegistryError, match=r"sent more than 4 MiB in answer to GET /v2/big/manifests/v1, more than "
                                             r"a manifest may hold .* check that the host and port are the registry's"):
         _hostile_client(hostile).manifest("big", "v1")
-    assert time.monotonic() - started < 10 and hostile.sent < 64 << 20  # read no further than the bound
+    assert hostile.sent < 64 << 20  # read no further than the bound
 
 
 def test_a_manifest_under_the_bound_is_read_whole(hostile):

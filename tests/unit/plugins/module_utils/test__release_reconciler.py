@@ -121,18 +121,22 @@ def test_values_are_masked_by_key_and_by_path_and_their_strings_everywhere():
 
 
 def test_manifest_objects_are_masked():
+    """Secret data and sensitive env values are learned separately (distinct values, so neither covers for the other)."""
     secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"},
-              "data": {"secret": base64.b64encode(b"plain-token").decode()}, "stringData": {"other": "x"}}
-    workload = deployment(env=[{"name": "MLOPS_API_TOKEN", "value": "plain-token"}, {"name": "URL", "value": "u"}])
+              "data": {"secret": base64.b64encode(b"secret-data-token").decode()}, "stringData": {"other": "x"}}
+    workload = deployment(env=[{"name": "MLOPS_API_TOKEN", "value": "env-var-token"}, {"name": "URL", "value": "u"}])
     masker = Masker()
     masker.collect_manifest([secret, workload])
-    assert "plain-token" in masker.secrets
+    assert "secret-data-token" in masker.secrets
+    assert "env-var-token" in masker.secrets
     shown = masker.manifest_object(secret)
     assert shown["data"] == {"secret": MASK} and shown["stringData"] == {"other": MASK}
-    env = masker.manifest_object(workload)["spec"]["template"]["spec"]["containers"][0]["env"]
+    # a fresh Masker knows no values: the env value must be masked by its name alone
+    env = Masker().manifest_object(workload)["spec"]["template"]["spec"]["containers"][0]["env"]
     assert env == [{"name": "MLOPS_API_TOKEN", "value": MASK}, {"name": "URL", "value": "u"}]
-    assert "plain-token" not in json.dumps(masker.manifest_object(
-        {"kind": "ConfigMap", "data": {"agent.yaml": "token: plain-token"}}))
+    shown_config = json.dumps(masker.manifest_object(
+        {"kind": "ConfigMap", "data": {"agent.yaml": "token: secret-data-token\nkey: env-var-token"}}))
+    assert "secret-data-token" not in shown_config and "env-var-token" not in shown_config
 
 
 # ---------------------------------------------------------------- manifests and drift

@@ -116,6 +116,7 @@ class FakeTokens:
 
     def __init__(self, account=None, stored=None, failure=None):
         self.account_, self.stored, self.failure, self.written = account, stored, failure, None
+        self.requested = None
 
     def account(self):
         if self.failure:
@@ -132,10 +133,12 @@ class FakeTokens:
         return None
 
     def request_token(self, lifetime):
-        return jwt(sub=SUBJECT, exp=in_days(90))
+        self.requested = jwt(sub=SUBJECT, exp=in_days(90))
+        return self.requested
 
     def write_secret(self, name, config, annotations, existing):
         self.written = (name, annotations)
+        self.written_config = config
 
 
 def renew(fake, monkeypatch, check_mode=False, diff=False):
@@ -148,10 +151,14 @@ def renew(fake, monkeypatch, check_mode=False, diff=False):
 
 
 def test_renewal_writes_a_requested_token_when_the_secret_is_missing(monkeypatch):
+    """The rewritten secret carries the requested token for the configured registries and username."""
     fake = FakeTokens(account={"metadata": {"name": "builder"}})
     result = renew(fake, monkeypatch, diff=True)
     assert result["changed"] and result["token_source"] == "token_request"
     assert fake.written[0] == "registry-creds" and "diff" in result
+    # the secret written must log in to the wanted registry as the wanted user with the token just requested
+    assert fake.requested is not None
+    assert fake.written_config == docker_config([REGISTRY], "serviceaccount", fake.requested)
 
 
 def test_renewal_in_check_mode_writes_nothing(monkeypatch):
