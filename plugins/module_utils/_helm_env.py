@@ -146,7 +146,7 @@ def _with_token(loaded: list[tuple[dict[str, Any], str]], context: str, token: s
     of `loaded`), its cluster, and its user with `token` set - as helm merges HELM_KUBETOKEN into that user (the rest
     of the user stays: a tokenFile, say, still wins over the token, as it did). With no context to use, one of its
     own, whose user holds only the token. Only that context is given: helm uses no other."""
-    name = context or next((str(doc["current-context"]) for doc, _ in loaded if doc.get("current-context")), "")
+    name = context or next((str(doc["current-context"]) for doc, _source in loaded if doc.get("current-context")), "")
     document: dict[str, Any] = {"apiVersion": "v1", "kind": "Config", "clusters": [], "contexts": [], "users": []}
     found = _entry(loaded, "contexts", name) if name else None
     if name and found is None:  # helm fails on the missing context, as it did; no token to a context of our own

@@ -261,4 +261,3 @@ def test_tags_select_the_checks_with_their_stages(cluster):
     names = [name for name, _action, _result in ran(selected)]
     assert "Registry settings" in names and "Management agent settings" not in names
     assert "mlops_management_agent_state" not in selected.failure()
-

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -168,7 +167,7 @@ def test_clean_env_argv_puts_no_value_on_the_command_line_of_any_process(tmp_pat
     assert len(execs) >= 2, execs  # the wrapper and the program at least: strace saw them
     for name, value in SECRETS.items():
         shown = value.replace("\n", "\\n")  # as strace prints it
-        assert not [line for line in execs if shown in line or value.split("\n")[-1] in line], name
+        assert not [line for line in execs if shown in line or value.rsplit("\n", maxsplit=1)[-1] in line], name
     child = dict(line.split("=", 1) for line in run.stdout.replace("line one\n", "line one ").splitlines())
     assert child == {"PATH": os.environ["PATH"], "HOME": "/home/u", "HTTPS_PROXY": SECRETS["HTTPS_PROXY"],
                      "CLOUDSDK_PROXY_PASSWORD": SECRETS["CLOUDSDK_PROXY_PASSWORD"],

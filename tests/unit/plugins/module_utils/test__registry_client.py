@@ -198,7 +198,7 @@ def test_an_expired_token_is_renewed_once_then_refused():
     # each token got is the one sent: first "a", and "b" only after the renewal (not a stale cached token)
     sent = [(call[1], (call[2].get("headers") or {}).get("Authorization")) for call in session.calls
             if not call[1].startswith("https://auth.example/")]
-    assert [authorization for _, authorization in sent] == [None, "Bearer a", "Bearer a", "Bearer b"]
+    assert [authorization for _url, authorization in sent] == [None, "Bearer a", "Bearer a", "Bearer b"]
 
 
 def test_an_expected_401_is_returned_when_auth_cannot_change():
