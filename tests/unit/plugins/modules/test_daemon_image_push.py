@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import yaml
-from ansible.module_utils.testing import patch_module_args
+from fixtures.module_args import module_args
 
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._daemon_push import LocalPush
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._registry_module import (
@@ -22,7 +22,7 @@ ARGS = {"name": "registry.example:5000/datarobot/mlops-management-agent", "tag":
 
 
 def run_main(capsys, args: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    with patch_module_args(args), pytest.raises(SystemExit):
+    with module_args(args), pytest.raises(SystemExit):
         daemon_image_push.main()
     out = capsys.readouterr().out
     return out, json.loads(out)
