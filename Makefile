@@ -46,7 +46,7 @@ $(KCORE): tests/rig/kubernetes-core.env $(VENV)/.installed
 
 test: system-packages setup rig-binaries unit lint packaging compat integration molecule
 
-unit: setup
+unit: system-packages setup rig-binaries
 	$(PYTEST) tests/unit
 
 lint: ansible-lint sanity

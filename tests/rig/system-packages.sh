@@ -1,19 +1,20 @@
 #!/usr/bin/env bash
 # The Debian packages the rig, the tests and `make demo` need (`make system-packages`, run before any build):
 # the registry (docker-registry), the Docker API (podman), skopeo, htpasswd (apache2-utils), openssl, a docker
-# CLI for the agent tarball's Makefiles (Debian's docker.io only when no `docker` command exists) and, when the
-# Python that makes .venv has no ensurepip, python3-venv.
+# CLI for the agent tarball's Makefiles (Debian's docker.io only when no `docker` command exists), strace (a unit
+# test reads the argv of every process a command starts) and, when the Python that makes .venv has no ensurepip,
+# python3-venv.
 # Everything installed: silent and quick (dpkg-query only, no apt-get update). As root: installs what is missing.
 # Otherwise: prints the one apt-get command to run and fails, before anything is built.
 set -euo pipefail
 
 python=${PYTHON:-python3}
-packages=(docker-registry podman skopeo apache2-utils openssl)
+packages=(docker-registry podman skopeo apache2-utils openssl strace)
 
 if ! command -v dpkg-query >/dev/null; then
   # Not Debian: say which commands are missing instead of package names.
   missing=()
-  for cmd in docker-registry podman skopeo htpasswd openssl docker; do
+  for cmd in docker-registry podman skopeo htpasswd openssl strace docker; do
     command -v "$cmd" >/dev/null || missing+=("$cmd")
   done
   [ ${#missing[@]} -eq 0 ] && exit 0
