@@ -18,8 +18,9 @@ import importlib.util
 import os
 import re
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import MlopsError
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._image_archive import Archive, Image
@@ -76,6 +77,20 @@ def connect(docker_host: str | None, timeout: int, hint: str = "") -> Any:
     except DockerException as exc:
         raise DaemonError(f"Cannot reach the Docker API at {endpoint(docker_host)}: {exc}. Start the daemon (or "
                           f"podman's API service) or set docker_host (DOCKER_HOST){hint}.") from exc
+
+
+@contextmanager
+def docker_session(client: Any, where: str, secrets: Iterable[str]) -> Iterator[Any]:
+    """`client` for the block: an SDK error in it becomes a DaemonError naming the endpoint, every secret masked, and
+    the client is closed after, failed or not."""
+    from docker.errors import APIError, DockerException  # pylint: disable=import-outside-toplevel
+
+    try:
+        yield client
+    except (APIError, DockerException) as exc:
+        raise DaemonError(f"The Docker API at {where} failed: {Masker().add(*secrets).text(str(exc))}") from exc
+    finally:
+        client.close()
 
 
 def auth_config(credentials: Credentials | None) -> dict[str, str]:
@@ -177,12 +192,10 @@ def push_with_daemon(archive: Archive, image: Image, repository: Repository, tag
                      credentials: Credentials | None, docker_host: str | None, timeout: int,
                      progress: PushProgress | None = None) -> dict[str, Any]:
     """Load the archive into the daemon, tag the image, push every tag; returns the pushed manifest digest."""
-    from docker.errors import APIError, DockerException  # pylint: disable=import-outside-toplevel
-
     where = endpoint(docker_host)
-    client = connect(docker_host, timeout, ", or use method: direct, which needs no daemon")
     secrets = [credentials.password] if credentials else []
-    try:
+    with docker_session(connect(docker_host, timeout, ", or use method: direct, which needs no daemon"), where,
+                        secrets) as client:
         # Streamed, never read into memory. podman's Docker API cannot read gzip archives (Docker can): we
         # decompress on the way, which suits both.
         with archive.open_stream() as stream:
@@ -198,10 +211,6 @@ def push_with_daemon(archive: Archive, image: Image, repository: Repository, tag
             local.tag(str(repository), tag)
             digest = push_tag(client.api, str(repository), tag, auth_config(credentials), where, secrets).digest or digest
         return {"digest": digest, "loaded": local.id}
-    except (APIError, DockerException) as exc:
-        raise DaemonError(f"The Docker API at {where} failed: {Masker().add(*secrets).text(str(exc))}") from exc
-    finally:
-        client.close()
 
 
 def holds(state: TagState, image_id: str, repo_digests: Iterable[str], names: Iterable[str]) -> bool:
@@ -277,13 +286,12 @@ class LocalImagePusher:
         self.check_mode, self.connector, self.clock = check_mode, connector, clock
 
     def push(self) -> LocalPush:
-        from docker.errors import APIError, DockerException, ImageNotFound  # pylint: disable=import-outside-toplevel
+        from docker.errors import ImageNotFound  # pylint: disable=import-outside-toplevel
 
         where = endpoint(self.docker_host)
         secrets = [self.credentials.password] if self.credentials else []
         before = tag_state(self.registry, self.repository, self.tag)
-        client = self.connector(self.docker_host, self.timeout)
-        try:
+        with docker_session(self.connector(self.docker_host, self.timeout), where, secrets) as client:
             try:
                 local = client.images.get(self.source)
             except ImageNotFound as exc:
@@ -308,10 +316,6 @@ class LocalImagePusher:
                 raise DaemonError(f"The Docker API at {where} did not tag {self.source} as {self.target}.")
             pushed = push_tag(client.api, self.name, self.tag, auth_config(self.credentials), where, secrets)
             seconds = self.clock() - started
-        except (APIError, DockerException) as exc:
-            raise DaemonError(f"The Docker API at {where} failed: {Masker().add(*secrets).text(str(exc))}") from exc
-        finally:
-            client.close()
         after = tag_state(self.registry, self.repository, self.tag)
         if not after.digest:
             raise RegistryError(f"The Docker API at {where} pushed {self.target}, but the registry "
