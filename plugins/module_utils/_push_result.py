@@ -92,9 +92,12 @@ def tag_state(client: Any, repository: Repository, tag: str) -> TagState:
         return TagState(None, None)
     digest, body = found[0], found[2]
     try:
-        config = json.loads(body).get("config", {}).get("digest")
+        document = json.loads(body)
     except ValueError:
-        config = None
+        document = None
+    # a body that is JSON but no manifest object names no config, like one that is no JSON (no AttributeError)
+    section = document.get("config") if isinstance(document, dict) else None
+    config = section.get("digest") if isinstance(section, dict) else None
     return TagState(digest or "sha256:" + hashlib.sha256(body).hexdigest(), config)
 
 

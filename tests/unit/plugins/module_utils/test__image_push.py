@@ -331,3 +331,14 @@ def test_a_cache_that_cannot_be_written_is_a_warning_and_the_push_is_done(image,
     assert result.changed and ("datarobot/pps", "1.0") in client.manifests
     assert len(push.warnings) == 1 and f"cache {cache} could not be written" in push.warnings[0]
     assert "the push itself is done" in push.warnings[0]
+
+
+@pytest.mark.parametrize("body", [b"not json", b'["a", "list"]', b'{"config": "no object"}', b'{"config": {}}'])
+def test_a_tag_whose_manifest_names_no_config_has_none(body):
+    """What a registry serves under a tag may be no manifest object: the tag still has its digest, and no config
+    (a list or a string there raised AttributeError)."""
+    class Served:
+        def manifest(self, path, tag):
+            return ("sha256:" + "d" * 64, "application/json", body)
+
+    assert tag_state(Served(), Repository.parse(f"{REGISTRY}/datarobot/pps"), "1.0") == ("sha256:" + "d" * 64, None)
