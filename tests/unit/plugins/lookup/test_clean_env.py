@@ -37,7 +37,8 @@ def _play(tmp_path: Path, extra: list[str], **env: str) -> subprocess.CompletedP
 def test_the_command_gets_the_common_and_the_named_variables_only(tmp_path):
     canary = f"canary{uuid.uuid4().hex}"
     run = _play(tmp_path, ["HELM_*", "DOCKER_HOST"], DATAROBOT_API_TOKEN=canary, REGISTRY_PASSWORD=canary,
-                SITE_NOTE=canary, HELM_CACHE_HOME="/c", DOCKER_HOST="unix:///d.sock", DOCKER_PASSWORD=canary,
+                SITE_NOTE=canary, HELM_CACHE_HOME="/helm-cache-value-x", DOCKER_HOST="unix:///d.sock",
+                DOCKER_PASSWORD=canary,
                 HTTPS_PROXY="http://proxy.invalid:3128")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
     result = PlaybookRun.of(run).first_result()
@@ -46,10 +47,11 @@ def test_the_command_gets_the_common_and_the_named_variables_only(tmp_path):
     assert canary not in result["stdout"]
     assert not {"DATAROBOT_API_TOKEN", "REGISTRY_PASSWORD", "SITE_NOTE", "DOCKER_PASSWORD",
                 "ANSIBLE_CONFIG"} & set(child)
-    assert child["HELM_CACHE_HOME"] == "/c" and child["DOCKER_HOST"] == "unix:///d.sock"
+    assert child["HELM_CACHE_HOME"] == "/helm-cache-value-x" and child["DOCKER_HOST"] == "unix:///d.sock"
     assert child["HTTPS_PROXY"] == "http://proxy.invalid:3128" and child["PATH"] and child["HOME"]
     assert arg == "an 'argument' with \"quotes\" and spaces"
-    assert "/c" not in result["cmd"] and "unix:///d.sock" not in result["cmd"]  # names in the argv, no values
+    # names in the argv, no values
+    assert "/helm-cache-value-x" not in result["cmd"] and "unix:///d.sock" not in result["cmd"]
 
 
 def test_a_bad_name_fails_the_task_with_a_clear_message(tmp_path):
