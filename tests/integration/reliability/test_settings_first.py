@@ -261,3 +261,42 @@ def test_tags_select_the_checks_with_their_stages(cluster):
     names = [name for name, _action, _result in ran(selected)]
     assert "Registry settings" in names and "Management agent settings" not in names
     assert "mlops_management_agent_state" not in selected.failure()
+
+
+def test_a_preflight_run_checks_every_stages_settings_and_then_the_cluster(cluster):
+    """--tags preflight asks whether a whole run could go ahead: a bad setting of any stage is refused before the
+    cluster is asked; good settings (no prediction environment id: the whole run would make one) reach the
+    preflight's cluster checks; --skip-tags still leaves a stage out."""
+    bad = cluster.run("site.yml", {"mlops_agent_images_version": "latest"}, tags="preflight")
+    assert bad.returncode != 0
+    assert "Refusing mlops_agent_images_version 'latest'" in bad.failure(), bad.failure()
+    assert not touched(bad), touched(bad)
+
+    good = cluster.run("site.yml", {}, tags="preflight")
+    assert good.returncode != 0  # the cluster does not answer
+    checked = {name.split(" : ")[0].rsplit(".", 1)[-1] for name, _action, _result in ran(good)
+               if "arg spec 'checks' - " in name}
+    assert checked == {"ingress_nginx", "registry", "openshift", "pps_image", "agent_images",
+                       "prediction_environment", "management_agent"}, checked
+    assert touched(good) and "Check the cluster's version, nodes and permissions" in touched(good)[0], touched(good)
+
+    left_out = cluster.run("site.yml", {"mlops_agent_images_version": "latest"}, tags="preflight",
+                           skip_tags="agent_images")
+    assert "Refusing mlops_agent_images_version 'latest'" not in left_out.failure(), left_out.failure()
+    assert "Check the cluster's version" in touched(left_out)[0], touched(left_out)
+
+
+def test_skipping_the_preflight_keeps_the_settings_checks_up_front(cluster):
+    run = cluster.run("site.yml", {"mlops_agent_images_version": "latest"}, skip_tags="preflight")
+    assert run.returncode != 0
+    assert "Refusing mlops_agent_images_version 'latest'" in run.failure(), run.failure()
+    assert not touched(run), touched(run)
+    assert run.document["plays"][0]["play"]["name"] == "Every stage's settings, before any stage changes anything"
+
+
+def test_preflight_with_a_stage_checks_that_stages_settings_only(cluster):
+    run = cluster.run("site.yml", {"mlops_agent_images_version": "latest"}, tags="preflight,registry")
+    assert "Refusing mlops_agent_images_version 'latest'" not in run.failure(), run.failure()
+    names = [name for name, _action, _result in ran(run)]
+    assert "Registry settings" in names and not [name for name in names if "agent_images :" in name], names
+    assert "Check the cluster's version" in touched(run)[0], touched(run)
