@@ -133,12 +133,50 @@ def push_failure(image: str, where: str, detail: str) -> str:
     return text
 
 
+class LayerCounter:
+    """Tells a PushProgress what Docker's push stream says of each layer: its bytes as they go ("Pushing" with
+    progressDetail), and its end (pushed, already there, mounted). podman's stream says none of it."""
+
+    def __init__(self, progress: PushProgress) -> None:
+        self.progress = progress
+        self.seen: dict[str, int] = {}  # layer id -> bytes told so far
+        self.sizes: dict[str, int] = {}  # layer id -> its size, once the stream gave it
+        self.ended: set[str] = set()
+
+    def event(self, layer: str, status: str, detail: Any) -> None:
+        if status == "Preparing" and layer not in self.seen:
+            self.seen[layer] = 0
+            self.progress.expect_blobs(len(self.seen))
+        elif status == "Pushing" and isinstance(detail, dict):
+            total = detail.get("total")
+            if isinstance(total, int) and total > 0:
+                self.sizes[layer] = total
+            current = detail.get("current")
+            if isinstance(current, int):
+                self._tell(layer, current)
+        elif layer not in self.ended and (status in ("Pushed", "Layer already exists")
+                                          or status.startswith("Mounted from")):
+            self.ended.add(layer)
+            if status == "Pushed":
+                self._tell(layer, self.sizes.get(layer, self.seen.get(layer, 0)))
+            self.progress.blob(skipped=status != "Pushed", mounted=status.startswith("Mounted from"))
+
+    def _tell(self, layer: str, current: int) -> None:
+        more = current - self.seen.get(layer, 0)
+        if more > 0:
+            self.seen[layer] = current
+            self.progress.read(more)
+            self.progress.sent(more)
+
+
 def push_tag(api: Any, name: str, tag: str, auth: dict[str, str], where: str,
-             secrets: Iterable[str] = ()) -> TagPush:
+             secrets: Iterable[str] = (), progress: PushProgress | None = None) -> TagPush:
     """Push `name`:`tag` through the Docker API client `api` (the SDK's low-level APIClient), reading its answer
-    stream to the end; an error in it is a RegistryError with every secret masked."""
+    stream to the end, and telling `progress` what it says of the layers; an error in it is a RegistryError with
+    every secret masked."""
     masker = Masker().add(*secrets)
     pushed = TagPush()
+    counter = LayerCounter(progress) if progress else None
     for event in api.push(name, tag, auth_config=auth, stream=True, decode=True):
         if not isinstance(event, dict):
             continue
@@ -153,6 +191,8 @@ def push_tag(api: Any, name: str, tag: str, auth: dict[str, str], where: str,
         layer = event.get("id")
         if layer and (status in LAYER_STATES or status.startswith(("Mounted from", "Retrying"))):
             pushed.layers[str(layer)] = status
+            if counter:
+                counter.event(str(layer), status, event.get("progressDetail"))
     return pushed
 
 
@@ -278,12 +318,13 @@ class LocalImagePusher:
     def __init__(self, registry: RegistryClient, name: str, tag: str, *, source: str | None = None,
                  credentials: Credentials | None = None, docker_host: str | None = None, timeout: int = 3600,
                  check_mode: bool = False, connector: Callable[[str | None, int], Any] = connect,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, progress: PushProgress | None = None) -> None:
         self.registry, self.repository, self.name, self.tag = registry, Repository.parse(name), name, tag
         self.target = f"{name}:{tag}"
         self.source = source or self.target
         self.credentials, self.docker_host, self.timeout = credentials, docker_host, timeout
         self.check_mode, self.connector, self.clock = check_mode, connector, clock
+        self.progress = progress or PushProgress(None)
 
     def push(self) -> LocalPush:
         from docker.errors import ImageNotFound  # pylint: disable=import-outside-toplevel
@@ -314,12 +355,17 @@ class LocalImagePusher:
             started = self.clock()
             if tagged and not local.tag(self.name, self.tag):
                 raise DaemonError(f"The Docker API at {where} did not tag {self.source} as {self.target}.")
-            pushed = push_tag(client.api, self.name, self.tag, auth_config(self.credentials), where, secrets)
+            size = attrs.get("Size")
+            self.progress.expect_bytes(size if isinstance(size, int) and size > 0 else 0)
+            self.progress.phase("pushing")
+            pushed = push_tag(client.api, self.name, self.tag, auth_config(self.credentials), where, secrets,
+                              self.progress)
             seconds = self.clock() - started
         after = tag_state(self.registry, self.repository, self.tag)
         if not after.digest:
             raise RegistryError(f"The Docker API at {where} pushed {self.target}, but the registry "
                                 f"{self.repository.registry} has no such tag: is the Docker API pushing to another "
                                 "registry of that name (a mirror, a proxy)?")
+        self.progress.finish()
         return LocalPush(self.target, self.source, local.id, True, before.digest, after.digest, tagged,
                          layers=pushed.layers, seconds=seconds)

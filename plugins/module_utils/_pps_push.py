@@ -10,8 +10,6 @@ import time
 from typing import Any, Callable, Mapping, NamedTuple
 
 from ansible.module_utils.basic import missing_required_lib
-from ansible.module_utils.common.parameters import remove_values
-from ansible.module_utils.common.warnings import get_warning_messages
 
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._blob_compression import Compression
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._blob_spool import (
@@ -197,12 +195,7 @@ def run(module: RegistryModule) -> dict:
         return action(params["progress_file"])
     for target in targets:
         target.client.close_connections()  # the worker opens its own; inherited sockets are closed when it detaches
-    told = len(get_warning_messages())  # given with this task's own result
-
-    def clean(result: dict) -> dict:
-        """What exit_json would print: values Ansible masks masked, and the warnings of the worker's push."""
-        warnings = list(get_warning_messages()[told:])
-        return remove_values({**result, **({"warnings": warnings} if warnings else {})}, module.no_log_values)
+    clean = module.worker_cleaner()  # the warnings given so far go with this task's own result
 
     def work(job_dir: str) -> dict:
         return action(params["progress_file"] or os.path.join(job_dir, PROGRESS))

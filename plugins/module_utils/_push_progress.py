@@ -51,9 +51,18 @@ class PushProgress:
     def phase(self, name: str) -> None:
         with self._lock:
             self.state["phase"] = name
-            if name in ("sending", "loading"):
+            if name in ("sending", "loading", "pushing"):
                 self.state["sending_since"] = self.clock()
+            if name == "pushing":  # counted again from nothing: the Docker API's own push, if it tells its bytes
+                self.state.update(bytes_done=0, bytes_sent=0, blobs_total=0, blobs_done=0, blobs_mounted=0,
+                                  blobs_skipped=0)
         self.write(force=True)
+
+    def expect_bytes(self, count: int) -> None:
+        """The push will take `count` bytes (an image the Docker API holds: its size, as its push counts them)."""
+        with self._lock:
+            self.state["bytes_total"] = count
+        self.write()
 
     def expect_blobs(self, count: int) -> None:
         with self._lock:
@@ -169,7 +178,10 @@ def progress_line(status: dict[str, Any], now: float) -> str:
     done, total = int(status.get("bytes_done", 0)), int(status.get("bytes_total", 0))
     phase = status.get("phase", "")
     head = f"{status.get('image') or 'push'}: "
-    if phase not in ("sending", "loading", "done"):
+    if phase == "pushing" and done <= 0:  # a Docker API that tells nothing while it pushes (podman's)
+        elapsed = max(0.0, now - float(status.get("sending_since", now)))
+        return f"{head}pushing through the Docker API for {human_duration(elapsed)} ({human_bytes(total)})"
+    if phase not in ("sending", "loading", "pushing", "done"):
         return head + PHASES.get(phase, phase) + f" ({human_bytes(total)} archive)"
     percent = min(100, int(done * 100 / total)) if total else 0
     rate, left = rate_and_eta(done, total, now - float(status.get("sending_since", now)))
@@ -177,6 +189,8 @@ def progress_line(status: dict[str, Any], now: float) -> str:
     text += f"about {human_duration(left)} left" if left is not None else "time left not known yet"
     if phase == "loading":
         return text + " (loading into the Docker API)"
+    if phase == "pushing":
+        text += " (pushing through the Docker API)"
     blobs_total = int(status.get("blobs_total", 0))
     of_total = f" of {blobs_total}" if blobs_total else ""
     return (text + f"; blobs {status.get('blobs_done', 0)}{of_total} done ({status.get('blobs_mounted', 0)} mounted, "

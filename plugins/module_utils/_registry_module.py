@@ -13,6 +13,8 @@ from __future__ import annotations
 from typing import Any, Callable, Mapping, NoReturn
 
 from ansible.module_utils.basic import AnsibleModule, env_fallback, missing_required_lib
+from ansible.module_utils.common.parameters import remove_values
+from ansible.module_utils.common.warnings import get_warning_messages
 
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._docker_config import (
     Credentials,
@@ -94,6 +96,17 @@ class RegistryModule(AnsibleModule):
         if warning:
             self.warn(warning)
         return client, credentials
+
+    def worker_cleaner(self) -> Callable[[dict[str, Any]], dict[str, Any]]:
+        """For a background worker's result: what exit_json would print, the values Ansible masks masked, with the
+        warnings given since now (the worker's own, not the starting task's)."""
+        told = len(get_warning_messages())
+
+        def clean(result: dict[str, Any]) -> dict[str, Any]:
+            warnings = list(get_warning_messages()[told:])
+            return remove_values({**result, **({"warnings": warnings} if warnings else {})}, self.no_log_values)
+
+        return clean
 
     def run(self, action: Callable[[], dict[str, Any]]) -> NoReturn:
         """Exit with what `action` returns, or fail with the message of the MlopsError it raised."""

@@ -61,6 +61,35 @@ options:
         also how long one push may take there.
     type: int
     default: 3600
+  background:
+    description:
+      - Start the push in a worker of its own and return at once (C(started=true), C(changed=false), I(job_dir),
+        C(pid)); wait for it with the M(datarobot_mlops.management_agent.push_progress) action, which prints a
+        progress line every few seconds and returns the push's result as this module would have.
+      - The worker is forked from the module and keeps the arguments it already has in memory (the login among
+        them); with pipelining they are never written to disk, which Ansible's C(async) cannot promise.
+      - The worker writes C(worker.json), C(progress.json) (the image, its size, the phase, and the bytes and layers
+        the Docker API says it pushed; Docker tells them, podman's API does not, so there the line says how long it
+        has been pushing) and at the end C(result.json) (secret values masked, mode 0600) into I(job_dir). It stops
+        once the Ansible run that started it has ended, or after I(background_timeout).
+      - Ignored in check mode, which pushes nothing and runs in the foreground.
+    type: bool
+    default: false
+    version_added: 0.2.0
+  job_dir:
+    description:
+      - With I(background), the directory for the worker's files. When not given, the module makes a new one (mode
+        0700, C(pps-push-*) in the temporary directory) and returns it as RV(job_dir). Remove it once the push is
+        collected (M(datarobot_mlops.management_agent.push_progress) with C(remove=true)).
+      - A directory given here must be a new directory of the user that runs the module, closed to others (mode
+        0700), holding no earlier job.
+    type: path
+    version_added: 0.2.0
+  background_timeout:
+    description: With I(background), seconds the worker may push; it then stops and writes a failed result that says so.
+    type: int
+    default: 7200
+    version_added: 0.2.0
   retries:
     description: Attempts on connection errors, 5xx and 429 answers of the registry, with exponential backoff.
     type: int
@@ -94,8 +123,9 @@ requirements:
   - docker (the Python docker SDK)
   - requests
 notes:
-  - A module cannot print while it runs; the push is reported when it has ended (RV(summary)). podman's Docker API
-    names no layers, so there RV(layers_sent) and the other counts stay 0.
+  - A module cannot print while it runs; in the foreground the push is reported when it has ended (RV(summary)).
+    With I(background), M(datarobot_mlops.management_agent.push_progress) prints a line every few seconds while it
+    runs. podman's Docker API names no layers, so there RV(layers_sent) and the other counts stay 0.
 seealso:
   - module: datarobot_mlops.management_agent.pps_image
     description: Pushes a C(docker save) archive, with or without a Docker API.
@@ -112,6 +142,22 @@ EXAMPLES = r"""
     password: "{{ mlops_registry_password }}"
   register: pushed
 
+- name: Push in the background, a progress line every 5 seconds, then remove the job directory
+  datarobot_mlops.management_agent.daemon_image_push:
+    name: registry.example.com/datarobot/mlops-management-agent
+    tag: 9.2.0
+    username: "{{ mlops_registry_username }}"
+    password: "{{ mlops_registry_password }}"
+    background: true
+  register: push_job
+
+- name: Wait for it
+  datarobot_mlops.management_agent.push_progress:
+    job_dir: "{{ push_job.job_dir }}"
+    interval: 5
+    remove: true
+  register: pushed
+
 - name: Push a build named otherwise, under an organisation's path, through podman's API
   datarobot_mlops.management_agent.daemon_image_push:
     source: docker.io/datarobot/mlops-management-agent:9.2.0
@@ -123,56 +169,81 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+started:
+  description: With I(background), the push was started in its worker; the other values come with its result.
+  returned: when started in the background
+  type: bool
+finished:
+  description:
+    - With I(background), always false here; M(datarobot_mlops.management_agent.push_progress) returns it true with
+      the push's result.
+  returned: when started in the background
+  type: bool
+job_dir:
+  description: With I(background), the job directory, I(job_dir) as given or the one the module made.
+  returned: when started in the background
+  type: str
+  sample: /tmp/pps-push-k2x9d1ab
+pid:
+  description: With I(background), the worker's process id.
+  returned: when started in the background
+  type: int
+background_timeout:
+  description: With I(background), the seconds the worker may push.
+  returned: when started in the background
+  type: int
 image:
   description: The image in the registry, I(name):I(tag).
-  returned: always
+  returned: when the push ran (not when started in the background)
   type: str
   sample: registry.example.com/datarobot/mlops-management-agent:9.2.0
 source:
   description: The local image pushed.
-  returned: always
+  returned: when the push ran (not when started in the background)
   type: str
 image_id:
   description: The local image's ID in the Docker API; empty in check mode when it does not hold the image yet.
-  returned: always
+  returned: when the push ran (not when started in the background)
   type: str
   sample: sha256:f370cb23176ff0ed476cb427e2cf73da85826bb70976eac4843b02690037e653
 digest:
   description: The tag's manifest digest after the push (or as it was, when nothing changed); empty in check mode
     when it would change.
-  returned: always
+  returned: when the push ran (not when started in the background)
   type: str
   sample: sha256:ac84032787aa891be40b6f9a08ad7f0a3e92fec7c6d23db9265a2fa0bfc8a036
 before:
   description: The tag's manifest digest before; empty when the registry did not have the tag.
-  returned: always
+  returned: when the push ran (not when started in the background)
   type: str
 tagged:
   description: Whether the local image was (in check mode, would be) tagged I(name):I(tag) before the push.
-  returned: always
+  returned: when the push ran (not when started in the background)
   type: bool
 layers_sent:
   description: Layers the push sent (as Docker reports them; 0 with podman's API, which names none).
-  returned: always
+  returned: when the push ran (not when started in the background)
   type: int
 layers_existing:
   description: Layers the registry had already (Docker only).
-  returned: always
+  returned: when the push ran (not when started in the background)
   type: int
 layers_mounted:
   description: Layers the registry mounted from another of its repositories (Docker only).
-  returned: always
+  returned: when the push ran (not when started in the background)
   type: int
 seconds:
   description: Seconds the tag and the push took.
-  returned: always
+  returned: when the push ran (not when started in the background)
   type: float
 summary:
   description: One line for people about what happened.
-  returned: always
+  returned: when the push ran (not when started in the background)
   type: str
   sample: "registry.example.com/datarobot/mlops-management-agent:9.2.0: pushed in 14s (6 layers: 4 sent, 2 already there, 0 mounted)"
 """
+
+import os
 
 from ansible.module_utils.basic import missing_required_lib
 
@@ -180,6 +251,8 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
     HAS_DOCKER,
     LocalImagePusher,
 )
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._push_job import PROGRESS, start_job
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._push_progress import PushProgress
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._image_reference import (
     Repository,
     validate_tag,
@@ -192,6 +265,9 @@ ARGUMENT_SPEC = dict(
     source=dict(type="str"),
     docker_host=dict(type="str"),
     push_timeout=dict(type="int", default=3600),
+    background=dict(type="bool", default=False),
+    job_dir=dict(type="path"),
+    background_timeout=dict(type="int", default=7200),
     retries=dict(type="int", default=3),
     timeout=dict(type="raw", default=60),
 )
@@ -205,10 +281,20 @@ def push(module: RegistryModule) -> dict:
         module.fail_json(msg=f"push_timeout must be at least one second, not {params['push_timeout']}.")
     repository, tag = Repository.parse(params["name"]), validate_tag(params["tag"])
     client, credentials = module.registry_client(repository.registry)
-    pusher = LocalImagePusher(client, params["name"], tag, source=params["source"],
-                              credentials=credentials, docker_host=params["docker_host"],
-                              timeout=params["push_timeout"], check_mode=module.check_mode)
-    return pusher.push().as_result(module._diff)
+
+    def pushed(progress_file: str | None) -> dict:
+        pusher = LocalImagePusher(client, params["name"], tag, source=params["source"],
+                                  credentials=credentials, docker_host=params["docker_host"],
+                                  timeout=params["push_timeout"], check_mode=module.check_mode,
+                                  progress=PushProgress(progress_file, image=f"{params['name']}:{tag}"))
+        return pusher.push().as_result(module._diff)
+
+    if not params["background"] or module.check_mode:
+        return pushed(None)
+    client.close_connections()  # the worker opens its own; inherited sockets are closed when it detaches
+    # Without job_dir, start_job makes one (0700, in the temporary directory) and names it in the result.
+    return start_job(params["job_dir"], params["background_timeout"],
+                     lambda job_dir: pushed(os.path.join(job_dir, PROGRESS)), module.worker_cleaner())
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import os
 import re
 import stat
@@ -31,6 +32,7 @@ CHAINED = "tests/integration/playbooks/registry_and_agent_images.yml"
 PUBLISH = "Publish the agent image references for the chart"
 MAKE = "Build with the vendor Makefile"
 PUSH = "Push the built images to the registry"
+WAIT_PUSHES = "Wait for the image pushes, a progress line every few seconds"
 
 
 def check_mode_report(run):
@@ -137,8 +139,13 @@ def test_build_pushes_both_images_once_after_the_registry_stage(rig, scenario, m
     assert scratch_docker_configs(scratch) == set()  # ... and is gone
     built = [(build["key"], build["changed"]) for build in first.task(MAKE)["builds"]]
     assert built == [("management_agent", True), ("tracking_agent", True)]
-    pushed = [(result["item"]["key"], result["changed"], result["tagged"]) for result in first.task(PUSH)["results"]]
+    started_pushes = first.task(PUSH)["results"]  # in the background: started, reported by the watcher
+    assert [(result["item"]["key"], result["started"], result["changed"]) for result in started_pushes] == [
+        ("management_agent", True, False), ("tracking_agent", True, False)]
+    pushed = [(result["item"]["item"]["key"], result["changed"], result["tagged"])
+              for result in first.task(WAIT_PUSHES)["results"]]
     assert pushed == [("management_agent", True, False), ("tracking_agent", True, False)]  # the Makefile named them
+    assert not list(scratch.glob("pps-push-*"))  # the pushes' job directories are gone
 
     host = rig["RIG_REGISTRY"]
     published = first.task(PUBLISH)["ansible_facts"]["__agent_images_published"]["agent_images"]
@@ -560,6 +567,57 @@ def test_daemon_image_push_tags_pushes_once_and_checks_against_a_plain_http_regi
         missing = run_module("datarobot_mlops.management_agent.daemon_image_push",
                              {**args, "source": f"localhost/t{token}/never-built:1", "tag": "2"})
         assert missing.failed and f"has no image localhost/t{token}/never-built:1 to push" in missing.result["msg"]
+    finally:
+        for image in (source, f"{name}:1"):
+            subprocess.run(["docker", "rmi", "--force", image], capture_output=True, check=False, timeout=120,
+                           env=os.environ)
+
+
+PUSHING_LINE = re.compile(r"^(?P<image>\S+): pushing through the Docker API for (?P<seconds>\d+)s \([\d.]+ [kMG]?B\)$")
+PUSHED_LINE = re.compile(r"^(?P<image>\S+): pushed in \d+s")
+
+
+def test_daemon_image_push_in_the_background_prints_progress_lines_until_it_ends(rig, tmp_path):
+    """A 200 MB image pushed through podman's API in the background: the watcher prints a line every second while the
+    push runs (podman tells no bytes: how long it has been pushing), then the push's summary; the job directory is
+    gone afterwards, and the registry holds the tag."""
+    host, token = rig["RIG_INSECURE_REGISTRY"], uuid.uuid4().hex[:8]
+    source, name = f"localhost/t{token}/large:1", f"{host}/t{token}/large"
+    context = tmp_path / "context"
+    context.mkdir()
+    (context / "Dockerfile").write_text(f"FROM scratch\nLABEL test.token={token}\nCOPY data /data\n")
+    (context / "data").write_bytes(os.urandom(200 * 10**6))  # random: podman's gzip cannot make it small or fast
+    built = subprocess.run(["docker", "build", "--quiet", "--tag", source, str(context)], capture_output=True,
+                           text=True, check=False, timeout=600, env={**os.environ, "DOCKER_BUILDKIT": "0"})
+    assert built.returncode == 0, built.stderr
+    (context / "data").unlink()
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    playbook = tmp_path / "push.yml"
+    args = {"source": source, "name": name, "tag": "1", "insecure": True, "docker_host": rig["DOCKER_HOST"],
+            "background": True}
+    playbook.write_text(json.dumps([{"hosts": "clusters", "gather_facts": False, "tasks": [
+        {"name": "push", "datarobot_mlops.management_agent.daemon_image_push": args, "register": "started"},
+        {"name": "wait", "datarobot_mlops.management_agent.push_progress": {
+            "job_dir": "{{ started.job_dir }}", "interval": 1, "remove": True}, "register": "pushed"},
+        {"name": "result", "ansible.builtin.debug": {"msg": "{{ pushed.digest }} {{ pushed.changed }}"}}]}]))
+    try:
+        run = run_playbook(str(playbook), env=ansible_env(ANSIBLE_STDOUT_CALLBACK="default", TMPDIR=str(scratch)))
+        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+        lines = [line.strip() for line in run.stdout.splitlines()]
+        pushing = [(index, match) for index, line in enumerate(lines) if (match := PUSHING_LINE.match(line))]
+        ends = [index for index, line in enumerate(lines) if (match := PUSHED_LINE.match(line))
+                and match["image"] == f"{name}:1"]
+        assert pushing and ends, run.stdout[-3000:]
+        assert {match["image"] for _index, match in pushing} == {f"{name}:1"}
+        assert all(index < ends[0] for index, _match in pushing)
+        seconds = [int(match["seconds"]) for _index, match in pushing]
+        assert seconds == sorted(seconds), seconds
+        answer = requests.get(f"http://{host}/v2/t{token}/large/manifests/1", timeout=30,
+                              headers={"Accept": MANIFEST_TYPES})
+        assert answer.status_code == 200
+        assert f"{answer.headers['Docker-Content-Digest']} True" in run.stdout
+        assert not list(scratch.glob("pps-push-*")), "the push's job directory was left behind"
     finally:
         for image in (source, f"{name}:1"):
             subprocess.run(["docker", "rmi", "--force", image], capture_output=True, check=False, timeout=120,

@@ -20,6 +20,11 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
     push_tag,
 )
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._docker_config import Credentials
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._push_progress import (
+    PushProgress,
+    parse_status,
+    progress_line,
+)
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._push_result import TagState
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._registry_client import RegistryError
 
@@ -299,3 +304,75 @@ def test_the_answer_stream_keeps_the_last_state_of_each_layer_and_skips_odd_even
     pushed = push_tag(FakeApi(events), NAME, TAG, {}, "here")
     assert pushed.layers == {"aaaaaaaaaaaa": "Pushed", "bbbbbbbbbbbb": "Layer already exists"}
     assert (pushed.sent, pushed.existing, pushed.mounted, pushed.digest) == (1, 1, 0, "")
+
+
+class RecordedProgress(PushProgress):
+    """A PushProgress that keeps a copy of its state each time it changes."""
+
+    def __init__(self) -> None:
+        super().__init__(None, image=f"{NAME}:{TAG}")
+        self.states: list[dict[str, Any]] = []
+
+    def write(self, force: bool = False) -> None:
+        self.states.append(self.snapshot())
+
+
+DOCKER_BYTES = [
+    {"status": "Preparing", "progressDetail": {}, "id": "aaaaaaaaaaaa"},
+    {"status": "Preparing", "progressDetail": {}, "id": "bbbbbbbbbbbb"},
+    {"status": "Preparing", "progressDetail": {}, "id": "cccccccccccc"},
+    {"status": "Layer already exists", "progressDetail": {}, "id": "cccccccccccc"},
+    {"status": "Pushing", "progressDetail": {"current": 400, "total": 1000}, "id": "aaaaaaaaaaaa"},
+    {"status": "Pushing", "progressDetail": {"current": 100, "total": 500}, "id": "bbbbbbbbbbbb"},
+    {"status": "Pushing", "progressDetail": {"current": 900, "total": 1000}, "id": "aaaaaaaaaaaa"},
+    {"status": "Pushed", "progressDetail": {}, "id": "aaaaaaaaaaaa"},
+    {"status": "Pushing", "progressDetail": {"current": 300, "total": 500}, "id": "bbbbbbbbbbbb"},
+    {"status": "Pushed", "progressDetail": {}, "id": "bbbbbbbbbbbb"},
+    {"status": "Pushed", "progressDetail": {}, "id": "bbbbbbbbbbbb"},  # told twice: counted once
+    {"status": f"{TAG}: digest: {PUSHED} size: 945"},
+]
+
+
+def test_dockers_byte_counts_and_layer_ends_feed_the_progress_as_they_come():
+    progress = RecordedProgress()
+    progress.expect_bytes(1600)
+    progress.phase("pushing")
+    push_tag(FakeApi(DOCKER_BYTES), NAME, TAG, {}, "unix:///var/run/docker.sock", progress=progress)
+    done = [state["bytes_done"] for state in progress.states]
+    assert done == sorted(done) and done[-1] == 1500  # rising; both pushed layers whole, the skipped one not read
+    last = progress.states[-1]
+    assert (last["blobs_total"], last["blobs_done"], last["blobs_skipped"], last["blobs_mounted"]) == (3, 3, 1, 0)
+    assert last["bytes_sent"] == 1500
+    middle = next(state for state in progress.states if state["bytes_done"] == 500)  # 400 of a + 100 of b
+    line = progress_line(middle, now=middle["sending_since"] + 10)
+    assert line == (f"{NAME}:{TAG}: 31% 500 B of 1.6 kB, 0.0 MB/s, about 22s left (pushing through the Docker API); "
+                    "blobs 1 of 3 done (0 mounted, 1 skipped)")
+
+
+def test_a_podman_push_tells_only_that_it_is_pushing_and_for_how_long(tmp_path):
+    path = tmp_path / "progress.json"
+    registry = FakeRegistry((MANIFEST, OTHER_ID), (PUSHED, IMAGE_ID))
+    image = FakeImage(IMAGE_ID, [f"{NAME}:{TAG}"])
+    image.attrs["Size"] = 301_200_000
+    seen: list[str] = []
+
+    class Watching(FakeApi):
+        def push(self, name: str, tag: str, **kwargs: Any) -> Any:  # what a watcher reads while podman pushes
+            status = parse_status(path.read_text())
+            seen.append(progress_line(status, now=status["sending_since"] + 75))
+            return super().push(name, tag, **kwargs)
+
+    docker = FakeDocker({f"{NAME}:{TAG}": image})
+    docker.api = Watching(PODMAN_EVENTS)
+    progress = PushProgress(str(path), image=f"{NAME}:{TAG}")
+    result = pusher(registry, docker, progress=progress).push()
+    assert seen == [f"{NAME}:{TAG}: pushing through the Docker API for 1m15s (301.2 MB)"]
+    assert result.changed and parse_status(path.read_text())["phase"] == "done"
+
+
+def test_a_push_that_changes_nothing_writes_no_pushing_phase(tmp_path):
+    path = tmp_path / "progress.json"
+    registry = FakeRegistry((MANIFEST, IMAGE_ID))
+    docker = FakeDocker({f"{NAME}:{TAG}": FakeImage(IMAGE_ID, [f"{NAME}:{TAG}"])})
+    pusher(registry, docker, progress=PushProgress(str(path), image=f"{NAME}:{TAG}")).push()
+    assert not path.exists() or parse_status(path.read_text())["phase"] != "pushing"
