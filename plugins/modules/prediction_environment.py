@@ -142,6 +142,8 @@ def manage(module: AnsibleModule) -> dict:
     for required, env in (("endpoint", "DATAROBOT_ENDPOINT"), ("api_token", "DATAROBOT_API_TOKEN or DATAROBOT_API_TOKEN_FILE")):
         if not params[required]:
             raise InvalidEnvironmentRequest(f"{required} is required: pass it or set {env}.")
+    if not params["name"] and not params["id"]:  # required_one_of takes an empty string for a given value
+        raise InvalidEnvironmentRequest("Give the prediction environment's name, or its id: both are empty.")
     if params["state"] == "present":
         check_formats(params["supported_model_formats"])  # before any call
     verify = (params["ca_path"] or True) if params["validate_certs"] else False

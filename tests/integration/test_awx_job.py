@@ -31,8 +31,12 @@ IMAGE_BUILDER = "Publish the chart's imageBuilder values and the repository path
 
 def site_extra_vars() -> dict:
     """The site.yml template's extra vars (awx/job_templates.yml) and the survey's answers, as AWX merges them."""
-    return template_extra_vars("site.yml", {"mlops_pps_image_version": "9.2.0", "mlops_agent_images_method": "present",
-                                            "mlops_datarobot_endpoint": ""})  # an empty answer: the credential's
+    # AWX 24 sends an optional question left empty as "" or null: neither may wipe an inventory's value
+    return template_extra_vars("site.yml", {"mlops_pps_image_version": "9.2.0",
+                                            "mlops_survey_agent_images_method": "present",
+                                            "mlops_survey_registry_vendor": "",
+                                            "mlops_survey_prediction_environment_name": None,
+                                            "mlops_survey_datarobot_endpoint": ""})  # empty: the credential's
 
 
 @pytest.fixture
@@ -51,7 +55,8 @@ def test_inventory_wins_over_the_credentials_and_no_secret_reaches_the_artifacts
     hosts[own].update(mlops_registry_host=rig["RIG_INSECURE_REGISTRY"], mlops_registry_insecure=True,
                       mlops_registry_username="own-user", mlops_registry_password=own_password)
     hosts[cred].update(mlops_registry_ca_path=rig["RIG_REGISTRY_CA"])
-    hosts[other].update(mlops_registry_host=rig["RIG_INSECURE_REGISTRY"], mlops_registry_insecure=True)
+    hosts[other].update(mlops_registry_host=rig["RIG_INSECURE_REGISTRY"], mlops_registry_insecure=True,
+                        mlops_prediction_environment_name=f"awx-inventory-name-{suffix}")
 
     types, injected = credential_types(), Injected()
     inject(types["DataRobot MLOps API"], {"api_token": rig["DATAROBOT_API_TOKEN"],
@@ -81,6 +86,10 @@ def test_inventory_wins_over_the_credentials_and_no_secret_reaches_the_artifacts
     # The DataRobot token reached the prediction_environment stage from its file.
     environments = job.task_results("Create or reuse the prediction environment")
     assert set(environments) == set(hosts) and all(result["id"] for result in environments.values())
+    # The survey's empty (null) name kept the inventory's, else the role's default.
+    names = {host: result["prediction_environment"]["name"] for host, result in environments.items()}
+    assert names == {own: f"management-agent-{own}", cred: f"management-agent-{cred}",
+                     other: f"awx-inventory-name-{suffix}"}, names
 
     canaries = {"registry credential password": rig["RIG_REGISTRY_PASSWORD"],
                 "DataRobot API token": rig["DATAROBOT_API_TOKEN"], "inventory password": own_password,

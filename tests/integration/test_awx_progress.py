@@ -34,7 +34,7 @@ def test_awx_job_output_shows_rising_progress_before_the_push_ends(rig, new_name
     host = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable,
             "mlops_namespace": new_namespace("t-awx-progress"), "mlops_registry_host": f"127.0.0.1:{slow_link.port}",
             "mlops_registry_insecure": True, "mlops_registry_path_prefix": prefix}
-    answers = {"mlops_pps_image_version": "9.2.0", "mlops_pps_image_archive": str(large_archive)}
+    answers = {"mlops_pps_image_version": "9.2.0", "mlops_survey_pps_image_archive": str(large_archive)}
     extravars = dict(template_extra_vars(PLAYBOOK, answers), mlops_pps_image_poll=2)
     job = run_job(job_dir, REPO, PLAYBOOK, inventory={"clusters": {"hosts": {"cluster-1": host}}}, extravars=extravars,
                   injected=injected, base_env=execution_environment(dict(os.environ)))

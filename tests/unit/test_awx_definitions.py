@@ -345,14 +345,43 @@ _QUESTION_TYPE_FOR_OPTION = {"str": {"text", "textarea", "password", "multiplech
                              "raw": set(SURVEY_TYPES)}
 
 
+SURVEY_PREFIX = "mlops_survey_"
+
+
+@lru_cache(maxsize=None)
+def survey_settings() -> tuple[str, ...]:
+    """The settings playbooks/tasks/survey_answers.yml sets from mlops_survey_<name> answers (by <name>)."""
+    task = _yaml(REPO / "playbooks" / "tasks" / "survey_answers.yml")[0]
+    return tuple(task["vars"]["__survey_settings"])
+
+
+def setting_of(variable: str) -> str | None:
+    """The setting a question's answer becomes: its own variable, or for mlops_survey_<name> the mlops_<name> the
+    survey answers task sets (None when that task does not list it)."""
+    if not variable.startswith(SURVEY_PREFIX):
+        return variable
+    name = variable[len(SURVEY_PREFIX):]
+    return f"mlops_{name}" if name in survey_settings() else None
+
+
 def survey_fit_problems(spec: dict) -> list[str]:
-    """Each question feeds a variable the collection reads, in a type and with choices the role accepts."""
+    """Each question feeds a variable the collection reads, in a type and with choices the role accepts; an optional
+    one through mlops_survey_<name> (AWX sends a question left empty as "" or null, which as the setting itself would
+    beat every host's inventory)."""
     problems = []
     for question in spec["spec"]:
         variable, qtype = question["variable"], question["type"]
-        if not read_by_the_collection(variable):
+        if not question.get("required") and not variable.startswith(SURVEY_PREFIX):
+            problems.append(f"{variable}: an optional question left empty would wipe the inventory's value: ask it "
+                            f"as {SURVEY_PREFIX}<name> (playbooks/tasks/survey_answers.yml)")
+        setting = setting_of(variable)
+        if setting is None:
+            problems.append(f"{variable}: playbooks/tasks/survey_answers.yml does not turn it into a setting")
+            continue
+        if not read_by_the_collection(setting):
             problems.append(f"{variable}: no role or playbook reads it")
             continue
+        variable = setting
         direct = _role_specs().get(variable)
         if direct and qtype not in _QUESTION_TYPE_FOR_OPTION.get(direct.get("type", "str"), set()):
             problems.append(f"{variable}: a {qtype} answer does not fit the option's type {direct.get('type', 'str')}")
@@ -372,6 +401,12 @@ def test_surveys_follow_awx_rules(name):
 @pytest.mark.parametrize("name", surveys())
 def test_survey_questions_feed_what_the_roles_read(name):
     assert survey_fit_problems(survey(name)) == []
+
+
+def test_the_survey_answers_task_sets_exactly_the_settings_the_surveys_ask():
+    asked = {question["variable"][len(SURVEY_PREFIX):] for name in surveys() for question in survey(name)["spec"]
+             if question["variable"].startswith(SURVEY_PREFIX)}
+    assert asked == set(survey_settings())
 
 
 def _question(**changes) -> dict:
@@ -411,8 +446,12 @@ def test_survey_rules_catch_each_broken_survey(broken):
 @pytest.mark.parametrize("question, problem", [
     (_question(variable="mlops_pps_image_versions"), "no role or playbook reads it"),
     (_question(type="integer", default=None), "does not fit the option's type"),
-    (_question(variable="mlops_registry_vendor", type="multiplechoice", choices=["generic", "quay"]),
+    (_question(variable="mlops_survey_registry_vendor", type="multiplechoice", choices=["generic", "quay"]),
      "are not accepted by mlops_registry_vendor"),
+    (_question(variable="mlops_survey_pps_image_versions"), "does not turn it into a setting"),
+    (_question(variable="mlops_pps_image_archive", required=False), "would wipe the inventory's value"),
+    (_question(variable="mlops_survey_pps_image_archive", type="integer", required=False),
+     "does not fit the option's type"),
 ])
 def test_survey_fit_catches_questions_the_roles_would_not_take(question, problem):
     assert problem in " ".join(survey_fit_problems({"spec": [question]}))

@@ -28,9 +28,10 @@ from ansible_cli import REPO, PlaybookRun, ansible_env, run_playbook
 sys.path.insert(0, str(REPO / "tests" / "rig"))
 from processes import free_port  # noqa: E402  the rig's helpers: a free port outside the ephemeral range
 
-# What a settings check runs; anything else touched (or would have touched) the cluster, a registry or DataRobot.
+# What a settings check runs (and the survey answers' set_fact); anything else touched (or would have touched) the
+# cluster, a registry or DataRobot.
 CHECKS_ONLY = {"ansible.builtin.include_role", "ansible.builtin.include_tasks", "ansible.builtin.validate_argument_spec",
-               "ansible.builtin.assert", "ansible.builtin.fail"}
+               "ansible.builtin.assert", "ansible.builtin.fail", "ansible.builtin.set_fact"}
 # The caller's own access to a cluster, a registry or DataRobot must not reach the runs.
 OWN_ACCESS = ("KUBECONFIG", "K8S_AUTH_KUBECONFIG", "K8S_AUTH_CONTEXT", "REGISTRY_HOST", "REGISTRY_USERNAME",
               "REGISTRY_PASSWORD", "REGISTRY_PASSWORD_FILE", "DATAROBOT_ENDPOINT", "DATAROBOT_API_TOKEN",
@@ -300,3 +301,44 @@ def test_preflight_with_a_stage_checks_that_stages_settings_only(cluster):
     names = [name for name, _action, _result in ran(run)]
     assert "Registry settings" in names and not [name for name in names if "agent_images :" in name], names
     assert "Check the cluster's version" in touched(run)[0], touched(run)
+
+
+def test_an_awx_survey_answer_becomes_the_setting_and_an_empty_one_keeps_the_inventorys(cluster, tmp_path):
+    """AWX sends an optional question left empty as "" or null; asked as mlops_survey_<setting>, it must not wipe the
+    inventory's value, and an answer must win over it (playbooks/tasks/survey_answers.yml)."""
+    playbook = tmp_path / "answers.yml"
+    playbook.write_text(json.dumps([{
+        "hosts": "clusters", "gather_facts": False,
+        "tasks": [{"name": "answers", "ansible.builtin.import_tasks": str(REPO / "playbooks/tasks/survey_answers.yml")},
+                  {"name": "seen", "ansible.builtin.debug": {"msg": {
+                      name: f"{{{{ {name} | default('(unset)') }}}}" for name in (
+                          "mlops_pps_image_archive", "mlops_registry_vendor", "mlops_prediction_environment_name",
+                          "mlops_datarobot_endpoint", "mlops_agent_images_method")}}}]}]))
+    run = cluster.run(str(playbook), {"mlops_survey_pps_image_archive": "", "mlops_survey_registry_vendor": None,
+                                      "mlops_survey_prediction_environment_name": "from-the-survey",
+                                      "mlops_survey_agent_images_method": "present"})
+    assert run.returncode == 0, run.stdout[-3000:]
+    seen = next(result["msg"] for name, _action, result in ran(run) if name == "seen")
+    archive = str(cluster.tmp / "datarobot-portable-prediction-api-9.2.0.tar.gz")
+    assert seen == {"mlops_pps_image_archive": archive,  # "" kept the inventory's
+                    "mlops_registry_vendor": "(unset)",  # null set nothing: the role's default applies
+                    "mlops_prediction_environment_name": "from-the-survey",
+                    "mlops_datarobot_endpoint": "https://datarobot.invalid",  # unanswered
+                    "mlops_agent_images_method": "present"}, seen
+
+
+def test_site_yml_takes_the_survey_answer_before_it_checks_the_settings(cluster):
+    run = cluster.run("site.yml", {"mlops_survey_registry_vendor": "quay"})
+    assert run.returncode != 0
+    assert "mlops_registry_vendor" in run.failure() and "quay" in run.failure(), run.failure()
+    assert not touched(run), touched(run)
+
+
+@pytest.mark.parametrize("playbook", sorted(str(path.relative_to(REPO)) for path in (REPO / "playbooks").glob("*.yml")
+                                            if path.name not in ("summary.yml",)))
+def test_every_playbook_takes_the_survey_answers_first(playbook):
+    import yaml
+
+    first = yaml.safe_load((REPO / playbook).read_text())[0]
+    tasks = first.get("pre_tasks") or first.get("tasks")
+    assert tasks[0].get("ansible.builtin.import_tasks") == "tasks/survey_answers.yml", tasks[0]
