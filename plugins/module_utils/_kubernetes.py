@@ -14,6 +14,9 @@ from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._http_retry import RETRY_STATUSES
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import MlopsError
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._kubeconfig_exec import (
+    missing_exec_plugin,
+)
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._memory_files import (
     keep_kube_credentials_in_memory,
 )
@@ -39,6 +42,9 @@ except ImportError:  # AnsibleK8SModule reports the missing library before any o
 T = TypeVar("T")
 
 
+UNAUTHORIZED = "rejected our credentials: refresh the kubeconfig's token or client certificate."  # a 401's hint
+
+
 class KubernetesAccessError(MlopsError):
     """The API server could not be reached or refused us; the message says what to check."""
 
@@ -53,6 +59,13 @@ def _unreachable(host: str, what: str, exc: Exception) -> KubernetesAccessError:
         "kubeconfig's server address right? Is its CA trusted (ca_cert)?")
 
 
+def kubeconfig_files(kubeconfig: str) -> list[str]:
+    """The files of a kubeconfig option that exist: it may list several, separated as in KUBECONFIG (os.pathsep), as
+    kubernetes.core's option and the kubernetes client (which merges them, skipping missing ones) take it."""
+    paths = (os.path.expanduser(path) for path in kubeconfig.split(os.pathsep) if path)
+    return [path for path in paths if os.path.exists(path)]
+
+
 class ReadOnlyCluster:
     def __init__(self, k8s_client: Any) -> None:
         self._k8s = k8s_client
@@ -64,10 +77,17 @@ class ReadOnlyCluster:
         from ansible_collections.kubernetes.core.plugins.module_utils.k8s.exceptions import CoreException
 
         kubeconfig = module.params.get("kubeconfig")
-        if isinstance(kubeconfig, str) and not os.path.exists(os.path.expanduser(kubeconfig)):
+        if isinstance(kubeconfig, str) and not kubeconfig_files(kubeconfig):
             raise KubernetesAccessError(
                 "The kubeconfig file given does not exist (its path is not shown: kubeconfig is no_log): pass an existing "
                 "file (kubeconfig, K8S_AUTH_KUBECONFIG or KUBECONFIG).")
+        missing = None if module.params.get("api_key") else missing_exec_plugin(kubeconfig,
+                                                                                 module.params.get("context"))
+        if missing:
+            raise KubernetesAccessError(
+                f"The kubeconfig's user {missing[0]} gets its token from the program {missing[1]} (an exec plugin), "
+                "which is not on PATH where the module runs: install it there (in AWX, in the execution "
+                "environment), or use a kubeconfig whose user has a token or a client certificate.")
         keep_kube_credentials_in_memory()  # a killed run leaves no file with the kubeconfig's key behind
         try:
             return cls(get_api_client(module=module))
@@ -84,7 +104,7 @@ class ReadOnlyCluster:
             return call()
         except DynamicApiError as exc:
             hints = {
-                401: "rejected our credentials: refresh the kubeconfig's token or client certificate.",
+                401: UNAUTHORIZED,
                 403: "forbids it: grant the user read access, or run as a cluster administrator.",
             }
             hint = hints.get(exc.status, f"answered {exc.status} {exc.reason}.")

@@ -24,6 +24,7 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
     ReadOnlyCluster,
     ResourceNotFoundError,
     TransportError,
+    UNAUTHORIZED,
 )
 
 
@@ -80,7 +81,7 @@ class ReleaseCluster(ReadOnlyCluster):
                 raise KubernetesAccessError(
                     f"{kind} {name} changed while its drift was being repaired (the API server answered "
                     f"{exc.status}): run again.") from exc
-            hints = {401: "rejected our credentials: refresh the kubeconfig's token or client certificate.",
+            hints = {401: UNAUTHORIZED,
                      403: f"forbids patching {kind} objects in namespace {namespace}: grant the user that right."}
             hint = hints.get(exc.status, f"answered {exc.status} {exc.reason}.")
             raise KubernetesAccessError(f"Repairing {kind} {name} on {self.host} failed: the API server {hint}") from exc
@@ -113,7 +114,7 @@ class ReleaseCluster(ReadOnlyCluster):
                 raise LeaseConflict(namespace, name) from exc
             if exc.status == 404 and what == "Creating":
                 raise NamespaceMissing(namespace) from exc
-            hints = {401: "rejected our credentials: refresh the kubeconfig's token or client certificate.",
+            hints = {401: UNAUTHORIZED,
                      403: f"forbids it: grant the user create, get, update and delete on leases "
                           f"(coordination.k8s.io) in namespace {namespace}."}
             hint = hints.get(exc.status, f"answered {exc.status} {exc.reason}.")

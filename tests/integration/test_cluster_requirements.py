@@ -85,6 +85,34 @@ def test_unreachable_api_server_gives_a_clear_message(rig):
     assert "Traceback" not in outcome.stdout + outcome.stderr
 
 
+def test_an_exec_plugin_missing_here_is_named_not_taken_for_a_permission(rig, tmp_path):
+    """The rig's cluster with a user whose token comes from a program that is not installed (an EKS kubeconfig in an
+    execution environment without the aws CLI): without the check, the client goes on without credentials and the
+    API server answers 403 for system:anonymous. Listed after a missing file, as KUBECONFIG may list it."""
+    import yaml
+
+    config = yaml.safe_load(open(os.environ["KUBECONFIG"], encoding="utf-8"))
+    for entry in config["users"]:
+        entry["user"] = {"exec": {"apiVersion": "client.authentication.k8s.io/v1beta1",
+                                  "command": "aws-not-installed-here", "args": ["eks", "get-token"]}}
+    for entry in config["clusters"]:  # a copy elsewhere: its CA path made absolute, as the client resolves it
+        ca = entry["cluster"].get("certificate-authority")
+        if ca and not os.path.isabs(ca):
+            entry["cluster"]["certificate-authority"] = os.path.join(os.path.dirname(os.environ["KUBECONFIG"]), ca)
+    path = tmp_path / "eks-like"
+    path.write_text(yaml.safe_dump(config))
+    listed = f"{tmp_path / 'missing'}:{path}"
+    outcome = run_module(MODULE, {"kubeconfig": listed},
+                         env=ansible_env(without=("KUBECONFIG", "K8S_AUTH_KUBECONFIG")))
+    assert outcome.failed
+    message = outcome.result["msg"]
+    assert "gets its token from the program aws-not-installed-here (an exec plugin)" in message, message
+    assert "Traceback" not in outcome.stdout + outcome.stderr
+    working = run_module(MODULE, {"kubeconfig": f"{tmp_path / 'missing'}:{os.environ['KUBECONFIG']}"},
+                         env=ansible_env(without=("KUBECONFIG", "K8S_AUTH_KUBECONFIG")))
+    assert not working.failed, working.result.get("msg")  # a list with a missing file is a kubeconfig
+
+
 def test_module_defaults_of_our_k8s_group_reach_our_module_and_kubernetes_core_alike(rig, tmp_path):
     """meta/runtime.yml: our k8s group takes in kubernetes.core.k8s, so one set of auth defaults serves both."""
     unreachable = {"host": "https://127.0.0.1:9", "api_key": "not-a-real-token", "validate_certs": False}

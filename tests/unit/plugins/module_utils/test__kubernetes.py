@@ -104,3 +104,14 @@ def test_a_kind_the_api_server_does_not_serve_elsewhere_is_a_clear_error():
     with pytest.raises(MlopsError, match=r"Reading nodes from https://k8s-1-18\.example:6443 failed: the API server "
                                          r"does not serve it .*supported Kubernetes or OpenShift version"):
         ReadOnlyCluster(_NodesOnly()).nodes()
+
+
+def test_a_kubeconfig_option_may_list_files_as_kubeconfig_does(tmp_path):
+    from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._kubernetes import kubeconfig_files
+
+    (tmp_path / "a").write_text("{}")
+    (tmp_path / "b").write_text("{}")
+    listed = f"{tmp_path / 'missing'}:{tmp_path / 'a'}::{tmp_path / 'b'}"
+    assert kubeconfig_files(listed) == [str(tmp_path / "a"), str(tmp_path / "b")]  # missing ones skipped
+    assert kubeconfig_files(str(tmp_path / "a")) == [str(tmp_path / "a")]
+    assert kubeconfig_files(f"{tmp_path / 'x'}:{tmp_path / 'y'}") == []

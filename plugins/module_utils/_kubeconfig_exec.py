@@ -1,0 +1,77 @@
+# Copyright: DataRobot MLOps collection maintainers
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+"""Whether the kubeconfig's user gets its token from an exec plugin that cannot run here.
+
+EKS, GKE and AKS (Entra ID) kubeconfigs run a program for a token (`aws eks get-token`, `gke-gcloud-auth-plugin`,
+`kubelogin`). Where that program is missing, as in an AWX execution environment without the cloud's CLI, the
+kubernetes client logs the failure and goes on without credentials: the API server then answers as to an anonymous
+user (403 "system:anonymous"), which reads as a missing permission. Asked first, the cause is named instead.
+
+Only what client-go would pick is looked at: the context given (else the first `current-context` among the files),
+its user, the first entry of that name across the files (the order of KUBECONFIG). Anything unreadable or unusual
+is left to the kubernetes client, which reports it itself.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from typing import Any, Mapping
+
+try:
+    import yaml
+
+    UNREADABLE: tuple[type[Exception], ...] = (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError)
+except ImportError:  # the kubernetes client needs PyYAML too: without it there is nothing to check with
+    yaml = None
+    UNREADABLE = (OSError,)
+
+
+def _documents(kubeconfig: Any, environ: Mapping[str, str]) -> list[dict[str, Any]]:
+    """The kubeconfig documents the client would read: the dictionary given, the files listed (as in KUBECONFIG),
+    else KUBECONFIG's, else ~/.kube/config."""
+    if isinstance(kubeconfig, dict):
+        return [kubeconfig]
+    if yaml is None:
+        return []
+    listed = kubeconfig if isinstance(kubeconfig, str) and kubeconfig else environ.get("KUBECONFIG", "")
+    paths = listed.split(os.pathsep) if listed else [os.path.join(environ.get("HOME", "~"), ".kube", "config")]
+    documents = []
+    for path in dict.fromkeys(os.path.expanduser(path) for path in paths if path):
+        try:
+            with open(path, encoding="utf-8") as stream:
+                document = yaml.safe_load(stream)
+        except UNREADABLE:
+            continue
+        if isinstance(document, dict):
+            documents.append(document)
+    return documents
+
+
+def _named(documents: list[dict[str, Any]], kind: str, name: Any) -> dict[str, Any]:
+    for document in documents:
+        for item in document.get(kind) or []:
+            if isinstance(item, dict) and item.get("name") == name and isinstance(item.get(kind[:-1]), dict):
+                return item[kind[:-1]]
+    return {}
+
+
+def missing_exec_plugin(kubeconfig: Any, context: str | None,
+                        environ: Mapping[str, str] = os.environ) -> tuple[str, str] | None:
+    """(user, program) when the chosen context's user runs an exec plugin that is not on PATH; else None."""
+    documents = _documents(kubeconfig, environ)
+    chosen = context or next((document.get("current-context") for document in documents
+                              if document.get("current-context")), None)
+    if not chosen:
+        return None
+    user = _named(documents, "contexts", chosen).get("user")
+    program = (_named(documents, "users", user).get("exec") or {}).get("command")
+    if not isinstance(program, str) or not program:
+        return None
+    if os.path.isabs(program):
+        found = os.access(program, os.X_OK)
+    elif os.sep in program:  # relative to the kubeconfig's directory, as client-go resolves it: left to the client
+        found = True
+    else:
+        found = shutil.which(program, path=environ.get("PATH", os.defpath)) is not None
+    return None if found else (str(user), program)
