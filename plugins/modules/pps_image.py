@@ -178,7 +178,7 @@ options:
     default: 5
   timeout:
     description:
-      - How long to wait for one registry or Docker API answer (uploads are sent in 16 MiB pieces).
+      - How long to wait for one registry or Docker API answer (uploads are sent in 8 MiB pieces).
       - Whole seconds (C(600)) or a duration string as kubernetes.core's C(helm) module and helm's C(--timeout)
         take it, such as C(90s), C(10m), C(1h30m), C(1.5h) (units C(h), C(m), C(s), C(ms), C(us), C(ns); a fraction
         of a second is rounded up).
