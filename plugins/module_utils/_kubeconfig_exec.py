@@ -57,8 +57,10 @@ def _named(documents: list[dict[str, Any]], kind: str, name: Any) -> dict[str, A
 
 
 def missing_exec_plugin(kubeconfig: Any, context: str | None,
-                        environ: Mapping[str, str] = os.environ) -> tuple[str, str] | None:
-    """(user, program) when the chosen context's user runs an exec plugin that is not on PATH; else None."""
+                        environ: Mapping[str, str] | None = None) -> tuple[str, str] | None:
+    """(user, program) when the chosen context's user runs an exec plugin that is not on PATH (in `environ`, default
+    this process's environment); else None."""
+    environ = os.environ if environ is None else environ
     documents = _documents(kubeconfig, environ)
     chosen = context or next((document.get("current-context") for document in documents
                               if document.get("current-context")), None)

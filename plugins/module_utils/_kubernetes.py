@@ -81,8 +81,8 @@ class ReadOnlyCluster:
             raise KubernetesAccessError(
                 "The kubeconfig file given does not exist (its path is not shown: kubeconfig is no_log): pass an existing "
                 "file (kubeconfig, K8S_AUTH_KUBECONFIG or KUBECONFIG).")
-        missing = None if module.params.get("api_key") else missing_exec_plugin(kubeconfig,
-                                                                                 module.params.get("context"))
+        api_key, context = module.params.get("api_key"), module.params.get("context")
+        missing = None if api_key else missing_exec_plugin(kubeconfig, context)
         if missing:
             raise KubernetesAccessError(
                 f"The kubeconfig's user {missing[0]} gets its token from the program {missing[1]} (an exec plugin), "
