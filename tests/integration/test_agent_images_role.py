@@ -11,6 +11,7 @@ import io
 import json
 import os
 import re
+import signal
 import stat
 import subprocess
 import tarfile
@@ -32,7 +33,7 @@ CHAINED = "tests/integration/playbooks/registry_and_agent_images.yml"
 PUBLISH = "Publish the agent image references for the chart"
 MAKE = "Build with the vendor Makefile"
 PUSH = "Push the built images to the registry"
-WAIT_PUSHES = "Wait for the image pushes, a progress line every few seconds"
+WAIT_PUSHES = "Wait for the built images' pushes, a progress line every few seconds"
 
 
 def check_mode_report(run):
@@ -349,7 +350,7 @@ def test_build_pushes_organisation_paths_to_the_token_auth_registry(rig, scenari
         assert published[key]["image"] == f"{registry.address}/{path}:{scenario.version}"
         assert published[key]["digest"] == answer.headers["Docker-Content-Digest"]
     # Built under the Makefile's datarobot/... path, then tagged with the organisation's by the push.
-    assert [result["tagged"] for result in run.task(PUSH)["results"]] == [True, True]
+    assert [result["tagged"] for result in run.task(WAIT_PUSHES)["results"]] == [True, True]
     scopes = {scope for request in registry.requests for scope in request["scopes"]}
     assert {f"repository:{path}:pull,push" for path in paths.values()} <= scopes
     again = run_playbook(PLAYBOOK, extra_vars=scenario.vars(_mlops={"registry": facts}))
@@ -522,7 +523,7 @@ def test_build_and_push_never_write_the_login_to_disk(rig, tmp_path, ledger):
         snoop.join()
         scenario.clean()
     assert run.returncode == 0, run.failure() or run.stdout[-3000:]
-    assert [result["changed"] for result in run.task(PUSH)["results"]] == [True, True]
+    assert [result["changed"] for result in run.task(WAIT_PUSHES)["results"]] == [True, True]
     async_files = [path for path in snoop.files if "/ansible-async/" in path]
     held = {path: sorted(labels) for path, labels in snoop.hits.items()}
     ledger.record("secret", "agent_images build: no file of the run (TMPDIR, HOME, Ansible's temporary and async "
@@ -577,20 +578,50 @@ PUSHING_LINE = re.compile(r"^(?P<image>\S+): pushing through the Docker API for 
 PUSHED_LINE = re.compile(r"^(?P<image>\S+): pushed in \d+s")
 
 
+class RegistryPause(threading.Thread):
+    """Once a background push is under way (its job directory's progress says "pushing"), the registry stops
+    answering for `seconds` (SIGSTOP, then SIGCONT): the push is then surely still running at the watcher's next
+    looks, however fast this machine pushes."""
+
+    def __init__(self, rig: dict[str, str], scratch: Path, seconds: float) -> None:
+        super().__init__(daemon=True)
+        pid_text = (Path(rig["RIG_DIR"]) / "pids" / "registry-http.pid").read_text().split()[0]
+        self.pid, self.scratch, self.seconds, self.halt = int(pid_text), scratch, seconds, threading.Event()
+        self.paused = False
+
+    def run(self) -> None:
+        while not self.halt.is_set():
+            if any(self._phase(found) == "pushing" for found in self.scratch.glob("pps-push-*/progress.json")):
+                os.kill(self.pid, signal.SIGSTOP)
+                self.paused = True
+                try:
+                    self.halt.wait(self.seconds)
+                finally:
+                    os.kill(self.pid, signal.SIGCONT)
+                return
+            self.halt.wait(0.05)
+
+    @staticmethod
+    def _phase(progress: Path) -> str:
+        try:
+            return str(json.loads(progress.read_text()).get("phase"))
+        except (OSError, ValueError):  # not there yet, gone already, or replaced as it was read
+            return ""
+
+
 def test_daemon_image_push_in_the_background_prints_progress_lines_until_it_ends(rig, tmp_path):
-    """A 200 MB image pushed through podman's API in the background: the watcher prints a line every second while the
-    push runs (podman tells no bytes: how long it has been pushing), then the push's summary; the job directory is
-    gone afterwards, and the registry holds the tag."""
+    """An image pushed through podman's API in the background, the registry pausing 3 s once the push is under way:
+    the watcher prints a line every second while the push runs (podman tells no bytes: how long it has been pushing),
+    then the push's summary; the job directory is gone afterwards, and the registry holds the tag."""
     host, token = rig["RIG_INSECURE_REGISTRY"], uuid.uuid4().hex[:8]
     source, name = f"localhost/t{token}/large:1", f"{host}/t{token}/large"
     context = tmp_path / "context"
     context.mkdir()
     (context / "Dockerfile").write_text(f"FROM scratch\nLABEL test.token={token}\nCOPY data /data\n")
-    (context / "data").write_bytes(os.urandom(200 * 10**6))  # random: podman's gzip cannot make it small or fast
+    (context / "data").write_bytes(os.urandom(20 * 10**6))
     built = subprocess.run(["docker", "build", "--quiet", "--tag", source, str(context)], capture_output=True,
                            text=True, check=False, timeout=600, env={**os.environ, "DOCKER_BUILDKIT": "0"})
     assert built.returncode == 0, built.stderr
-    (context / "data").unlink()
     scratch = tmp_path / "tmp"
     scratch.mkdir()
     playbook = tmp_path / "push.yml"
@@ -601,24 +632,31 @@ def test_daemon_image_push_in_the_background_prints_progress_lines_until_it_ends
         {"name": "wait", "datarobot_mlops.management_agent.push_progress": {
             "job_dir": "{{ started.job_dir }}", "interval": 1, "remove": True}, "register": "pushed"},
         {"name": "result", "ansible.builtin.debug": {"msg": "{{ pushed.digest }} {{ pushed.changed }}"}}]}]))
+    pause = RegistryPause(rig, scratch, 3)
+    pause.start()
     try:
         run = run_playbook(str(playbook), env=ansible_env(ANSIBLE_STDOUT_CALLBACK="default", TMPDIR=str(scratch)))
+        pause.halt.set()
+        pause.join()
+        assert pause.paused, "the push was never seen under way"
         assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
         lines = [line.strip() for line in run.stdout.splitlines()]
         pushing = [(index, match) for index, line in enumerate(lines) if (match := PUSHING_LINE.match(line))]
         ends = [index for index, line in enumerate(lines) if (match := PUSHED_LINE.match(line))
                 and match["image"] == f"{name}:1"]
-        assert pushing and ends, run.stdout[-3000:]
+        assert len(pushing) >= 2 and ends, run.stdout[-3000:]
         assert {match["image"] for _index, match in pushing} == {f"{name}:1"}
         assert all(index < ends[0] for index, _match in pushing)
         seconds = [int(match["seconds"]) for _index, match in pushing]
-        assert seconds == sorted(seconds), seconds
+        assert seconds == sorted(seconds) and seconds[-1] > seconds[0], seconds
         answer = requests.get(f"http://{host}/v2/t{token}/large/manifests/1", timeout=30,
                               headers={"Accept": MANIFEST_TYPES})
         assert answer.status_code == 200
         assert f"{answer.headers['Docker-Content-Digest']} True" in run.stdout
         assert not list(scratch.glob("pps-push-*")), "the push's job directory was left behind"
     finally:
+        pause.halt.set()
+        pause.join()
         for image in (source, f"{name}:1"):
             subprocess.run(["docker", "rmi", "--force", image], capture_output=True, check=False, timeout=120,
                            env=os.environ)
