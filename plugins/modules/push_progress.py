@@ -10,11 +10,13 @@ module: push_progress
 short_description: Wait for a push running in the background, printing its progress every few seconds
 version_added: 0.2.0
 description:
-  - Waits for a push that M(datarobot_mlops.management_agent.pps_image) started with I(background) and returns its
-    result, as the module would have returned it; meanwhile, every I(interval) seconds, prints one line read from
-    the push's progress file with the percent, the bytes read and in all, MB/s, the time left, and the blobs done,
-    mounted and skipped. When the push ends it prints the push's summary line (archive size, bytes sent, seconds,
-    throughput), and, for a push with a I(fleet), the summary line of every other registry it pushed to.
+  - Waits for a push that M(datarobot_mlops.management_agent.pps_image) or
+    M(datarobot_mlops.management_agent.daemon_image_push) started with I(background) and returns its result, as the
+    module would have returned it; meanwhile, every I(interval) seconds, prints one line read from the push's
+    progress file with the percent, the bytes read and in all, MB/s, the time left, and the blobs done, mounted and
+    skipped (a push through a Docker API that tells none of it, as podman's, says how long it has been pushing).
+    When the push ends it prints the push's summary line (archive size, bytes sent, seconds, throughput), and, for a
+    push with a I(fleet), the summary line of every other registry it pushed to.
   - The lines go through Ansible's display, so they show on the command line and, under ansible-runner
     (AWX, Automation Controller), as verbose events in the job output.
   - The job's files (C(progress.json), C(result.json), C(worker.json) in I(job_dir)) are read through the
@@ -54,7 +56,8 @@ options:
         M(ansible.builtin.file) with C(state=absent) through the connection. A directory that cannot be removed is a
         warning, not a failure of the push (RV(job_dir_removed) is then false).
       - Give it for a I(job_dir) that belongs to this push only, such as the one
-        M(datarobot_mlops.management_agent.pps_image) makes when it is given none.
+        M(datarobot_mlops.management_agent.pps_image) or M(datarobot_mlops.management_agent.daemon_image_push) makes
+        when it is given none.
     type: bool
     default: false
     version_added: 0.2.0
