@@ -135,7 +135,11 @@ def push_failure(image: str, where: str, detail: str) -> str:
 
 class LayerCounter:
     """Tells a PushProgress what Docker's push stream says of each layer: its bytes as they go ("Pushing" with
-    progressDetail), and its end (pushed, already there, mounted). podman's stream says none of it."""
+    progressDetail), and its end (pushed, already there, mounted). podman's stream says none of it.
+
+    Once Docker tells a layer's size, the bytes to push are the sizes of the layers it sends, not the image's: layers
+    the registry has already (the base layers the two agent images share) are never sent, and would keep the percent
+    low and the time left long until the end."""
 
     def __init__(self, progress: PushProgress) -> None:
         self.progress = progress
@@ -149,8 +153,9 @@ class LayerCounter:
             self.progress.expect_blobs(len(self.seen))
         elif status == "Pushing" and isinstance(detail, dict):
             total = detail.get("total")
-            if isinstance(total, int) and total > 0:
+            if isinstance(total, int) and total > 0 and self.sizes.get(layer) != total:
                 self.sizes[layer] = total
+                self.progress.expect_bytes(sum(self.sizes.values()))
             current = detail.get("current")
             if isinstance(current, int):
                 self._tell(layer, current)

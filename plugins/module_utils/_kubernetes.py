@@ -15,7 +15,9 @@ from typing import Any, Callable, Iterable, Mapping, TypeVar
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._http_retry import RETRY_STATUSES
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import MlopsError
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._kubeconfig_exec import (
+    auth_setting,
     missing_exec_plugin,
+    uses_a_kubeconfig,
 )
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._memory_files import (
     keep_kube_credentials_in_memory,
@@ -76,13 +78,13 @@ class ReadOnlyCluster:
         from ansible_collections.kubernetes.core.plugins.module_utils.k8s.client import get_api_client
         from ansible_collections.kubernetes.core.plugins.module_utils.k8s.exceptions import CoreException
 
-        kubeconfig = module.params.get("kubeconfig")
-        if isinstance(kubeconfig, str) and not kubeconfig_files(kubeconfig):
+        kubeconfig = auth_setting(module.params, os.environ, "kubeconfig")
+        if (isinstance(kubeconfig, str) and kubeconfig and uses_a_kubeconfig(module.params, os.environ)
+                and not kubeconfig_files(kubeconfig)):
             raise KubernetesAccessError(
                 "The kubeconfig file given does not exist (its path is not shown: kubeconfig is no_log): pass an existing "
                 "file (kubeconfig, K8S_AUTH_KUBECONFIG or KUBECONFIG).")
-        api_key, context = module.params.get("api_key"), module.params.get("context")
-        missing = None if api_key else missing_exec_plugin(kubeconfig, context)
+        missing = missing_exec_plugin(module.params)
         if missing:
             raise KubernetesAccessError(
                 f"The kubeconfig's user {missing[0]} gets its token from the program {missing[1]} (an exec plugin), "

@@ -48,6 +48,9 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._json_file import write_json
 
 RESULT, PROGRESS, WORKER = "result.json", "progress.json", "worker.json"
+# What a message names for the user to change: the module's option, and the roles' variables that set it.
+FOREGROUND = "background: false; mlops_pps_image_background or mlops_agent_images_background: false"
+TIME_LIMIT_VARIABLES = "mlops_pps_image_background_seconds, or mlops_agent_images_background_seconds"
 JOB_DIR_PREFIX = "pps-push-"
 Work = Callable[[], "dict[str, Any]"]
 JobWork = Callable[[str], "dict[str, Any]"]  # given the job directory
@@ -122,8 +125,8 @@ class Worker:
     def expire(self) -> None:
         """The deadline passed: record it and end the process, whatever its threads are doing."""
         message = (f"The background push did not end within {self.seconds}s, its time limit, and was stopped. Give it "
-                   "longer (mlops_pps_image_background_seconds; the module's background_timeout), or look at the "
-                   "registry and the network between it and this host.")
+                   f"longer (the module's background_timeout: {TIME_LIMIT_VARIABLES}), or look at the registry and "
+                   "the network between it and this host.")
         if self.finish({"failed": True, "timed_out": True, "msg": message}):
             try:
                 os.unlink(os.path.join(self.job_dir, PROGRESS))
@@ -204,8 +207,7 @@ def start(job_dir: str, seconds: int, work: Work, clean: Clean, owner: RunProces
         os.close(read_end)
         os.close(write_end)
         raise PushJobError(f"The background push could not be started: no new process ({exc.strerror or exc}). "
-                           "Free processes or memory on this host, or push in the foreground "
-                           "(mlops_pps_image_background: false).") from exc
+                           f"Free processes or memory on this host, or push in the foreground ({FOREGROUND}).") from exc
     if first == 0:  # the first child: a session of its own, then the worker, then gone (the worker is init's)
         try:
             os.close(read_end)
@@ -220,7 +222,7 @@ def start(job_dir: str, seconds: int, work: Work, clean: Clean, owner: RunProces
         told = pipe.read().decode() or "0"
     if not told.isdigit() or int(told) <= 0:
         raise PushJobError(f"The background push did not start (nothing came back from its worker in {job_dir}); "
-                           "push in the foreground (mlops_pps_image_background: false) to see why.")
+                           f"push in the foreground ({FOREGROUND}) to see why.")
     return {"changed": False, "started": True, "finished": False, "job_dir": job_dir, "pid": int(told),
             "background_timeout": seconds}
 
@@ -292,7 +294,7 @@ def job_status(read: Read, job_dir: str, *, check_alive: bool = True) -> dict[st
     return {"failed": True, "finished": True,
             "msg": f"The background push ended without a result: {who} is gone (killed, out of memory, or the host "
                    "restarted). Nothing was tagged unless its manifest was put; run the push again (blobs already in "
-                   "the registry are not sent twice), or push in the foreground (mlops_pps_image_background: false)."}
+                   f"the registry are not sent twice), or push in the foreground ({FOREGROUND})."}
 
 
 def sleep_until_result(job_dir: str, *, step: float = 0.2, sleep: Callable[[float], None] = time.sleep,

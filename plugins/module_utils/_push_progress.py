@@ -236,9 +236,9 @@ def watch(poll_job: Callable[[bool], dict[str, Any]], read_status: Callable[[], 
         last = status
         if clock() >= deadline:
             raise PushWatchTimeout(f"The background push is still running after {human_duration(timeout)}; it "
-                                   "stops itself at its own time limit. Give it longer "
-                                   "(mlops_pps_image_background_seconds) or look at the registry and the network "
-                                   "between it and this host.")
+                                   "stops itself at its own time limit. Give it longer (mlops_pps_image_background_"
+                                   "seconds, or mlops_agent_images_background_seconds) or look at the registry and "
+                                   "the network between it and this host.")
         ticks += 1  # lines keep their rhythm however long the two checks took
         sleep(max(0.0, start + ticks * interval - clock()))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import uuid
@@ -91,14 +92,19 @@ def test_an_exec_plugin_missing_here_is_named_not_taken_for_a_permission(rig, tm
     API server answers 403 for system:anonymous. Listed after a missing file, as KUBECONFIG may list it."""
     import yaml
 
-    config = yaml.safe_load(open(os.environ["KUBECONFIG"], encoding="utf-8"))
+    with open(os.environ["KUBECONFIG"], encoding="utf-8") as stream:
+        config = yaml.safe_load(stream)
+    base = os.path.dirname(os.environ["KUBECONFIG"])
+    for kind, key in (("clusters", "cluster"), ("users", "user")):  # a copy elsewhere: file paths made absolute
+        for entry in config[kind]:
+            for field in ("certificate-authority", "client-certificate", "client-key"):
+                value = entry[key].get(field)
+                if value and not os.path.isabs(value):
+                    entry[key][field] = os.path.join(base, value)
+    working = copy.deepcopy(config)
     for entry in config["users"]:
         entry["user"] = {"exec": {"apiVersion": "client.authentication.k8s.io/v1beta1",
                                   "command": "aws-not-installed-here", "args": ["eks", "get-token"]}}
-    for entry in config["clusters"]:  # a copy elsewhere: its CA path made absolute, as the client resolves it
-        ca = entry["cluster"].get("certificate-authority")
-        if ca and not os.path.isabs(ca):
-            entry["cluster"]["certificate-authority"] = os.path.join(os.path.dirname(os.environ["KUBECONFIG"]), ca)
     path = tmp_path / "eks-like"
     path.write_text(yaml.safe_dump(config))
     listed = f"{tmp_path / 'missing'}:{path}"
@@ -108,9 +114,24 @@ def test_an_exec_plugin_missing_here_is_named_not_taken_for_a_permission(rig, tm
     message = outcome.result["msg"]
     assert "gets its token from the program aws-not-installed-here (an exec plugin)" in message, message
     assert "Traceback" not in outcome.stdout + outcome.stderr
-    working = run_module(MODULE, {"kubeconfig": f"{tmp_path / 'missing'}:{os.environ['KUBECONFIG']}"},
-                         env=ansible_env(without=("KUBECONFIG", "K8S_AUTH_KUBECONFIG")))
-    assert not working.failed, working.result.get("msg")  # a list with a missing file is a kubeconfig
+    listed = run_module(MODULE, {"kubeconfig": f"{tmp_path / 'missing'}:{os.environ['KUBECONFIG']}"},
+                        env=ansible_env(without=("KUBECONFIG", "K8S_AUTH_KUBECONFIG")))
+    assert not listed.failed, listed.result.get("msg")  # a list with a missing file is a kubeconfig
+
+    # One file: its current context's user runs the missing plugin; the play's K8S_AUTH_CONTEXT (as the roles pick a
+    # cluster) names a working one. That cluster is used, and not refused for the other.
+    for kind in ("users", "contexts"):
+        config[kind] += [dict(entry, name=f"working-{entry['name']}") for entry in working[kind]]
+    for entry in config["contexts"]:
+        if entry["name"].startswith("working-"):
+            entry["context"] = dict(entry["context"], user=f"working-{entry['context']['user']}")
+    both = tmp_path / "both"
+    both.write_text(yaml.safe_dump(config))
+    chosen = run_module(MODULE, {}, env=ansible_env(without=("KUBECONFIG",), K8S_AUTH_KUBECONFIG=str(both),
+                                                   K8S_AUTH_CONTEXT=f"working-{config['current-context']}"))
+    assert not chosen.failed, chosen.result.get("msg")
+    refused = run_module(MODULE, {}, env=ansible_env(without=("KUBECONFIG",), K8S_AUTH_KUBECONFIG=str(both)))
+    assert refused.failed and "aws-not-installed-here (an exec plugin)" in refused.result["msg"], refused.result
 
 
 def test_module_defaults_of_our_k8s_group_reach_our_module_and_kubernetes_core_alike(rig, tmp_path):

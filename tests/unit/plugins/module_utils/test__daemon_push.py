@@ -345,8 +345,10 @@ def test_dockers_byte_counts_and_layer_ends_feed_the_progress_as_they_come():
     assert last["bytes_sent"] == 1500
     middle = next(state for state in progress.states if state["bytes_done"] == 500)  # 400 of a + 100 of b
     line = progress_line(middle, now=middle["sending_since"] + 10)
-    assert line == (f"{NAME}:{TAG}: 31% 500 B of 1.6 kB, 0.0 MB/s, about 22s left (pushing through the Docker API); "
+    # of the bytes Docker sends (the layers' sizes it told), not the image's 1.6 kB: the layer already there is not sent
+    assert line == (f"{NAME}:{TAG}: 33% 500 B of 1.5 kB, 0.0 MB/s, about 20s left (pushing through the Docker API); "
                     "blobs 1 of 3 done (0 mounted, 1 skipped)")
+    assert (last["bytes_done"], last["bytes_total"]) == (1500, 1500)  # all of it before the push's end
 
 
 def test_a_podman_push_tells_only_that_it_is_pushing_and_for_how_long(tmp_path):
