@@ -91,7 +91,7 @@ def test_a_killed_worker_is_a_clear_failure_not_a_hang(rig, large_archive, tmp_p
                   f"failed {waited:.0f}s after the kill: {message[:160]}")
     assert run is not None, "the run did not end within 2 minutes of the kill"
     assert run.returncode != 0 and "ended without a result" in message, run.stdout[-3000:]
-    assert f"pid {worker['pid']}" in message and "mlops_pps_image_background: false" in message, message
+    assert f"pid {worker['pid']}" in message and "mlops_pps_image_background or mlops_agent_images_background: false" in message, message
     assert not list(scratch.glob("pps-push-*")), "the job directory was left behind"
 
 
