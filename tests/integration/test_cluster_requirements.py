@@ -127,8 +127,9 @@ def test_an_exec_plugin_missing_here_is_named_not_taken_for_a_permission(rig, tm
             entry["context"] = dict(entry["context"], user=f"working-{entry['context']['user']}")
     both = tmp_path / "both"
     both.write_text(yaml.safe_dump(config))
+    context = f"working-{config['current-context']}"
     chosen = run_module(MODULE, {}, env=ansible_env(without=("KUBECONFIG",), K8S_AUTH_KUBECONFIG=str(both),
-                                                   K8S_AUTH_CONTEXT=f"working-{config['current-context']}"))
+                                                    K8S_AUTH_CONTEXT=context))
     assert not chosen.failed, chosen.result.get("msg")
     refused = run_module(MODULE, {}, env=ansible_env(without=("KUBECONFIG",), K8S_AUTH_KUBECONFIG=str(both)))
     assert refused.failed and "aws-not-installed-here (an exec plugin)" in refused.result["msg"], refused.result
