@@ -428,7 +428,7 @@ def test_a_failed_build_names_its_image_and_last_lines_and_leaves_no_log(rig, sc
     """The management agent's Dockerfile copies a file that is not there: the task fails after both builds ended,
     naming that image and what podman said; the other image is still built; the logs are gone."""
     with tarfile.open(scenario.tarball) as tar:
-        tar.extractall(tmp_path / "unpacked", filter="data")
+        tar.extractall(tmp_path / "unpacked", **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
     tree = tmp_path / "unpacked" / f"datarobot-mlops-agent-{scenario.version}"
     dockerfile = tree / "tools" / "bosun_docker" / "Dockerfile"
     dockerfile.write_text(dockerfile.read_text().replace("COPY agent-info.txt", "COPY no-such-file.txt"))

@@ -325,7 +325,7 @@ def test_tarball_is_shaped_like_the_vendor_one_and_reproducible(rig, tmp_path):
         names = tar.getnames()
         assert names == sorted(names) and all(n.split("/")[0] == "datarobot-mlops-agent-9.3.0" for n in names)
         assert {m.mtime for m in tar.getmembers()} == {tar.getmembers()[0].mtime}
-        tar.extractall(tmp_path / "x", filter="data")
+        tar.extractall(tmp_path / "x", **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
     top = tmp_path / "x" / "datarobot-mlops-agent-9.3.0"
     for part in ("tools/bosun_docker/Makefile", "tools/agent_docker/Makefile",
                  "tools/charts/datarobot-management-agent/Chart.yaml",
