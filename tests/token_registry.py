@@ -36,6 +36,10 @@ class TokenRegistry:
         """The token service grants nothing on `repository` any more (deleted, or not ours)."""
         self._hook("POST", "hidden", {"repositories": [repository]})
 
+    def read_only(self, repository: str) -> None:
+        """The token service grants only pull on `repository` (a login that may read there but not push)."""
+        self._hook("POST", "read-only", {"repositories": [repository]})
+
     def reset(self) -> "TokenRegistry":
         self._hook("POST", "reset", {})
         return self

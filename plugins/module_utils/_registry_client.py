@@ -60,6 +60,7 @@ MOUNT_REFUSED = frozenset({400, 401, 403, 404, 405})
 # A stored chunk: 202 by the distribution spec; Amazon ECR answers 201 (and a Range that stops advancing, so the
 # offset is counted here from what was sent, never read back from a successful PATCH).
 CHUNK_STORED = frozenset({201, 202, 204})
+PUSH_REFUSED = frozenset({401, 403})  # to a login the registry has accepted: it may not write there
 MANIFEST_TYPES = ("application/vnd.oci.image.manifest.v1+json",
                   "application/vnd.docker.distribution.manifest.v2+json",
                   "application/vnd.oci.image.index.v1+json",
@@ -196,6 +197,16 @@ class RegistryClient:
         return (f"Registry {self.registry} rejected the credentials for {who}: check username/password "
                 "(or the docker config.json login) and that the user may push there.")
 
+    def _push_refused(self, repository: str, answer: "requests.Response") -> str:
+        answered = f"it answered {answer.status_code} to the start of an upload ({_error_text(answer)})"
+        if not self.credentials:
+            return (f"Registry {self.registry} refuses pushes to {repository} without a login: {answered}. Give a "
+                    "username and password (or a docker config.json login) that may push there.")
+        return (f"Registry {self.registry} accepts the login of user {self.credentials.username!r} but refuses it a "
+                f"push to {repository}: {answered}. Give that login push rights on the repository (a writer role, "
+                "not a reader's; ECR: ecr:InitiateLayerUpload and the other layer upload actions), or name a "
+                "repository it may push to.")
+
     def _learn_challenge(self, response: "requests.Response") -> bool:
         """Adopt the auth scheme the registry asks for; False when we cannot answer it differently."""
         header = response.headers.get("WWW-Authenticate", "")
@@ -320,8 +331,19 @@ class RegistryClient:
     # --- API -------------------------------------------------------------------------------------------------
 
     def check_access(self, repository: str) -> None:
-        """Fails with a clear error unless we may push to `repository`."""
-        self.request("GET", "/v2/", scopes=(f"repository:{repository}:pull,push",), expected={200})
+        """Fails with a clear error unless we may push to `repository`.
+
+        The login first (GET /v2/), then what a push does first: an upload session, opened and cancelled at once
+        (a registry that cannot cancel one lets it expire). /v2/ alone answers 200 to a login that may only pull (a read-only robot
+        account, a token without push), whose push would fail only once under way.
+        """
+        scopes = (f"repository:{repository}:pull,push",)
+        self.request("GET", "/v2/", scopes=scopes, expected={200})
+        answer = self.request("POST", f"/v2/{repository}/blobs/uploads/", scopes=scopes,
+                              expected={202} | PUSH_REFUSED)
+        if answer.status_code in PUSH_REFUSED:
+            raise RegistryAuthError(self._push_refused(repository, answer))
+        self._cancel(answer.headers.get("Location"), scopes)
 
     def check_login(self) -> str:
         """Fails with a clear error unless the registry answers and accepts our login; the scheme it asked for.

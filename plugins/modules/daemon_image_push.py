@@ -105,8 +105,9 @@ attributes:
   check_mode:
     support: full
     description:
-      - Reads only (the registry's tag, the Docker API's image, whether the login may push) and reports whether the
-        image would be tagged and pushed. An image the Docker API does not hold yet is reported as one that would be
+      - Reads (the registry's tag, the Docker API's image) and checks whether the login may push, as a push starts
+        (an upload session opened and cancelled at once, nothing stored). Reports whether the image would be tagged
+        and pushed. An image the Docker API does not hold yet is reported as one that would be
         pushed once built, so a check made before the build that makes it passes.
   diff_mode:
     support: full

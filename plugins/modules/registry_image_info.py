@@ -17,14 +17,28 @@ description:
     the way C(docker login) does (C(GET /v2/), answering the registry's challenge with Basic auth, or with a token asked
     for no repository). It fails, saying why, when the registry is unreachable, its certificate is not trusted or it
     rejects the login. Nothing is read from any repository.
+  - With I(may_push), a tag the registry does not have yet also gets the check a push starts with, so that a
+    download or a build does not come before a push the registry would refuse.
   - The C(agent_images) role uses it to skip building images that are already pushed, and to verify them; the
-    C(preflight) role checks the registry login with I(registry).
+    C(pps_image) role asks it before downloading an archive; the C(preflight) role checks the registry login with
+    I(registry).
 author:
   - DataRobot MLOps collection maintainers (@datarobot-community)
 extends_documentation_fragment:
   - datarobot_mlops.management_agent.action_group.registry
   - datarobot_mlops.management_agent.registry_auth
-  - datarobot_mlops.management_agent.read_only
+attributes:
+  check_mode:
+    support: full
+    description: Runs the same checks in check mode, I(may_push)'s upload session included.
+  diff_mode:
+    support: none
+    description: Nothing is changed, so there is nothing to diff.
+  idempotent:
+    support: full
+    description: >-
+      Always returns C(changed=false). It only reads, except that I(may_push) opens an upload session and cancels
+      it at once, as a push would begin: nothing is stored (a registry that cannot cancel one lets it expire).
 options:
   name:
     description:
@@ -43,6 +57,15 @@ options:
       - Docker Hub may be named C(docker.io), C(index.docker.io) or C(registry-1.docker.io); its API host
         C(registry-1.docker.io) is asked.
     type: str
+  may_push:
+    description:
+      - With I(name), when the tag does not exist, also check that the login may push to the repository, and fail
+        saying so when it may not (a read-only robot account, a token or role that may only pull).
+      - The check is the one a push starts with, C(GET /v2/) then an upload session
+        (C(POST /v2/<path>/blobs/uploads/)) cancelled at once (C(DELETE)); nothing is stored. C(GET /v2/)
+        alone answers 200 to a login that may only pull.
+      - Not with I(registry).
+    type: bool
   retries:
     description: Attempts on connection errors, 5xx and 429 answers, with exponential backoff.
     type: int
@@ -72,6 +95,15 @@ EXAMPLES = r"""
   ansible.builtin.debug:
     msg: "{{ agent_image.image }} is {{ agent_image.digest if agent_image.exists else 'missing' }}"
 
+- name: Is the PPS image pushed, and if not, may this login push it? (fails saying why when it may not)
+  datarobot_mlops.management_agent.registry_image_info:
+    name: registry.example.com/datarobot/datarobot-portable-prediction-api
+    tag: 9.2.0
+    may_push: true
+    username: "{{ mlops_registry_username }}"
+    password: "{{ mlops_registry_password }}"
+  register: pps_image
+
 - name: Does the registry accept the login? (fails saying why when it does not)
   datarobot_mlops.management_agent.registry_image_info:
     registry: registry.example.com
@@ -98,6 +130,11 @@ media_type:
   description: Media type of the manifest (image manifest or index); empty when the tag does not exist.
   returned: with I(name)
   type: str
+may_push:
+  description: Whether the login was found to be allowed to push (a refusal fails the task instead).
+  returned: with I(name) and I(may_push), when the tag does not exist
+  type: bool
+  sample: true
 registry:
   description: The registry whose login was checked.
   returned: with I(registry)
@@ -128,6 +165,7 @@ ARGUMENT_SPEC = dict(
     name=dict(type="str"),
     tag=dict(type="str"),
     registry=dict(type="str"),
+    may_push=dict(type="bool"),
     retries=dict(type="int", default=3),
     timeout=dict(type="raw", default=60),
 )
@@ -140,7 +178,8 @@ def look_up(module: RegistryModule) -> dict:
     # Looking up "latest" is harmless; only pushing it is refused elsewhere.
     reference = params["tag"] if _DIGEST.match(params["tag"]) or params["tag"] == "latest" else \
         validate_tag(params["tag"])
-    found = module.registry_client(repository.registry)[0].manifest(repository.path, reference)
+    client = module.registry_client(repository.registry)[0]
+    found = client.manifest(repository.path, reference)
     separator = "@" if reference.startswith("sha256:") else ":"
     result = dict(changed=False, exists=found is not None, image=f"{repository}{separator}{reference}", digest="",
                   media_type="")
@@ -148,6 +187,9 @@ def look_up(module: RegistryModule) -> dict:
         digest, media_type, body = found
         result.update(digest=digest or f"sha256:{hashlib.sha256(body).hexdigest()}",
                       media_type=media_type.split(";", 1)[0].strip())
+    elif params["may_push"]:
+        client.check_access(repository.path)  # fails, saying so, when the login may not push there
+        result["may_push"] = True
     return result
 
 
@@ -159,8 +201,8 @@ def check_login(module: RegistryModule) -> dict:
 
 
 def main() -> None:
-    module = RegistryModule(ARGUMENT_SPEC, supports_check_mode=True, mutually_exclusive=[("registry", "name"),
-                                                                                         ("registry", "tag")],
+    module = RegistryModule(ARGUMENT_SPEC, supports_check_mode=True,
+                            mutually_exclusive=[("registry", "name"), ("registry", "tag"), ("registry", "may_push")],
                             required_one_of=[("registry", "name")], required_by={"name": "tag"})
     module.run(lambda: check_login(module) if module.params["registry"] else look_up(module))
 

@@ -19,6 +19,7 @@ from test_agent_images_role import IMAGES, PUBLISH, Scenario
 from test_pps_image import archive
 from test_pps_image_role import registry_facts
 from fixtures.image_archives import write_docker_archive
+from token_registry import TokenRegistry
 
 PPS = "playbooks/pps_image.yml"
 AGENT_IMAGES = "playbooks/agent_images.yml"
@@ -101,6 +102,33 @@ def test_pps_image_url_with_a_wrong_checksum_fails_and_keeps_nothing(rig, tmp_pa
     assert "s3cr3t-t0ken" not in run.stdout + run.stderr
 
 
+def test_pps_image_by_url_is_not_downloaded_for_a_login_that_may_only_pull(rig, tmp_path):
+    """A read-only login (the token service grants it pull only on the repository): /v2/ and the tag's lookup
+    answer, but the push would be refused, so the run (and --check) fails saying so before the archive is asked
+    for."""
+    registry = TokenRegistry(rig).reset()
+    facts = archive(tmp_path, "pps.tar.gz", compress=True)
+    repo = f"datarobot/read-only-{uuid.uuid4().hex[:6]}"
+    cache = tmp_path / "cache"
+    login = {"host": registry.address, "username": registry.username, "password": registry.password,
+             "ca_path": registry.ca_path, "repositories": {"pps": repo}}
+    try:
+        registry.read_only(repo)
+        with FileServer({"/pps.tar.gz": facts.path.read_bytes()}) as server:
+            extra = {"mlops_pps_image_url": server.url("/pps.tar.gz"), "mlops_pps_image_checksum": sha256(facts.path),
+                     "mlops_pps_image_version": "9.4.0", "mlops_download_cache_dir": str(cache),
+                     "_mlops": {"registry": login}}
+            runs = [run_playbook(PPS, extra_vars=extra, check=True), run_playbook(PPS, extra_vars=extra)]
+            assert server.requests == [], "the archive was asked for although the push would be refused"
+    finally:
+        registry.reset()
+    for run in runs:
+        message = run.failure()
+        assert run.returncode != 0 and f"refuses it a push to {repo}" in message and "push rights" in message, message
+        assert registry.password not in run.stdout + run.stderr
+    assert not cache.exists() or [p.name for p in cache.iterdir() if not p.name.endswith(".lock")] == []
+
+
 def test_agent_tarball_and_image_archives_by_url(rig, scenario, tmp_path):
     archives = {key: write_docker_archive(tmp_path / f"{key}.tar.gz", [f"{IMAGES[key]}:{scenario.version}"],
                                           [{f"opt/{key}/info.txt": f"{key} {uuid.uuid4()}\n".encode()}],
@@ -131,3 +159,36 @@ def test_agent_tarball_and_image_archives_by_url(rig, scenario, tmp_path):
         assert again.changed == 1, "only the agent tarball (a new download cache) was fetched again"
         republished = again.task(PUBLISH)["ansible_facts"]["__agent_images_published"]["agent_images"]
         assert republished == published
+
+
+def test_agent_image_archives_by_url_are_not_downloaded_for_a_login_that_may_only_pull(rig, scenario, tmp_path):
+    """The tracking agent's repository is read-only to the login: the stage fails saying so before either image
+    archive is asked for (the agent tarball, which names the version, is fetched first)."""
+    registry = TokenRegistry(rig).reset()
+    organisation = scenario.prefix.rstrip("/")
+    paths = {key: f"{organisation}/{name.rsplit('/', maxsplit=1)[-1]}" for key, name in IMAGES.items()}
+    archives = {key: write_docker_archive(tmp_path / f"{key}.tar.gz", [f"{IMAGES[key]}:{scenario.version}"],
+                                          [{f"opt/{key}/info.txt": f"{key} {uuid.uuid4()}\n".encode()}],
+                                          compress=True) for key in IMAGES}
+    files = {f"/{key}.tar.gz": facts.path.read_bytes() for key, facts in archives.items()}
+    files["/agent.tar.gz"] = scenario.tarball.read_bytes()
+    login = {"host": registry.address, "username": registry.username, "password": registry.password,
+             "ca_path": registry.ca_path, "validate_certs": True, "insecure": False, "repositories": paths}
+    try:
+        registry.read_only(paths["tracking_agent"])
+        with FileServer(files) as server:
+            run = run_playbook(AGENT_IMAGES, extra_vars={
+                "_mlops": {"registry": login}, "mlops_agent_images_method": "archive", "mlops_agent_tarball": "",
+                "mlops_agent_tarball_url": server.url("/agent.tar.gz"),
+                "mlops_agent_tarball_checksum": sha256(scenario.tarball),
+                "mlops_agent_tarball_cache_dir": str(scenario.cache), "mlops_download_cache_dir": str(tmp_path / "dl"),
+                "mlops_agent_images_archives": {key: {"url": server.url(f"/{key}.tar.gz"),
+                                                      "checksum": sha256(facts.path)}
+                                                for key, facts in archives.items()}})
+            asked = sorted({path for _method, path, _headers in server.requests})
+    finally:
+        registry.reset()
+    message = run.failure()
+    assert run.returncode != 0 and f"refuses it a push to {paths['tracking_agent']}" in message, message
+    assert asked == ["/agent.tar.gz"], asked
+    assert registry.password not in run.stdout + run.stderr

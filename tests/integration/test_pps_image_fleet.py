@@ -365,13 +365,13 @@ def test_in_one_run_each_cluster_fails_alone_and_no_secret_is_shown(rig, tmp_pat
         served = requests.get(f"http://{fleet.addresses[2]}/v2/{fleet.repo}/manifests/9.2.0",
                               headers={"Accept": MANIFEST_TYPES}, timeout=10)
         held = sorted(failures) == ["cluster-0", "cluster-1"] and unreachable in failures["cluster-0"] and \
-            "rejected" in failures["cluster-1"] and served.status_code == 200 and password not in run.stdout
+            "refuses pushes" in failures["cluster-1"] and served.status_code == 200 and password not in run.stdout
         ledger.record("fault", "fleet push in one run: its own registry unreachable, another refusing uploads",
                       held, str(failures))
         assert run.returncode != 0
         assert sorted(failures) == ["cluster-0", "cluster-1"], failures
         assert unreachable in failures["cluster-0"], failures
-        assert "rejected" in failures["cluster-1"] and f"127.0.0.1:{refusing.port}" in failures["cluster-1"], failures
+        assert "refuses pushes" in failures["cluster-1"] and f"127.0.0.1:{refusing.port}" in failures["cluster-1"], failures
         assert third["changed"] and third["digest"] == served.headers["Docker-Content-Digest"], third
         assert run.task("Push the PPS image", "cluster-2").get("skipped"), "the first cluster pushed for the others"
         ledger.record("secret", "fleet push in one run: a cluster's registry password in the run's output",
@@ -402,7 +402,10 @@ def test_in_one_run_two_clusters_of_one_registry_are_pushed_to_once(rig, tmp_pat
         assert run.returncode == 0, run.failure() + run.stderr[-2000:]
         uploads = [path for method, path, _status in shared.faults.seen
                    if method == "POST" and "/blobs/uploads/" in path]
-        assert len(uploads) == LAYERS + 1, uploads  # the layers and the config, once
+        # the layers and the config, once, and the upload session of the push's check of the login, cancelled
+        assert len(uploads) == LAYERS + 2, uploads
+        cancelled = [path for method, path, _status in shared.faults.seen if method == "DELETE"]
+        assert len(cancelled) == 1, cancelled
         served = fleet.manifests("9.2.0")
         assert len({manifest for manifest, _layers in served}) == 1, served
     own, twin = (run.task("Wait for the PPS push, a progress line every few seconds", "cluster-0"),

@@ -6,7 +6,8 @@ access, signed by a key whose certificate the registry trusts (its rootcertbundl
 
 Test hooks (loopback only, like the fake DataRobot's): GET /_fake/requests lists what the service was asked
 ({"scopes": [...], "authorized": bool}); POST /_fake/hidden {"repositories": [...]} makes it grant nothing on
-those repositories (gone, or not ours); POST /_fake/reset forgets both.
+those repositories (gone, or not ours), POST /_fake/read-only {"repositories": [...]} only pull on them (a login that
+may read but not write there); POST /_fake/reset forgets all of it.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class State:
         self.lock = threading.Lock()
         self.requests: list[dict] = []
         self.hidden: set[str] = set()
+        self.read_only: set[str] = set()
         self.verdicts: dict[str, str | None] = {}  # sha256 of an Authorization header -> user, None when refused
 
     def user(self, authorization: str) -> str | None:
@@ -72,7 +74,9 @@ class State:
             parts = scope.split(":")
             if len(parts) != 3 or parts[1] in self.hidden:
                 continue
-            access.append({"type": parts[0], "name": parts[1], "actions": parts[2].split(",")})
+            actions = [action for action in parts[2].split(",") if parts[1] not in self.read_only or action == "pull"]
+            if actions:
+                access.append({"type": parts[0], "name": parts[1], "actions": actions})
         now = int(time.time())
         header = {"typ": "JWT", "alg": "ES256",
                   "x5c": [base64.b64encode(self.cert.public_bytes(serialization.Encoding.DER)).decode()]}
@@ -122,9 +126,12 @@ def make_handler(state: State) -> type[BaseHTTPRequestHandler]:
             with state.lock:
                 if self.path == "/_fake/hidden":
                     state.hidden.update(body.get("repositories", []))
+                elif self.path == "/_fake/read-only":
+                    state.read_only.update(body.get("repositories", []))
                 elif self.path == "/_fake/reset":
                     state.requests.clear()
                     state.hidden.clear()
+                    state.read_only.clear()
                 else:
                     return self._json(404, {"errors": [{"code": "NOT_FOUND"}]})
             return self._json(200, {})

@@ -237,9 +237,49 @@ def basic_client(*answers, **kwargs) -> tuple[RegistryClient, FakeSession]:
     """A client that has learnt Basic auth from the registry's 401 (first two answers are spent on that)."""
     client, session = client_and_session(answer(401, {"WWW-Authenticate": 'Basic realm="r"'}), answer(200), *answers,
                                          credentials=BASIC, **kwargs)
-    client.check_access("app")
+    client.check_login()
     assert session.calls[1][2]["headers"]["Authorization"] == "Basic dTpw"
     return client, session
+
+
+# --- whether the login may push ---------------------------------------------------------------------------------
+
+def test_check_access_opens_an_upload_session_and_cancels_it_at_once():
+    client, session = basic_client(answer(200), answer(202, {"Location": "/v2/app/blobs/uploads/u1"}), answer(204))
+    client.check_access("app")
+    assert [(call[0], call[1].split(REGISTRY)[-1]) for call in session.calls[2:]] == [
+        ("GET", "/v2/"), ("POST", "/v2/app/blobs/uploads/"), ("DELETE", "/v2/app/blobs/uploads/u1")]
+    assert all(call[2]["headers"]["Authorization"] == "Basic dTpw" for call in session.calls[2:])
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_a_login_that_may_only_pull_is_named_before_the_push(status):
+    denied = json.dumps({"errors": [{"code": "DENIED", "message": "requested access to the resource is denied"}]})
+    client, session = basic_client(answer(200), answer(status, body=denied.encode()))
+    with pytest.raises(RegistryAuthError, match=rf"accepts the login of user 'u' but refuses it a push to app: it "
+                                                rf"answered {status} .*requested access to the resource is denied.*"
+                                                "push rights") as raised:
+        client.check_access("app")
+    assert "dTpw" not in str(raised.value) and "'p'" not in str(raised.value)
+    assert [call[0] for call in session.calls[2:]] == ["GET", "POST"]  # no session opened: nothing to cancel
+
+
+def test_a_registry_that_refuses_anonymous_pushes_asks_for_a_login():
+    client, session = client_and_session(answer(200), answer(401))
+    with pytest.raises(RegistryAuthError, match=r"refuses pushes to app without a login: it answered 401 .*Give a "
+                                                r"username and password"):
+        client.check_access("app")
+    assert [call[0] for call in session.calls] == ["GET", "POST"]
+
+
+def test_a_bearer_token_without_push_is_named_as_such_not_as_wrong_credentials():
+    token = answer(200, body=json.dumps({"token": "t0k"}).encode())
+    insufficient = answer(401, {"WWW-Authenticate": BEARER + ',error="insufficient_scope"'})
+    client, session = client_and_session(answer(401, {"WWW-Authenticate": BEARER}), token, answer(200),
+                                         insufficient, token, insufficient, credentials=BASIC)
+    with pytest.raises(RegistryAuthError, match="refuses it a push to app"):
+        client.check_access("app")
+    assert [call[0] for call in session.calls] == ["GET", "GET", "GET", "POST", "GET", "POST"]
 
 
 @pytest.mark.parametrize("location", ["https://storage.example/upload/u2?sig=x", "https://registry.example/u",
