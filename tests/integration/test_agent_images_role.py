@@ -33,7 +33,7 @@ CHAINED = "tests/integration/playbooks/registry_and_agent_images.yml"
 PUBLISH = "Publish the agent image references for the chart"
 MAKE = "Build with the vendor Makefile"
 PUSH = "Push the built images to the registry"
-WAIT_PUSHES = "Wait for the built images' pushes, a progress line every few seconds"
+WAIT_PUSHES = "Wait for the image pushes, a progress line every few seconds"
 
 
 def check_mode_report(run):
@@ -245,7 +245,7 @@ def test_archive_pushes_docker_save_archives_without_a_daemon(rig, scenario, tmp
     # with a summary line each, the watcher removing the directory (the removal task then has nothing to do).
     started = pushed.task("Push the image archives")["results"]
     assert all(result["started"] and Path(result["job_dir"]).parent == scratch for result in started), started
-    waited = pushed.task("Wait for the image pushes, a progress line every few seconds")["results"]
+    waited = pushed.task(WAIT_PUSHES)["results"]
     assert [": pushed, " in result["summary"] for result in waited] == [True, True], waited
     assert [result["job_dir_removed"] for result in waited] == [True, True], waited
     assert pushed.task("Remove the pushes' job directories").get("results", []) == []
@@ -255,6 +255,43 @@ def test_archive_pushes_docker_save_archives_without_a_daemon(rig, scenario, tmp
     again = run_playbook(PLAYBOOK, extra_vars=extra)
     assert again.returncode == 0 and again.changed == 0
     assert rig["RIG_REGISTRY_PASSWORD"] not in pushed.stdout + pushed.stderr + again.stdout
+
+
+def test_a_push_that_cannot_start_fails_the_stage_after_the_others_are_seen_through(rig, scenario, tmp_path):
+    """The login may only pull from the tracking agent's repository, so its push is refused as it starts; the
+    management agent's push, started in the background just before, is still watched to its end (its image lands
+    and its summary is printed) before the stage fails naming the refused repository, and no job directory stays."""
+    registry = TokenRegistry(rig).reset()
+    organisation = scenario.prefix.rstrip("/")
+    paths = {key: f"{organisation}/{name.rsplit('/', maxsplit=1)[-1]}" for key, name in IMAGES.items()}
+    archives = {key: write_docker_archive(tmp_path / f"{key}.tar.gz", [f"{IMAGES[key]}:{scenario.version}"],
+                                          [{f"opt/{key}/agent-info.txt": f"{key} {uuid.uuid4()}\n".encode()}],
+                                          compress=True) for key in IMAGES}
+    facts = {"host": registry.address, "username": registry.username, "password": registry.password,
+             "ca_path": registry.ca_path, "validate_certs": True, "insecure": False, "repositories": paths}
+    extra = {"_mlops": {"registry": facts}, "mlops_agent_images_method": "archive",
+             "mlops_agent_images_version": scenario.version,
+             "mlops_agent_images_archives": {key: str(made.path) for key, made in archives.items()}}
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    try:
+        registry.read_only(paths["tracking_agent"])
+        run = run_playbook(PLAYBOOK, extra_vars=extra, env=ansible_env(TMPDIR=str(scratch)))
+    finally:
+        registry.reset()
+    assert run.returncode != 0
+    started = run.task("Push the image archives")["results"]
+    assert [bool(result.get("started")) for result in started] == [True, False], started
+    assert f"refuses it a push to {paths['tracking_agent']}" in started[1]["msg"], started[1]["msg"]
+    waited = run.task(WAIT_PUSHES)["results"]
+    assert ": pushed, " in waited[0]["summary"] and waited[0]["job_dir_removed"], waited
+    assert waited[1].get("skipped"), waited
+    answer = registry.get(f"{paths['management_agent']}/manifests/{scenario.version}",
+                          f"repository:{paths['management_agent']}:pull", headers={"Accept": MANIFEST_TYPES})
+    assert answer.status_code == 200, answer.text
+    assert not list(scratch.iterdir()), "a job directory was left behind"
+    assert paths["tracking_agent"] in run.failure(), run.failure()
+    assert registry.password not in run.stdout + run.stderr
 
 
 def evil_tarball(path: Path) -> Path:

@@ -398,23 +398,25 @@ def snapshot_difference(before: dict[str, Any], after: dict[str, Any],
 
 # A push in the background reports its change when it is collected (the watcher); --check pushes nothing and reports
 # the same change on the task that would start it, in the foreground (for built agent images, on the check of the
-# pushes to come: check mode builds nothing). Those are one change, under the check run's name.
+# pushes to come: check mode builds nothing). Those are one change, under one name.
 PPS, AGENT = "datarobot_mlops.management_agent.pps_image", "datarobot_mlops.management_agent.agent_images"
 AGENT_PLAY = "Management agent and tracking agent images into the registry"
-COLLECTED_AS_STARTED = {
+ONE_CHANGE = {
     f"PPS image, collected | {PPS} : Wait for the PPS push, a progress line every few seconds":
         f"PPS image, started in the background | {PPS} : Push the PPS image",
-    f"{AGENT_PLAY} | {AGENT} : Wait for the image pushes, a progress line every few seconds":
-        f"{AGENT_PLAY} | {AGENT} : Push the image archives",
-    f"{AGENT_PLAY} | {AGENT} : Wait for the built images' pushes, a progress line every few seconds":
-        f"{AGENT_PLAY} | {AGENT} : Check that the built images can be pushed",
+    # both methods' pushes share one watcher: its change, the archives' check-mode push and the built images' check
+    # of the pushes to come are one change, named by the watcher
+    f"{AGENT_PLAY} | {AGENT} : Push the image archives":
+        f"{AGENT_PLAY} | {AGENT} : Wait for the image pushes, a progress line every few seconds",
+    f"{AGENT_PLAY} | {AGENT} : Check that the built images can be pushed":
+        f"{AGENT_PLAY} | {AGENT} : Wait for the image pushes, a progress line every few seconds",
 }
 
 
 def changed_tasks(run: PlaybookRun) -> set[str]:
     names = {f"{play['play']['name']} | {task['task']['name']}" for play in run.document.get("plays", [])
              for task in play["tasks"] if any(host.get("changed") for host in task["hosts"].values())}
-    return {COLLECTED_AS_STARTED.get(name, name) for name in names}
+    return {ONE_CHANGE.get(name, name) for name in names}
 
 
 def record_check_snapshot(ledger, case: str, before: dict, after: dict, namespaces: list[str]) -> list[str]:
