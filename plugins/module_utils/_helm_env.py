@@ -32,6 +32,10 @@ except ImportError:
 
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._child_env import helm_environment
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._helm_cli import Child
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._kubeconfig_files import (
+    first_entry,
+    listed_paths,
+)
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._memory_files import (
     AVAILABLE,
     memory_file,
@@ -86,10 +90,9 @@ def _kubeconfig_files(env: Mapping[str, str]) -> list[tuple[dict[str, Any], str]
     """The kubeconfig files helm would read with `env`, each with its path, as client-go chooses them: the files of
     KUBECONFIG (the first of a repeated path; missing ones skipped), else $HOME/.kube/config if it exists."""
     listed = env.get("KUBECONFIG", "")
-    paths = listed.split(os.pathsep) if listed else [os.path.join(env.get("HOME", ""), ".kube", "config")]
     where = "the kubeconfig option or KUBECONFIG" if listed else "~/.kube/config"  # no path: kubeconfig is no_log
     found = []
-    for path in dict.fromkeys(path for path in paths if path):
+    for path in listed_paths(listed, env.get("HOME", "")):
         try:
             with open(path, encoding="utf-8") as stream:
                 text = stream.read()
@@ -122,11 +125,8 @@ def _parsed(text: str, where: str) -> dict[str, Any]:
 def _entry(loaded: list[tuple[dict[str, Any], str]], kind: str, name: str) -> tuple[dict[str, Any], str] | None:
     """The first `kind` (clusters, users, contexts) entry called `name`, with the path of its file: the one client-go
     keeps when several files name it."""
-    for document, path in loaded:
-        for item in document.get(kind) or []:
-            if isinstance(item, dict) and item.get("name") == name:
-                return copy.deepcopy(item), path
-    return None
+    found = first_entry(loaded, kind, name)
+    return (copy.deepcopy(found[0]), found[1]) if found else None
 
 
 def _resolved(fields: dict[str, Any], keys: Iterable[str], path: str) -> None:

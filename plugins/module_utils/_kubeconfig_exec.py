@@ -21,6 +21,11 @@ import os
 import shutil
 from typing import Any, Mapping
 
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._kubeconfig_files import (
+    first_entry,
+    listed_paths,
+)
+
 try:
     import yaml
 
@@ -38,9 +43,8 @@ def _documents(kubeconfig: Any, environ: Mapping[str, str]) -> list[dict[str, An
     if yaml is None:
         return []
     listed = kubeconfig if isinstance(kubeconfig, str) and kubeconfig else environ.get("KUBECONFIG", "")
-    paths = listed.split(os.pathsep) if listed else [os.path.join(environ.get("HOME", "~"), ".kube", "config")]
     documents = []
-    for path in dict.fromkeys(os.path.expanduser(path) for path in paths if path):
+    for path in dict.fromkeys(os.path.expanduser(path) for path in listed_paths(listed, environ.get("HOME", "~"))):
         try:
             with open(path, encoding="utf-8") as stream:
                 document = yaml.safe_load(stream)
@@ -52,11 +56,10 @@ def _documents(kubeconfig: Any, environ: Mapping[str, str]) -> list[dict[str, An
 
 
 def _named(documents: list[dict[str, Any]], kind: str, name: Any) -> dict[str, Any]:
-    for document in documents:
-        for item in document.get(kind) or []:
-            if isinstance(item, dict) and item.get("name") == name and isinstance(item.get(kind[:-1]), dict):
-                return item[kind[:-1]]
-    return {}
+    """The fields of the first entry called `name` (a context's, a user's); {} when it has none."""
+    found = first_entry(((document, None) for document in documents), kind, name)
+    fields = found[0].get(kind[:-1]) if found else None
+    return fields if isinstance(fields, dict) else {}
 
 
 SERVICE_ACCOUNT_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"  # the in-cluster config's
