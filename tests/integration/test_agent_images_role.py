@@ -71,6 +71,22 @@ class Scenario:
         return {"mlops_agent_tarball": str(self.tarball), "mlops_agent_tarball_cache_dir": str(self.cache),
                 "_mlops": {"registry": self.registry_facts()}, **extra}
 
+    def image_archives(self) -> dict:
+        """A compressed `docker save` archive of each agent image under this version, of content no other run has."""
+        return {key: write_docker_archive(self.tmp_path / f"{key}.tar.gz", [f"{IMAGES[key]}:{self.version}"],
+                                          [{f"opt/{key}/agent-info.txt": f"{key} {uuid.uuid4()}\n".encode()}],
+                                          compress=True) for key in IMAGES}
+
+    def token_registry_login(self) -> tuple[TokenRegistry, dict[str, str], dict]:
+        """The rig's token-auth registry (reset), this test's repositories on it in Docker Hub's shape
+        (<organisation>/<name>), and registry facts that log in to it."""
+        registry = TokenRegistry(self.rig).reset()
+        organisation = self.prefix.rstrip("/")
+        paths = {key: f"{organisation}/{name.rsplit('/', maxsplit=1)[-1]}" for key, name in IMAGES.items()}
+        return registry, paths, {"host": registry.address, "username": registry.username,
+                                 "password": registry.password, "ca_path": registry.ca_path, "validate_certs": True,
+                                 "insecure": False, "repositories": paths}
+
     def manifest(self, key: str, tag: str | None = None) -> requests.Response:
         return requests.get(f"https://{self.rig['RIG_REGISTRY']}/v2/{self.repo(key)}/manifests/{tag or self.version}",
                             headers={"Accept": MANIFEST_TYPES}, auth=self.auth, verify=self.rig["RIG_REGISTRY_CA"],
@@ -227,9 +243,7 @@ def test_tracking_agent_disabled_builds_only_the_management_agent(rig, scenario)
 
 
 def test_archive_pushes_docker_save_archives_without_a_daemon(rig, scenario, tmp_path):
-    archives = {key: write_docker_archive(tmp_path / f"{key}.tar.gz", [f"{IMAGES[key]}:{scenario.version}"],
-                                          [{f"opt/{key}/agent-info.txt": f"{key} {uuid.uuid4()}\n".encode()}],
-                                          compress=True) for key in IMAGES}
+    archives = scenario.image_archives()
     extra = {"_mlops": {"registry": scenario.registry_facts()}, "mlops_agent_images_method": "archive",
              "mlops_agent_images_version": scenario.version,
              "mlops_agent_images_archives": {key: str(facts.path) for key, facts in archives.items()}}
@@ -261,14 +275,8 @@ def test_a_push_that_cannot_start_fails_the_stage_after_the_others_are_seen_thro
     """The login may only pull from the tracking agent's repository, so its push is refused as it starts; the
     management agent's push, started in the background just before, is still watched to its end (its image lands
     and its summary is printed) before the stage fails naming the refused repository, and no job directory stays."""
-    registry = TokenRegistry(rig).reset()
-    organisation = scenario.prefix.rstrip("/")
-    paths = {key: f"{organisation}/{name.rsplit('/', maxsplit=1)[-1]}" for key, name in IMAGES.items()}
-    archives = {key: write_docker_archive(tmp_path / f"{key}.tar.gz", [f"{IMAGES[key]}:{scenario.version}"],
-                                          [{f"opt/{key}/agent-info.txt": f"{key} {uuid.uuid4()}\n".encode()}],
-                                          compress=True) for key in IMAGES}
-    facts = {"host": registry.address, "username": registry.username, "password": registry.password,
-             "ca_path": registry.ca_path, "validate_certs": True, "insecure": False, "repositories": paths}
+    registry, paths, facts = scenario.token_registry_login()
+    archives = scenario.image_archives()
     extra = {"_mlops": {"registry": facts}, "mlops_agent_images_method": "archive",
              "mlops_agent_images_version": scenario.version,
              "mlops_agent_images_archives": {key: str(made.path) for key, made in archives.items()}}
@@ -370,12 +378,7 @@ def test_rejected_credentials_are_named_without_the_password(rig, scenario):
 def test_build_pushes_organisation_paths_to_the_token_auth_registry(rig, scenario):
     """Docker Hub's shape, <organisation>/mlops-management-agent, which the vendor Makefile cannot name, pushed
     through podman to the rig's token-auth registry (Bearer tokens from its token service)."""
-    registry = TokenRegistry(rig).reset()
-    organisation = scenario.prefix.rstrip("/")
-    paths = {"management_agent": f"{organisation}/mlops-management-agent",
-             "tracking_agent": f"{organisation}/mlops-tracking-agent"}
-    facts = {"host": registry.address, "username": registry.username, "password": registry.password,
-             "ca_path": registry.ca_path, "validate_certs": True, "insecure": False, "repositories": paths}
+    registry, paths, facts = scenario.token_registry_login()
     run = run_playbook(PLAYBOOK, extra_vars=scenario.vars(_mlops={"registry": facts}))
     assert run.returncode == 0, run.failure() or run.stderr[-3000:]
     assert registry.password not in run.stdout + run.stderr

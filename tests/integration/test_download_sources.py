@@ -18,7 +18,6 @@ from file_server import FileServer
 from test_agent_images_role import IMAGES, PUBLISH, Scenario
 from test_pps_image import archive
 from test_pps_image_role import registry_facts
-from fixtures.image_archives import write_docker_archive
 from token_registry import TokenRegistry
 
 PPS = "playbooks/pps_image.yml"
@@ -130,9 +129,7 @@ def test_pps_image_by_url_is_not_downloaded_for_a_login_that_may_only_pull(rig, 
 
 
 def test_agent_tarball_and_image_archives_by_url(rig, scenario, tmp_path):
-    archives = {key: write_docker_archive(tmp_path / f"{key}.tar.gz", [f"{IMAGES[key]}:{scenario.version}"],
-                                          [{f"opt/{key}/info.txt": f"{key} {uuid.uuid4()}\n".encode()}],
-                                          compress=True) for key in IMAGES}
+    archives = scenario.image_archives()
     files = {f"/{key}.tar.gz": facts.path.read_bytes() for key, facts in archives.items()}
     files["/agent.tar.gz"] = scenario.tarball.read_bytes()
     with FileServer(files) as server:
@@ -164,16 +161,10 @@ def test_agent_tarball_and_image_archives_by_url(rig, scenario, tmp_path):
 def test_agent_image_archives_by_url_are_not_downloaded_for_a_login_that_may_only_pull(rig, scenario, tmp_path):
     """The tracking agent's repository is read-only to the login: the stage fails saying so before either image
     archive is asked for (the agent tarball, which names the version, is fetched first)."""
-    registry = TokenRegistry(rig).reset()
-    organisation = scenario.prefix.rstrip("/")
-    paths = {key: f"{organisation}/{name.rsplit('/', maxsplit=1)[-1]}" for key, name in IMAGES.items()}
-    archives = {key: write_docker_archive(tmp_path / f"{key}.tar.gz", [f"{IMAGES[key]}:{scenario.version}"],
-                                          [{f"opt/{key}/info.txt": f"{key} {uuid.uuid4()}\n".encode()}],
-                                          compress=True) for key in IMAGES}
+    registry, paths, login = scenario.token_registry_login()
+    archives = scenario.image_archives()
     files = {f"/{key}.tar.gz": facts.path.read_bytes() for key, facts in archives.items()}
     files["/agent.tar.gz"] = scenario.tarball.read_bytes()
-    login = {"host": registry.address, "username": registry.username, "password": registry.password,
-             "ca_path": registry.ca_path, "validate_certs": True, "insecure": False, "repositories": paths}
     try:
         registry.read_only(paths["tracking_agent"])
         with FileServer(files) as server:
