@@ -15,7 +15,7 @@ import requests
 
 from ansible_cli import run_playbook
 from file_server import FileServer
-from test_agent_images_role import IMAGES, PUBLISH, Scenario
+from test_agent_images_role import PUBLISH, Scenario
 from test_pps_image import archive
 from test_pps_image_role import registry_facts
 from token_registry import TokenRegistry
