@@ -334,8 +334,8 @@ class RegistryClient:
         """Fails with a clear error unless we may push to `repository`.
 
         The login first (GET /v2/), then what a push does first: an upload session, opened and cancelled at once
-        (a registry that cannot cancel one lets it expire). /v2/ alone answers 200 to a login that may only pull (a read-only robot
-        account, a token without push), whose push would fail only once under way.
+        (a registry that cannot cancel one lets it expire). /v2/ alone answers 200 to a login that may only pull
+        (a read-only robot account, a token without push), whose push would fail only once under way.
         """
         scopes = (f"repository:{repository}:pull,push",)
         self.request("GET", "/v2/", scopes=scopes, expected={200})

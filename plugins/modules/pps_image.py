@@ -242,8 +242,8 @@ attributes:
       - Reports which blobs would be uploaded and about how many bytes (C(msg), C(would_upload_bytes)); sends and
         compresses nothing and writes no I(cache), so it costs about what a run with nothing to do costs. Whether the
         login may push is checked as a push starts, by an upload session opened and cancelled at once (nothing is
-        stored). The manifest digest the tag would get is reported when every blob's digest is known without compressing (an
-        earlier push of the same layers remembered in the cache, layers stored compressed, or C(compression=none));
+        stored). The manifest digest the tag would get is reported when every blob's digest is known without
+        compressing (an earlier push of the same layers remembered in the cache, layers stored compressed, or C(compression=none));
         otherwise C(digest) is empty.
   diff_mode:
     support: full
