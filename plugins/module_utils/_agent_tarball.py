@@ -70,21 +70,31 @@ def sha256_file(path: str) -> str:
     return digest.hexdigest()
 
 
-def chart_versions(chart_path: str) -> tuple[str, str]:
-    """(version, appVersion) from Chart.yaml's top-level keys; "" when absent."""
+def chart_versions(chart_path: str, origin: str = "") -> tuple[str, str]:
+    """(version, appVersion) from Chart.yaml's top-level keys; "" when absent. `origin` names the file for messages
+    (the tarball's member it was unpacked from), else its path."""
     try:
         with open(os.path.join(chart_path, "Chart.yaml"), encoding="utf-8") as handle:
             text = handle.read()
     except OSError as exc:
         raise TarballError(f"Cannot read {chart_path}/Chart.yaml: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise TarballError(f"{origin or os.path.join(chart_path, 'Chart.yaml')} is not UTF-8 text (byte {exc.start}), "
+                           "which a chart's Chart.yaml is: get the tarball again from DataRobot and compare its "
+                           "checksum.") from exc
     found = dict(_CHART_KEY.findall(text))
     return found.get("version", ""), found.get("appVersion", "")
 
 
-def _tree(path: str, checksum: str = "", changed: bool = False) -> AgentTree:
+def _tree(path: str, checksum: str = "", changed: bool = False, origin: str = "") -> AgentTree:
     chart = os.path.join(path, CHART_SUBPATH)
-    version, app_version = chart_versions(chart)
+    version, app_version = chart_versions(chart, origin)
     return AgentTree(path, chart, version, app_version, checksum, changed)
+
+
+def _chart_member(source: str, top: str) -> str:
+    """Chart.yaml as a member of the tarball, for messages."""
+    return f"Chart.yaml of agent tarball {source} (member {'/'.join(filter(None, (top, CHART_SUBPATH)))}/Chart.yaml)"
 
 
 def find_tree(directory: str) -> AgentTree:
@@ -217,7 +227,7 @@ def extract(source: str, cache_dir: str, check_mode: bool = False) -> AgentTree:
     dest = os.path.join(cache_dir, checksum[:16])
     top = _marked(dest, checksum)
     if top is not None and os.path.isfile(os.path.join(dest, top, CHART_SUBPATH, "Chart.yaml")):
-        return _tree(os.path.normpath(os.path.join(dest, top)), f"sha256:{checksum}")
+        return _tree(os.path.normpath(os.path.join(dest, top)), f"sha256:{checksum}", origin=_chart_member(source, top))
 
     with _open(source) as tar:
         members = _read_members(tar, source)
@@ -252,7 +262,7 @@ def extract(source: str, cache_dir: str, check_mode: bool = False) -> AgentTree:
             if os.path.lexists(work):
                 _remove(work)
             raise
-    return _tree(os.path.normpath(os.path.join(dest, top)), f"sha256:{checksum}", True)
+    return _tree(os.path.normpath(os.path.join(dest, top)), f"sha256:{checksum}", True, _chart_member(source, top))
 
 
 def agent_tree(src: str | None, path: str | None, cache_dir: str, check_mode: bool) -> AgentTree:

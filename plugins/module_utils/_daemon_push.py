@@ -79,16 +79,38 @@ def connect(docker_host: str | None, timeout: int, hint: str = "") -> Any:
                           f"podman's API service) or set docker_host (DOCKER_HOST){hint}.") from exc
 
 
-@contextmanager
-def docker_session(client: Any, where: str, secrets: Iterable[str]) -> Iterator[Any]:
-    """`client` for the block: an SDK error in it becomes a DaemonError naming the endpoint, every secret masked, and
-    the client is closed after, failed or not."""
-    from docker.errors import APIError, DockerException  # pylint: disable=import-outside-toplevel
+def _timed_out(exc: BaseException) -> bool:
+    """Whether the Docker API took longer than the client's timeout: requests' or urllib3's timeout, or requests'
+    ConnectionError around urllib3's (what reading a streamed answer raises)."""
+    from requests.exceptions import Timeout  # pylint: disable=import-outside-toplevel
+    from urllib3.exceptions import TimeoutError as Urllib3Timeout  # pylint: disable=import-outside-toplevel
 
+    return isinstance(exc, (Timeout, Urllib3Timeout)) or any(isinstance(arg, Urllib3Timeout) for arg in exc.args)
+
+
+@contextmanager
+def docker_session(client: Any, where: str, secrets: Iterable[str], timeout: int, timeout_option: str
+                   ) -> Iterator[Any]:
+    """`client` for the block: an SDK error in it becomes a DaemonError naming the endpoint, every secret masked, and
+    the client is closed after, failed or not. The SDK lets the errors of requests and urllib3 through (a slow or a
+    dropped connection): a timeout names `timeout_option`, the caller's option that set the client's `timeout`."""
+    from docker.errors import APIError, DockerException  # pylint: disable=import-outside-toplevel
+    from requests.exceptions import RequestException  # pylint: disable=import-outside-toplevel
+    from urllib3.exceptions import HTTPError  # pylint: disable=import-outside-toplevel
+
+    masker = Masker().add(*secrets)
     try:
         yield client
     except (APIError, DockerException) as exc:
-        raise DaemonError(f"The Docker API at {where} failed: {Masker().add(*secrets).text(str(exc))}") from exc
+        raise DaemonError(f"The Docker API at {where} failed: {masker.text(str(exc))}") from exc
+    except (RequestException, HTTPError) as exc:
+        if _timed_out(exc):
+            raise DaemonError(f"The Docker API at {where} did not answer within {timeout} seconds ({timeout_option}"
+                              f"; {type(exc).__name__}). podman's API says nothing until a push has ended: raise "
+                              f"{timeout_option} for a push that takes longer, or check that the Docker API is up."
+                              ) from exc
+        raise DaemonError(f"The Docker API at {where} dropped the connection ({masker.text(str(exc))}): check that "
+                          "the daemon (or podman's API service) is still running, then run again.") from exc
     finally:
         client.close()
 
@@ -240,7 +262,7 @@ def push_with_daemon(archive: Archive, image: Image, repository: Repository, tag
     where = endpoint(docker_host)
     secrets = [credentials.password] if credentials else []
     with docker_session(connect(docker_host, timeout, ", or use method: direct, which needs no daemon"), where,
-                        secrets) as client:
+                        secrets, timeout, "timeout") as client:  # pps_image's option
         # Streamed, never read into memory. podman's Docker API cannot read gzip archives (Docker can): we
         # decompress on the way, which suits both.
         with archive.open_stream() as stream:
@@ -337,7 +359,8 @@ class LocalImagePusher:
         where = endpoint(self.docker_host)
         secrets = [self.credentials.password] if self.credentials else []
         before = tag_state(self.registry, self.repository, self.tag)
-        with docker_session(self.connector(self.docker_host, self.timeout), where, secrets) as client:
+        with docker_session(self.connector(self.docker_host, self.timeout), where, secrets, self.timeout,
+                            "push_timeout") as client:  # daemon_image_push's option
             try:
                 local = client.images.get(self.source)
             except ImageNotFound as exc:

@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 from dataclasses import dataclass, field
+from typing import Any
 
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._child_env import (
     credential_helper_environment,
@@ -26,6 +27,10 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
 
 class DockerConfigError(MlopsError):
     """config.json cannot be read, or names a credential helper that cannot be run."""
+
+
+# What to do about a config.json docker would not have written.
+REWRITE = "Fix it or remove it and log in again (docker login), or pass username/password."
 
 
 @dataclass(frozen=True)
@@ -49,16 +54,28 @@ def credentials_from_docker_config(registry: str, path: str | None = None) -> Cr
             config = json.load(handle)
     except (OSError, ValueError) as exc:
         raise DockerConfigError(f"Cannot read docker config {path}: {exc}") from exc
-    found = _from_auths(config.get("auths") or {}, registry)
+    if not isinstance(config, dict):
+        raise DockerConfigError(f"docker config {path} is not as docker writes it: it is not a JSON object. {REWRITE}")
+    found = _from_auths(_section(config, "auths", path), registry, path)
     if found:
         return found
     # docker asks helpers about Docker Hub by its legacy index URL, whichever of its names the image used.
     server = DOCKER_HUB_CONFIG_KEY if is_docker_hub(registry) else registry
-    helpers = config.get("credHelpers") or {}
+    helpers = _section(config, "credHelpers", path)
     helper = helpers.get(server) or helpers.get(registry) or config.get("credsStore")
     if helper:
         return _from_helper(helper, server)
     return None
+
+
+def _section(config: dict, name: str, path: str) -> dict:
+    """`config[name]` ({} when absent), which docker writes as an object: anything else is an error to fix, not an
+    AttributeError further on."""
+    section = config.get(name) or {}
+    if not isinstance(section, dict):
+        raise DockerConfigError(f"docker config {path} is not as docker writes it: its {name} is not a JSON object. "
+                                f"{REWRITE}")
+    return section
 
 
 def _auth_keys(registry: str) -> list[str]:
@@ -70,19 +87,33 @@ def _auth_keys(registry: str) -> list[str]:
     return list(dict.fromkeys(keys))
 
 
-def _from_auths(auths: dict, registry: str) -> Credentials | None:
+def _from_auths(auths: dict, registry: str, path: str) -> Credentials | None:
     """The first `auths` entry under one of the spellings docker has used for a registry's key."""
     for key in _auth_keys(registry):
         entry = auths.get(key)
+        if entry and not isinstance(entry, dict):
+            raise DockerConfigError(f"docker config {path} is not as docker writes it: its auths entry for {key} is "
+                                    f"not a JSON object. {REWRITE}")
         if entry:
             if entry.get("auth"):
-                username, password = (base64.b64decode(entry["auth"]).decode().split(":", 1) + [""])[:2]
-                return Credentials(username, password)
+                return _decoded(entry["auth"], key, path)
             if entry.get("username"):
                 return Credentials(entry["username"], entry.get("password", ""))
             if entry.get("identitytoken"):
                 return Credentials("<token>", entry["identitytoken"])
     return None
+
+
+def _decoded(auth: Any, key: str, path: str) -> Credentials:
+    """The login in an `auths` entry's `auth`: base64 of user:password, decoded strictly as docker does. The message
+    of a bad one never quotes it: it is the password, only encoded."""
+    try:
+        text = base64.b64decode(auth, validate=True).decode()
+    except (ValueError, TypeError):  # binascii.Error and UnicodeDecodeError (which holds the bytes) are ValueErrors
+        raise DockerConfigError(f"docker config {path}: the auth of {key} is not the base64 of user:password (UTF-8). "
+                                f"{REWRITE}") from None
+    username, password = (text.split(":", 1) + [""])[:2]
+    return Credentials(username, password)
 
 
 def _from_helper(helper: str, registry: str) -> Credentials | None:
@@ -96,7 +127,18 @@ def _from_helper(helper: str, registry: str) -> Credentials | None:
     except OSError as exc:
         raise DockerConfigError(f"docker config names credential helper {helper!r}, but docker-credential-{helper} "
                                 "cannot be run: install it or pass username/password.") from exc
+    except subprocess.TimeoutExpired as exc:
+        raise DockerConfigError(f"docker-credential-{helper} get did not answer within {exc.timeout:g} seconds (is it "
+                                "waiting for a locked keychain or a prompt?): unlock it, or pass username/password."
+                                ) from exc
     if proc.returncode:
         return None
-    answer = json.loads(proc.stdout)
+    try:
+        answer = json.loads(proc.stdout)
+    except ValueError:
+        answer = None
+    if not isinstance(answer, dict):  # what it printed is not quoted: it may be the secret
+        raise DockerConfigError(f"docker-credential-{helper} get answered with no JSON object (the credential helper "
+                                "protocol's {\"Username\": ..., \"Secret\": ...}): check that helper, or pass "
+                                "username/password.")
     return Credentials(answer.get("Username", ""), answer.get("Secret", ""))

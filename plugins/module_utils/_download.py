@@ -17,11 +17,13 @@ and query (`_url_origin.shown`).
 from __future__ import annotations
 
 import base64
+import errno
 import fcntl
 import hashlib
 import json
 import os
 import random
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator
@@ -55,6 +57,8 @@ MAX_REDIRECTS = 10
 HEAD_REFUSALS = frozenset({403, 405, 501})
 # The algorithms ansible.builtin.get_url's `checksum` takes that have a fixed digest size.
 ALGORITHMS = tuple(sorted(name for name in hashlib.algorithms_guaranteed if not name.startswith("shake_")))
+# What a write into the cache fails with when its file system has no room for the file: no retry makes room.
+NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
 
 class DownloadError(MlopsError):
@@ -115,7 +119,10 @@ class Source:
     backoff: float = 1.0  # seconds before the first retry, doubling
 
     def __post_init__(self) -> None:
-        parts = urlsplit(self.url)
+        try:
+            parts = urlsplit(self.url)
+        except ValueError as exc:  # e.g. "Invalid IPv6 URL": a [ without its ]
+            raise _unreadable(self.url, exc) from None
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise DownloadError(f"url {shown(self.url)!r} is not an http:// or https:// URL.")
         if parts.username is not None:
@@ -260,15 +267,21 @@ class Downloader:
 
     def _receive(self, response: Any, offset: int, outcome: Outcome) -> None:
         mode = "r+b" if offset else "wb"
-        with open(self.part, mode) as handle:
-            handle.seek(offset)
-            handle.truncate()
-            try:
-                for block in _blocks(response):
+        try:
+            with open(self.part, mode) as handle:
+                handle.seek(offset)
+                handle.truncate()
+                for block in _arriving(response):
                     handle.write(block)
                     outcome.downloaded += len(block)
-            except (RequestException, OSError, HTTPError) as exc:
-                raise _Interrupted(type(exc).__name__) from None
+        except OSError as exc:  # the cache's disk, not the network (_arriving): another attempt would fail the same
+            if exc.errno not in NO_ROOM:
+                raise  # fetch says the directory must be writable
+            kept = os.path.getsize(self.part) if os.path.exists(self.part) else 0
+            raise DownloadError(f"cannot write the download of {shown(self.source.url)} to {self.part}: "
+                                f"{exc.strerror or exc}. Free space there, or set mlops_download_cache_dir "
+                                f"(cache_dir) to a directory with room for it; the {kept} bytes received are kept "
+                                "and the next run continues from there.") from None
         expected = _int(self._partial()[1].get("length"))
         if expected is not None and os.path.getsize(self.part) < expected:
             raise _Interrupted("the server closed the connection early")
@@ -374,6 +387,26 @@ def _blocks(response: Any) -> Iterator[bytes]:
         if not block:
             return
         yield block
+
+
+def _arriving(response: Any) -> Iterator[bytes]:
+    """_blocks, a cut connection (or a stalled one) raising _Interrupted: what arrived before it is kept."""
+    try:
+        yield from _blocks(response)
+    except (RequestException, OSError, HTTPError) as exc:
+        raise _Interrupted(type(exc).__name__) from None
+
+
+def _unreadable(url: str, exc: ValueError) -> DownloadError:
+    """The error for a URL urlsplit refuses: shown as far as it reads, without userinfo, query and fragment (split
+    where urlsplit splits them), as everywhere."""
+    scheme, sep, rest = url.partition("//")
+    netloc = re.split(r"[/?#]", rest, maxsplit=1)[0]
+    path = re.split(r"[?#]", rest[len(netloc):], maxsplit=1)[0]
+    userinfo, _at, host = netloc.rpartition("@")
+    reason = str(exc).replace(userinfo, "...") if userinfo else str(exc)
+    return DownloadError(f"url {scheme + sep + host + path!r} cannot be read ({reason}): check it; an IPv6 address "
+                         "is written in brackets, as in https://[fe80::1]:8443/file.tgz.")
 
 
 def _reason(exc: Exception, url: str) -> str:

@@ -61,6 +61,18 @@ def _unreachable(host: str, what: str, exc: Exception) -> KubernetesAccessError:
         "kubeconfig's server address right? Is its CA trusted (ca_cert)?")
 
 
+def _refused(host: str, what: str, exc: DynamicApiError) -> KubernetesAccessError:
+    """An error answer, with what to do for the usual ones: a token that is wrong or expired (401), a user without the
+    rights (403); a transient one (RETRY_STATUSES) is ApiUnavailable."""
+    hints = {
+        401: UNAUTHORIZED,
+        403: "forbids it: grant the user read access, or run as a cluster administrator.",
+    }
+    hint = hints.get(exc.status, f"answered {exc.status} {exc.reason}.")
+    error = ApiUnavailable if exc.status in RETRY_STATUSES else KubernetesAccessError
+    return error(f"Reading {what} from {host} failed: the API server {hint}")
+
+
 def kubeconfig_files(kubeconfig: str) -> list[str]:
     """The files of a kubeconfig option that exist: it may list several, separated as in KUBECONFIG (os.pathsep), as
     kubernetes.core's option and the kubernetes client (which merges them, skipping missing ones) take it."""
@@ -91,11 +103,13 @@ class ReadOnlyCluster:
                 "which is not on PATH where the module runs: install it there (in AWX, in the execution "
                 "environment), or use a kubeconfig whose user has a token or a client certificate.")
         keep_kube_credentials_in_memory()  # a killed run leaves no file with the kubeconfig's key behind
+        host = module.params.get("host") or "the kubeconfig's server"
         try:
             return cls(get_api_client(module=module))
-        except (TransportError, OSError) as exc:  # the client asks for /version while it is built
-            raise _unreachable(module.params.get("host") or "the kubeconfig's server", "the server version",
-                               exc) from exc
+        except DynamicApiError as exc:  # the client asks for /version while it is built: a bad token is refused there
+            raise _refused(host, "the server version", exc) from exc
+        except (TransportError, OSError) as exc:
+            raise _unreachable(host, "the server version", exc) from exc
         except CoreException as exc:
             raise KubernetesAccessError(
                 f"{str(exc).rstrip('.')}. Check that kubeconfig/context (or K8S_AUTH_KUBECONFIG) point at the "
@@ -105,13 +119,7 @@ class ReadOnlyCluster:
         try:
             return call()
         except DynamicApiError as exc:
-            hints = {
-                401: UNAUTHORIZED,
-                403: "forbids it: grant the user read access, or run as a cluster administrator.",
-            }
-            hint = hints.get(exc.status, f"answered {exc.status} {exc.reason}.")
-            error = ApiUnavailable if exc.status in RETRY_STATUSES else KubernetesAccessError
-            raise error(f"Reading {what} from {self.host} failed: the API server {hint}") from exc
+            raise _refused(self.host, what, exc) from exc
         except (TransportError, OSError) as exc:
             raise _unreachable(self.host, what, exc) from exc
         except ResourceNotFoundError as exc:  # the kind is not served: an API server older (or other) than supported

@@ -28,9 +28,12 @@ class PushCache:
         if path and os.path.exists(path):
             try:
                 with open(path, encoding="utf-8") as handle:
-                    self.data.update(json.load(handle))
+                    loaded = json.load(handle)
             except (OSError, ValueError):
-                pass  # a damaged cache is ignored and rewritten
+                loaded = None  # a damaged cache is ignored and rewritten
+            if isinstance(loaded, dict):  # a section of another shape too: as if it were not there
+                self.data.update({name: section for name, section in loaded.items()
+                                  if name in self.data and isinstance(section, dict)})
         self._lock = threading.Lock()
 
     @staticmethod

@@ -30,8 +30,9 @@ author:
 options:
   url:
     description:
-      - C(http://) or C(https://) URL of the file. It may hold a login (C(user:password@)) or a signed query; both are
-        hidden in the output. When the arguments fail validation, the whole URL is hidden.
+      - C(http://) or C(https://) URL of the file. It may hold a login (C(user:password@), or a token alone as
+        C(TOKEN@)) or a signed query; both are hidden in the output. When the arguments fail validation, the whole URL
+        is hidden.
     type: str
     required: true
   checksum:
@@ -170,16 +171,21 @@ ARGUMENT_SPEC = dict(
 
 
 def hide_url_secrets(module: AnsibleModule) -> None:
-    """The URL's password and query (a signed URL's token) are masked in everything the module returns.
+    """The URL's userinfo (a login, or a token given as the user name: https://TOKEN@host/...), its password and its
+    query (a signed URL's token) are masked in everything the module returns.
 
     `url` is no_log, so a failed validation (which prints the invocation before main() could get here) shows none
     of it. Once the arguments are valid only its secrets stay hidden, so the URL itself can be shown (the `url`
-    result, messages): hidden whole, a URL without secrets would read `********` everywhere.
+    result, messages): hidden whole, a URL without secrets would read `********` everywhere. A URL urlsplit cannot
+    read stays hidden whole; Source says what is wrong with it.
     """
     url = module.params["url"]
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return
     module.no_log_values.discard(url)
-    for secret in (parts.password, parts.query):
+    for secret in (parts.netloc.rpartition("@")[0], parts.password, parts.query):
         if secret:
             module.no_log_values.add(secret)
 

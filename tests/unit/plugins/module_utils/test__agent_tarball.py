@@ -176,3 +176,19 @@ def test_an_extracted_directory_that_cannot_be_read_names_the_option_and_the_rol
                                            r"Give a directory this user can read as path \(the agent_tarball role: "
                                            r"mlops_agent_tarball_dir\)"):
         agent_tree(None, str(tmp_path), str(tmp_path / "cache"), False)
+
+
+def test_a_chart_yaml_that_is_not_utf8_names_the_tarball_and_the_member(tmp_path):
+    chart = f"{TOP}/tools/{CHART_SUBPATH[6:]}/Chart.yaml"
+    members = [(name, b"version: 1.2.0\nappVersion: \"9.2.0\"\ndescription: caf\xe9\n" if name == chart else content)
+               for name, content in agent_members()]
+    tarball = write_tar(tmp_path / "latin1.tar.gz", members)
+    for _run in range(2):  # the second finds the unpacked tree in the cache, and says the same
+        with pytest.raises(TarballError, match=rf"Chart\.yaml of agent tarball {tarball} \(member {chart}\) is not "
+                                               r"UTF-8 text .*get the tarball again from DataRobot"):
+            extract(str(tarball), str(tmp_path / "cache"))
+    extracted = tmp_path / "x"
+    with tarfile.open(tarball) as tar:
+        tar.extractall(extracted, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
+    with pytest.raises(TarballError, match=rf"{extracted / TOP / CHART_SUBPATH}/Chart\.yaml is not UTF-8 text"):
+        find_tree(str(extracted))

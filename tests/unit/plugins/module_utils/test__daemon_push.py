@@ -378,3 +378,44 @@ def test_a_push_that_changes_nothing_writes_no_pushing_phase(tmp_path):
     docker = FakeDocker({f"{NAME}:{TAG}": FakeImage(IMAGE_ID, [f"{NAME}:{TAG}"])})
     pusher(registry, docker, progress=PushProgress(str(path), image=f"{NAME}:{TAG}")).push()
     assert not path.exists() or parse_status(path.read_text())["phase"] != "pushing"
+
+
+def _timeouts_and_cuts():
+    import requests
+    import urllib3
+
+    read_timeout = urllib3.exceptions.ReadTimeoutError(None, "/push", "Read timed out.")
+    return {
+        "requests-timeout": (requests.exceptions.ReadTimeout(f"Read timed out. {SECRET}"), True),
+        "stream-timeout": (requests.exceptions.ConnectionError(read_timeout), True),  # iter_content's wrapping
+        "urllib3-timeout": (read_timeout, True),
+        "connection-reset": (requests.exceptions.ConnectionError(f"Connection aborted. {SECRET}"), False),
+        "protocol-error": (urllib3.exceptions.ProtocolError("Connection broken: IncompleteRead"), False),
+    }
+
+
+@pytest.mark.parametrize("name", list(_timeouts_and_cuts()))
+def test_a_slow_or_dropped_docker_api_is_a_daemon_error_naming_what_to_do(name):
+    """A push longer than push_timeout (podman says nothing until it has ended) or a connection the daemon drops."""
+    error, timed_out = _timeouts_and_cuts()[name]
+    docker = FakeDocker({f"{NAME}:{TAG}": FakeImage(IMAGE_ID, [f"{NAME}:{TAG}"])}, error)
+    with pytest.raises(DaemonError, match=r"^The Docker API at unix:///run/podman\.sock ") as caught:
+        pusher(FakeRegistry(None), docker).push()
+    message = str(caught.value)
+    assert SECRET not in message and docker.closed
+    if timed_out:
+        assert "did not answer within 3600 seconds (push_timeout;" in message and "raise push_timeout" in message
+    else:
+        assert "dropped the connection" in message and "push_timeout" not in message
+
+
+def test_the_timeout_named_is_the_callers_option():
+    """pps_image's method: daemon sets the Docker API's timeout with its timeout option."""
+    import requests
+
+    from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._daemon_push import docker_session
+
+    docker = FakeDocker({})
+    with pytest.raises(DaemonError, match=r"did not answer within 300 seconds \(timeout; .*raise timeout "):
+        with docker_session(docker, "tcp://builder:2376", [], 300, "timeout"):
+            raise requests.exceptions.ReadTimeout("Read timed out.")

@@ -129,3 +129,51 @@ def test_a_credential_helper_is_asked_about_docker_hub_by_its_index_url(tmp_path
                    'echo \'{"Username": "acme-bot", "Secret": "from-helper"}\'\n')
     path = write_config(tmp_path, {"credHelpers": {"https://index.docker.io/v1/": "hub"}})
     assert credentials_from_docker_config("registry-1.docker.io", path) == Credentials("acme-bot", "from-helper")
+
+
+# --- a config.json or a helper answer of another shape: a DockerConfigError that says what to fix --------------
+
+@pytest.mark.parametrize("config, why", [
+    ([], r"is not a JSON object"),
+    (None, r"is not a JSON object"),
+    ({"auths": ["registry.example:5000"]}, r"its auths is not a JSON object"),
+    ({"credHelpers": "fake"}, r"its credHelpers is not a JSON object"),
+    ({"auths": {REGISTRY: "u:p"}}, rf"its auths entry for {REGISTRY} is not a JSON object"),
+], ids=["list", "null", "auths-list", "credHelpers-string", "entry-string"])
+def test_a_config_of_another_shape_is_a_clear_error(tmp_path, config, why):
+    path = write_config(tmp_path, json.dumps(config))
+    with pytest.raises(DockerConfigError, match=rf"docker config {path} .*{why}.*docker login"):
+        credentials_from_docker_config(REGISTRY, path)
+
+
+@pytest.mark.parametrize("auth", ["c2VjcmV0LXRva2Vu!", "YWxpY2U6c2VjcmV0LXRva2V", base64.b64encode(b"\xff:x").decode(),
+                                  42], ids=["not-base64", "bad-padding", "not-utf8", "number"])
+def test_an_auth_that_is_not_base64_of_a_login_is_a_clear_error_without_it(tmp_path, auth):
+    """docker itself decodes it strictly: a character outside base64 is an error there too, not a login."""
+    path = write_config(tmp_path, {"auths": {REGISTRY: {"auth": auth}}})
+    with pytest.raises(DockerConfigError, match=rf"docker config {path}: the auth of {REGISTRY} is not") as raised:
+        credentials_from_docker_config(REGISTRY, path)
+    assert "c2Vjc" not in str(raised.value) and "secret" not in str(raised.value)
+
+
+@pytest.mark.parametrize("answer", ["echo not json s3cret", "echo '[\"s3cret\"]'"], ids=["not-json", "not-object"])
+def test_a_helper_answer_that_is_not_a_json_object_is_a_clear_error_without_it(tmp_path, monkeypatch, answer):
+    helper_on_path(tmp_path, monkeypatch, "odd", answer + "\n")
+    path = write_config(tmp_path, {"credsStore": "odd"})
+    with pytest.raises(DockerConfigError, match=r"docker-credential-odd get answered with no JSON object") as raised:
+        credentials_from_docker_config(REGISTRY, path)
+    assert "s3cret" not in str(raised.value)
+
+
+def test_a_helper_that_does_not_answer_in_time_is_a_clear_error(tmp_path, monkeypatch):
+    import subprocess
+
+    from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils import _docker_config
+
+    def hangs(*args, **kwargs):
+        raise subprocess.TimeoutExpired(args[0], kwargs["timeout"])
+
+    monkeypatch.setattr(_docker_config.subprocess, "run", hangs)
+    path = write_config(tmp_path, {"credsStore": "slow"})
+    with pytest.raises(DockerConfigError, match=r"docker-credential-slow get did not answer within 60 seconds"):
+        credentials_from_docker_config(REGISTRY, path)

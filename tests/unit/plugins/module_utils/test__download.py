@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
@@ -186,3 +187,61 @@ def test_file_names(tmp_path):
             downloader(server, tmp_path, path="/a/")
         named = Downloader(Source(server.url("/a/")), Checksum.parse(SHA256), str(tmp_path), name="x.tgz")
         assert named.path == str(tmp_path / "x.tgz")
+
+
+class _FillingUp:
+    """A cache file on a disk with room for `room` more bytes; past that, write fails as a full disk makes it."""
+
+    def __init__(self, handle, room: int) -> None:
+        self.handle, self.room = handle, room
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.handle.close()
+
+    def __getattr__(self, name: str):
+        return getattr(self.handle, name)
+
+    def write(self, block: bytes) -> int:
+        if len(block) > self.room:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self.room -= len(block)
+        return self.handle.write(block)
+
+
+def test_a_full_disk_stops_the_download_at_once_and_keeps_what_arrived(tmp_path, monkeypatch):
+    """Not a cut connection to retry: the message names the file, the reason and the option that moves the cache."""
+    from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils import _download
+
+    def full_open(path, *args, **kwargs):
+        handle = open(path, *args, **kwargs)  # pylint: disable=consider-using-with  # the caller's with closes it
+        return _FillingUp(handle, 200 * 1024) if str(path).endswith(".part") else handle
+
+    with FileServer({"/pps.tar.gz": DATA}) as server:
+        monkeypatch.setattr(_download, "open", full_open, raising=False)
+        with pytest.raises(DownloadError, match=rf"cannot write the download of {server.url('/pps.tar.gz')} to "
+                                                rf"{tmp_path}/pps\.tar\.gz\.part: No space left on device\. Free space "
+                                                r"there, or set mlops_download_cache_dir \(cache_dir\) to a "
+                                                r"directory with room for it; the \d+ bytes received are kept"):
+            downloader(server, tmp_path).fetch()
+        assert len(server.gets()) == 1, "a full disk is not retried as a cut connection"
+        kept = (tmp_path / "pps.tar.gz.part").stat().st_size
+        assert 0 < kept <= 200 * 1024
+        monkeypatch.undo()
+        outcome = downloader(server, tmp_path).fetch()
+        assert outcome.resumed and outcome.downloaded == len(DATA) - kept
+        assert (tmp_path / "pps.tar.gz").read_bytes() == DATA
+
+
+@pytest.mark.parametrize("url, expected", [
+    ("https://robot:pa55w0rd@[fe80::1/x.tgz?sig=s3cr3t#frag",
+     r"'https://\[fe80::1/x\.tgz' cannot be read \(Invalid IPv6 URL\)"),
+    ("https://robot:pa55w0rd\uff03@files.example/x.tgz?sig=s3cr3t",  # a fullwidth '#': NFKC makes it a '#'
+     r"'https://files\.example/x\.tgz' cannot be read \(netloc '\.\.\.@files\.example' contains invalid characters"),
+], ids=["unclosed-bracket", "nfkc"])
+def test_a_url_urlsplit_cannot_read_is_a_clear_error_without_its_secrets(url, expected):
+    with pytest.raises(DownloadError, match=rf"url {expected}.*: check it") as error:
+        Source(url)
+    assert "pa55w0rd" not in str(error.value) and "s3cr3t" not in str(error.value)

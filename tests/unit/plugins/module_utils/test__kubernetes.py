@@ -115,3 +115,35 @@ def test_a_kubeconfig_option_may_list_files_as_kubeconfig_does(tmp_path):
     assert kubeconfig_files(listed) == [str(tmp_path / "a"), str(tmp_path / "b")]  # missing ones skipped
     assert kubeconfig_files(str(tmp_path / "a")) == [str(tmp_path / "a")]
     assert kubeconfig_files(f"{tmp_path / 'x'}:{tmp_path / 'y'}") == []
+
+
+class _Module:
+    """What connect reads of an AnsibleK8SModule: a host and a token, so that no kubeconfig is looked for."""
+
+    params = {"host": "https://api.example:6443", "api_key": "t0ken-not-shown"}
+
+
+@pytest.mark.parametrize("status, reason, expected, kind", [
+    (401, "Unauthorized", r"rejected our credentials: refresh the kubeconfig's token", "KubernetesAccessError"),
+    (403, "Forbidden", r"forbids it: grant the user read access", "KubernetesAccessError"),
+    (503, "Service Unavailable", r"answered 503 Service Unavailable", "ApiUnavailable"),
+], ids=["401", "403", "503"])
+def test_an_api_server_refusing_the_version_while_connecting_is_a_clear_error(monkeypatch, status, reason, expected,
+                                                                              kind):
+    """get_api_client reads /version while it builds the client: a refused token arrives there, not in _ask."""
+    from kubernetes.client.rest import ApiException
+    from kubernetes.dynamic.exceptions import api_exception
+
+    from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils import _kubernetes
+    from ansible_collections.kubernetes.core.plugins.module_utils.k8s import client
+
+    def refused(module):
+        raise api_exception(ApiException(status=status, reason=reason))
+
+    monkeypatch.setattr(client, "get_api_client", refused)
+    monkeypatch.setattr(_kubernetes, "keep_kube_credentials_in_memory", lambda: False)
+    with pytest.raises(MlopsError, match=r"Reading the server version from https://api\.example:6443 failed: the "
+                                         r"API server " + expected) as raised:
+        ReadOnlyCluster.connect(_Module())
+    assert type(raised.value).__name__ == kind
+    assert "t0ken" not in str(raised.value)

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._push_cache import (
     BLOB_PLACES,
     PushCache,
@@ -56,3 +58,24 @@ def test_no_path_means_nothing_is_written(tmp_path, monkeypatch):
 def test_default_path_follows_xdg_cache_home(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert default_cache_path() == str(tmp_path / "datarobot_mlops" / "pps_image.json")
+
+
+@pytest.mark.parametrize("content", ['{"archives": [], "layers": null, "blobs": "x"}', '[["layers", 1]]', '["ab"]',
+                                     "null", '"text"', '{"layers": {"sha256:a|none": {"digest": "d", "size": 1}}, '
+                                                       '"blobs": [1]}'],
+                         ids=["sections", "pairs", "two-letter-list", "null", "string", "one-good-section"])
+def test_a_cache_file_of_another_shape_is_as_good_as_none(tmp_path, content):
+    """Only a hint: a section that is no object (or a file that is none) is taken as empty, never an error mid-push."""
+    path = tmp_path / "cache.json"
+    path.write_text(content)
+    cache = PushCache(str(path))
+    assert set(cache.data) == {"archives", "layers", "blobs"}
+    assert all(isinstance(section, dict) for section in cache.data.values())
+    cache.remember_layer("sha256:b", "none", "sha256:b", 2)
+    cache.remember_blob("r1:5000", "repo", "sha256:b")
+    cache.data["archives"]["key"] = {"config_digest": "sha256:c", "blobs": 1}
+    assert cache.blob_places("r1:5000", "sha256:b") == ["repo"] and cache.layer("sha256:x", "none") is None
+    cache.save()
+    assert PushCache(str(path)).layer("sha256:b", "none") == {"digest": "sha256:b", "size": 2}
+    if content.startswith('{"layers"'):
+        assert cache.layer("sha256:a", "none") == {"digest": "d", "size": 1}  # what has the right shape is kept

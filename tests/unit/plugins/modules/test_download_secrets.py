@@ -45,3 +45,23 @@ def test_the_url_returned_is_the_url_without_its_secrets(capsys, tmp_path, url):
     assert result["url"] == "https://files.example.com/a.tgz" and result["changed"] is False
     assert PASSWORD not in out and SIGNATURE not in out
     assert "files.example.com" in result["invocation"]["module_args"]["url"]  # only its secrets are hidden
+
+
+def test_a_token_given_as_the_urls_user_name_is_hidden(capsys, tmp_path):
+    """https://TOKEN@host/... (how GitHub tokens are often given): a userinfo without a password is a secret too."""
+    token = "ghp_T0kenWithoutPassw0rd"
+    content = b"agent tarball"
+    (tmp_path / "a.tgz").write_bytes(content)
+    checksum = "sha256:" + hashlib.sha256(content).hexdigest()
+    out, result = run_main(capsys, {"url": f"https://{token}@files.example.com/a.tgz", "checksum": checksum,
+                                    "cache_dir": str(tmp_path)}, check=True)
+    assert result.get("failed") is not True, result
+    assert token not in out
+    assert result["invocation"]["module_args"]["url"] == "https://********@files.example.com/a.tgz"
+
+
+def test_a_url_that_cannot_be_read_fails_clearly_and_stays_hidden(capsys):
+    out, result = run_main(capsys, {"url": f"https://ghp_T0ken@[fe80::1/a.tgz?sig={SIGNATURE}",
+                                    "checksum": CHECKSUM})
+    assert result["failed"] is True and "cannot be read (Invalid IPv6 URL)" in result["msg"], result
+    assert "ghp_T0ken" not in out and SIGNATURE not in out
