@@ -26,6 +26,8 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
 # The registry_auth options a fleet destination gives for itself; the rest (retries, timeout, docker_config) are
 # the run's own, alike for all.
 OWN_OPTIONS = ("ca_path", "validate_certs", "insecure")
+# The registry the environment's login (USERNAME_ENV, PASSWORD_ENV) is for: the AWX registry credential sets all three.
+HOST_ENV = "REGISTRY_HOST"
 
 
 class FleetError(MlopsError):
@@ -48,14 +50,16 @@ def destination_params(params: Mapping[str, Any], given: Mapping[str, Any],
                        environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The registry_auth options of a fleet destination: its own login and TLS options, else what its own module run
     would have had. Without a username of its own, that is the environment's login (REGISTRY_USERNAME and
-    REGISTRY_PASSWORD, for REGISTRY_HOST when set): never the run's own username, which belongs to its registry."""
+    REGISTRY_PASSWORD, for REGISTRY_HOST when set): never the run's own username, which belongs to its registry. That
+    login is scoped by REGISTRY_HOST, not by the run's credentials_host, lest one registry's password go to another."""
     environ = os.environ if environ is None else environ
     options = dict(params)
     options.update({name: given[name] for name in OWN_OPTIONS})
     if given.get("username"):
         options.update(username=given["username"], password=given.get("password"))
     else:
-        options.update(username=environ.get(USERNAME_ENV) or None, password=secret_from_env(PASSWORD_ENV, environ))
+        options.update(username=environ.get(USERNAME_ENV) or None, password=secret_from_env(PASSWORD_ENV, environ),
+                       credentials_host=environ.get(HOST_ENV) or params.get("credentials_host"))
     return options
 
 

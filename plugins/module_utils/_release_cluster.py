@@ -132,10 +132,14 @@ class ReleaseCluster(ReadOnlyCluster):
         return self._write_lease(namespace, body["metadata"]["name"], "Updating",
                                  lambda leases: leases.replace(body=dict(body), namespace=namespace).to_dict())
 
-    def delete_lease(self, namespace: str, name: str) -> None:
+    def delete_lease(self, namespace: str, name: str, *, uid: str | None, resource_version: str | None) -> None:
+        """Delete the Lease only as it was last seen (a 409 when another run wrote it since: LeaseConflict)."""
+        preconditions = {key: value for key, value in (("uid", uid), ("resourceVersion", resource_version)) if value}
+        body = {"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": preconditions}
+
         def call(leases: Any) -> None:
             try:
-                leases.delete(name=name, namespace=namespace)
+                leases.delete(name=name, namespace=namespace, body=body)
             except NotFoundError:
                 pass
 

@@ -233,13 +233,19 @@ class ReleaseGuard:
             raise ReleaseBusy(lock.lost)
 
     def forget(self) -> None:
-        """The release is gone: so is its bookkeeping (best effort)."""
+        """The release is gone: so is its bookkeeping (best effort). A Lease another run took over meanwhile is that
+        run's and stays; raises ReleaseBusy then, as let_go() does."""
         lock, self.lock = self.lock, None
-        if lock is not None:
-            try:
-                lock.remove()
-            except KubernetesAccessError:
-                pass
+        if lock is None:
+            return
+        try:
+            lock.remove()
+        except LeaseConflict:
+            lock.lost = lock.lost or lock.taken_over_message(_claim_or_nobody(lock))
+        except KubernetesAccessError:
+            pass
+        if lock.lost:
+            raise ReleaseBusy(lock.lost)
 
     def roll_back_or_uninstall(self, failed: int, good: Revision | None) -> None:
         """Undo revision `failed`: roll back to `good`, or uninstall when the release never worked. Raises HelmError."""

@@ -63,7 +63,8 @@ class LeaseStore(Protocol):
     def replace_lease(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
         ...
 
-    def delete_lease(self, namespace: str, name: str) -> None:
+    # only while it is the one with this uid and resourceVersion (else LeaseConflict)
+    def delete_lease(self, namespace: str, name: str, *, uid: str | None, resource_version: str | None) -> None:
         ...
 
 
@@ -286,9 +287,17 @@ class ReleaseLock:
             self._lease = None
 
     def remove(self) -> None:
+        """Delete the Lease as this run last wrote it. Raises LeaseConflict when someone took it over meanwhile: it is
+        then their record of their work (what their crash recovery reads), not ours to delete."""
         self.stop_renewing()
-        self._lease = None
-        self.store.delete_lease(self.namespace, self.name)
+        lease, self._lease = self._lease, None
+        if lease is None:
+            return
+        if self.lost:
+            raise LeaseConflict(self.namespace, self.name)
+        metadata = lease.get("metadata") or {}
+        self.store.delete_lease(self.namespace, self.name, uid=metadata.get("uid"),
+                                resource_version=metadata.get("resourceVersion"))
 
     def start_renewing(self, interval: float) -> None:
         """Renew the claim every `interval` seconds until finish(), so that a long helm --wait never looks dead."""

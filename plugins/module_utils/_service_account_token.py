@@ -204,7 +204,8 @@ class ServiceAccountTokens:
         if existing is None:
             resource.create(body, namespace=self.namespace)
         elif existing.get("type") != body["type"]:  # a secret's type cannot change in place
-            resource.delete(name=name, namespace=self.namespace)
+            refuse_foreign(existing, self.namespace, name)
+            self._delete_as_read(resource, name, existing)
             resource.create(body, namespace=self.namespace)
         else:
             metadata = existing.get("metadata") or {}
@@ -213,9 +214,33 @@ class ServiceAccountTokens:
             body["metadata"]["resourceVersion"] = metadata["resourceVersion"]
             resource.replace(body, namespace=self.namespace)
 
+    def _delete_as_read(self, resource: Any, name: str, existing: Mapping[str, Any]) -> None:
+        """Delete the secret only as it was read (its uid and resourceVersion): one recreated or changed since is
+        someone else's doing, left alone."""
+        from kubernetes.dynamic.exceptions import ConflictError
+
+        metadata = existing.get("metadata") or {}
+        preconditions = {key: metadata[key] for key in ("uid", "resourceVersion") if metadata.get(key)}
+        try:
+            resource.delete(name=name, namespace=self.namespace,
+                            body={"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": preconditions})
+        except ConflictError as exc:
+            raise TokenSecretError(f"The Secret {self.namespace}/{name} was changed by someone else meanwhile: run "
+                                   "again.") from exc
+
 
 class TokenSecretError(MlopsError):
     """The secret could not be read or written; the message names the objects and what to check."""
+
+
+def refuse_foreign(existing: Mapping[str, Any] | None, namespace: str, name: str) -> None:
+    """A secret of another type is deleted to be rewritten: only one this module wrote (its SOURCE_ANNOTATION), never
+    another team's that happens to have the name."""
+    if existing is None or existing.get("type") == "kubernetes.io/dockerconfigjson":
+        return
+    if SOURCE_ANNOTATION not in ((existing.get("metadata") or {}).get("annotations") or {}):
+        raise TokenSecretError(f"The Secret {namespace}/{name} exists with type {existing.get('type')} and was not "
+                               "made by this collection: name another secret or remove it.")
 
 
 @dataclass
@@ -286,6 +311,7 @@ def _renew(tokens: ServiceAccountTokens, want: Renewal, check_mode: bool, diff: 
         raise TokenSecretError(f"ServiceAccount {want.namespace}/{want.service_account} does not exist: create it "
                                "first (the openshift role does).")
     existing = tokens.secret(want.name)
+    refuse_foreign(existing, want.namespace, want.name)
     current = stored_token(secret_docker_config(existing), want.registries, want.registry_username)
     verdict = judge(existing, registries=want.registries, username=want.registry_username,
                     wanted_subject=subject(want.namespace, want.service_account),

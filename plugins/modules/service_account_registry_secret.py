@@ -22,6 +22,8 @@ description:
     the token's claims decide) and expires later than I(renew_before) from now. Re-running the task
     therefore changes nothing until the token is due; run it more often than I(renew_before) (e.g. from a
     scheduled AWX job) so the image builder never holds an expired token.
+  - A secret of that name with another type is deleted and written again only when this module made it (its
+    annotation C(datarobot-mlops/token-source)), and only as it was read; any other fails the task, naming it.
 author:
   - DataRobot MLOps collection maintainers (@datarobot-community)
 extends_documentation_fragment:
@@ -112,6 +114,9 @@ token_source:
 """
 
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._k8s_module import MlopsK8sModule
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._memory_files import (
+    keep_kube_credentials_in_memory,
+)
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._service_account_token import (
     Renewal,
     renew_registry_secret,
@@ -138,6 +143,7 @@ def main() -> None:
     def connect():
         from ansible_collections.kubernetes.core.plugins.module_utils.k8s.client import get_api_client
 
+        keep_kube_credentials_in_memory()  # a killed run leaves no file with the kubeconfig's key behind
         return get_api_client(module=module)
 
     def action():

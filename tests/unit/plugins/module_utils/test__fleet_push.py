@@ -6,6 +6,7 @@ import threading
 
 import pytest
 
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._docker_config import Credentials
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import MlopsError
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._fleet_push import (
     FleetError,
@@ -15,6 +16,7 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
     identity,
     push_all,
 )
+from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._registry_module import login_for
 
 RUN = {"username": "own-user", "password": "own-secret", "credentials_host": None, "docker_config": None,
        "ca_path": "/own/ca.pem", "validate_certs": True, "insecure": False, "retries": 5, "timeout": 300}
@@ -38,6 +40,17 @@ def test_a_destination_without_a_login_never_gets_the_runs_own_but_the_environme
     environ = {"REGISTRY_USERNAME": "env-user", "REGISTRY_PASSWORD": "env-secret"}
     options = destination_params(RUN, given(), environ=environ)
     assert (options["username"], options["password"]) == ("env-user", "env-secret")
+
+
+def test_the_environments_login_goes_only_to_registry_host_whatever_the_runs_credentials_host(tmp_path):
+    """REGISTRY_USERNAME and REGISTRY_PASSWORD are REGISTRY_HOST's (the AWX registry credential): a destination of
+    the run's own credentials_host, another registry, never receives them."""
+    run = {**RUN, "credentials_host": "a.example", "docker_config": str(tmp_path / "no-config.json")}
+    environ = {"REGISTRY_HOST": "b.example", "REGISTRY_USERNAME": "env-user", "REGISTRY_PASSWORD": "env-secret"}
+    logins = {registry: login_for(registry, destination_params(run, given(name=f"{registry}/pps"), environ=environ))
+              for registry in ("a.example", "b.example")}
+    assert logins["a.example"][0] is None and "not sent to a.example" in logins["a.example"][1]
+    assert logins["b.example"] == (Credentials("env-user", "env-secret"), None)
 
 
 def test_keys_are_checked():

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -70,7 +71,8 @@ class MemoryLeases:
         key = (namespace, body["metadata"]["name"])
         if key in self.leases:
             raise LeaseConflict(namespace, key[1])
-        return self._stored(key, body)
+        self.version += 1
+        return self._stored(key, {**body, "metadata": {**body["metadata"], "uid": f"uid-{self.version}"}})
 
     def replace_lease(self, namespace, body):
         key = (namespace, body["metadata"]["name"])
@@ -78,8 +80,14 @@ class MemoryLeases:
             raise LeaseConflict(namespace, key[1])
         return self._stored(key, body)
 
-    def delete_lease(self, namespace, name):
-        self.leases.pop((namespace, name), None)
+    def delete_lease(self, namespace, name, *, uid, resource_version):
+        """Deleted only as it was last seen (DeleteOptions preconditions): else 409, as the API server answers."""
+        found = self.leases.get((namespace, name))
+        if found is None:
+            return
+        if (found["metadata"].get("uid"), found["metadata"]["resourceVersion"]) != (uid, resource_version):
+            raise LeaseConflict(namespace, name)
+        del self.leases[(namespace, name)]
 
 
 def dead_identity() -> str:
@@ -302,6 +310,76 @@ def test_a_renewal_that_finds_the_lease_taken_over_says_so():
     assert "was taken over by ci-runner-9/7/1/beef while this run held release bosun" in (holder.lost or "")
 
 
+def taken_over(store: MemoryLeases, by: str = "ci-runner-9/7/1/beef") -> None:
+    """Another run takes the Lease over (it judged ours dead): its claim, its resourceVersion."""
+    lease = store.get_lease("ns", "bosun-agent-deployment")
+    lease["spec"]["holderIdentity"] = by
+    store.replace_lease("ns", lease)
+
+
+def test_removing_a_lease_another_run_took_over_leaves_it_to_that_run():
+    """Our renewals found it taken over (lost): its holder's record of its work stays, and we are told."""
+    store = MemoryLeases()
+    holder = lock(store)
+    holder.acquire()
+    taken_over(store)
+    holder.lost = holder.taken_over_message(holder.peek())  # what a renewal that met the 409 records
+    with pytest.raises(LeaseConflict):
+        holder.remove()
+    assert Claim.of(store.get_lease("ns", "bosun-agent-deployment")).holder == "ci-runner-9/7/1/beef"
+
+
+def test_a_lease_is_removed_only_as_this_run_last_wrote_it():
+    """Taken over with no renewal to notice it (none due yet): the delete's preconditions keep the other's Lease."""
+    store = MemoryLeases()
+    holder = lock(store)
+    holder.acquire()
+    taken_over(store)
+    with pytest.raises(LeaseConflict):
+        holder.remove()
+    assert Claim.of(store.get_lease("ns", "bosun-agent-deployment")).holder == "ci-runner-9/7/1/beef"
+    untouched = MemoryLeases()
+    own = lock(untouched)
+    own.acquire()
+    own.intend(Intent(2, "uninstall", T0))  # written since acquired: the last resourceVersion is what counts
+    own.remove()
+    assert untouched.leases == {}
+
+
+class LeaseEndpoint:
+    """The Lease endpoint of kubernetes.core's client: records each delete, answers 409 when told to."""
+
+    def __init__(self, status: int | None = None) -> None:
+        self.status, self.deletes = status, []
+
+    def delete(self, **request):
+        from kubernetes.client.rest import ApiException
+        from kubernetes.dynamic.exceptions import api_exception
+
+        self.deletes.append(request)
+        if self.status:
+            raise api_exception(ApiException(status=self.status, reason="Conflict"))
+
+
+def test_the_api_server_is_asked_to_delete_the_lease_only_as_last_seen():
+    from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._release_cluster import (
+        ReleaseCluster,
+    )
+
+    def cluster(endpoint: LeaseEndpoint) -> ReleaseCluster:
+        return ReleaseCluster(SimpleNamespace(configuration=SimpleNamespace(host="https://k:6443"),
+                                              resource=lambda kind, api_version: endpoint))
+
+    preconditions = {"apiVersion": "v1", "kind": "DeleteOptions",
+                     "preconditions": {"uid": "uid-1", "resourceVersion": "7"}}
+    endpoint = LeaseEndpoint()
+    cluster(endpoint).delete_lease("ns", "bosun-agent-deployment", uid="uid-1", resource_version="7")
+    assert endpoint.deletes == [{"name": "bosun-agent-deployment", "namespace": "ns", "body": preconditions}]
+    with pytest.raises(LeaseConflict, match="changed by someone else since this run read it"):
+        cluster(LeaseEndpoint(status=409)).delete_lease("ns", "bosun-agent-deployment", uid="uid-1",
+                                                        resource_version="7")
+
+
 def test_helm_times_and_lease_length():
     assert revision_time("2026-11-25T18:31:57.32420571Z") == datetime.datetime(
         2026, 11, 25, 18, 31, 57, 324205, tzinfo=datetime.timezone.utc)
@@ -408,6 +486,25 @@ def test_absent_removes_the_lease_with_the_release(rig):
     leave_pending(helm, store)
     assert with_leases(reconciler, store).absent(spec(), True, 10).changed
     assert helm.revisions == [] and store.leases == {}
+
+
+def test_absent_keeps_a_lease_another_run_took_over_during_the_uninstall(rig):
+    """helm uninstall --wait outlasted our claim and another run took the Lease over: the uninstall is done, but the
+    Lease is that run's record (its crash recovery), so it stays and the run fails saying what happened."""
+    helm, cluster, reconciler = rig
+    store = MemoryLeases()
+    with_leases(reconciler, store).present(spec())
+    uninstall = helm.uninstall
+
+    def slow_uninstall(*args, **kwargs):
+        uninstall(*args, **kwargs)
+        taken_over(store)
+
+    helm.uninstall = slow_uninstall
+    with pytest.raises(ReleaseBusy, match="was taken over by ci-runner-9/7/1/beef while this run held release bosun"):
+        with_leases(reconciler, store).absent(spec(), True, 10)
+    assert helm.revisions == []
+    assert Claim.of(store.get_lease("ns", "bosun-agent-deployment")).holder == "ci-runner-9/7/1/beef"
 
 
 def test_a_run_that_starts_writing_while_we_render_is_named(rig):

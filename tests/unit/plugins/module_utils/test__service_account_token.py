@@ -199,3 +199,78 @@ def test_an_unverified_registry_must_be_one_of_the_registries():
 
     with pytest.raises(sat.TokenSecretError, match="unverified_registries names other.example, which registries"):
         sat.Renewal.from_params(_params(unverified_registries=["other.example"]))
+
+
+def foreign(kind="Opaque", annotations=None):
+    """A Secret of that name and another type, as another team (or this module, with its annotations) left it."""
+    return {"type": kind, "data": {"token": "b3RoZXI="},
+            "metadata": {"name": "registry-creds", "namespace": "ns", "uid": "uid-1", "resourceVersion": "5",
+                         "annotations": annotations or {}}}
+
+
+@pytest.mark.parametrize("check_mode", [False, True])
+def test_a_secret_of_another_type_not_made_here_is_refused_before_a_token_is_asked_for(monkeypatch, check_mode):
+    from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._service_account_token import (
+        TokenSecretError,
+    )
+
+    fake = FakeTokens(account={"metadata": {"name": "builder"}}, stored=foreign())
+    with pytest.raises(TokenSecretError, match="The Secret ns/registry-creds exists with type Opaque and was not made "
+                                               "by this collection: name another secret or remove it"):
+        renew(fake, monkeypatch, check_mode=check_mode)
+    assert fake.requested is None and fake.written is None
+
+
+class SecretEndpoint:
+    """The Secret endpoint of kubernetes.core's client: records each call, answers 409 to a delete when told to."""
+
+    def __init__(self, conflict: bool = False) -> None:
+        self.conflict, self.calls = conflict, []
+
+    def delete(self, **request):
+        from kubernetes.client.rest import ApiException
+        from kubernetes.dynamic.exceptions import api_exception
+
+        self.calls.append(("delete", request))
+        if self.conflict:
+            raise api_exception(ApiException(status=409, reason="Conflict"))
+
+    def create(self, body, **request):
+        self.calls.append(("create", body["metadata"]["name"]))
+
+    def replace(self, body, **request):
+        self.calls.append(("replace", body["metadata"]["name"]))
+
+
+def write_over(existing, endpoint: SecretEndpoint) -> None:
+    from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils import _service_account_token as sat
+
+    client = type("Client", (), {"resource": lambda self, kind, api_version: endpoint})()
+    sat.ServiceAccountTokens(client, "ns", "builder").write_secret(
+        "registry-creds", docker_config([REGISTRY], "serviceaccount", "t"), {sat.SOURCE_ANNOTATION: "token_request"},
+        existing)
+
+
+def test_a_secret_of_another_type_is_replaced_only_when_ours_and_as_it_was_read():
+    from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils import _service_account_token as sat
+
+    endpoint = SecretEndpoint()
+    with pytest.raises(sat.TokenSecretError, match="not made by this collection"):
+        write_over(foreign(), endpoint)
+    assert endpoint.calls == []
+    write_over(foreign("kubernetes.io/dockercfg", {sat.SOURCE_ANNOTATION: "legacy_secret"}), endpoint)
+    assert endpoint.calls == [
+        ("delete", {"name": "registry-creds", "namespace": "ns",
+                    "body": {"apiVersion": "v1", "kind": "DeleteOptions",
+                             "preconditions": {"uid": "uid-1", "resourceVersion": "5"}}}),
+        ("create", "registry-creds")]
+
+
+def test_a_secret_changed_by_someone_else_meanwhile_is_left_and_the_run_says_so():
+    from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils import _service_account_token as sat
+
+    endpoint = SecretEndpoint(conflict=True)
+    with pytest.raises(sat.TokenSecretError, match="The Secret ns/registry-creds was changed by someone else "
+                                                   "meanwhile: run again"):
+        write_over(foreign("kubernetes.io/dockercfg", {sat.SOURCE_ANNOTATION: "legacy_secret"}), endpoint)
+    assert [call[0] for call in endpoint.calls] == ["delete"]
