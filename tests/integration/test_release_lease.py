@@ -159,8 +159,8 @@ def test_a_run_killed_before_helm_wrote_claims_nothing_written_after_it(release,
     assert run_module(MODULE, args()).result.get("changed") is True
     binary = helm_wrapper(tmp_path, "    time.sleep(600)")  # our intent is recorded; helm never gets to write
     killed = subprocess.Popen(module_argv(MODULE, args(values=agent_values(tag="9.2.3"), binary_path=binary)),
-                              env=ansible_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True)
+                              env=ansible_env(TMPDIR=str(tmp_path)), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)  # its unpacked payload stays here
     wait_for("the intercepted upgrade", lambda: (tmp_path / "intercepted").exists() or killed.poll() is not None, 120)
     kill_tree(killed)
     intent = lease(name, namespace)["metadata"].get("annotations") or {}

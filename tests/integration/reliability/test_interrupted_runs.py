@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -84,10 +85,11 @@ def test_api_server_restarted_during_a_site_run(rig, demo_archives, ledger):  # 
     assert environments == 1
 
 
-def start_killable(argv: list[str]) -> subprocess.Popen:
-    """A command in a session of its own, so that it and everything it started can be killed at once."""
-    return subprocess.Popen(argv, env=ansible_env(), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+def start_killable(argv: list[str], tmpdir: Path) -> subprocess.Popen:
+    """A command in a session of its own, so that it and everything it started can be killed at once; its TMPDIR is
+    the test's, where a killed module's unpacked payload (which only a module that ends removes) is left."""
+    return subprocess.Popen(argv, env=ansible_env(TMPDIR=str(tmpdir)), cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
 
 
 def processes(pattern: str) -> list[str]:
@@ -122,10 +124,10 @@ def alive(pid: int) -> bool:
 
 @pytest.mark.parametrize("helm_under_test", HELMS, indirect=True)  # the recovery reads helm's history and list
 def test_agent_deployment_killed_mid_upgrade_is_recovered_by_the_next_run(helm_under_test, release, namespace,
-                                                                          ledger):  # noqa: F811
+                                                                          tmp_path, ledger):  # noqa: F811
     name, args = release
     assert run_module(AGENT, args()).result.get("changed") is True
-    killed = start_killable(module_argv(AGENT, args(values=agent_values(tag=BROKEN_TAG), wait_timeout=120)))
+    killed = start_killable(module_argv(AGENT, args(values=agent_values(tag=BROKEN_TAG), wait_timeout=120)), tmp_path)
     left = kill_when_pending(killed, name, namespace)
     stray = processes(f"helm .*{name}")
     good = agent_values(tag="9.2.3")
@@ -154,11 +156,11 @@ def test_agent_deployment_killed_mid_upgrade_is_recovered_by_the_next_run(helm_u
     assert again.result.get("changed") is False and not again.failed, again.result.get("msg")
 
 
-def test_a_revision_left_pending_by_someone_else_is_not_touched(release, namespace, ledger):  # noqa: F811
+def test_a_revision_left_pending_by_someone_else_is_not_touched(release, namespace, tmp_path, ledger):  # noqa: F811
     name, args = release
     assert run_module(AGENT, args()).result.get("changed") is True
     by_hand = start_killable([os.environ["HELM"], "upgrade", name, CHART, "-n", namespace, "--reuse-values", "--set",
-                              f"managementAgent.tag={BROKEN_TAG}", "--wait", "--timeout", "120s"])
+                              f"managementAgent.tag={BROKEN_TAG}", "--wait", "--timeout", "120s"], tmp_path)
     left = kill_when_pending(by_hand, name, namespace)
     good = agent_values(tag="9.2.3")
     refused = run_module(AGENT, args(values=good))
