@@ -116,8 +116,13 @@ class PredictionEnvironments:
         if fixed:
             if self.check_mode:
                 return EnvironmentChange(True, None, _view(current), body)
-            self.client.delete_prediction_environment(current["id"])
-            created = self.client.create_prediction_environment(body)
+            self._delete(current)
+            try:
+                created = self.client.create_prediction_environment(body)
+            except DataRobotError as exc:
+                raise DataRobotError(f"Prediction environment {current['id']} ({current['name']}) was deleted to be "
+                                     f"recreated, and creating its replacement failed: {exc} Run again once that is "
+                                     "fixed: the environment is then created anew.", exc.status) from exc
             return EnvironmentChange(True, created, _view(current), _view(created))
         updatable = {key: value for key, value in changes.items() if key in UPDATABLE or key == "name"}
         if not updatable:
@@ -138,11 +143,14 @@ class PredictionEnvironments:
             return EnvironmentChange(False, None)
         if self.check_mode:
             return EnvironmentChange(True, None, _view(current), {})
+        deleted = self._delete(current)
+        return EnvironmentChange(deleted, None, _view(current), {})
+
+    def _delete(self, current: dict[str, Any]) -> bool:
         try:
-            deleted = self.client.delete_prediction_environment(current["id"])
+            return self.client.delete_prediction_environment(current["id"])
         except DataRobotError as exc:
             if exc.status == 422:
                 raise InvalidEnvironmentRequest(f"Prediction environment {current['id']} ({current['name']}) is still used "
                                                 "by a deployment: delete or move those deployments first.") from exc
             raise
-        return EnvironmentChange(deleted, None, _view(current), {})

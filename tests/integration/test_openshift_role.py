@@ -15,7 +15,7 @@ import threading
 import pytest
 
 from ansible_cli import ansible_env, run_module, run_playbook
-from conftest import kubectl
+from conftest import demo_archives, kubectl  # noqa: F401 pylint: disable=unused-import
 from test_preflight import SURVEY_GRANTS, grant, kubeconfig_of, role_defaults
 
 PLAYBOOK = "tests/integration/playbooks/registry_and_openshift.yml"
@@ -190,6 +190,48 @@ def test_check_mode_changes_nothing(target):
                            check=True, diff=True)
     assert checked.returncode == 0, checked.failure()
     assert checked.changed > 0
+    assert kubectl("get", "namespace", target, check=False).returncode != 0
+
+
+def test_check_mode_in_a_project_made_beforehand_without_the_service_account(target):
+    """`oc new-project` first, as users do: the check run reports the ServiceAccount and its registry login as
+    changes instead of failing on the account a dry run could not make."""
+    kubectl("create", "namespace", target)
+    checked = run_playbook(PLAYBOOK, extra_vars=ocp_vars(target, mlops_registry_host="registry.apps.example.test"),
+                           check=True, diff=True)
+    assert checked.returncode == 0, checked.failure()
+    assert checked.task("Registry login from the ServiceAccount's token").get("changed") is True
+    assert kubectl("-n", target, "get", "serviceaccount", SA, check=False).returncode != 0
+    assert kubectl("-n", target, "get", "secret", "registry-creds", check=False).returncode != 0
+
+
+@pytest.mark.parametrize("route", [False, True], ids=["no-route-yet", "route-exposed"])
+def test_a_first_check_run_of_the_images_reports_the_pushes_to_the_registry_it_would_set_up(
+        target, demo_archives, route):  # noqa: F811
+    """`--check` before the first run on an OpenShift cluster: without the default route, or with it but without the
+    image builder's login (made from its ServiceAccount's token by the run), no registry can be asked; the image
+    stages report their pushes as changes and touch nothing."""
+    if route:  # as the registry operator leaves it once asked (registry_operator above)
+        kubectl("patch", "configs.imageregistry.operator.openshift.io", "cluster", "--type=merge",
+                "-p", '{"spec":{"defaultRoute":true}}')
+        kubectl("apply", "-f", "-", stdin=json.dumps(
+            {"apiVersion": "route.openshift.io/v1", "kind": "Route",
+             "metadata": {"name": "default-route", "namespace": "openshift-image-registry"},
+             "spec": {"host": ROUTE_HOST, "to": {"kind": "Service", "name": "image-registry"},
+                      "tls": {"termination": "reencrypt"}}}))
+    try:
+        checked = run_playbook("site.yml", tags="registry,openshift,images", check=True, diff=True,
+                               extra_vars=ocp_vars(target))
+    finally:
+        kubectl("-n", "openshift-image-registry", "delete", "route", "default-route", "--ignore-not-found")
+        kubectl("patch", "configs.imageregistry.operator.openshift.io", "cluster", "--type=merge",
+                "-p", '{"spec":{"defaultRoute":false}}')
+    assert checked.returncode == 0, checked.failure() or checked.stderr[-3000:]
+    why = "gets its registry login in this run" if route else "gets its default route in this run"
+    for task in ("Report the PPS push to the registry this run sets up",
+                 "Report the agent images' pushes to the registry this run sets up"):
+        reported = checked.task(task)
+        assert reported.get("changed") is True and why in reported["msg"], reported
     assert kubectl("get", "namespace", target, check=False).returncode != 0
 
 

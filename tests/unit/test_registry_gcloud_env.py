@@ -12,7 +12,7 @@ import subprocess
 import uuid
 from pathlib import Path
 
-from ansible_cli import BIN, REPO, ansible_env
+from ansible_cli import BIN, REPO, PlaybookRun, ansible_env
 
 FAKE_GCLOUD = """#!/bin/sh
 n=$(ls "$CLOUDSDK_CONFIG" | wc -l)
@@ -64,3 +64,42 @@ def test_gcloud_gets_its_own_variables_and_no_secret_of_the_run(tmp_path):
         assert child["GOOGLE_APPLICATION_CREDENTIALS"] == "/k.json"
         assert child["HTTPS_PROXY"] == "http://proxy.invalid:3128"
         assert child["PATH"].startswith(str(fake_bin)) and child["HOME"]
+
+
+# A project whose policy holds the push role already; a Google service account that does not exist yet (a check run
+# before the one that creates it).
+FAKE_GCLOUD_NEW_ACCOUNT = """#!/bin/sh
+n=$(ls "$CLOUDSDK_CONFIG" | wc -l)
+printf '%s\\n' "$@" > "$CLOUDSDK_CONFIG/argv-$n"
+case "$*" in
+  *"service-accounts get-iam-policy"*) echo "ERROR: (gcloud.iam.service-accounts.get-iam-policy) NOT_FOUND" >&2
+                                      exit 1 ;;
+  *"projects get-iam-policy"*) echo '{"bindings": [{"role": "roles/artifactregistry.writer",
+                                 "members": ["serviceAccount:builder@p1.iam.gserviceaccount.com"]}]}' ;;
+esac
+"""
+
+
+def test_a_check_run_reports_the_bindings_of_a_service_account_not_made_yet(tmp_path):
+    fake_bin, config = tmp_path / "bin", tmp_path / "gcloud-config"
+    fake_bin.mkdir()
+    config.mkdir()
+    (fake_bin / "gcloud").write_text(FAKE_GCLOUD_NEW_ACCOUNT)
+    (fake_bin / "gcloud").chmod(0o755)
+    (tmp_path / "play.yml").write_text(PLAY)
+    env = ansible_env(CLOUDSDK_CONFIG=str(config))
+    env["PATH"] = f"{fake_bin}:{env['PATH']}"
+    extra = {"mlops_registry_gcp_project": "p1", "mlops_registry_gcp_service_account": "builder",
+             "mlops_registry_gcp_push_role": "roles/artifactregistry.writer", "mlops_namespace": "ns",
+             "ansible_python_interpreter": str(BIN / "python")}
+    run = PlaybookRun.of(subprocess.run(
+        [str(BIN / "ansible-playbook"), "-i", "localhost,", "-c", "local", str(tmp_path / "play.yml"), "--check",
+         "-e", json.dumps(extra)], capture_output=True, text=True, cwd=REPO, env=env, timeout=300, check=False))
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    reported = run.task("The bindings a real run would add")
+    added = [item["msg"] for item in reported["results"] if item.get("changed")]
+    assert added == ["Would add roles/iam.workloadIdentityUser for serviceAccount:p1.svc.id.goog[ns/"
+                     "datarobot-management-agent-image-builder]."], reported
+    calls = [path.read_text().split("\n") for path in sorted(config.glob("argv-*"))]
+    assert [argv[:3] for argv in calls] == [["projects", "get-iam-policy", "p1"],
+                                            ["iam", "service-accounts", "get-iam-policy"]]  # read only

@@ -22,6 +22,7 @@ class FakeClient:
         self.environments = {e["id"]: copy.deepcopy(e) for e in environments}
         self.calls: list[tuple] = []
         self.delete_status: int | None = None
+        self.create_status: int | None = None
 
     def prediction_environments(self, search=None):
         return [copy.deepcopy(e) for e in self.environments.values()
@@ -32,6 +33,8 @@ class FakeClient:
 
     def create_prediction_environment(self, body):
         self.calls.append(("create", body))
+        if self.create_status:
+            raise DataRobotError(f"DataRobot answered {self.create_status}.", self.create_status)
         created = {"id": f"id{len(self.environments) + 1}", **body}
         self.environments[created["id"]] = created
         return copy.deepcopy(created)
@@ -91,6 +94,26 @@ def test_a_platform_change_needs_recreate():
     outcome = PredictionEnvironments(client).present(Desired("prod", "openshift"), recreate=True)
     assert [call[0] for call in client.calls] == ["delete", "create"]
     assert outcome.after["platform"] == "openshift"
+
+
+def test_a_recreate_whose_create_fails_says_the_old_one_is_gone_and_the_next_run_creates_it():
+    client = FakeClient(PROD)
+    client.create_status = 422
+    with pytest.raises(DataRobotError, match=r"id1 \(prod\) was deleted to be recreated, and creating its replacement "
+                                             r"failed: DataRobot answered 422\. Run again") as raised:
+        PredictionEnvironments(client).present(Desired("prod", "openshift"), recreate=True)
+    assert raised.value.status == 422
+    client.create_status = None
+    outcome = PredictionEnvironments(client).present(Desired("prod", "openshift"), recreate=True)
+    assert outcome.changed and client.calls[-1][0] == "create" and outcome.after["platform"] == "openshift"
+
+
+def test_a_recreate_of_an_environment_in_use_says_so_and_keeps_it():
+    client = FakeClient(PROD)
+    client.delete_status = 422
+    with pytest.raises(InvalidEnvironmentRequest, match=r"id1 \(prod\) is still used by a deployment"):
+        PredictionEnvironments(client).present(Desired("prod", "openshift"), recreate=True)
+    assert [call[0] for call in client.calls] == ["delete"] and "id1" in client.environments
 
 
 def test_two_environments_with_the_name_are_refused():
