@@ -19,6 +19,9 @@ options:
       - API key (Developer Tools in DataRobot). Never shown.
       - Default from C(DATAROBOT_API_TOKEN), else the content of the file that C(DATAROBOT_API_TOKEN_FILE) names
         (what this collection's AWX credential type sets, so that the token is not in the job's environment).
+      - A token from the environment is for the DataRobot C(DATAROBOT_ENDPOINT) names, when it names one. An
+        I(endpoint) on another scheme, host or port then fails before anything is sent; pass that endpoint's own
+        I(api_token).
     type: str
   validate_certs:
     description: Verify DataRobot's TLS certificate.

@@ -27,10 +27,15 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
     shown,
 )
 
+# The AWX DataRobot credential injects its token with its endpoint; a survey answer or the inventory may name another
+# endpoint, where that token must not follow (the registry login is scoped to REGISTRY_HOST the same way).
+ENDPOINT_ENV, TOKEN_ENV = "DATAROBOT_ENDPOINT", "DATAROBOT_API_TOKEN"
+
+
 # The options of the datarobot_auth doc fragment, as an argument spec.
 DATAROBOT_AUTH_ARGUMENT_SPEC: dict[str, dict[str, Any]] = dict(
-    endpoint=dict(type="str", fallback=(env_fallback, ["DATAROBOT_ENDPOINT"])),
-    api_token=dict(type="str", no_log=True, fallback=(secret_fallback, ["DATAROBOT_API_TOKEN"])),
+    endpoint=dict(type="str", fallback=(env_fallback, [ENDPOINT_ENV])),
+    api_token=dict(type="str", no_log=True, fallback=(secret_fallback, [TOKEN_ENV])),
     validate_certs=dict(type="bool", default=True),
     ca_path=dict(type="path", fallback=(env_fallback, ["DATAROBOT_CA_PATH"])),
     timeout=dict(type="raw", default=60),
@@ -52,6 +57,28 @@ class DataRobotError(MlopsError):
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+
+
+def _with_scheme(endpoint: str) -> str:
+    endpoint = endpoint.strip()
+    return endpoint if "://" in endpoint else f"https://{endpoint}"
+
+
+def env_token_problem(endpoint: str, env_endpoint: str) -> str:
+    """Why the environment's API token (which belongs to `env_endpoint`) must not go to `endpoint`; empty when it
+    may. Without an endpoint in the environment the token is bound to none (a token exported by hand)."""
+    if not endpoint.strip() or not env_endpoint.strip():
+        return ""
+    if same_origin(_with_scheme(endpoint), _with_scheme(env_endpoint)):
+        return ""
+    return (f"The DataRobot API token comes from the environment ({TOKEN_ENV}, or the file {TOKEN_ENV}_FILE names, "
+            f"as the AWX DataRobot credential gives it), which is for the DataRobot at "
+            f"{shown(_with_scheme(env_endpoint))} ({ENDPOINT_ENV}), but the endpoint to use is "
+            f"{shown(_with_scheme(endpoint))}, another host, port or scheme: the token is not sent there, and nothing "
+            "was changed. To use that endpoint, give its own token (api_token; the roles' mlops_datarobot_api_token, "
+            f"from Vault) or a DataRobot credential whose endpoint it is; to use {shown(_with_scheme(env_endpoint))}, "
+            "leave the endpoint empty (endpoint; the roles' mlops_datarobot_endpoint; the AWX survey's DataRobot "
+            "endpoint).")
 
 
 # What follows an answer that did not come from DataRobot's API: another service, or a proxy's page, at the endpoint.

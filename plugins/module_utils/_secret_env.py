@@ -25,6 +25,9 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
 
 # NAME -> why NAME_FILE could not be read, filled by secret_fallback in this module process.
 _UNREADABLE: dict[str, str] = {}
+# The NAMEs whose value secret_fallback gave in this module process: a secret the task did not pass, which may be
+# meant for one endpoint only (DATAROBOT_API_TOKEN is DATAROBOT_ENDPOINT's).
+_SUPPLIED: set[str] = set()
 
 
 class SecretFileError(MlopsError):
@@ -57,7 +60,13 @@ def secret_fallback(name: str) -> str:
         return ""
     if value is None:
         raise AnsibleFallbackNotFound
+    _SUPPLIED.add(name)
     return value
+
+
+def supplied_by_environment(name: str) -> bool:
+    """Whether secret_fallback gave NAME's option its value (the task passed none)."""
+    return name in _SUPPLIED
 
 
 def raise_unreadable_secret_files() -> None:

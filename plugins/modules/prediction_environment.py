@@ -100,12 +100,18 @@ prediction_environment:
   type: dict
 """
 
+import os
+
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._datarobot_client import (
     DATAROBOT_AUTH_ARGUMENT_SPEC,
+    ENDPOINT_ENV,
     HAS_REQUESTS,
+    TOKEN_ENV,
     DataRobotClient,
+    api_base,
+    env_token_problem,
 )
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._duration import to_seconds
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._errors import exit_with
@@ -117,6 +123,7 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
 )
 from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._secret_env import (
     raise_unreadable_secret_files,
+    supplied_by_environment,
 )
 
 PLATFORMS = ["aws", "gcp", "azure", "onPremise", "datarobot", "datarobotServerless", "openShift", "other", "snowflake",
@@ -146,6 +153,11 @@ def manage(module: AnsibleModule) -> dict:
         raise InvalidEnvironmentRequest("Give the prediction environment's name, or its id: both are empty.")
     if params["state"] == "present":
         check_formats(params["supported_model_formats"])  # before any call
+    api_base(params["endpoint"], params["allow_insecure_http"])  # a malformed endpoint is named as such first
+    if supplied_by_environment(TOKEN_ENV):  # the environment's token goes to the environment's endpoint only
+        problem = env_token_problem(params["endpoint"], os.environ.get(ENDPOINT_ENV, ""))
+        if problem:
+            raise InvalidEnvironmentRequest(problem)
     verify = (params["ca_path"] or True) if params["validate_certs"] else False
     client = DataRobotClient(params["endpoint"], params["api_token"], verify=verify,
                              timeout=to_seconds(params["timeout"], "timeout"),

@@ -14,7 +14,9 @@ import base64
 import json
 import os
 import secrets
+import socket
 import sys
+import threading
 import uuid
 from pathlib import Path
 
@@ -105,6 +107,73 @@ def test_inventory_wins_over_the_credentials_and_no_secret_reaches_the_artifacts
     assert hits == []
     assert {"command", "stdout", "job_events"} <= {path.name for path in job.artifacts.iterdir()}
     assert json.loads((job.artifacts / "command").read_text())["env"]["REGISTRY_HOST"] == rig["RIG_REGISTRY"]
+
+
+@pytest.mark.parametrize("tags", ["prediction_environment", "management_agent"])
+def test_a_survey_endpoint_on_another_host_gets_no_token_of_the_credential(rig, new_namespace, job_dir, tags, ledger):
+    """Whoever may launch the job template answers the survey's DataRobot endpoint with a host of theirs: the
+    DataRobot credential's token is not sent there (nor written into the cluster for the agent to send), and the job
+    stops before its first stage."""
+    namespace = new_namespace("t-awx-endpoint")
+    before = kubectl("-n", namespace, "get", "secret,configmap", "-o", "name").stdout.split()
+    with ConnectionCounter() as elsewhere:
+        answers = dict(site_extra_vars(), mlops_survey_datarobot_endpoint=elsewhere.url)
+        types, injected = credential_types(), Injected()
+        inject(types["DataRobot MLOps API"], {"api_token": rig["DATAROBOT_API_TOKEN"],
+               "endpoint": rig["DATAROBOT_ENDPOINT"], "ca_cert": Path(rig["DATAROBOT_CA_PATH"]).read_text()},
+               job_dir, injected)
+        inject(types["DataRobot MLOps kubeconfig"], {"kubeconfig": Path(rig["KUBECONFIG"]).read_text()},
+               job_dir, injected)
+        host = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable,
+                "mlops_namespace": namespace, "mlops_registry_host": rig["RIG_REGISTRY"],
+                "mlops_registry_ca_path": rig["RIG_REGISTRY_CA"],
+                "mlops_outfacing_url_root": "https://mlops.example.com/deployments/"}
+        if tags == "management_agent":  # alone, the agent stage takes the environment's id (DataRobot is not asked)
+            host["mlops_prediction_environment_id"] = "0" * 24
+        job = run_job(job_dir, REPO, "site.yml", inventory={"clusters": {"hosts": {"cluster": host}}},
+                      extravars=answers, injected=injected, base_env=execution_environment(dict(os.environ)),
+                      tags=tags)
+    stdout = job.process.stdout
+    refused = f"which is for the DataRobot at {rig['DATAROBOT_ENDPOINT'].rstrip('/')}"
+    held = job.status == "failed" and refused in stdout and elsewhere.connections == 0
+    ledger.record("secret", f"AWX survey endpoint on another host ({tags}): the credential's DataRobot token not "
+                  "sent there", held=held, detail=f"{job.status}, {elsewhere.connections} connections")
+    assert job.status == "failed", stdout[-4000:]
+    assert refused in stdout and f"{elsewhere.url}, another host, port or scheme" in stdout, stdout[-4000:]
+    assert elsewhere.connections == 0
+    assert kubectl("-n", namespace, "get", "secret,configmap", "-o", "name").stdout.split() == before
+    assert secrets_in(job.artifacts, {"DataRobot API token": rig["DATAROBOT_API_TOKEN"]}) == []
+
+
+class ConnectionCounter:
+    """A loopback port that counts the connections made to it (a TLS client's first bytes count too) and answers
+    nothing: where a token sent to the wrong host would go."""
+
+    def __init__(self) -> None:
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.server.settimeout(0.2)
+        self.url = f"https://127.0.0.1:{self.server.getsockname()[1]}"
+        self.connections = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+
+    def _accept(self) -> None:
+        while not self.stop.is_set():
+            try:
+                connection = self.server.accept()[0]
+            except socket.timeout:
+                continue
+            self.connections += 1
+            connection.close()
+
+    def __enter__(self) -> "ConnectionCounter":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(timeout=5)
+        self.server.close()
 
 
 def logins(namespace: str) -> dict[str, tuple[str, str]]:

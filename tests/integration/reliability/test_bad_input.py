@@ -691,8 +691,8 @@ CASES = [
          playbook("playbooks/prediction_environment.yml", lambda b, case_id: {
              "mlops_prediction_environment_name": f"bad-input-{b.suffix}-{case_id}",
              "mlops_prediction_environment_formats": ["datarobot", "externalModel"]}),
-         ("Model formats ['externalModel'] are not supported by the management agent",
-          "remove them from supported_model_formats")),
+         # the role's argument spec, before the stage asks DataRobot (or site.yml's first stage changes anything)
+         ("mlops_prediction_environment_formats must be one or more of: datarobot, customModel", "externalModel")),
     Case("datarobot-endpoint-without-scheme", "datarobot", datarobot(endpoint="app.datarobot.com"),
          ("must start with https://",)),
 ]

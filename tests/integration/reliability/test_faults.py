@@ -689,7 +689,9 @@ def test_fault_datarobot_down_during_a_site_run_changes_nothing_in_the_cluster(r
     namespace, release_name = unique("t-fault-dr"), unique("bosun")
     endpoint = dead_endpoint()
     run = run_playbook("site.yml", tags="prediction_environment,management_agent", extra_vars={
-        "mlops_datarobot_endpoint": endpoint, "mlops_prediction_environment_name": unique("env-site"),
+        # the token with the endpoint: the environment's (the rig's) is for DATAROBOT_ENDPOINT only
+        "mlops_datarobot_endpoint": endpoint, "mlops_datarobot_api_token": rig["DATAROBOT_API_TOKEN"],
+        "mlops_prediction_environment_name": unique("env-site"),
         "mlops_namespace": namespace, "mlops_management_agent_release_name": release_name,
         "mlops_management_agent_chart_ref": CHART,
         "_mlops": {"agent_images": {"management_agent": {"repository": AGENT_IMAGE, "tag": "9.2.0"}}}})
