@@ -14,8 +14,8 @@ description:
     same rule as the prediction_environment module, to keep that token for its own DataRobot.
   - Endpoints compare by scheme, host and port (C(https://app.datarobot.com) and
     C(https://app.datarobot.com/api/v2) are one DataRobot); one written without a scheme counts as C(https://).
-  - Without an endpoint in the environment the token is bound to none (a token exported by hand), and an empty
-    endpoint means the environment's own; both give an empty string.
+  - Without an endpoint in the environment the token is bound to none (a token exported by hand), except that it
+    never goes to an endpoint an AWX survey chose at launch; an empty endpoint means the environment's own.
 author:
   - DataRobot MLOps collection maintainers (@datarobot-community)
 options:
@@ -27,6 +27,13 @@ options:
     description: The endpoint the token belongs to (C(DATAROBOT_ENDPOINT)).
     type: str
     required: true
+  survey_endpoint:
+    description:
+      - The endpoint an AWX survey answered (C(mlops_survey_datarobot_endpoint)), chosen by whoever launches the job.
+      - A token the environment does not bind to an endpoint (an AWX credential made without one) is never sent
+        there.
+    type: str
+    default: ""
 """
 
 EXAMPLES = r"""
@@ -36,8 +43,8 @@ EXAMPLES = r"""
     fail_msg: "{{ problem }}"
   vars:
     problem: >-
-      {{ mlops_datarobot_endpoint
-         | datarobot_mlops.management_agent.datarobot_token_problem(lookup('ansible.builtin.env', 'DATAROBOT_ENDPOINT')) }}
+      {{ mlops_datarobot_endpoint | datarobot_mlops.management_agent.datarobot_token_problem(
+           lookup('ansible.builtin.env', 'DATAROBOT_ENDPOINT'), mlops_survey_datarobot_endpoint | default('', true)) }}
 """
 
 RETURN = r"""
@@ -53,8 +60,8 @@ from ansible_collections.datarobot_mlops.management_agent.plugins.module_utils._
 )
 
 
-def datarobot_token_problem(endpoint: Any, env_endpoint: Any) -> str:
-    return env_token_problem(str(endpoint or ""), str(env_endpoint or ""))
+def datarobot_token_problem(endpoint: Any, env_endpoint: Any, survey_endpoint: Any = "") -> str:
+    return env_token_problem(str(endpoint or ""), str(env_endpoint or ""), str(survey_endpoint or ""))
 
 
 class FilterModule:

@@ -64,11 +64,21 @@ def _with_scheme(endpoint: str) -> str:
     return endpoint if "://" in endpoint else f"https://{endpoint}"
 
 
-def env_token_problem(endpoint: str, env_endpoint: str) -> str:
+def env_token_problem(endpoint: str, env_endpoint: str, survey_endpoint: str = "") -> str:
     """Why the environment's API token (which belongs to `env_endpoint`) must not go to `endpoint`; empty when it
-    may. Without an endpoint in the environment the token is bound to none (a token exported by hand)."""
-    if not endpoint.strip() or not env_endpoint.strip():
+    may. Without an endpoint in the environment the token is bound to none (a token exported by hand, an AWX
+    credential made without one), except to `survey_endpoint`, an endpoint chosen when an AWX job is launched."""
+    if not endpoint.strip():
         return ""
+    if not env_endpoint.strip():
+        if not survey_endpoint.strip():
+            return ""
+        return (f"The AWX survey names the DataRobot endpoint {shown(_with_scheme(survey_endpoint))}, and the DataRobot "
+                "API token comes from the environment (the AWX DataRobot credential's), which names no endpoint "
+                f"({ENDPOINT_ENV} is empty): the token is not sent to an endpoint chosen at launch, and nothing was "
+                "changed. Give the credential the endpoint its token is for (a survey answer must then be on that "
+                "host), or name the endpoint in the inventory (mlops_datarobot_endpoint) and leave the survey's "
+                "answer empty.")
     if same_origin(_with_scheme(endpoint), _with_scheme(env_endpoint)):
         return ""
     return (f"The DataRobot API token comes from the environment ({TOKEN_ENV}, or the file {TOKEN_ENV}_FILE names, "

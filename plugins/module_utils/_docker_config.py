@@ -105,10 +105,12 @@ def _from_auths(auths: dict, registry: str, path: str) -> Credentials | None:
 
 
 def _decoded(auth: Any, key: str, path: str) -> Credentials:
-    """The login in an `auths` entry's `auth`: base64 of user:password, decoded strictly as docker does. The message
-    of a bad one never quotes it: it is the password, only encoded."""
+    """The login in an `auths` entry's `auth`: base64 of user:password, decoded as docker does (line breaks skipped,
+    anything else outside the alphabet refused). The message of a bad one never quotes it: it is the password, only
+    encoded."""
     try:
-        text = base64.b64decode(auth, validate=True).decode()
+        text = base64.b64decode(auth.replace("\r", "").replace("\n", "") if isinstance(auth, str) else auth,
+                                validate=True).decode()
     except (ValueError, TypeError):  # binascii.Error and UnicodeDecodeError (which holds the bytes) are ValueErrors
         raise DockerConfigError(f"docker config {path}: the auth of {key} is not the base64 of user:password (UTF-8). "
                                 f"{REWRITE}") from None

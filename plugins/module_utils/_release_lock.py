@@ -290,7 +290,8 @@ class ReleaseLock:
         """Delete the Lease as this run last wrote it. Raises LeaseConflict when someone took it over meanwhile: it is
         then their record of their work (what their crash recovery reads), not ours to delete."""
         self.stop_renewing()
-        lease, self._lease = self._lease, None
+        with self._mutex:  # after a renewal still under way (stop_renewing waits only so long): its resourceVersion
+            lease, self._lease = self._lease, None
         if lease is None:
             return
         if self.lost:

@@ -31,13 +31,20 @@ PLAY = """
 """
 
 
-def test_gcloud_gets_its_own_variables_and_no_secret_of_the_run(tmp_path):
+def with_fake_gcloud(tmp_path: Path, script: str) -> tuple[Path, Path]:
+    """`script` as gcloud in a directory of its own (put it first on PATH), an empty CLOUDSDK_CONFIG directory for
+    its records, and PLAY beside them: (that bin directory, the config directory)."""
     fake_bin, config = tmp_path / "bin", tmp_path / "gcloud-config"
     fake_bin.mkdir()
     config.mkdir()
-    (fake_bin / "gcloud").write_text(FAKE_GCLOUD)
+    (fake_bin / "gcloud").write_text(script)
     (fake_bin / "gcloud").chmod(0o755)
     (tmp_path / "play.yml").write_text(PLAY)
+    return fake_bin, config
+
+
+def test_gcloud_gets_its_own_variables_and_no_secret_of_the_run(tmp_path):
+    fake_bin, config = with_fake_gcloud(tmp_path, FAKE_GCLOUD)
     canary = f"canary{uuid.uuid4().hex}"
     env = ansible_env(DATAROBOT_API_TOKEN=canary, REGISTRY_PASSWORD=canary, SITE_NOTE=canary,
                       CLOUDSDK_CONFIG=str(config), CLOUDSDK_CORE_PROJECT="p1", GOOGLE_APPLICATION_CREDENTIALS="/k.json",
@@ -81,12 +88,7 @@ esac
 
 
 def test_a_check_run_reports_the_bindings_of_a_service_account_not_made_yet(tmp_path):
-    fake_bin, config = tmp_path / "bin", tmp_path / "gcloud-config"
-    fake_bin.mkdir()
-    config.mkdir()
-    (fake_bin / "gcloud").write_text(FAKE_GCLOUD_NEW_ACCOUNT)
-    (fake_bin / "gcloud").chmod(0o755)
-    (tmp_path / "play.yml").write_text(PLAY)
+    fake_bin, config = with_fake_gcloud(tmp_path, FAKE_GCLOUD_NEW_ACCOUNT)
     env = ansible_env(CLOUDSDK_CONFIG=str(config))
     env["PATH"] = f"{fake_bin}:{env['PATH']}"
     extra = {"mlops_registry_gcp_project": "p1", "mlops_registry_gcp_service_account": "builder",

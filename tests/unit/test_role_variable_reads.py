@@ -141,6 +141,8 @@ def test_the_scan_finds_expressions_in_tasks():
 
 
 # Another stage's settings a role reads only as a fallback, each with `| default(...)`, and the play's environment.
+# An AWX survey's answers (awx/surveys): not settings of a role, read only to know what was chosen at launch.
+SURVEY_PREFIX = "mlops_survey_"
 FALLBACKS = {
     "ingress_nginx": {"mlops_datarobot_api_token", "mlops_registry_password", "mlops_cluster_env"},
     "management_agent": {"mlops_ingress_nginx_class", "mlops_pps_image_version"},
@@ -170,7 +172,8 @@ def settings_read(role: str) -> dict[str, str]:
 @pytest.mark.parametrize("role", sorted(path.parents[1].name for path in REPO.glob("roles/*/meta/argument_specs.yml")))
 def test_the_settings_a_role_reads_are_in_its_spec(role):
     missing = {name: where for name, where in settings_read(role).items()
-               if name not in _options(role) and name not in FALLBACKS.get(role, set())}
+               if name not in _options(role) and name not in FALLBACKS.get(role, set())
+               and not name.startswith(SURVEY_PREFIX)}
     assert missing == {}
 
 

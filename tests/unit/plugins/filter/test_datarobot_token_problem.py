@@ -35,3 +35,14 @@ def test_a_token_without_an_endpoint_in_the_environment_is_bound_to_none(env_end
 
 def test_the_filter_is_registered():
     assert FilterModule().filters()["datarobot_token_problem"] is datarobot_token_problem
+
+
+def test_a_credential_without_an_endpoint_never_sends_its_token_to_the_surveys_endpoint():
+    """An AWX credential made without an endpoint (its type's inputs cannot change once in use): whoever launches the
+    job may not choose where its token goes."""
+    problem = datarobot_token_problem("https://collector.example.net", "", "https://collector.example.net")
+    assert "The AWX survey names the DataRobot endpoint https://collector.example.net" in problem
+    assert "names no endpoint (DATAROBOT_ENDPOINT is empty)" in problem and "not sent" in problem
+    # the inventory's endpoint (no survey answer), or a survey answer on the credential's own host
+    assert datarobot_token_problem("https://dr.example.net", "", None) == ""
+    assert datarobot_token_problem(CREDENTIAL + "/api/v2", CREDENTIAL, CREDENTIAL + "/api/v2") == ""

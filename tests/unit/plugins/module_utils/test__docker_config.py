@@ -4,6 +4,7 @@ import base64
 import json
 import os
 import stat
+import textwrap
 
 import pytest
 
@@ -177,3 +178,12 @@ def test_a_helper_that_does_not_answer_in_time_is_a_clear_error(tmp_path, monkey
     path = write_config(tmp_path, {"credsStore": "slow"})
     with pytest.raises(DockerConfigError, match=r"docker-credential-slow get did not answer within 60 seconds"):
         credentials_from_docker_config(REGISTRY, path)
+
+
+def test_an_auth_wrapped_by_base64_is_read_as_docker_reads_it(tmp_path):
+    """`base64` wraps at 76 columns, and Go's decoder (docker's) skips the line breaks: so does ours."""
+    login = "robot$account:" + "s" * 80
+    wrapped = "\n".join(textwrap.wrap(base64.b64encode(login.encode()).decode(), 76)) + "\n"
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"auths": {"registry.example.com": {"auth": wrapped}}}))
+    assert credentials_from_docker_config("registry.example.com", str(path)) == Credentials("robot$account", "s" * 80)
