@@ -88,7 +88,7 @@ def _google_auth_kinds() -> list[str]:
                 if isinstance(node, ast.keyword) and node.arg == "auth_kind" and isinstance(node.value, ast.Call):
                     return next(ast.literal_eval(option.value) for option in node.value.keywords
                                 if option.arg == "choices")
-    pytest.skip("google.cloud is not installed")
+    raise AssertionError("google.cloud (a dependency in galaxy.yml) is not on sys.path: run `make setup`")
 
 
 def _validate(role: str, values: dict[str, Any]) -> list[str]:
