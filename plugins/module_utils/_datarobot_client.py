@@ -79,16 +79,16 @@ def env_token_problem(endpoint: str, env_endpoint: str, survey_endpoint: str = "
                 "changed. Give the credential the endpoint its token is for (a survey answer must then be on that "
                 "host), or name the endpoint in the inventory (mlops_datarobot_endpoint) and leave the survey's "
                 "answer empty.")
-    if same_origin(_with_scheme(endpoint), _with_scheme(env_endpoint)):
+    wanted, own = _with_scheme(endpoint), _with_scheme(env_endpoint)
+    if same_origin(wanted, own):
         return ""
     return (f"The DataRobot API token comes from the environment ({TOKEN_ENV}, or the file {TOKEN_ENV}_FILE names, "
-            f"as the AWX DataRobot credential gives it), which is for the DataRobot at "
-            f"{shown(_with_scheme(env_endpoint))} ({ENDPOINT_ENV}), but the endpoint to use is "
-            f"{shown(_with_scheme(endpoint))}, another host, port or scheme: the token is not sent there, and nothing "
-            "was changed. To use that endpoint, give its own token (api_token; the roles' mlops_datarobot_api_token, "
-            f"from Vault) or a DataRobot credential whose endpoint it is; to use {shown(_with_scheme(env_endpoint))}, "
-            "leave the endpoint empty (endpoint; the roles' mlops_datarobot_endpoint; the AWX survey's DataRobot "
-            "endpoint).")
+            f"as the AWX DataRobot credential gives it), which is for the DataRobot at {shown(own)} ({ENDPOINT_ENV}), "
+            f"but the endpoint to use is {shown(wanted)}, another host, port or scheme: the token is not sent there, "
+            "and nothing was changed. To use that endpoint, give its own token (api_token; the roles' "
+            "mlops_datarobot_api_token, from Vault) or a DataRobot credential whose endpoint it is; to use "
+            f"{shown(own)}, leave the endpoint empty (endpoint; the roles' mlops_datarobot_endpoint; the AWX survey's "
+            "DataRobot endpoint).")
 
 
 # What follows an answer that did not come from DataRobot's API: another service, or a proxy's page, at the endpoint.
